@@ -1,0 +1,143 @@
+"""The library facade: what each command does, as functions tests and pipelines call.
+
+Each function takes an ``Embedder`` (weights on a device) and paths, and returns typed
+results; none prints. The CLI parses arguments, calls one of these and renders the result.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from osma_cli.attribution import Attribution, attribute_embeddings
+from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
+from osma_cli.data import class_folders
+from osma_cli.embed import EmbeddedImage, Embedder, embed_all
+from osma_cli.errors import DataError, ReferenceStoreError
+from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
+                                 now_iso, open_store_for_update)
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How files are turned into crops and batched; shared by every command."""
+
+    n_crops: int = 1
+    batch_size: int = 32
+    workers: int | None = None
+    small: str = "pad"
+    max_pixels: int | None = None
+
+    def kwargs(self) -> dict:
+        out = {"n_crops": self.n_crops, "batch_size": self.batch_size,
+               "workers": self.workers, "small": self.small}
+        if self.max_pixels is not None:
+            out["max_pixels"] = self.max_pixels
+        return out
+
+
+@dataclass
+class BuildResult:
+    store: ReferenceStore
+    failures: list[EmbeddedImage] = field(default_factory=list)
+
+
+def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
+                     acceptance: float = DEFAULT_ACCEPTANCE,
+                     on_progress: ProgressCallback | None = None) -> BuildResult:
+    """References from a folder tree (one sub-folder per generator), with a provisional tau.
+
+    Fails before embedding anything when a generator folder holds fewer than two image
+    files, and after embedding when fewer than two of them could be read: a reference
+    store must not silently lack a generator the user asked for.
+    """
+    folders = class_folders(root)
+    too_few = [name for name, files in folders.items() if len(files) < MIN_IMAGES]
+    if too_few:
+        raise DataError(f"{root}: generator folder(s) with fewer than {MIN_IMAGES} images: "
+                        f"{', '.join(too_few)}", hint="add images or remove those folders")
+    paths = [p for files in folders.values() for p in files]
+    labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
+    items = list(embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()))
+    good = [it for it in items if it.ok]
+    failures = [it for it in items if not it.ok]
+    names = list(folders)
+    good_labels = labels[[it.index for it in good]]
+    counts = np.bincount(good_labels, minlength=len(names))
+    short = [f"{names[i]} ({counts[i]} readable)" for i in range(len(names)) if counts[i] < MIN_IMAGES]
+    if short:
+        raise DataError(f"{root}: too few readable images for {', '.join(short)}",
+                        hint="fix or replace the unreadable files listed above")
+    embeddings = np.stack([it.embedding for it in good])
+    store = ReferenceStore.for_weights(embedder.meta)
+    for i, name in enumerate(names):
+        store.enroll(name, embeddings[good_labels == i])
+    loo = leave_one_out_scores(embeddings, good_labels)
+    loo = loo[np.isfinite(loo)]
+    if loo.size:
+        store.set_threshold(Threshold(
+            value=threshold_for_acceptance(loo, acceptance),
+            method="provisional: leave-one-out scores of the build images",
+            target=acceptance, n_images=int(loo.size), chosen=now_iso()))
+    return BuildResult(store=store, failures=failures)
+
+
+@dataclass
+class EnrollResult:
+    reference: GeneratorReference
+    n_added: int
+    failures: list[EmbeddedImage]
+
+
+def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, paths: Sequence[Path], *,
+                     update: bool = False, options: EmbedOptions = EmbedOptions(),
+                     on_progress: ProgressCallback | None = None) -> EnrollResult:
+    """Embed ``paths`` and add them to the store as generator ``name`` (no retraining).
+
+    The store is checked before the (slow) embedding so a wrong name or model fails at
+    once, and re-checked under the lock when the embeddings are added.
+    """
+    store_path = Path(store_path)
+    if store_path.exists():
+        store = ReferenceStore.load(store_path)
+        store.check_weights(embedder.meta, store_path=store_path)
+        store.check_enrollable(name, update=update)
+    embeddings, failures = embed_all(embedder, paths, on_progress=on_progress, **options.kwargs())
+    with open_store_for_update(store_path, create_for=embedder.meta) as store:
+        reference = store.enroll(name, embeddings, update=update)
+    return EnrollResult(reference=reference, n_added=len(embeddings), failures=failures)
+
+
+@dataclass(frozen=True)
+class FileAttribution:
+    """One input file's outcome: an attribution, or the reason it could not be read."""
+
+    path: Path
+    attribution: Attribution | None
+    error: str | None = None
+
+
+def attribute_files(embedder: Embedder, store: ReferenceStore, paths: Sequence[Path], *,
+                    threshold: float, top_k: int = 1, options: EmbedOptions = EmbedOptions(),
+                    on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
+    """Attribute files in order, streaming: bounded memory for any number of files."""
+    store.check_weights(embedder.meta)
+    if len(store) == 0:
+        raise ReferenceStoreError("the reference store holds no generators",
+                                  hint="enroll generators with `osma enroll` or `osma build`")
+    stream = embedder.embed_files(paths, on_progress=on_progress, **options.kwargs())
+    while chunk := list(itertools.islice(stream, max(1, options.batch_size))):
+        good = [it for it in chunk if it.ok]
+        verdicts = iter(attribute_embeddings(np.stack([it.embedding for it in good]), store,
+                                             threshold=threshold, top_k=top_k) if good else [])
+        for item in chunk:
+            if item.ok:
+                yield FileAttribution(path=item.path, attribution=next(verdicts))
+            else:
+                yield FileAttribution(path=item.path, attribution=None, error=item.error)

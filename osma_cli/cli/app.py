@@ -1,0 +1,57 @@
+"""The ``osma`` Typer application and its error boundary.
+
+Every command is registered through ``command``, which turns an anticipated ``OsmaError``
+into one clean message on stderr and the error's exit code (the same under Typer's test
+runner as in a shell). Unanticipated errors keep their traceback: they are bugs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import typer
+
+from osma_cli.cli import attribute, info, references
+from osma_cli.errors import OsmaError
+
+
+def handle_errors(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OsmaError as exc:
+            from osma_cli.cli import output
+
+            output.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def command(target: typer.Typer, name: str, func: Callable) -> None:
+    target.command(name)(handle_errors(func))
+
+
+app = typer.Typer(
+    name="osma",
+    help="Open-set model attribution: which known generator made an image, or unknown.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+command(app, "attribute", attribute.attribute)
+command(app, "build", references.build)
+command(app, "enroll", references.enroll)
+command(app, "info", info.info)
+refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",
+                       no_args_is_help=True)
+command(refs_app, "list", references.refs_list)
+command(refs_app, "show", references.refs_show)
+command(refs_app, "remove", references.refs_remove)
+app.add_typer(refs_app, name="refs")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,64 @@
+"""``osma info``: the model, the reference store and the device in use."""
+
+from __future__ import annotations
+
+import typer
+
+from osma_cli.cli import output
+from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
+
+
+def gather_info(model, refs, device: str) -> dict:
+    """Everything ``info`` reports, as plain data; missing parts are reported, not fatal."""
+    import torch
+
+    import osma_cli
+    from osma_cli.errors import OsmaError
+    from osma_cli.home import osma_home, shipped_dir
+    from osma_cli.references import ReferenceStore
+    from osma_cli.runtime import resolve_device
+    from osma_cli.cli.session import model_path, refs_path
+    from osma_cli.cli.references import store_summary
+    from osma_cli.weights import read_meta
+
+    info: dict = {"osma_version": osma_cli.__version__, "torch_version": torch.__version__,
+                  "device": str(resolve_device(device)),
+                  "cuda_available": torch.cuda.is_available(),
+                  "osma_home": str(osma_home()), "shipped_dir": str(shipped_dir())}
+    try:
+        path = model_path(model)
+        meta = read_meta(path)
+        info["model"] = {"path": str(path), **meta.to_dict()}
+    except OsmaError as exc:
+        info["model"] = {"error": str(exc)}
+    try:
+        path = refs_path(refs)
+        info["references"] = store_summary(ReferenceStore.load(path), path)
+    except OsmaError as exc:
+        info["references"] = {"error": str(exc)}
+    return info
+
+
+def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto",
+         json_out: JsonOpt = False) -> None:
+    """Show the model, its recipe, the known generators, tau and the device."""
+    data = gather_info(model, refs, device)
+    if json_out:
+        output.write_json(data)
+        return
+    rows = [[k, v] for k, v in data.items() if k not in ("model", "references")]
+    output.stdout.print(output.simple_table("osma", ["", ""], rows))
+    model_info = data["model"]
+    output.stdout.print(output.simple_table("model", ["field", "value"],
+                                            [[k, v] for k, v in model_info.items()]))
+    refs_info = data["references"]
+    if "error" in refs_info:
+        output.stdout.print(output.simple_table("references", ["field", "value"],
+                                                [["error", refs_info["error"]]]))
+    else:
+        gens = refs_info["generators"]
+        tau = refs_info["threshold"]
+        output.stdout.print(output.simple_table(
+            f"references: {refs_info['path']} (tau {tau['value']:.4g})" if tau else
+            f"references: {refs_info['path']} (no threshold)",
+            ["generator", "images", "sigma"], [[g["name"], g["count"], f"{g['sigma']:.4g}"] for g in gens]))

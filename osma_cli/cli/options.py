@@ -1,0 +1,29 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelOpt = Annotated[Optional[Path], typer.Option(
+    "--model", help="Weights file (.safetensors). Default: the shipped model.",
+    dir_okay=False, show_default=False)]
+RefsOpt = Annotated[Optional[Path], typer.Option(
+    "--refs", help="Reference store (.h5). Default: $OSMA_HOME/references.h5, seeded from the shipped one.",
+    dir_okay=False, show_default=False)]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto, cpu, cuda or cuda:N.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", min=0, help="Decoding processes (0: decode in the main process). Default: by CPU count.",
+    show_default=False)]
+CropsOpt = Annotated[int, typer.Option(
+    "--crops", min=1, help="Average the embeddings of N non-overlapping crops of a large image.")]
+SmallOpt = Annotated[str, typer.Option(
+    "--small", help="Images smaller than the crop: 'pad' (mirror-pad, no resampling) or 'skip'.")]
+MaxPixelsOpt = Annotated[Optional[int], typer.Option(
+    "--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]

@@ -1,0 +1,56 @@
+"""Errors raised by the osma core.
+
+The core raises ``OsmaError`` subclasses with a message that says what went wrong and,
+where possible, what to do. The CLI turns each into one clean line and an exit code; no
+traceback reaches a user for an error we anticipated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SOME_INPUTS_FAILED = 3
+
+
+class OsmaError(Exception):
+    """Base class for every anticipated failure; ``hint`` says what the user can do."""
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(OsmaError):
+    """The command line or the arguments of a library call are invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class ImageError(OsmaError):
+    """One input file cannot be used as an image; batches report it and go on."""
+
+    def __init__(self, path: Path | str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint=hint)
+        self.path = Path(path)
+        self.reason = reason
+
+
+class WeightsError(OsmaError):
+    """A weights file is missing, corrupt, or does not match what it is used with."""
+
+
+class ReferenceStoreError(OsmaError):
+    """A reference store is missing, corrupt, or inconsistent with the request."""
+
+
+class DataError(OsmaError):
+    """A dataset, folder tree or annotation file is malformed or empty."""
