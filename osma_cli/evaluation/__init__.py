@@ -1,0 +1,41 @@
+"""Evaluation of open-set attribution: metrics on arrays, no models (docs/metrics.md)."""
+
+from osma_cli.evaluation.metrics import (
+    UNKNOWN_LABEL,
+    AF1CRRCurve,
+    KindReport,
+    MetricInputError,
+    OpenSetReport,
+    OSCRCurve,
+    ROCCurve,
+    af1_crr_curve,
+    average_f1,
+    breakdown_by_kind,
+    closed_set_accuracy,
+    correct_rejection_rate,
+    evaluate_open_set,
+    open_set_predictions,
+    oscr,
+    roc_auc,
+    roc_curve,
+)
+
+__all__ = [
+    "UNKNOWN_LABEL",
+    "AF1CRRCurve",
+    "KindReport",
+    "MetricInputError",
+    "OpenSetReport",
+    "OSCRCurve",
+    "ROCCurve",
+    "af1_crr_curve",
+    "average_f1",
+    "breakdown_by_kind",
+    "closed_set_accuracy",
+    "correct_rejection_rate",
+    "evaluate_open_set",
+    "open_set_predictions",
+    "oscr",
+    "roc_auc",
+    "roc_curve",
+]
