@@ -1,0 +1,69 @@
+"""One registry of embedding networks: names map to keyword-only builder functions.
+
+Weights files name their architecture; ``get_model`` turns that name (and the builder
+keywords stored with the weights) back into a network. Builders are keyword-only, so a
+stored ``arch_kwargs`` dict always means the same thing; duplicate names are refused so
+that one name can never build two different networks. Builders must also work under
+``torch.device("meta")``: ``save_weights`` builds a data-free skeleton that way to check
+that the metadata describes the tensors (the round-trip test over every model enforces it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, TypeVar
+
+from osma_cli.errors import UsageError
+from osma_cli.nets.base import EmbeddingNet
+
+Builder = Callable[..., EmbeddingNet]
+B = TypeVar("B", bound=Builder)
+
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[B], B]:
+    """Decorator registering ``builder`` under ``name``; refuses duplicates and positional params."""
+
+    def decorate(builder: B) -> B:
+        if name in _BUILDERS:
+            raise UsageError(f"a model named {name!r} is already registered "
+                             f"({_BUILDERS[name].__module__}.{_BUILDERS[name].__qualname__})")
+        positional = [p.name for p in inspect.signature(builder).parameters.values()
+                      if p.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)]
+        if positional:
+            raise UsageError(f"builder for {name!r} must be keyword-only; positional parameters: "
+                             f"{', '.join(positional)}", hint="put '*' first in its signature")
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_BUILDERS)
+
+
+def get_model_builder(name: str) -> Builder:
+    """The builder registered under ``name``; unknown names get the close matches."""
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_BUILDERS), n=3, cutoff=0.5)
+        suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UsageError(f"unknown model {name!r}{suggestion}",
+                         hint=f"available models: {', '.join(list_models()) or 'none'}") from None
+
+
+def get_model(name: str, **kwargs: Any) -> EmbeddingNet:
+    """Build the network registered under ``name`` with builder keywords ``kwargs``."""
+    builder = get_model_builder(name)
+    try:
+        model = builder(**kwargs)
+    except TypeError as exc:
+        raise UsageError(f"cannot build model {name!r} with {kwargs!r}: {exc}") from exc
+    if not isinstance(model, EmbeddingNet):
+        raise UsageError(f"builder for {name!r} returned {type(model).__name__}, not an EmbeddingNet")
+    return model

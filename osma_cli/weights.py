@@ -1,0 +1,248 @@
+"""Weights files: safetensors tensors plus a typed metadata record, never pickle.
+
+A weights file carries everything needed to rebuild and use the network: the registry
+name and builder keywords, the embedding size, the crop size it was trained on, whether
+its embeddings are L2-normalised, how it was trained, what it reached, and a content hash.
+The metadata is one JSON object under the safetensors header key ``"osma"``, so reading it
+(``read_meta``) costs one small read. The hash covers the tensors only (names, dtypes,
+shapes, bytes), so it identifies the network's parameters whatever the metadata says;
+reference stores record it to refuse mixing embeddings from different weights.
+
+Writes are atomic (temporary file in the same directory, fsync, ``os.replace``): a crash
+leaves either the old file or the new one. Every failure is a ``WeightsError`` naming the
+file and saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from osma_cli import __version__
+from osma_cli.errors import UsageError, WeightsError
+from osma_cli.nets import EmbeddingNet, get_model
+
+METADATA_KEY = "osma"
+KINDS = ("embedding",)
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    """What a weights file says about its network; saved as JSON in the safetensors header."""
+
+    architecture: str
+    embedding_dim: int
+    crop_size: int
+    l2_normalize: bool
+    arch_kwargs: dict = field(default_factory=dict)
+    kind: str = "embedding"
+    recipe: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    licence: str = "MIT"
+    osma_version: str = __version__
+    created: str = ""
+    sha256: str = ""
+
+
+_REQUIRED = ("architecture", "embedding_dim", "crop_size", "l2_normalize")
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "architecture": str, "embedding_dim": int, "crop_size": int, "l2_normalize": bool,
+    "arch_kwargs": dict, "kind": str, "recipe": dict, "metrics": dict, "licence": str,
+    "osma_version": str, "created": str, "sha256": str,
+}
+
+
+def content_hash(state_dict: Mapping[str, Tensor]) -> str:
+    """sha256 over the tensors in name order: name, dtype, shape and raw bytes of each."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header = f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{tuple(tensor.shape)}\0{len(raw)}\0"
+        digest.update(header.encode("utf-8"))
+        digest.update(raw)
+    return digest.hexdigest()
+
+
+def save_weights(path: Path | str, model: nn.Module, meta: WeightsMeta) -> WeightsMeta:
+    """Write ``model``'s tensors and ``meta`` to ``path`` atomically; returns meta with hash and time."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise WeightsError(f"{path}: directory {path.parent} does not exist", hint="create it first")
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    _check_savable(path, model, meta, tensors)
+    meta = replace(meta, sha256=content_hash(tensors), osma_version=__version__,
+                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    try:
+        header = json.dumps(asdict(meta), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: metadata is not plain JSON ({exc})",
+                           hint="keep recipe, metrics and arch_kwargs to str/int/float/bool/list/dict") from exc
+    _atomic_save(path, tensors, {METADATA_KEY: header})
+    return meta
+
+
+def read_meta(path: Path | str) -> WeightsMeta:
+    """The metadata of a weights file, from its header only."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})",
+                           hint="the file is truncated or not a weights file; download or copy it again") from exc
+    if METADATA_KEY not in header:
+        raise WeightsError(f"{path}: not an osma weights file (no {METADATA_KEY!r} metadata)",
+                           hint="use a file written by osma (training or `save_weights`)")
+    return _meta_from_json(path, header[METADATA_KEY])
+
+
+def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[EmbeddingNet, WeightsMeta]:
+    """Rebuild the network named in ``path``, load and verify its tensors, return it in eval mode."""
+    path = Path(path)
+    meta = read_meta(path)
+    if meta.kind not in KINDS:
+        raise WeightsError(f"{path}: weights of kind {meta.kind!r} cannot be loaded as an embedding network",
+                           hint="use an embedding weights file, or a newer osma")
+    model = _build(path, meta)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: tensors cannot be read ({exc})",
+                           hint="the file is truncated or corrupt; download or copy it again") from exc
+    if content_hash(tensors) != meta.sha256:
+        raise WeightsError(f"{path}: content hash does not match the metadata: the file is modified or corrupt",
+                           hint="download or copy the weights again; never edit a weights file")
+    _check_tensors(path, model.state_dict(), tensors)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    _check_output(path, model, meta)
+    return model.to(device), meta
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise WeightsError(f"{path}: no such weights file", hint="check the path, or list shipped weights")
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a file", hint="give the path of a .safetensors weights file")
+
+
+def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Mapping[str, Tensor]) -> None:
+    """Refuse to write a file that ``load_weights`` could not turn back into this network."""
+    if meta.kind not in KINDS:
+        raise WeightsError(f"{path}: unknown weights kind {meta.kind!r}; known: {', '.join(KINDS)}")
+    if isinstance(model, EmbeddingNet) and model.embedding_dim != meta.embedding_dim:
+        raise WeightsError(f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network "
+                           f"outputs {model.embedding_dim}", hint="fix the metadata before saving")
+    with torch.device("meta"):
+        skeleton = _build(path, meta)
+    _check_tensors(path, skeleton.state_dict(), tensors)
+
+
+def _build(path: Path, meta: WeightsMeta) -> EmbeddingNet:
+    if "embedding_dim" in meta.arch_kwargs:
+        raise WeightsError(f"{path}: arch_kwargs repeats embedding_dim",
+                           hint="embedding_dim belongs in its own metadata field only")
+    try:
+        return get_model(meta.architecture, embedding_dim=meta.embedding_dim, **meta.arch_kwargs)
+    except UsageError as exc:
+        raise WeightsError(f"{path}: cannot build its network: {exc.message}",
+                           hint=exc.hint or "the file may need a newer osma") from exc
+
+
+def _check_tensors(path: Path, expected: Mapping[str, Tensor], found: Mapping[str, Tensor]) -> None:
+    """Name missing, unexpected and mis-shaped tensors (a few of each) instead of a bare strict-load error."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = [f"{name} {tuple(found[name].shape)} vs {tuple(expected[name].shape)}"
+                 for name in sorted(set(expected) & set(found)) if found[name].shape != expected[name].shape]
+    problems = [f"{label}: {_few(names)}" for label, names in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if names]
+    if problems:
+        raise WeightsError(f"{path}: tensors do not fit the network ({'; '.join(problems)})",
+                           hint="the metadata (architecture, embedding_dim, arch_kwargs) does not "
+                                "describe these tensors; re-export the weights")
+
+
+def _check_output(path: Path, model: EmbeddingNet, meta: WeightsMeta) -> None:
+    side = max(model.min_input_size, 1)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, side, side))
+    if out.shape != (1, meta.embedding_dim):
+        raise WeightsError(f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network "
+                           f"outputs {tuple(out.shape[1:])}", hint="the file's metadata is wrong; re-export it")
+    if meta.crop_size < model.min_input_size:
+        raise WeightsError(f"{path}: crop_size {meta.crop_size} is below the network's minimum input "
+                           f"{model.min_input_size}", hint="the file's metadata is wrong; re-export it")
+
+
+def _few(names: list[str]) -> str:
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(names[:_SHOWN]) + more
+
+
+def _meta_from_json(path: Path, text: str) -> WeightsMeta:
+    """Parse and type-check the metadata; unknown keys (from newer osma versions) are ignored."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: osma metadata is not valid JSON ({exc})",
+                           hint="the file is corrupt; download or copy it again") from exc
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: osma metadata is not a JSON object", hint="the file is corrupt")
+    absent = [name for name in _REQUIRED if name not in data]
+    if absent:
+        raise WeightsError(f"{path}: osma metadata lacks {', '.join(absent)}", hint="re-export the weights")
+    known = {name: data[name] for name in _FIELD_TYPES if name in data}
+    for name, value in known.items():
+        wanted = _FIELD_TYPES[name]
+        if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+            raise WeightsError(f"{path}: osma metadata field {name!r} has the wrong type "
+                               f"({type(value).__name__})", hint="re-export the weights")
+    return WeightsMeta(**known)
+
+
+def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """safetensors to a temporary file beside ``path``, fsync, rename over ``path``."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WeightsError(f"{path}: cannot write weights ({exc})",
+                               hint="check free space and permissions") from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
