@@ -112,18 +112,18 @@ class Embedder:
                              workers=default_workers() if workers is None else workers,
                              pin_memory=self.device.type == "cuda")
         for batch in loader:
-            yield from self._results(batch, dataset.paths)
+            yield from self._results(batch, dataset)
             if on_progress is not None:
                 on_progress(len(batch.indices) + len(batch.failures))
 
-    def _results(self, batch: CropBatch, paths: Sequence[Path]) -> Iterable[EmbeddedImage]:
+    def _results(self, batch: CropBatch, dataset: ImageCropDataset) -> Iterable[EmbeddedImage]:
         embedded: dict[int, np.ndarray] = {}
         if batch.indices:
             vectors = self.embed_batch(batch).cpu().numpy()
             embedded = dict(zip(batch.indices, vectors))
         errors = dict(batch.failures)
         for index in sorted(set(embedded) | set(errors)):
-            yield EmbeddedImage(index=index, path=Path(paths[index]),
+            yield EmbeddedImage(index=index, path=dataset.path(index),
                                 embedding=embedded.get(index), error=errors.get(index))
 
 

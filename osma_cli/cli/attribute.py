@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -118,17 +119,27 @@ def attribute(
     raise typer.Exit(EXIT_OK)
 
 
+def short_paths(paths: list[str]) -> tuple[str, list[str]]:
+    """The folder all files share, and each file relative to it (tables stay narrow)."""
+    if len(paths) < 2:
+        return "", paths
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return root, [os.path.relpath(p, root) if root else p for p in paths]
+
+
 def render_table(records: list[dict], top_k: int, tau: float) -> None:
+    root, names = short_paths([r["path"] for r in records])
     columns = ["file", "verdict", "candidate", "norm. distance", "margin"]
     if top_k > 1:
         columns.append(f"top {top_k}")
     rows = []
-    for r in records:
+    for r, name in zip(records, names):
         if r["status"] != "ok":
-            rows.append([r["path"], "error", "", "", ""] + ([""] if top_k > 1 else []))
+            rows.append([name, "error", "", "", ""] + ([""] if top_k > 1 else []))
             continue
-        row = [r["path"], r["verdict"], r["candidate"], f"{r['score']:.3f}", f"{r['margin']:+.3f}"]
+        row = [name, r["verdict"], r["candidate"], f"{r['score']:.3f}", f"{r['margin']:+.3f}"]
         if top_k > 1:
             row.append(", ".join(f"{c['name']} ({c['normalized_distance']:.2f})" for c in r["top"]))
         rows.append(row)
-    output.stdout.print(output.simple_table(f"threshold tau = {tau:.3f}", columns, rows))
+    title = f"threshold tau = {tau:.3f}" + (f"; files under {root}" if root else "")
+    output.stdout.print(output.simple_table(title, columns, rows))

@@ -10,6 +10,8 @@ from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
 
 def gather_info(model, refs, device: str) -> dict:
     """Everything ``info`` reports, as plain data; missing parts are reported, not fatal."""
+    import dataclasses
+
     import torch
 
     import osma_cli
@@ -28,7 +30,7 @@ def gather_info(model, refs, device: str) -> dict:
     try:
         path = model_path(model)
         meta = read_meta(path)
-        info["model"] = {"path": str(path), **meta.to_dict()}
+        info["model"] = {"path": str(path), **dataclasses.asdict(meta)}
     except OsmaError as exc:
         info["model"] = {"error": str(exc)}
     try:

@@ -81,8 +81,9 @@ class CsvWriter:
 
 def simple_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col, overflow="fold")
+    first_width = min(40, max((len(str(r[0])) for r in rows), default=0))
+    for i, col in enumerate(columns):
+        table.add_column(col, overflow="fold", min_width=first_width if i == 0 else None)
     for row in rows:
         table.add_row(*[escape(str(v)) for v in row])
     return table

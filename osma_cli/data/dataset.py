@@ -1,0 +1,158 @@
+"""Feeding test-time crops to a network: decoding in DataLoader workers.
+
+JPEG decoding is the CPU's limit, so it runs in worker processes, overlapped with the
+network. A bad file never stops a batch: its item carries the reason instead of crops and
+the batch lists it under ``failures``. Batches count images, not crops, and keep the order
+of the file list, so results can be written as they come and matched back to files.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from osma_cli.data.crops import CropTooSmall, check_crop_policy, extract_crops
+from osma_cli.data.decode import DEFAULT_MAX_PIXELS, load_rgb
+from osma_cli.errors import ImageError, UsageError
+
+CropItem = tuple[int, torch.Tensor | str]
+"""What the dataset yields: (index, crops) for a good image, (index, reason) for a bad one."""
+
+
+@dataclass
+class CropBatch:
+    """The crops of a batch of images, with which image each crop came from."""
+
+    crops: torch.Tensor
+    """``(M, 3, c, c) uint8``: all crops of the good images of the batch, concatenated."""
+    owners: torch.Tensor
+    """``(M,) int64``: for each crop, its image's position in ``indices``."""
+    indices: list[int]
+    """Dataset indices of the images that decoded, in order."""
+    failures: list[tuple[int, str]]
+    """(dataset index, reason) of the images that did not."""
+
+    def pin_memory(self) -> CropBatch:
+        """Page-locked copy, so that ``DataLoader(pin_memory=True)`` handles this batch type."""
+        return CropBatch(self.crops.pin_memory(), self.owners.pin_memory(),
+                         self.indices, self.failures)
+
+
+class ImageCropDataset(Dataset):
+    """The test-time crops (``extract_crops``) of each file in a list.
+
+    The paths are kept in one byte buffer, not a list of Python objects: worker processes
+    forked from the main one would otherwise copy the list page by page as reference
+    counts change, which for millions of files costs each worker that much memory.
+    """
+
+    def __init__(self, paths: Iterable[str | Path], crop: int, n_crops: int = 1, *,
+                 small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        check_crop_policy(crop, n_crops, small)
+        if max_pixels < 1:
+            raise UsageError(f"max_pixels must be at least 1, not {max_pixels}")
+        encoded = [os.fsencode(Path(path)) for path in paths]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(item) for item in encoded], out=self._offsets[1:])
+        self._blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self.crop = crop
+        self.n_crops = n_crops
+        self.small = small
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def path(self, index: int) -> Path:
+        """The file at ``index`` (to name it in reports)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} files")
+        index %= len(self)
+        start, end = self._offsets[index], self._offsets[index + 1]
+        return Path(os.fsdecode(self._blob[start:end].tobytes()))
+
+    def __getitem__(self, index: int) -> CropItem:
+        """``(index, (n, 3, c, c) uint8 crops)``, or ``(index, reason)`` for a bad file."""
+        try:
+            image = load_rgb(self.path(index), max_pixels=self.max_pixels)
+            crops = extract_crops(image, self.crop, self.n_crops, small=self.small)
+        except ImageError as exc:
+            return index, exc.reason
+        except CropTooSmall as exc:
+            return index, f"{exc} (small images are skipped)"
+        return index, torch.from_numpy(crops)
+
+
+def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBatch:
+    """Gather dataset items into one ``CropBatch``.
+
+    ``crop`` only sets the shape of ``crops`` when every image of the batch failed. In a
+    worker process the crops are written straight into shared memory, saving the copy the
+    hand-over to the main process would make.
+    """
+    tensors: list[torch.Tensor] = []
+    owners: list[torch.Tensor] = []
+    indices: list[int] = []
+    failures: list[tuple[int, str]] = []
+    for index, item in items:
+        if isinstance(item, str):
+            failures.append((index, item))
+            continue
+        owners.append(torch.full((item.shape[0],), len(indices), dtype=torch.int64))
+        indices.append(index)
+        tensors.append(item)
+    if not tensors:
+        side = crop or 0
+        return CropBatch(torch.empty((0, 3, side, side), dtype=torch.uint8),
+                         torch.empty((0,), dtype=torch.int64), indices, failures)
+    shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
+    out = torch.empty(shape, dtype=torch.uint8)
+    if get_worker_info() is not None:
+        out.share_memory_()
+    torch.cat(tensors, out=out)
+    return CropBatch(out, torch.cat(owners), indices, failures)
+
+
+def default_workers() -> int:
+    """Loader workers for this machine: one core stays with the main process, at most 8.
+
+    0 (decode in the main process) on a single core, where a worker would only compete
+    with the network for it.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return 0 if cpus <= 1 else min(8, cpus - 1)
+
+
+def crop_loader(dataset: ImageCropDataset, *, batch_size: int, workers: int,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader of ``CropBatch`` es over ``dataset``, in the dataset's order.
+
+    ``batch_size`` counts images. With workers, they persist across epochs and each keeps
+    two batches decoded ahead. Pinned memory is asked for only when CUDA is present (it
+    serves host-to-GPU copies and is refused elsewhere).
+    """
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, not {batch_size}")
+    if workers < 0:
+        raise UsageError(f"workers must be 0 or more, not {workers}")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=functools.partial(collate_crops, crop=dataset.crop),
+        pin_memory=pin_memory and torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+        in_order=True,
+    )

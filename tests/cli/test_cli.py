@@ -1,0 +1,198 @@
+"""The commands through Typer's test runner: output shapes, exit codes, messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from osma_cli.cli.app import app
+from osma_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE
+from osma_cli.references import ReferenceStore
+from tests.conftest import write_images
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def built_store(tmp_path: Path, tiny_weights: Path, image_tree: Path) -> Path:
+    refs = tmp_path / "refs.h5"
+    result = invoke("build", image_tree, "--out", refs, "--model", tiny_weights, "--workers", 0)
+    assert result.exit_code == EXIT_OK, result.output
+    return refs
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+def all_commands(group, prefix: str = ""):
+    """Every command and sub-command (Typer vendors click, so duck-type the groups)."""
+    for name, cmd in group.commands.items():
+        yield f"{prefix}{name}", cmd
+        if getattr(cmd, "commands", None):
+            yield from all_commands(cmd, f"{prefix}{name} ")
+
+
+def test_every_command_has_help():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    names = []
+    for name, cmd in all_commands(root):
+        assert cmd.help and cmd.help.strip(), f"`osma {name}` has no help text"
+        result = invoke(*name.split(), "--help")
+        assert result.exit_code == 0
+        names.append(name)
+    assert {"attribute", "build", "enroll", "info", "refs list", "refs show", "refs remove"} <= set(names)
+
+
+def test_build_writes_store_with_threshold(built_store: Path):
+    store = ReferenceStore.load(built_store)
+    assert store.names == ["checkergan", "smoothgan"]
+    assert [g.count for g in store.generators.values()] == [5, 5]
+    assert store.threshold is not None and store.threshold.value > 0
+    assert "leave-one-out" in store.threshold.method
+
+
+def test_build_refuses_to_overwrite(built_store: Path, tiny_weights: Path, image_tree: Path):
+    result = invoke("build", image_tree, "--out", built_store, "--model", tiny_weights)
+    assert result.exit_code == EXIT_USAGE
+    assert "--force" in result.output
+
+
+def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Path, image_tree: Path):
+    result = invoke("attribute", image_tree, "--json", "--top", 2, "--model", tiny_weights,
+                    "--refs", built_store, "--workers", 0)
+    assert result.exit_code == EXIT_OK, result.output
+    records = json_lines(result.stdout)
+    assert len(records) == 10
+    for r in records:
+        assert set(r) == {"path", "status", "verdict", "candidate", "score", "threshold",
+                          "margin", "error", "top"}
+        assert r["status"] == "ok" and r["error"] is None
+        assert r["candidate"] in ("checkergan", "smoothgan")
+        assert r["verdict"] in (r["candidate"], "unknown")
+        assert (r["verdict"] != "unknown") == (r["score"] < r["threshold"])
+        assert r["margin"] == pytest.approx(r["threshold"] - r["score"])
+        assert len(r["top"]) == 2 and r["top"][0]["name"] == r["candidate"]
+        assert r["top"][0]["distance"] <= r["top"][1]["distance"]
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path, built_store, tiny_weights, image_tree):
+    folder = tmp_path / "mixed"
+    good = write_images(folder, "smooth", 2, seed=9)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "junk.jpg").write_bytes(b"this is not an image")
+    result = invoke("attribute", folder, "--json", "--model", tiny_weights, "--refs", built_store,
+                    "--workers", 0)
+    assert result.exit_code == EXIT_SOME_INPUTS_FAILED
+    records = {Path(r["path"]).name: r for r in json_lines(result.stdout)}
+    assert set(records) == {"empty.png", "junk.jpg"} | {p.name for p in good}
+    assert records["empty.png"]["status"] == "error" and "empty" in records["empty.png"]["error"]
+    assert records["junk.jpg"]["status"] == "error"
+    assert all(records[p.name]["status"] == "ok" for p in good)
+    assert "2 of 4 files could not be read" in result.stderr
+
+
+def test_attribute_csv_and_table(tmp_path, built_store, tiny_weights, image_tree):
+    out = tmp_path / "out.csv"
+    result = invoke("attribute", image_tree / "smoothgan", "--csv", out, "--top", 2,
+                    "--model", tiny_weights, "--refs", built_store, "--workers", 0)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "smooth_00.png" in result.stdout and "threshold tau" in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5
+    assert {"path", "verdict", "score", "top2", "top2_normalized_distance"} <= set(rows[0])
+
+
+def test_threshold_override(built_store, tiny_weights, image_tree):
+    result = invoke("attribute", image_tree, "--json", "--threshold", "1e-9", "--model", tiny_weights,
+                    "--refs", built_store, "--workers", 0)
+    assert all(r["verdict"] == "unknown" for r in json_lines(result.stdout))
+    result = invoke("attribute", image_tree, "--json", "--threshold", "1e9", "--model", tiny_weights,
+                    "--refs", built_store, "--workers", 0)
+    assert all(r["verdict"] == r["candidate"] for r in json_lines(result.stdout))
+
+
+def test_usage_errors_exit_2(built_store, tiny_weights, image_tree):
+    assert invoke("attribute", image_tree, "--top", 0).exit_code == EXIT_USAGE
+    assert invoke("attribute", image_tree, "--model", tiny_weights, "--refs", built_store,
+                  "--device", "tpu").exit_code == EXIT_USAGE
+    assert invoke("no-such-command").exit_code == EXIT_USAGE
+
+
+def test_missing_defaults_say_what_to_do(image_tree):
+    result = invoke("attribute", image_tree)
+    assert result.exit_code == EXIT_ERROR
+    assert "no default model" in result.stderr and "--model" in result.stderr
+
+
+def test_store_from_other_weights_is_refused(built_store, other_weights, image_tree):
+    result = invoke("attribute", image_tree, "--model", other_weights, "--refs", built_store)
+    assert result.exit_code == EXIT_ERROR
+    assert "other weights" in result.stderr
+
+
+def test_enroll_update_and_refusals(tmp_path, built_store, tiny_weights):
+    new = tmp_path / "newgan"
+    write_images(new, "stripes", 4, seed=5)
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
+    assert invoke("enroll", new, "--name", "stripegan", *base).exit_code == EXIT_OK
+    assert ReferenceStore.load(built_store).get("stripegan").count == 4
+    again = invoke("enroll", new, "--name", "stripegan", *base)
+    assert again.exit_code == EXIT_ERROR and "--update" in again.stderr
+    assert invoke("enroll", new, "--name", "stripegan", "--update", *base).exit_code == EXIT_OK
+    assert ReferenceStore.load(built_store).get("stripegan").count == 8
+
+    single = tmp_path / "single"
+    write_images(single, "stripes", 1, seed=6)
+    few = invoke("enroll", single, "--name", "lonely", *base)
+    assert few.exit_code == EXIT_ERROR and "at least 2" in few.stderr
+    assert "lonely" not in ReferenceStore.load(built_store)
+
+
+def test_enroll_into_user_home_creates_store(tmp_path, tiny_weights, isolated_home):
+    new = tmp_path / "newgan"
+    write_images(new, "stripes", 3, seed=5)
+    result = invoke("enroll", new, "--name", "stripegan", "--model", tiny_weights, "--workers", 0)
+    assert result.exit_code == EXIT_OK, result.output
+    assert ReferenceStore.load(isolated_home / "references.h5").names == ["stripegan"]
+
+
+def test_refs_list_show_remove(built_store):
+    listed = json.loads(invoke("refs", "list", "--refs", built_store, "--json").stdout)
+    assert [g["name"] for g in listed["generators"]] == ["checkergan", "smoothgan"]
+    assert listed["threshold"]["value"] > 0
+    shown = json.loads(invoke("refs", "show", "smoothgan", "--refs", built_store, "--json").stdout)
+    assert shown["count"] == 5
+    assert invoke("refs", "remove", "smoothgan", "--refs", built_store).exit_code == EXIT_OK
+    assert ReferenceStore.load(built_store).names == ["checkergan"]
+    missing = invoke("refs", "show", "smoothgan", "--refs", built_store)
+    assert missing.exit_code == EXIT_ERROR and "no generator named" in missing.stderr
+
+
+def test_info_reports_model_and_store(built_store, tiny_weights):
+    data = json.loads(invoke("info", "--model", tiny_weights, "--refs", built_store, "--json").stdout)
+    assert data["model"]["architecture"] == "mislnet"
+    assert data["references"]["generators"][0]["name"] == "checkergan"
+    assert data["device"] == "cpu"
+    bare = json.loads(invoke("info", "--json").stdout)
+    assert "no default model" in bare["model"]["error"]
+
+
+def test_enrolled_generator_is_then_recognised(tmp_path, built_store, tiny_weights):
+    """The headline capability, small: images of a newly enrolled generator are attributed to it."""
+    write_images(tmp_path / "stripes_train", "stripes", 6, seed=11)
+    write_images(tmp_path / "stripes_test", "stripes", 4, seed=12)
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
+    assert invoke("enroll", tmp_path / "stripes_train", "--name", "stripegan", *base).exit_code == 0
+    result = invoke("attribute", tmp_path / "stripes_test", "--json", "--threshold", "1e9", *base)
+    assert [r["candidate"] for r in json_lines(result.stdout)] == ["stripegan"] * 4
