@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from osma_cli.api import EmbedOptions, attribute_files
-from osma_cli.data import ImageCropDataset, iter_image_files
+from osma_cli.data import ImageCropDataset
 from osma_cli.embed import Embedder
 from osma_cli.nets import get_model
 from osma_cli.references import ReferenceStore, Threshold

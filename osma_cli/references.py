@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 import osma_cli
+from osma_cli.atomic import atomic_write
 from osma_cli.errors import ReferenceStoreError, UsageError
 
 STORE_FORMAT = "osma-references"
@@ -211,20 +210,7 @@ class ReferenceStore:
 
     def save(self, path: Path | str) -> None:
         """Write the whole store atomically: the old file survives any failure."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            _write_hdf5(self, tmp)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda tmp: _write_hdf5(self, tmp))
 
     @classmethod
     def load(cls, path: Path | str) -> "ReferenceStore":
@@ -249,15 +235,6 @@ def validate_name(name: str) -> str:
         raise UsageError(f"invalid generator name {name!r}",
                          hint="use a non-empty printable name other than 'unknown'")
     return clean
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _write_hdf5(store: ReferenceStore, path: Path) -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from osma_cli import __version__
+from osma_cli.atomic import atomic_write
 from osma_cli.errors import UsageError, WeightsError
 from osma_cli.nets import EmbeddingNet, get_model
 
@@ -216,33 +215,9 @@ def _meta_from_json(path: Path, text: str) -> WeightsMeta:
 
 
 def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """safetensors to a temporary file beside ``path``, fsync, rename over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    """safetensors written atomically; an OSError becomes a WeightsError naming the file."""
     try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise WeightsError(f"{path}: cannot write weights ({exc})",
-                               hint="check free space and permissions") from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot write weights ({exc})",
+                           hint="check free space and permissions") from exc

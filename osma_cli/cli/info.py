@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
