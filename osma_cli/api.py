@@ -141,3 +141,56 @@ def attribute_files(embedder: Embedder, store: ReferenceStore, paths: Sequence[P
                 yield FileAttribution(path=item.path, attribution=next(verdicts))
             else:
                 yield FileAttribution(path=item.path, attribution=None, error=item.error)
+
+
+@dataclass
+class CalibrationResult:
+    threshold: Threshold
+    known_folders: list[str]
+    unknown_folders: list[str]
+    failures: list[EmbeddedImage]
+
+
+def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path | str, *,
+                         acceptance: float = DEFAULT_ACCEPTANCE, target_crr: float | None = None,
+                         options: EmbedOptions = EmbedOptions(),
+                         on_progress: ProgressCallback | None = None) -> CalibrationResult:
+    """Set the store's tau from validation images in ``root`` (one folder per generator).
+
+    Folders named after known generators are known images; any other folder holds images
+    of unknown generators, used when the target is a correct-rejection rate.
+    """
+    from osma_cli.attribution import score_embeddings
+    from osma_cli.calibration import calibrate
+
+    store = ReferenceStore.load(store_path)
+    store.check_weights(embedder.meta, store_path=store_path)
+    folders = class_folders(root)
+    known = [n for n in folders if n in store]
+    unknown = [n for n in folders if n not in store]
+    if not known:
+        raise DataError(f"{root}: no folder is named after a known generator",
+                        hint=f"known generators: {', '.join(store.names) or '(none)'}")
+    paths = [p for n in known + unknown for p in folders[n]]
+    is_unknown = np.array([n in unknown for n in known + unknown for _ in folders[n]], dtype=bool)
+    embeddings, failures = [], []
+    ok_unknown = []
+    for item in embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()):
+        if item.ok:
+            embeddings.append(item.embedding)
+            ok_unknown.append(is_unknown[item.index])
+        else:
+            failures.append(item)
+    if not embeddings:
+        raise DataError(f"{root}: no readable validation images")
+    ok_unknown_arr = np.array(ok_unknown, dtype=bool)
+    scores = score_embeddings(np.stack(embeddings), store.centroids(), store.sigmas()).scores
+    tau, method, target = calibrate(scores[~ok_unknown_arr], scores[ok_unknown_arr],
+                                    acceptance=acceptance, target_crr=target_crr)
+    used = int((ok_unknown_arr if target_crr is not None else ~ok_unknown_arr).sum())
+    threshold = Threshold(value=tau, method=f"{method} ({root})", target=target, n_images=used,
+                          chosen=now_iso())
+    with open_store_for_update(store_path, create_for=embedder.meta) as locked:
+        locked.set_threshold(threshold)
+    return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
+                             failures=failures)

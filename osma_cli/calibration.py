@@ -65,3 +65,34 @@ def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarr
         nearest = int(d.argmin())
         scores[i] = normalized_distances(d, sig)[nearest]
     return scores
+
+
+def threshold_for_crr(unknown_scores: np.ndarray, target_crr: float) -> float:
+    """Largest tau that still rejects at least ``target_crr`` of the unknown images.
+
+    Rejected means ``score >= tau``. Allowing at most ``floor((1 - target) * n)`` unknowns
+    below tau puts tau at that order statistic of the sorted unknown scores.
+    """
+    u = np.sort(np.asarray(unknown_scores, dtype=np.float64))
+    if u.size == 0:
+        raise UsageError("--target-crr needs images of unknown generators",
+                         hint="add folders whose names are not known generators")
+    if not 0.0 < target_crr <= 1.0:
+        raise UsageError(f"target CRR must be in (0, 1], got {target_crr}")
+    allowed = math.floor((1.0 - target_crr) * u.size + 1e-9)
+    if allowed >= u.size:
+        return float(np.nextafter(u[-1], np.inf))
+    return float(u[allowed])
+
+
+def calibrate(known_scores: np.ndarray, unknown_scores: np.ndarray | None = None, *,
+              acceptance: float | None = DEFAULT_ACCEPTANCE,
+              target_crr: float | None = None) -> tuple[float, str, float]:
+    """tau from validation scores: (tau, method, target) for one of the two targets."""
+    if target_crr is not None:
+        tau = threshold_for_crr(np.asarray(unknown_scores if unknown_scores is not None else []),
+                                target_crr)
+        return tau, "target CRR on validation images of unknown generators", target_crr
+    rate = DEFAULT_ACCEPTANCE if acceptance is None else acceptance
+    return (threshold_for_acceptance(known_scores, rate),
+            "acceptance rate on validation images of known generators", rate)

@@ -99,3 +99,25 @@ def test_leave_one_out_scores_match_rebuilding_without_the_image():
             store.enroll(str(c), emb[keep & (labels == c)])
         slow = score_embeddings(emb[i:i + 1], store.centroids(), store.sigmas()).scores[0]
         assert fast[i] == pytest.approx(slow, rel=1e-9)
+
+
+def test_threshold_for_crr_rejects_the_target_fraction():
+    from osma_cli.calibration import threshold_for_crr
+
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 20, 101):
+        u = rng.exponential(size=n)
+        for target in (0.5, 0.8, 0.95, 1.0):
+            tau = threshold_for_crr(u, target)
+            assert (u >= tau).mean() >= target - 1e-12
+            # largest such tau: nudging it up rejects fewer than the target
+            assert (u >= np.nextafter(tau, np.inf)).mean() < target or tau > u.max()
+
+
+def test_threshold_for_crr_known_answer():
+    from osma_cli.calibration import threshold_for_crr
+
+    u = np.array([4.0, 1.0, 3.0, 2.0])
+    assert threshold_for_crr(u, 1.0) == 1.0   # everything rejected: tau at the smallest score
+    assert threshold_for_crr(u, 0.75) == 2.0  # one may pass (the 1.0)
+    assert threshold_for_crr(u, 0.5) == 3.0

@@ -12,7 +12,7 @@ from typing import Callable
 
 import typer
 
-from osma_cli.cli import attribute, info, references
+from osma_cli.cli import attribute, evaluate, info, references
 from osma_cli.errors import OsmaError
 
 
@@ -44,6 +44,8 @@ app = typer.Typer(
 command(app, "attribute", attribute.attribute)
 command(app, "build", references.build)
 command(app, "enroll", references.enroll)
+command(app, "calibrate", evaluate.calibrate)
+command(app, "benchmark", evaluate.benchmark)
 command(app, "info", info.info)
 refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",
                        no_args_is_help=True)

@@ -196,3 +196,35 @@ def test_enrolled_generator_is_then_recognised(tmp_path, built_store, tiny_weigh
     assert invoke("enroll", tmp_path / "stripes_train", "--name", "stripegan", *base).exit_code == 0
     result = invoke("attribute", tmp_path / "stripes_test", "--json", "--threshold", "1e9", *base)
     assert [r["candidate"] for r in json_lines(result.stdout)] == ["stripegan"] * 4
+
+
+def test_calibrate_sets_tau_for_target_acceptance(tmp_path, built_store, tiny_weights):
+    val = tmp_path / "val"
+    write_images(val / "smoothgan", "smooth", 10, seed=21)
+    write_images(val / "checkergan", "checker", 10, seed=22)
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
+    result = invoke("calibrate", val, "--acceptance", 0.9, *base)
+    assert result.exit_code == EXIT_OK, result.output
+    store = ReferenceStore.load(built_store)
+    assert store.threshold.target == 0.9 and "acceptance" in store.threshold.method
+    verdicts = json_lines(invoke("attribute", val, "--json", *base).stdout)
+    accepted = sum(r["verdict"] != "unknown" for r in verdicts)
+    assert accepted == 18  # exactly 90% of the 20 validation images
+
+
+def test_calibrate_target_crr_uses_unknown_folders(tmp_path, built_store, tiny_weights):
+    val = tmp_path / "val"
+    write_images(val / "smoothgan", "smooth", 4, seed=21)
+    write_images(val / "stripegan", "stripes", 8, seed=23)  # not in the store: unknown
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
+    result = invoke("calibrate", val, "--target-crr", 0.75, *base)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "stripegan" in result.stdout
+    verdicts = json_lines(invoke("attribute", val / "stripegan", "--json", *base).stdout)
+    assert sum(r["verdict"] == "unknown" for r in verdicts) >= 6
+
+
+def test_benchmark_without_data_says_what_to_pass():
+    result = invoke("benchmark", "split1")
+    assert result.exit_code == EXIT_USAGE
+    assert "--data-root" in result.stderr and "--manifest" in result.stderr

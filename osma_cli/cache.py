@@ -1,0 +1,139 @@
+"""A cache of embeddings, so that re-running a benchmark or a calibration embeds nothing twice.
+
+An embedding depends on the weights, the crop policy and the file's bytes. The cache keeps
+one HDF5 file per (weights hash, crop policy) under ``$OSMA_HOME/cache/`` and, inside it,
+one row per file keyed by the file's identity: its resolved path, size and modification
+time (like ``make``). A file that changes gets a new key and is embedded again.
+
+A cache is disposable: if its file cannot be read (a crash during an append, a full disk),
+it is set aside and rebuilt, never trusted half-written. Appends happen under a file lock
+so concurrent runs do not interleave rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+from filelock import FileLock
+
+from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.home import osma_home
+
+KEY_BYTES = 32
+
+
+def file_key(path: Path) -> bytes | None:
+    """sha256 of (resolved path, size, mtime_ns); None when the file cannot be stat'ed."""
+    try:
+        resolved = Path(path).resolve()
+        st = resolved.stat()
+    except OSError:
+        return None
+    ident = f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(ident).digest()
+
+
+class EmbeddingCache:
+    """Embeddings of one model under one crop policy, keyed by file identity."""
+
+    def __init__(self, path: Path | str, embedding_dim: int) -> None:
+        self.path = Path(path)
+        self.embedding_dim = embedding_dim
+        self.index: dict[bytes, int] = {}
+        self._load_index()
+
+    @classmethod
+    def for_embedder(cls, embedder: Embedder, *, n_crops: int, small: str,
+                     folder: Path | None = None) -> "EmbeddingCache":
+        folder = folder if folder is not None else osma_home() / "cache"
+        name = (f"embeddings-{embedder.meta.sha256[:16]}-c{embedder.crop_size}"
+                f"-n{n_crops}-{small}.h5")
+        return cls(folder / name, embedder.embedding_dim)
+
+    def _load_index(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            with h5py.File(self.path, "r") as f:
+                keys = f["keys"][()]
+                if f["embeddings"].shape != (len(keys), self.embedding_dim):
+                    raise ValueError("shape mismatch")
+        except (OSError, KeyError, ValueError):
+            self.path.replace(self.path.with_name(self.path.name + f".broken-{os.getpid()}"))
+            return
+        self.index = {bytes(k): i for i, k in enumerate(keys)}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def lookup(self, keys: Sequence[bytes | None]) -> dict[int, np.ndarray]:
+        """Cached embeddings for the given keys, by position in ``keys``."""
+        rows = {i: self.index[k] for i, k in enumerate(keys) if k is not None and k in self.index}
+        if not rows:
+            return {}
+        order = sorted(set(rows.values()))
+        with h5py.File(self.path, "r") as f:
+            data = f["embeddings"][order]
+        by_row = dict(zip(order, data))
+        return {i: by_row[r] for i, r in rows.items()}
+
+    def add(self, keys: Sequence[bytes], embeddings: np.ndarray) -> None:
+        """Append new rows (keys already present are skipped)."""
+        fresh = [(k, e) for k, e in zip(keys, embeddings) if k not in self.index]
+        if not fresh:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            with h5py.File(self.path, "a") as f:
+                if "keys" not in f:
+                    f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_BYTES}",
+                                     chunks=(4096,))
+                    f.create_dataset("embeddings", shape=(0, self.embedding_dim),
+                                     maxshape=(None, self.embedding_dim), dtype=np.float32,
+                                     chunks=(256, self.embedding_dim))
+                n = f["keys"].shape[0]
+                m = len(fresh)
+                f["keys"].resize((n + m,))
+                f["embeddings"].resize((n + m, self.embedding_dim))
+                f["keys"][n:] = np.array([k for k, _ in fresh], dtype=f"S{KEY_BYTES}")
+                f["embeddings"][n:] = np.stack([e for _, e in fresh]).astype(np.float32)
+                stored = f["keys"][()]
+        self.index = {bytes(k): i for i, k in enumerate(stored)}
+
+
+def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCache | None,
+                     **options) -> Iterator[EmbeddedImage]:
+    """Like ``Embedder.embed_files`` but serving what the cache has and storing the rest.
+
+    Results come in input order. ``on_progress`` (if given) counts cached files too.
+    """
+    if cache is None:
+        yield from embedder.embed_files(paths, **options)
+        return
+    on_progress = options.pop("on_progress", None)
+    keys = [file_key(p) for p in paths]
+    hits = cache.lookup(keys)
+    if on_progress is not None and hits:
+        on_progress(len(hits))
+    missing = [i for i in range(len(paths)) if i not in hits]
+    computed: dict[int, EmbeddedImage] = {}
+    new_keys, new_vectors = [], []
+    for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress, **options):
+        original = missing[item.index]
+        computed[original] = EmbeddedImage(index=original, path=item.path,
+                                           embedding=item.embedding, error=item.error)
+        if item.ok and keys[original] is not None:
+            new_keys.append(keys[original])
+            new_vectors.append(item.embedding)
+    if new_keys:
+        cache.add(new_keys, np.stack(new_vectors))
+    for i, path in enumerate(paths):
+        if i in hits:
+            yield EmbeddedImage(index=i, path=Path(path), embedding=hits[i])
+        else:
+            yield computed[i]

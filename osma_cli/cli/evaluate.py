@@ -1,0 +1,162 @@
+"""``osma calibrate`` and ``osma benchmark``: choosing tau and measuring the whole protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from osma_cli.cli import output
+from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
+                                  RefsOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.session import embed_options, load_embedder, refs_path
+from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+
+AcceptanceOpt = Annotated[float, typer.Option(
+    "--acceptance", min=0.0, max=1.0,
+    help="Fraction of known validation images to accept (sets tau).")]
+
+
+def calibrate(
+    root: Annotated[Path, typer.Argument(
+        help="Validation images: one folder per known generator; other folders count as unknown.",
+        show_default=False)],
+    acceptance: AcceptanceOpt = 0.95,
+    target_crr: Annotated[Optional[float], typer.Option(
+        "--target-crr", min=0.0, max=1.0, show_default=False,
+        help="Instead: reject this fraction of the images in folders of unknown generators.")] = None,
+    refs: RefsOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    crops: CropsOpt = 1,
+    small: SmallOpt = "pad",
+    max_pixels: MaxPixelsOpt = None,
+) -> None:
+    """Set the store's threshold tau from validation images."""
+    from osma_cli.api import calibrate_references
+    from osma_cli.data import class_folders
+
+    options = embed_options(crops, batch_size, workers, small, max_pixels)
+    embedder = load_embedder(model, device)
+    store_file = refs_path(refs)
+    total = sum(len(v) for v in class_folders(root).values())
+    with output.progress_bar("embedding", total) as advance:
+        result = calibrate_references(embedder, store_file, root, acceptance=acceptance,
+                                      target_crr=target_crr, options=options, on_progress=advance)
+    for item in result.failures:
+        output.warn(f"skipped {output.escape(item.error)}")
+    t = result.threshold
+    output.stdout.print(f"tau = {t.value:.6g} in {store_file}\n  {t.method}, target {t.target}, "
+                        f"{t.n_images} images")
+    if result.unknown_folders:
+        output.stdout.print(f"  folders treated as unknown generators: {', '.join(result.unknown_folders)}")
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
+
+
+def benchmark(
+    split: Annotated[Optional[str], typer.Argument(
+        help="Split name, e.g. split1 (not needed with --manifest).", show_default=False)] = None,
+    data_root: Annotated[Optional[Path], typer.Option(
+        "--data-root", help="POSE benchmark download (holding dataset/split*_*/annotations).",
+        file_okay=False, show_default=False)] = None,
+    manifest: Annotated[Optional[Path], typer.Option(
+        "--manifest", help="TOML/JSON file naming known and unknown generators' folders.",
+        dir_okay=False, show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write metrics.json, scores.csv, references.h5 and PNG plots here.",
+        file_okay=False, show_default=False)] = None,
+    acceptance: AcceptanceOpt = 0.95,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", help="Use this tau instead of calibrating.", show_default=False)] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    json_out: JsonOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    crops: CropsOpt = 1,
+    small: SmallOpt = "pad",
+    max_pixels: MaxPixelsOpt = None,
+) -> None:
+    """Run the open-set protocol on a benchmark split and report every metric."""
+    from osma_cli.cache import EmbeddingCache
+    from osma_cli.evaluation.protocol import run_benchmark
+
+    bench_split = load_split(split, data_root, manifest)
+    options = embed_options(crops, batch_size, workers, small, max_pixels)
+    embedder = load_embedder(model, device)
+    cache = None if no_cache else EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small)
+    run = run_benchmark(embedder, bench_split, options=options, cache=cache, acceptance=acceptance,
+                        threshold=threshold, progress=output.progress_bar)
+    for item in run.failures:
+        output.warn(f"skipped {output.escape(item.error)}")
+    if out is not None:
+        write_outputs(run, out)
+    if json_out:
+        output.write_json(run.to_dict())
+    else:
+        render_report(run)
+        if out is not None:
+            output.stdout.print(f"wrote metrics.json, scores.csv, references.h5 and plots to {out}")
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if run.failures else EXIT_OK)
+
+
+def load_split(split: str | None, data_root: Path | None, manifest: Path | None):
+    from osma_cli.evaluation.splits import load_manifest, load_pose_split
+
+    if data_root is not None and manifest is not None:
+        raise UsageError("pass either --data-root or --manifest, not both")
+    if manifest is not None:
+        return load_manifest(manifest)
+    if split is None:
+        raise UsageError("name a split, e.g. `osma benchmark split1 --data-root DIR`")
+    if data_root is None:
+        raise UsageError("the built-in benchmark is not available in this version",
+                         hint="pass --data-root DIR (the POSE benchmark layout) or "
+                              "--manifest FILE (your own generators)")
+    return load_pose_split(data_root, split)
+
+
+def write_outputs(run, out: Path) -> None:
+    """metrics.json, per-image scores.csv, the split's references and the plots."""
+    from osma_cli.evaluation.plots import write_benchmark_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    names = list(run.split.class_names)
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = output.CsvWriter(handle, ["path", "label", "true_class", "unknown_kind",
+                                           "candidate", "score", "accepted"])
+        for im, cand, score in zip(run.test_images, run.candidates, run.scores):
+            writer.write({"path": str(im.path), "label": im.label,
+                          "true_class": names[im.label] if im.label >= 0 else "unknown",
+                          "unknown_kind": im.kind, "candidate": names[cand],
+                          "score": f"{score:.6g}", "accepted": int(score < run.threshold.value)})
+    run.store.save(out / "references.h5")
+    write_benchmark_plots(out, y_true=run.y_true, candidates=run.candidates, scores=run.scores,
+                          n_classes=len(names), tau=run.threshold.value,
+                          unknown_kind=run.unknown_kind if any(run.unknown_kind) else None)
+
+
+def pct(value: float) -> str:
+    """Tables report percentages, as the papers do; JSON keeps fractions."""
+    return f"{100 * value:.2f}"
+
+
+def render_report(run) -> None:
+    """POSE Table 4's shape (accuracy; AUC and OSCR per unknown kind) plus Fang's aF1/CRR."""
+    r = run.report.to_dict()
+    rows = [[kind, str(k["n_unknown"]), pct(k["auc"]), pct(k["oscr"]), pct(k["crr"]), pct(k["af1"]),
+             pct(k["af1_crr_auc"])] for kind, k in r["per_kind"].items()]
+    rows.append(["all", str(r["n_unknown"]), pct(r["auc"]), pct(r["oscr"]), pct(r["crr"]),
+                 pct(r["af1"]), pct(r["af1_crr_auc"])])
+    title = (f"{run.split.name}: {len(run.split.class_names)} known generators, "
+             f"{r['n_known']} known and {r['n_unknown']} unknown test images; "
+             f"closed-set accuracy {pct(r['closed_set_accuracy'])}%; "
+             f"tau {run.threshold.value:.4g} ({run.threshold.method})")
+    output.stdout.print(output.simple_table(
+        title, ["unknown kind", "images", "AUC %", "OSCR %", "CRR %", "aF1 %", "aF1-CRR area %"], rows))

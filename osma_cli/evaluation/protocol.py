@@ -1,0 +1,140 @@
+"""The open-set protocol for one benchmark split, end to end.
+
+1. references from the split's training images of the known generators;
+2. tau from its validation images (95% of known images accepted by default), or, when the
+   split has no validation images, from leave-one-out scores of the training images;
+3. attribution of the closed-set test images and of the unknown-generator images;
+4. every metric of ``osma_cli.evaluation.metrics``, overall and per unknown kind.
+
+Embeddings go through the embedding cache, so a second run (another threshold, another
+metric) embeds nothing. Unreadable files are reported and left out of the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Sequence
+
+import numpy as np
+
+from osma_cli.api import EmbedOptions
+from osma_cli.attribution import score_embeddings
+from osma_cli.cache import EmbeddingCache, embed_with_cache
+from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
+                                  threshold_for_acceptance)
+from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.errors import DataError
+from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
+from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
+from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
+
+ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+
+
+@contextlib.contextmanager
+def _no_progress(description: str, total: int):
+    yield lambda n: None
+
+
+@dataclass
+class EmbeddedPart:
+    """The readable images of one part of a split, with their embeddings."""
+
+    images: list[LabeledImage]
+    embeddings: np.ndarray
+    failures: list[EmbeddedImage]
+
+
+@dataclass
+class BenchmarkRun:
+    split: BenchmarkSplit
+    store: ReferenceStore
+    threshold: Threshold
+    test_images: list[LabeledImage]
+    y_true: np.ndarray
+    candidates: np.ndarray
+    scores: np.ndarray
+    unknown_kind: np.ndarray
+    report: OpenSetReport
+    failures: list[EmbeddedImage] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"split": self.split.name, "source": self.split.source,
+                "classes": list(self.split.class_names),
+                "threshold": self.threshold.to_dict(),
+                "metrics": self.report.to_dict(),
+                "counts": self.split.summary(),
+                "unreadable_files": [f.error for f in self.failures],
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+
+def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: EmbeddingCache | None,
+               options: EmbedOptions, advance: Callable[[int], None]) -> EmbeddedPart:
+    items = list(embed_with_cache(embedder, [im.path for im in images], cache,
+                                  on_progress=advance, **options.kwargs()))
+    good = [it for it in items if it.ok]
+    vectors = (np.stack([it.embedding for it in good]) if good
+               else np.zeros((0, embedder.embedding_dim), dtype=np.float32))
+    return EmbeddedPart(images=[images[it.index] for it in good], embeddings=vectors,
+                        failures=[it for it in items if not it.ok])
+
+
+def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions = EmbedOptions(),
+                  cache: EmbeddingCache | None = None, acceptance: float = DEFAULT_ACCEPTANCE,
+                  threshold: float | None = None,
+                  progress: ProgressFactory = _no_progress) -> BenchmarkRun:
+    """Run the whole protocol; ``threshold`` overrides the calibrated tau."""
+    seconds: dict[str, float] = {}
+    parts: dict[str, EmbeddedPart] = {}
+    for name, images in (("train", split.train), ("val", split.val),
+                         ("test known", split.test_known), ("test unknown", split.test_unknown)):
+        start = time.perf_counter()
+        with progress(f"embedding {name}", len(images)) as advance:
+            parts[name] = embed_part(embedder, images, cache, options, advance)
+        seconds[f"embed {name}"] = time.perf_counter() - start
+
+    train = parts["train"]
+    labels = np.array([im.label for im in train.images], dtype=np.int64)
+    store = ReferenceStore.for_weights(embedder.meta)
+    for k, name in enumerate(split.class_names):
+        mine = train.embeddings[labels == k]
+        if len(mine) < MIN_IMAGES:
+            raise DataError(f"{split.source}: known class {name!r} has {len(mine)} readable "
+                            f"training images; at least {MIN_IMAGES} are needed")
+        store.enroll(name, mine)
+    store.set_threshold(_calibrated_threshold(store, parts["val"], train, labels, acceptance))
+    tau = store.threshold.value if threshold is None else float(threshold)
+    if threshold is not None:
+        store.set_threshold(Threshold(value=tau, method="given with --threshold", chosen=now_iso()))
+
+    known, unknown = parts["test known"], parts["test unknown"]
+    images = known.images + unknown.images
+    if not images:
+        raise DataError(f"{split.source}: no readable test images")
+    embeddings = np.concatenate([known.embeddings, unknown.embeddings])
+    scored = score_embeddings(embeddings, store.centroids(), store.sigmas())
+    y_true = np.array([im.label for im in images], dtype=np.int64)
+    kinds = np.array([im.kind for im in images], dtype=object)
+    report = evaluate_open_set(y_true, scored.candidates, scored.scores, len(split.class_names), tau,
+                               unknown_kind=kinds if any(kinds) else None)
+    failures = [f for part in parts.values() for f in part.failures]
+    return BenchmarkRun(split=split, store=store, threshold=store.threshold, test_images=images,
+                        y_true=y_true, candidates=scored.candidates, scores=scored.scores,
+                        unknown_kind=kinds, report=report, failures=failures, seconds=seconds)
+
+
+def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: EmbeddedPart,
+                          train_labels: np.ndarray, acceptance: float) -> Threshold:
+    """tau for the target acceptance on validation images, else leave-one-out on training."""
+    if len(val.images):
+        scores = score_embeddings(val.embeddings, store.centroids(), store.sigmas()).scores
+        method = "acceptance rate on the split's validation images"
+    else:
+        scores = leave_one_out_scores(train.embeddings, train_labels)
+        scores = scores[np.isfinite(scores)]
+        method = "acceptance rate on leave-one-out scores of the training images (no validation part)"
+    return Threshold(value=threshold_for_acceptance(scores, acceptance), method=method,
+                     target=acceptance, n_images=int(len(scores)), chosen=now_iso())
