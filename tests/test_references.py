@@ -188,3 +188,13 @@ def test_remove(tmp_path: Path):
     assert store.names == ["b"]
     with pytest.raises(ReferenceStoreError, match="no generator named 'a'"):
         store.remove("a")
+
+
+def test_saved_store_has_umask_permissions(tmp_path: Path):
+    import os
+
+    store = ReferenceStore.for_weights(FakeMeta())
+    store.save(tmp_path / "refs.h5")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "refs.h5").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -52,10 +52,12 @@ _FIXED_COLOURS = {
     "seed": "tab:blue",
     "arch": "tab:orange",
     "dataset": "tab:green",
-    "unknown": "tab:red",
-    UNLABELLED: "tab:red",
+    "unknown": "tab:purple",
+    UNLABELLED: "tab:purple",
 }
-_SPARE_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_SPARE_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+# Red is kept for tau and the operating point, so the threshold stands out in every figure.
+THRESHOLD_COLOUR = "tab:red"
 
 
 def colours(names: Iterable[str]) -> dict[str, str]:
@@ -146,7 +148,7 @@ def plot_roc(curves: Mapping[str, ROCCurve], path: Path, *,
         ax.set_xlabel("false positive rate: known images flagged unknown")
         ax.set_ylabel("true positive rate: unknown images flagged")
         ax.set_title(title)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     return path
 
 
@@ -186,7 +188,7 @@ def plot_oscr(curves: Mapping[str, OSCRCurve], path: Path, *, log_fpr: bool = Fa
         ax.set_ylabel("CCR: known images accepted and\ncorrectly attributed")
         ax.set_title(title)
         if drew:
-            ax.legend(loc="lower right", fontsize="small")
+            ax.legend(loc="best", fontsize="small")
     return path
 
 
@@ -208,13 +210,13 @@ def plot_af1_crr(curve: AF1CRRCurve, path: Path, *,
         if operating_point is not None:
             crr, af1 = operating_point
             name = "calibrated threshold" if tau is None else f"calibrated \N{GREEK SMALL LETTER TAU} = {tau:.4g}"
-            ax.plot([crr], [af1], linestyle="none", marker="o", markersize=8, color="tab:red",
+            ax.plot([crr], [af1], linestyle="none", marker="o", markersize=8, color=THRESHOLD_COLOUR,
                     markeredgecolor="white", zorder=4, label=f"{name}: CRR {crr:.3f}, aF1 {af1:.3f}")
         _unit_square(ax)
         ax.set_xlabel("CRR: unknown images rejected")
         ax.set_ylabel("aF1: mean F1 over known classes")
         ax.set_title(title)
-        ax.legend(loc="lower left", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     return path
 
 
@@ -305,10 +307,10 @@ def plot_score_histograms(known_scores: ArrayLike, unknown_scores: Mapping[str, 
         if tau is not None:
             tau_label = f"\N{GREEK SMALL LETTER TAU} = {tau:.4g}"
             if math.isfinite(tau) and low <= tau <= high:
-                ax.axvline(tau, color="tab:red", linestyle="--", linewidth=1.5,
+                ax.axvline(tau, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5,
                            label=f"{tau_label} (accept below)")
             else:
-                ax.plot([], [], color="tab:red", linestyle="--", label=f"{tau_label} (off scale)")
+                ax.plot([], [], color=THRESHOLD_COLOUR, linestyle="--", label=f"{tau_label} (off scale)")
         ax.set_xlim(low, high)
         legend = ax.legend(loc="upper right", fontsize="small")
         # Headroom above the tallest bar, one line per legend entry, so the legend covers no bar.

@@ -1,0 +1,87 @@
+"""Training augmentation that keeps forensic traces: crops and JPEG re-compression only.
+
+Fang et al. never resample (no resize, rotation or blur: each would overwrite the traces the
+network must learn); they crop, and they re-compress with JPEG at a quality drawn from
+``JPEG_QUALITIES``, because attributed images have often been re-compressed on their way.
+
+JPEG choices (``jpeg_recompress``): Pillow's baseline encoder with the standard IJG tables
+scaled to the quality, and 4:2:0 chroma subsampling, asked for explicitly. 4:2:0 is what
+most images met in the wild carry (web and social-media re-encoders, most phones) and what
+Pillow and OpenCV write by default, so it is the re-compression a test image most likely
+went through. The crop is compressed, not the whole image: training crops start on
+multiples of 8 (``random_crop``), so the crop's 8x8 luma blocks are the image's blocks, as
+when a whole image is re-compressed. The 16x16 chroma macro-blocks of 4:2:0 line up with
+the image's only when the crop origin is a multiple of 16 (half of the draws per axis).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from osma_cli.data.crops import check_crop_policy, extract_crops, random_crop
+from osma_cli.errors import UsageError
+
+JPEG_QUALITIES: tuple[int | None, ...] = (75, 80, 85, 90, 95, None)
+"""Fang et al.'s re-compression qualities; ``None`` leaves the crop as it is."""
+
+JPEG_SUBSAMPLING = "4:2:0"
+
+
+def _check_quality(quality: object) -> int:
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise UsageError(f"JPEG quality must be an integer, not {quality!r}")
+    if not 1 <= quality <= 100:
+        raise UsageError(f"JPEG quality must be in 1..100, not {quality}")
+    return int(quality)
+
+
+def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` pixels after one JPEG round trip in memory at ``quality``."""
+    quality = _check_quality(quality)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise UsageError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality,
+                                subsampling=JPEG_SUBSAMPLING)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.array(decoded.convert("RGB"), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Fang et al.'s training augmentation: a random grid-aligned crop, then JPEG
+    re-compression at a quality drawn uniformly from ``jpeg_qualities``.
+
+    Every draw comes from the ``rng`` passed in (crop origin first, then the quality), so a
+    dataset that seeds ``rng`` per item makes the augmentation reproducible.
+    """
+
+    crop: int
+    jpeg_qualities: tuple[int | None, ...] = JPEG_QUALITIES
+
+    def __post_init__(self) -> None:
+        check_crop_policy(self.crop)
+        if not self.jpeg_qualities:
+            raise UsageError("jpeg_qualities is empty", hint="use (None,) for no re-compression")
+        for quality in self.jpeg_qualities:
+            if quality is not None:
+                _check_quality(quality)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``(3, crop, crop) uint8`` CHW from an ``(H, W, 3) uint8`` image."""
+        chw = random_crop(image, self.crop, rng)
+        quality = self.jpeg_qualities[int(rng.integers(len(self.jpeg_qualities)))]
+        if quality is None:
+            return chw
+        hwc = jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality)
+        return np.ascontiguousarray(hwc.transpose(2, 0, 1))
+
+
+def eval_transform(image: np.ndarray, crop: int) -> np.ndarray:
+    """The deterministic test-time crop (the centre crop of ``extract_crops``), CHW uint8."""
+    return extract_crops(image, crop, 1)[0]
