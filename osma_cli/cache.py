@@ -24,7 +24,7 @@ from filelock import FileLock
 from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.home import osma_home
 
-KEY_BYTES = 32
+KEY_BYTES = 64  # hex sha256: numpy's fixed-width bytes would strip a trailing NUL of a raw digest
 
 
 def file_key(path: Path) -> bytes | None:
@@ -35,7 +35,7 @@ def file_key(path: Path) -> bytes | None:
     except OSError:
         return None
     ident = f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape")
-    return hashlib.sha256(ident).digest()
+    return hashlib.sha256(ident).hexdigest().encode("ascii")
 
 
 class EmbeddingCache:

@@ -101,6 +101,8 @@ def make_pose_fixture(root: Path, n_per_class: int = 4, size: int = 48) -> Path:
         for p, part in enumerate(KNOWN_PARTS):
             paths = _write(root, gens[key], part, n_per_class, seed=100 * label + p, size=size)
             lines[part].extend((path, label) for path in paths)
+    order = np.random.default_rng(7).permutation(len(lines["train"]))
+    lines["train"] = [lines["train"][i] for i in order]
     unknown = {}
     for k, (kind, key) in enumerate((("seed", "progan_v1"), ("arch", "mmdgan"),
                                      ("dataset", "stylegan_airplane"))):

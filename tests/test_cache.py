@@ -60,5 +60,13 @@ def test_corrupt_cache_is_set_aside(tmp_path: Path):
     path.write_bytes(b"garbage")
     cache = EmbeddingCache(path, 4)
     assert len(cache) == 0 and not path.exists()
-    cache.add([b"k" * 32], np.ones((1, 4)))
-    assert EmbeddingCache(path, 4).lookup([b"k" * 32])[0].tolist() == [1, 1, 1, 1]
+    cache.add([b"k" * 64], np.ones((1, 4)))
+    assert EmbeddingCache(path, 4).lookup([b"k" * 64])[0].tolist() == [1, 1, 1, 1]
+
+
+def test_keys_survive_storage_whatever_their_bytes(tmp_path: Path):
+    """Regression: raw digests ending in NUL lost that byte in HDF5 fixed-width strings."""
+    keys = [file_key(p) for p in write_images(tmp_path / "imgs", "smooth", 40, seed=3)]
+    cache = EmbeddingCache(tmp_path / "cache.h5", 2)
+    cache.add(keys, np.arange(80, dtype=float).reshape(40, 2))
+    assert len(EmbeddingCache(tmp_path / "cache.h5", 2).lookup(keys)) == 40

@@ -154,9 +154,10 @@ def render_report(run) -> None:
              pct(k["af1_crr_auc"])] for kind, k in r["per_kind"].items()]
     rows.append(["all", str(r["n_unknown"]), pct(r["auc"]), pct(r["oscr"]), pct(r["crr"]),
                  pct(r["af1"]), pct(r["af1_crr_auc"])])
-    title = (f"{run.split.name}: {len(run.split.class_names)} known generators, "
-             f"{r['n_known']} known and {r['n_unknown']} unknown test images; "
-             f"closed-set accuracy {pct(r['closed_set_accuracy'])}%; "
-             f"tau {run.threshold.value:.4g} ({run.threshold.method})")
+    output.stdout.print(f"{run.split.name} ({run.split.source}): {len(run.split.class_names)} known "
+                        f"generators, {r['n_known']} known and {r['n_unknown']} unknown test images")
+    output.stdout.print(f"closed-set accuracy: {pct(r['closed_set_accuracy'])}%")
+    output.stdout.print(f"threshold tau: {run.threshold.value:.4g} ({run.threshold.method})")
     output.stdout.print(output.simple_table(
-        title, ["unknown kind", "images", "AUC %", "OSCR %", "CRR %", "aF1 %", "aF1-CRR area %"], rows))
+        "open-set figures by unknown kind (aF1 and CRR at tau)",
+        ["unknown kind", "images", "AUC %", "OSCR %", "CRR %", "aF1 %", "aF1-CRR area %"], rows))

@@ -35,9 +35,12 @@ mirrors the mosaic about the edge pixel (``np.pad(mode="reflect")``), which keep
 mirrored sample on a site of its own colour.
 
 ``SimulatedCameraDataset`` renders a small region around each training crop, not the whole
-photo: the region is 16-aligned in the photo (the colour-filter period and the JPEG
-macro-block) and extends ``MARGIN`` pixels past the crop on every side, more than any
-filter above reaches, so a crop of a rendered region is the crop of the rendered photo.
+photo. The region is 16-aligned in the photo (the colour-filter period and the JPEG
+macro-block) and extends ``CameraPipeline.margin`` pixels past the crop on every side: more
+than the filters reach (``CameraPipeline.reach``), plus one macro-block when chroma is
+subsampled (the decoder's chroma up-sampling reads the neighbouring block, whose values
+depend on all its pixels). So the crop of a rendered region is, bit for bit, the crop of
+the rendered photo.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ from __future__ import annotations
 import functools
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,8 +65,9 @@ DEMOSAIC_METHODS: tuple[str, ...] = ("bilinear", "malvar2004", "menon2007")
 SUBSAMPLINGS: tuple[str, ...] = ("4:2:0", "4:2:2", "4:4:4")
 ALIGN = 16
 """Regions start on multiples of this: the colour-filter period (2) and the JPEG MCU (16)."""
-MARGIN = 16
-"""Pixels rendered around a crop; the filters above reach at most 9 (Menon + blur)."""
+_DEMOSAIC_REACH = {"bilinear": 1, "malvar2004": 2, "menon2007": 8}
+"""How far (pixels) a raw sample changes the demosaiced image, measured with impulses."""
+_SHARPEN_SIGMA = 1.0
 
 _SCENE_GAMMA = 2.2
 _TO_LINEAR = ((np.arange(256, dtype=np.float64) / 255.0) ** _SCENE_GAMMA).astype(np.float32)
@@ -266,9 +270,13 @@ def demosaic(raw: np.ndarray, cfa: str, method: str) -> np.ndarray:
 
 # --- the rest of the pipeline ------------------------------------------------------------
 
+def _blur_radius(sigma: float) -> int:
+    return max(1, math.ceil(3 * sigma))
+
+
 @functools.lru_cache(maxsize=64)
 def _gaussian_taps(sigma: float) -> np.ndarray:
-    radius = max(1, math.ceil(3 * sigma))
+    radius = _blur_radius(sigma)
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     taps = np.exp(-offsets**2 / (2 * sigma**2))
     return (taps / taps.sum()).astype(np.float32)
@@ -362,8 +370,21 @@ class CameraPipeline:
             raise UsageError(f"qtable_jitter must be in [0, 1), not {self.qtable_jitter}")
 
     @property
-    def name(self) -> str:
-        return f"{self.cfa}-{self.demosaic}"
+    def reach(self) -> int:
+        """Pixels by which a rendered pixel depends on its neighbours before the JPEG."""
+        reach = _DEMOSAIC_REACH[self.demosaic]
+        if self.denoise > 0:
+            reach += _blur_radius(self.denoise)
+        if self.sharpen > 0:
+            reach += _blur_radius(_SHARPEN_SIGMA)
+        return reach
+
+    @property
+    def margin(self) -> int:
+        """Pixels (a multiple of ``ALIGN``) to render around a crop so that the crop comes
+        out as in a render of the whole photo (module docstring)."""
+        needed = self.reach + (ALIGN if self.subsampling != "4:4:4" else 0)
+        return max(ALIGN, -(-needed // ALIGN) * ALIGN)
 
     def quantisation_tables(self) -> tuple[tuple[int, ...], ...]:
         """The (luma, chroma) JPEG tables this pipeline writes, 64 entries each, row major."""
@@ -381,7 +402,7 @@ class CameraPipeline:
         if self.denoise > 0:
             rgb = _gaussian_blur(rgb, self.denoise)
         if self.sharpen > 0:
-            rgb = rgb + np.float32(self.sharpen) * (rgb - _gaussian_blur(rgb, 1.0))
+            rgb = rgb + np.float32(self.sharpen) * (rgb - _gaussian_blur(rgb, _SHARPEN_SIGMA))
         encoded = np.power(np.clip(rgb, 0, 1), np.float32(1 / self.gamma))
         if self.tone > 0:
             encoded += np.float32(self.tone) * (encoded * encoded * (3 - 2 * encoded) - encoded)
@@ -409,22 +430,27 @@ def _spread_levels(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _make_distinct(levels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Swap single fields between rows until no two rows are equal; swaps keep every
-    field's counts, so the spread over options survives."""
+    """Make the rows pairwise distinct by swapping single fields between rows; a swap keeps
+    every field's counts, so the spread over options survives. Rows are fixed in order; a
+    row equal to an earlier one swaps with a later row, or with an earlier one when that
+    leaves the earlier one distinct."""
     n, fields = levels.shape
-    while True:
-        seen: dict[tuple[int, ...], int] = {}
-        duplicate = None
-        for row in range(n):
-            key = tuple(levels[row])
-            if key in seen:
-                duplicate = row
-                break
-            seen[key] = row
-        if duplicate is None:
-            return levels
-        other, field = int(rng.integers(n)), int(rng.integers(fields))
-        levels[[duplicate, other], field] = levels[[other, duplicate], field]
+    seen: dict[tuple[int, ...], int] = {}
+    for row in range(n):
+        while tuple(levels[row]) in seen:
+            other, field = int(rng.integers(n)), int(rng.integers(fields))
+            pair = [row, other]
+            if other == row or levels[row, field] == levels[other, field]:
+                continue
+            if other < row:
+                del seen[tuple(levels[other])]
+            levels[pair, field] = levels[pair[::-1], field]
+            if other < row:
+                if tuple(levels[other]) in seen:
+                    levels[pair, field] = levels[pair[::-1], field]
+                seen[tuple(levels[other])] = other
+        seen[tuple(levels[row])] = row
+    return levels
 
 
 def make_pipelines(n: int, seed: int = 0) -> list[CameraPipeline]:
@@ -482,9 +508,10 @@ class SimulatedCameraDataset(Dataset):
 
     The epoch lives in shared memory, so ``set_epoch`` reaches DataLoader workers that were
     started before it (``persistent_workers=True``); call it before iterating the epoch.
-    ``cache_decoded=True`` keeps each decoded photo in memory (about 3 MB per megapixel):
-    decoding a 1024x1024 JPEG costs more than rendering a crop. With DataLoader workers each
-    worker holds its own cache.
+    ``cache_decoded=True`` keeps each decoded photo in memory (3 MB a megapixel): decoding
+    a 1024x1024 JPEG costs more than rendering a crop. With DataLoader workers each worker
+    holds its own cache, lost when the worker ends; ``check_readable`` in the main process
+    first fills one cache that forked workers share.
     """
 
     def __init__(self, photos: Sequence[Path | str], pipelines: Sequence[CameraPipeline],
@@ -507,7 +534,6 @@ class SimulatedCameraDataset(Dataset):
         self.samples_per_epoch = (samples_per_epoch if samples_per_epoch is not None
                                   else len(self.photos) * len(self.pipelines))
         self.cache_decoded = cache_decoded
-        self.extent = -(-crop // ALIGN) * ALIGN + 2 * MARGIN
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._cache: dict[int, np.ndarray] = {}
 
@@ -537,11 +563,7 @@ class SimulatedCameraDataset(Dataset):
         cached = self._cache.get(index)
         if cached is not None:
             return cached
-        path = self.photos[index]
-        try:
-            photo = load_rgb(path)
-        except ImageError as exc:
-            raise DataError(f"photo {exc}", hint="remove it from the photo list") from None
+        photo = load_rgb(self.photos[index])
         if self.cache_decoded:
             self._cache[index] = photo
         return photo
@@ -552,12 +574,24 @@ class SimulatedCameraDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         label = index % len(self.pipelines)
-        photo = self._photo(int(rng.integers(len(self.photos))))
-        rendered = self.pipelines[label].render(_region(photo, self.extent, rng))
-        window = rendered[MARGIN:MARGIN + self.crop, MARGIN:MARGIN + self.crop]
+        try:
+            photo = self._photo(int(rng.integers(len(self.photos))))
+        except ImageError as exc:
+            raise DataError(f"photo {exc}", hint="remove it from the photo list") from None
+        pipeline = self.pipelines[label]
+        margin = pipeline.margin
+        extent = -(-self.crop // ALIGN) * ALIGN + 2 * margin
+        rendered = pipeline.render(_region(photo, extent, rng))
+        window = rendered[margin:margin + self.crop, margin:margin + self.crop]
         return torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1))), label
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
+    def check_readable(self) -> list[tuple[Path, str]]:
+        """Decode every photo once; ``(path, reason)`` for each that fails, in order.
+        With ``cache_decoded`` the photos are kept, so rendering does not decode them again."""
+        failures: list[tuple[Path, str]] = []
+        for index, path in enumerate(self.photos):
+            try:
+                self._photo(index)
+            except ImageError as exc:
+                failures.append((path, exc.reason))
+        return failures

@@ -21,9 +21,10 @@ import os
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from osma_cli.atomic import atomic_write
 from osma_cli.data.files import IMAGE_SUFFIXES, iter_image_files
@@ -210,7 +211,7 @@ def _line_error(file: Path, number: int, text: str, reason: str) -> DataError:
     return DataError(f"{file}, line {number}: {reason}: {shown!r}", hint=_LINE_HINT)
 
 
-def read_pose_annotation(file: Path, *, known: bool) -> list[_Line]:
+def _read_annotation(file: Path, *, known: bool) -> list[_Line]:
     """The (path, label) lines of one annotation file; a malformed line is a ``DataError``.
 
     A line is ``path<TAB>label``; without a tab, the last whitespace separates, since
@@ -230,13 +231,13 @@ def read_pose_annotation(file: Path, *, known: bool) -> list[_Line]:
             raise _line_error(file, number, repr(raw)[2:-1], "not UTF-8 text") from None
         if number == 1:
             text = text.removeprefix("\ufeff")
-        stripped = text.strip()
-        if not stripped:
+        stripped = text.rstrip()
+        if not stripped.strip():
             continue
         if "\t" in stripped:
             image, _, label_text = stripped.rpartition("\t")
         else:
-            pieces = stripped.rsplit(None, 1)
+            pieces = stripped.strip().rsplit(None, 1)
             if len(pieces) < 2:
                 raise _line_error(file, number, text, "no label after the image path")
             image, label_text = pieces
@@ -313,8 +314,8 @@ def _choose_resolver(candidates: Sequence[_Resolver], probe: Sequence[_Line]) ->
             best, best_hits = candidate, hits
     if best_hits <= 0 and probe:
         first = probe[0]
-        tried = "\n    ".join(
-            str(c(first.text)) for c in candidates if c(first.text) is not None)
+        tried = "\n    ".join(dict.fromkeys(
+            path for c in candidates if (path := c(first.text)) is not None))
         raise DataError(
             f"images listed in {first.file} not found: the first, {first.text!r} "
             f"(line {first.number}), is none of:\n    {tried}",
@@ -363,6 +364,87 @@ def _check_disjoint(entries: Iterable[tuple[str, str]], source: str) -> None:
         seen[path] = where
 
 
+def _find_annotations(root: Path, name: str) -> dict[str, Path]:
+    """The split's annotation files under ``root/dataset`` or ``root``, checked to exist."""
+    bases = list(dict.fromkeys([root / "dataset", root]))
+    layouts = [pose_annotation_files(base, name) for base in bases]
+    found = [files for files in layouts if files["train"].is_file()]
+    if not found:
+        raise _missing_files_error([files["train"] for files in layouts], bases,
+                                   f"no training annotations for {name}")
+    files = found[0]
+    dataset_dir = files["train"].parents[2]
+    if not files["test"].is_file():
+        raise _missing_files_error([files["test"]], [dataset_dir],
+                                   f"no closed-set test annotations for {name}")
+    unknown_files = ["test_out", *UNKNOWN_KINDS]
+    if not any(files[key].is_file() for key in unknown_files):
+        raise _missing_files_error([files[key] for key in unknown_files], [dataset_dir],
+                                   f"no unknown-image annotations for {name}")
+    return files
+
+
+def _resolver_candidates(root: Path, dataset_dir: Path,
+                         image_root: Path | str | None) -> list[_Resolver]:
+    """The readings of ``./dataset/...`` worth trying, most likely first."""
+    if image_root is not None:
+        images = Path(image_root).expanduser()
+        if not images.is_dir():
+            raise DataError(f"no such folder: {images} (the image root)")
+        images = images.resolve()
+        return [_Resolver(images, False), _Resolver(images, True)]
+    return list(dict.fromkeys([
+        _Resolver(root, False), _Resolver(dataset_dir.parent, False),
+        _Resolver(dataset_dir, True), _Resolver(root, True)]))
+
+
+def _unknown_lines(files: Mapping[str, Path],
+                   resolve: Callable[[_Line], str]) -> list[tuple[str, _Line, str]]:
+    """(path, line, kind) of every unknown image: those of ``_test_out``, then those only
+    in a kind file; the kind is that of the kind file listing the image, or ``""``."""
+    kind_of: dict[str, tuple[str, _Line]] = {}
+    for kind in UNKNOWN_KINDS:
+        if not files[kind].is_file():
+            continue
+        for line in _read_annotation(files[kind], known=False):
+            path = resolve(line)
+            if path in kind_of and kind_of[path][0] != kind:
+                raise DataError(f"{path} is listed as two unknown kinds: "
+                                f"{kind_of[path][1].where} and {line.where}")
+            kind_of.setdefault(path, (kind, line))
+    unknown: list[tuple[str, _Line, str]] = []
+    if files["test_out"].is_file():
+        for line in _read_annotation(files["test_out"], known=False):
+            path = resolve(line)
+            unknown.append((path, line, kind_of.pop(path, ("", line))[0]))
+    unknown.extend((path, line, kind) for path, (kind, line) in kind_of.items())
+    if not unknown:
+        raise DataError(f"{files['test_out']} and the per-kind files list no unknown images",
+                        hint="an open-set benchmark needs images of unknown generators")
+    return unknown
+
+
+def _check_labels(files: Mapping[str, Path], known: Mapping[str, list[_Line]]) -> int:
+    """The number of known classes K, once labels are seen to run 0..K-1 in training and
+    to stay within it elsewhere: a class without training images has no reference."""
+    train = known["train"]
+    if not train:
+        raise DataError(f"{files['train']} lists no images")
+    k = 1 + max(line.label for line in train)
+    present = {line.label for line in train}
+    absent = [label for label in range(k) if label not in present]
+    if absent:
+        raise DataError(f"{files['train']}: no training image has label {absent[0]}, yet labels "
+                        f"run up to {k - 1}",
+                        hint="known classes must be numbered 0..K-1 without gaps")
+    for part in ("val", "test_known"):
+        for line in known[part]:
+            if line.label >= k:
+                raise DataError(f"{line.file}, line {line.number}: label {line.label} has no "
+                                f"training images (the training labels run 0..{k - 1})")
+    return k
+
+
 def load_pose_split(data_root: Path | str, split: str | int, *,
                     image_root: Path | str | None = None) -> BenchmarkSplit:
     """One split of the POSE benchmark, from its annotation files as released.
@@ -381,44 +463,16 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
                         hint="give the folder that holds POSE's dataset/ or dataset/ itself")
     root = root.resolve()
     name = pose_split_name(split)
-    bases = list(dict.fromkeys([root / "dataset", root]))
-    layouts = [pose_annotation_files(base, name) for base in bases]
-    found = [files for files in layouts if files["train"].is_file()]
-    if not found:
-        raise _missing_files_error([files["train"] for files in layouts], bases,
-                                   f"no training annotations for {name}")
-    files = found[0]
+    files = _find_annotations(root, name)
     dataset_dir = files["train"].parents[2]
-    if not files["test"].is_file():
-        raise _missing_files_error([files["test"]], [dataset_dir],
-                                   f"no closed-set test annotations for {name}")
-    unknown_files = ["test_out", *UNKNOWN_KINDS]
-    if not any(files[key].is_file() for key in unknown_files):
-        raise _missing_files_error([files[key] for key in unknown_files], [dataset_dir],
-                                   f"no unknown-image annotations for {name}")
-
     known_lines = {
-        "train": read_pose_annotation(files["train"], known=True),
-        "val": read_pose_annotation(files["val"], known=True) if files["val"].is_file() else [],
-        "test_known": read_pose_annotation(files["test"], known=True),
+        "train": _read_annotation(files["train"], known=True),
+        "val": _read_annotation(files["val"], known=True) if files["val"].is_file() else [],
+        "test_known": _read_annotation(files["test"], known=True),
     }
-    out_lines = (read_pose_annotation(files["test_out"], known=False)
-                 if files["test_out"].is_file() else [])
-    kind_lines = {kind: read_pose_annotation(files[kind], known=False)
-                  for kind in UNKNOWN_KINDS if files[kind].is_file()}
-    if not known_lines["train"]:
-        raise DataError(f"{files['train']} lists no images")
+    k = _check_labels(files, known_lines)
 
-    if image_root is not None:
-        images = Path(image_root).expanduser()
-        if not images.is_dir():
-            raise DataError(f"no such folder: {images} (image_root)")
-        images = images.resolve()
-        candidates = [_Resolver(images, False), _Resolver(images, True)]
-    else:
-        candidates = list(dict.fromkeys([
-            _Resolver(root, False), _Resolver(dataset_dir.parent, False),
-            _Resolver(dataset_dir, True), _Resolver(root, True)]))
+    candidates = _resolver_candidates(root, dataset_dir, image_root)
     resolver = _choose_resolver(candidates, known_lines["train"][:_PROBE])
 
     def resolve(line: _Line) -> str:
@@ -429,27 +483,10 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
                             hint=f"image paths are read as {resolver}")
         return path
 
-    resolved: dict[str, list[tuple[str, _Line]]] = {
-        part: [(resolve(line), line) for line in lines] for part, lines in known_lines.items()}
-    kind_of: dict[str, tuple[str, _Line]] = {}
-    for kind, lines in kind_lines.items():
-        for line in lines:
-            path = resolve(line)
-            if path in kind_of and kind_of[path][0] != kind:
-                other = kind_of[path][1]
-                raise DataError(f"{path} is listed as two unknown kinds: "
-                                f"{other.where} and {line.where}")
-            kind_of.setdefault(path, (kind, line))
-    unknown: list[tuple[str, _Line, str]] = []
-    listed_out = set()
-    for line in out_lines:
-        path = resolve(line)
-        listed_out.add(path)
-        unknown.append((path, line, kind_of[path][0] if path in kind_of else ""))
-    unknown.extend((path, line, kind) for path, (kind, line) in kind_of.items()
-                   if path not in listed_out)
-
-    everything = [(path, line) for part in resolved.values() for path, line in part]
+    known = {part: [(resolve(line), line) for line in lines]
+             for part, lines in known_lines.items()}
+    unknown = _unknown_lines(files, resolve)
+    everything = [entry for part in known.values() for entry in part]
     everything += [(path, line) for path, line, _ in unknown]
     missing = [(path, line) for path, line in everything if not os.path.isfile(path)]
     if missing:
@@ -462,23 +499,9 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
     source = f"POSE layout at {dataset_dir.parent} ({name})"
     _check_disjoint(((path, line.where) for path, line in everything), source)
 
-    k = 1 + max(line.label for line in known_lines["train"])
-    present = {line.label for line in known_lines["train"]}
-    absent = [label for label in range(k) if label not in present]
-    if absent:
-        raise DataError(f"{files['train']}: no training image has label {absent[0]}, yet labels "
-                        f"run up to {k - 1}",
-                        hint="known classes must be numbered 0..K-1 without gaps")
-    for part in ("val", "test_known"):
-        for _, line in resolved[part]:
-            if line.label >= k:
-                raise DataError(f"{line.file}, line {line.number}: label {line.label} has no "
-                                f"training images (the training labels run 0..{k - 1})")
-
     by_label: dict[int, list[str]] = defaultdict(list)
-    for part in resolved.values():
-        for path, line in part:
-            by_label[line.label].append(path)
+    for path, line in (entry for part in known.values() for entry in part):
+        by_label[line.label].append(path)
     by_generator: dict[tuple[str, int], list[str]] = defaultdict(list)
     for path, line, kind in unknown:
         by_generator[_unknown_key(line, kind, files)].append(path)
@@ -491,7 +514,7 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
 
     def known_images(part: str) -> tuple[LabeledImage, ...]:
         return tuple(LabeledImage(Path(path), line.label, "", class_names[line.label])
-                     for path, line in resolved[part])
+                     for path, line in known[part])
 
     return BenchmarkSplit(
         name=name,
@@ -646,7 +669,7 @@ def _parse_manifest(path: Path) -> Any:
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
                             f"{exc.msg}") from None
-    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+    if tomllib is None:
         raise DataError(f"{path}: reading TOML on Python 3.10 needs the tomli package",
                         hint="pip install tomli, or write the manifest as JSON")
     try:

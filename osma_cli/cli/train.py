@@ -1,0 +1,251 @@
+"""``osma train`` and ``osma pretrain``: learning the embedding, and pre-training its backbone.
+
+Thin: options become a ``TrainConfig`` / ``PretrainConfig``, the core trains
+(``osma_cli.training``), and this module draws a progress bar per epoch and one line of
+figures after each (stderr), then a summary table (stdout) or ``--json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from osma_cli.cli import output
+from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, WorkersOpt
+from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
+
+ArchOpt = Annotated[Optional[str], typer.Option(
+    "--arch", help="Network from the registry (mislnet, resnet50, dct_cnn, ...). "
+                   "Default: mislnet, or the --init file's.", show_default=False)]
+EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Epochs to train.")]
+LrDecayOpt = Annotated[Optional[float], typer.Option(
+    "--lr-decay", help="Multiply the learning rate by this every --decay-every epochs.", show_default=False)]
+DecayEveryOpt = Annotated[Optional[int], typer.Option(
+    "--decay-every", min=1, help="Epochs between learning-rate decays.", show_default=False)]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay of the network.")]
+CropOpt = Annotated[int, typer.Option(
+    "--crop", min=8, help="Training crop size in pixels (the paper's 256). On a CPU use about 128: "
+                          "roughly 4x cheaper per image; the weights then expect crops of that size.")]
+EmbeddingDimOpt = Annotated[Optional[int], typer.Option(
+    "--embedding-dim", min=1, help="Embedding size (default: the architecture's).", show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (CPU runs repeat exactly).")]
+ValFractionOpt = Annotated[float, typer.Option(
+    "--val-fraction", min=0.0, max=0.9,
+    help="Share of each class held out for validation (0: none, the last epoch is kept).")]
+CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint-dir", file_okay=False,
+    help="Where the per-epoch checkpoint goes. Default: <out>.checkpoints beside --out.", show_default=False)]
+ResumeOpt = Annotated[Optional[Path], typer.Option(
+    "--resume", metavar="CHECKPOINT_DIR", file_okay=False,
+    help="Continue the run whose checkpoint folder this is (same data and options; --epochs may grow).",
+    show_default=False)]
+StepsOpt = Annotated[Optional[int], typer.Option(
+    "--steps-per-epoch", min=1, help="At most this many batches per epoch (for a time budget).", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Replace existing outputs and start afresh over an existing checkpoint.")]
+
+
+def train(
+    data: Annotated[Optional[Path], typer.Argument(
+        help="Folder with one sub-folder of images per generator.", show_default=False)] = None,
+    annotations: Annotated[Optional[list[Path]], typer.Option(
+        "--annotations", metavar="FILE", dir_okay=False,
+        help="POSE annotation file (lines 'relative/path<TAB>label') instead of DATA; repeat for several.",
+        show_default=False)] = None,
+    data_root: Annotated[Optional[Path], typer.Option(
+        "--data-root", file_okay=False, help="Folder the annotation paths are relative to.",
+        show_default=False)] = None,
+    val_annotations: Annotated[Optional[list[Path]], typer.Option(
+        "--val-annotations", metavar="FILE", dir_okay=False,
+        help="Validation images of the training generators (annotation files); replaces --val-fraction.",
+        show_default=False)] = None,
+    val_fraction: ValFractionOpt = 0.1,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Weights file to write.")] =
+    Path("osma-embedding.safetensors"),
+    refs_out: Annotated[Optional[Path], typer.Option(
+        "--refs-out", dir_okay=False, help="Also build a reference store of the training generators "
+                                           "with the new weights.", show_default=False)] = None,
+    arch: ArchOpt = None,
+    init: Annotated[Optional[Path], typer.Option(
+        "--init", dir_okay=False, help="Start from these weights (e.g. from `osma pretrain`). "
+                                       "Default: from scratch.", show_default=False)] = None,
+    embedding_dim: EmbeddingDimOpt = None,
+    epochs: EpochsOpt = 30,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help="Learning rate. Default: 1e-4 with --init, 7e-4 from scratch.", show_default=False)] = None,
+    lr_decay: LrDecayOpt = None,
+    decay_every: DecayEveryOpt = None,
+    proxy_lr_factor: Annotated[float, typer.Option(
+        "--proxy-lr-factor", min=0.0, help="Proxies learn this many times faster than the network.")] = 100.0,
+    weight_decay: WeightDecayOpt = 0.01,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", min=0.0, help="ProxyNCA++ softmax temperature.", show_default="1/9")] = 1.0 / 9.0,
+    batch_size: BatchOpt = 32,
+    crop: CropOpt = 256,
+    seed: SeedOpt = 0,
+    steps_per_epoch: StepsOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None,
+    resume: ResumeOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Learn the attribution embedding (ProxyNCA++ metric learning, Fang et al.).
+
+    Defaults are the paper's: 30 epochs, AdamW, lr 1e-4 (7e-4 from scratch) x0.6 every 2
+    epochs, classes balanced by under-sampling, random crops with JPEG re-compression. The
+    network with the best nearest-centroid accuracy on the validation images is written.
+    Several GPUs: launch the same command with torchrun.
+    """
+    from osma_cli.training.metric import TrainConfig, train_embedding
+
+    config = TrainConfig(
+        data=data, annotations=tuple(annotations or ()), data_root=data_root,
+        val_annotations=tuple(val_annotations or ()), val_fraction=val_fraction, out=out, arch=arch,
+        embedding_dim=embedding_dim, init=init, epochs=epochs, lr=lr, lr_decay=lr_decay, decay_every=decay_every,
+        proxy_lr_factor=proxy_lr_factor, weight_decay=weight_decay, batch_size=batch_size, crop=crop,
+        temperature=temperature, seed=seed, workers=workers, device=device, steps_per_epoch=steps_per_epoch,
+        checkpoint_dir=checkpoint_dir, resume=resume, force=force, refs_out=refs_out)
+    result = run_with_progress(train_embedding, config)
+    finish(result, json_out, extra={"refs": None if result.refs is None else str(result.refs)})
+
+
+def pretrain(
+    root: Annotated[Path, typer.Argument(
+        metavar="CAMERA_ROOT|PHOTOS_DIR", file_okay=False,
+        help="Camera-model database (one sub-folder per camera model), or with --simulate-cameras "
+             "a folder of real photos.", show_default=False)],
+    simulate_cameras: Annotated[Optional[int], typer.Option(
+        "--simulate-cameras", metavar="N", min=2,
+        help="No camera database? Re-render the photos through N simulated camera pipelines "
+             "(demosaicing, denoising, tone curves, JPEG tables), one class each.", show_default=False)] = None,
+    samples_per_epoch: Annotated[Optional[int], typer.Option(
+        "--samples-per-epoch", min=1, help="With --simulate-cameras: rendered crops per epoch.",
+        show_default=False)] = None,
+    val_fraction: ValFractionOpt = 0.1,
+    balanced: Annotated[bool, typer.Option(
+        "--balanced", help="Under-sample camera models to the smallest each epoch (default: all images).")] = False,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Weights file to write (the backbone).")] =
+    Path("osma-pretrained.safetensors"),
+    arch: ArchOpt = None,
+    embedding_dim: EmbeddingDimOpt = None,
+    epochs: EpochsOpt = 30,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate. Default: 1e-3.",
+                                                show_default=False)] = None,
+    lr_decay: LrDecayOpt = None,
+    decay_every: DecayEveryOpt = None,
+    weight_decay: WeightDecayOpt = 0.01,
+    batch_size: BatchOpt = 32,
+    crop: CropOpt = 256,
+    seed: SeedOpt = 0,
+    steps_per_epoch: StepsOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None,
+    resume: ResumeOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pre-train a network as a camera-model classifier, for `osma train --init`.
+
+    Paper schedule by default: AdamW, lr 1e-3, x0.65 every 3 epochs. The classifier layer
+    is dropped: the file holds the backbone only.
+    """
+    from osma_cli.training.pretrain import PretrainConfig, pretrain as run_pretrain
+
+    simulated = simulate_cameras is not None
+    config = PretrainConfig(
+        camera_root=None if simulated else root, photos=root if simulated else None,
+        simulate_cameras=simulate_cameras, samples_per_epoch=samples_per_epoch, val_fraction=val_fraction,
+        balanced=balanced, out=out, arch=arch, embedding_dim=embedding_dim, epochs=epochs, lr=lr,
+        lr_decay=lr_decay, decay_every=decay_every, weight_decay=weight_decay, batch_size=batch_size,
+        crop=crop, seed=seed, workers=workers, device=device, steps_per_epoch=steps_per_epoch,
+        checkpoint_dir=checkpoint_dir, resume=resume, force=force)
+    result = run_with_progress(run_pretrain, config)
+    finish(result, json_out)
+
+
+# --------------------------------------------------------------------------- rendering
+
+class EpochProgress:
+    """One transient bar per epoch (steps), then a line of the epoch's figures."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._advance: Callable[[int], Any] | None = None
+
+    def start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.close()
+        self._advance = self._stack.enter_context(output.progress_bar(f"epoch {epoch + 1}/{epochs}", steps))
+
+    def step(self, info) -> None:
+        if self._advance is not None:
+            self._advance(1)
+
+    def end(self, stats) -> None:
+        self.close()
+        output.stderr.print(epoch_line(stats))
+
+    def close(self) -> None:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self._advance = None
+
+
+def run_with_progress(run: Callable, config):
+    progress = EpochProgress()
+    try:
+        return run(config, on_epoch_start=progress.start, on_step=progress.step, on_epoch=progress.end)
+    finally:
+        progress.close()
+
+
+def epoch_line(stats) -> str:
+    parts = [f"epoch {stats.epoch + 1}/{stats.epochs}", f"loss {stats.loss:.4f}"]
+    if stats.val_accuracy is not None:
+        parts.append(f"val acc {stats.val_accuracy:.4f}" + (" *" if stats.is_best else ""))
+        parts.append(f"best {stats.best_accuracy:.4f} (epoch {stats.best_epoch + 1})")
+    parts += [f"lr {stats.lr:.3g}", f"{stats.images_per_second:.1f} img/s", f"{stats.seconds:.1f} s"]
+    return "  ".join(parts)
+
+
+def summary(result, extra: dict | None = None) -> dict:
+    meta = result.meta
+    return {
+        "weights": str(result.weights),
+        "sha256": None if meta is None else meta.sha256,
+        "architecture": None if meta is None else meta.architecture,
+        "embedding_dim": None if meta is None else meta.embedding_dim,
+        "crop_size": None if meta is None else meta.crop_size,
+        "classes": list(result.class_names),
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "best_val_accuracy": result.best_accuracy,
+        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+        "resumed_from_epoch": result.resumed_from,
+        "checkpoint_dir": None if result.checkpoint_dir is None else str(result.checkpoint_dir),
+        "skipped": [{"path": str(p), "error": reason} for p, reason in result.skipped],
+        "history": [{**h.to_dict(), "epoch": h.epoch + 1,
+                     "best_epoch": None if h.best_epoch is None else h.best_epoch + 1} for h in result.history],
+        **(extra or {}),
+    }
+
+
+def finish(result, json_out: bool, extra: dict | None = None) -> None:
+    for path, reason in result.skipped:
+        output.warn(f"skipped {output.escape(f'{path}: {reason}')}")
+    for note in result.notes:
+        output.warn(output.escape(note))
+    data = summary(result, extra)
+    if json_out:
+        output.write_json(data)
+    else:
+        rows = [[k, v] for k, v in data.items() if k not in ("history", "skipped", "classes")]
+        rows.insert(5, ["classes", f"{len(data['classes'])}: {', '.join(data['classes'][:8])}"
+                                   + (", ..." if len(data["classes"]) > 8 else "")])
+        output.stdout.print(output.simple_table("training finished", ["", ""], rows))
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.skipped else EXIT_OK)
