@@ -12,7 +12,7 @@ from typing import Callable
 
 import typer
 
-from osma_cli.cli import attribute, evaluate, info, references
+from osma_cli.cli import attribute, evaluate, info, references, train
 from osma_cli.errors import OsmaError
 
 
@@ -45,6 +45,8 @@ command(app, "attribute", attribute.attribute)
 command(app, "build", references.build)
 command(app, "enroll", references.enroll)
 command(app, "calibrate", evaluate.calibrate)
+command(app, "train", train.train)
+command(app, "pretrain", train.pretrain)
 command(app, "benchmark", evaluate.benchmark)
 command(app, "info", info.info)
 refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",

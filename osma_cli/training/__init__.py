@@ -27,7 +27,7 @@ _LAZY = {
     "PretrainResult": "osma_cli.training.pretrain",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["PretrainConfig", "PretrainResult", "TrainConfig", "TrainResult", "train_embedding"]
 
 
 def __getattr__(name: str) -> Any:

@@ -130,8 +130,11 @@ class TrainResult:
 class TrainingData:
     train: LabeledFiles
     val: LabeledFiles | None
+    dataset: TrainingDataset
+    """The training files as a dataset, already checked readable (its decode cache filled if asked)."""
     skipped: list[tuple[Path, str]]
     description: dict
+    notes: list[str] = field(default_factory=list)
 
 
 def load_data(config: TrainConfig) -> TrainingData:
@@ -150,8 +153,7 @@ def load_data(config: TrainConfig) -> TrainingData:
                        "data_root": None if config.data_root is None else str(config.data_root)}
     if config.val_annotations:
         train = files
-        val = align_classes(LabeledFiles.from_annotations(*config.val_annotations, data_root=config.data_root),
-                            train.class_names)
+        val = LabeledFiles.from_annotations(*config.val_annotations, data_root=config.data_root)
         description["validation"] = {"annotation_files": [str(p) for p in config.val_annotations]}
     elif config.val_fraction > 0:
         if not 0 < config.val_fraction < 1:
@@ -161,35 +163,68 @@ def load_data(config: TrainConfig) -> TrainingData:
     else:
         train, val = files, None
         description["validation"] = None
-    train, skipped = drop_unreadable(train, config.crop, config.seed)
+    notes: list[str] = []
+    train, val = drop_absent_classes(train, val, notes)
+    dataset, train, skipped = readable_dataset(train, TrainTransform(crop=config.crop), seed=config.seed,
+                                               cache_decoded=config.cache_decoded)
     if val is not None:
-        val, val_skipped = drop_unreadable(val, config.crop, config.seed)
+        _, val, val_skipped = readable_dataset(val, TrainTransform(crop=config.crop), seed=config.seed)
         skipped += val_skipped
         if len(val.paths) == 0:
             val = None
     check_classes(train)
-    return TrainingData(train=train, val=val, skipped=skipped, description=description)
+    return TrainingData(train=train, val=val, dataset=dataset, skipped=skipped, description=description,
+                        notes=notes)
 
 
-def align_classes(files: LabeledFiles, class_names: tuple[str, ...]) -> LabeledFiles:
-    """Relabel ``files`` by class name onto ``class_names`` (validation onto training classes)."""
+def drop_absent_classes(train: LabeledFiles, val: LabeledFiles | None,
+                        notes: list[str]) -> tuple[LabeledFiles, LabeledFiles | None]:
+    """Keep the classes that have training files (annotation labels may have gaps); relabel both.
+
+    Validation files of other classes are left out (they would be unknowns, not known
+    generators), and ``notes`` says so.
+    """
+    counts = np.bincount(train.labels, minlength=len(train.class_names))
+    kept = [name for name, n in zip(train.class_names, counts) if n > 0]
+    if len(kept) < len(train.class_names):
+        absent = [name for name, n in zip(train.class_names, counts) if n == 0]
+        notes.append(f"classes without training files left out: {', '.join(absent[:8])}"
+                     + (" ..." if len(absent) > 8 else ""))
+        train = relabel(train, tuple(kept))
+    if val is not None:
+        names = np.array(val.class_names, dtype=object)[val.labels] if len(val) else np.array([], dtype=object)
+        inside = np.isin(names, np.array(train.class_names, dtype=object))
+        if not inside.all():
+            notes.append(f"{int((~inside).sum())} validation file(s) of classes without training files left out")
+        val = relabel(val.subset(np.flatnonzero(inside)), train.class_names)
+    return train, val
+
+
+def relabel(files: LabeledFiles, class_names: tuple[str, ...]) -> LabeledFiles:
+    """The same files with labels renumbered by name onto ``class_names`` (every name must be there)."""
     index = {name: i for i, name in enumerate(class_names)}
-    names = [files.class_names[k] for k in files.labels]
-    missing = sorted(set(names) - set(index))
-    if missing:
-        raise DataError(f"validation classes not in the training data: {', '.join(missing[:5])}",
-                        hint="validation images must come from the training generators (known classes)")
-    labels = np.array([index[n] for n in names], dtype=np.int64)
+    labels = np.array([index[files.class_names[k]] for k in files.labels], dtype=np.int64)
     return LabeledFiles(paths=tuple(files.paths), labels=labels, class_names=tuple(class_names))
 
 
-def drop_unreadable(files: LabeledFiles, crop: int, seed: int) -> tuple[LabeledFiles, list[tuple[Path, str]]]:
-    bad = TrainingDataset(files, TrainTransform(crop=crop), seed=seed).check_readable()
+def readable_dataset(files: LabeledFiles, transform, *, seed: int, cache_decoded: bool = False
+                     ) -> tuple[TrainingDataset, LabeledFiles, list[tuple[Path, str]]]:
+    """A ``TrainingDataset`` of the files that decode, those files, and (path, reason) of the others.
+
+    The check decodes every file once in this process; with ``cache_decoded`` the images stay
+    in memory and forked loader workers share them.
+    """
+    dataset = TrainingDataset(files, transform, seed=seed, cache_decoded=cache_decoded)
+    bad = dataset.check_readable()
     if not bad:
-        return files, []
+        return dataset, files, []
     bad_paths = {Path(p) for p, _ in bad}
-    keep = [i for i, p in enumerate(files.paths) if Path(p) not in bad_paths]
-    return files.subset(np.array(keep, dtype=np.int64)), [(Path(p), reason) for p, reason in bad]
+    files = files.subset(np.array([i for i, p in enumerate(files.paths) if Path(p) not in bad_paths],
+                                  dtype=np.int64))
+    dataset = TrainingDataset(files, transform, seed=seed, cache_decoded=cache_decoded)
+    if cache_decoded:
+        dataset.check_readable()
+    return dataset, files, [(Path(p), reason) for p, reason in bad]
 
 
 def check_classes(train: LabeledFiles) -> None:
@@ -350,15 +385,14 @@ def train_embedding(config: TrainConfig, *, on_epoch: EpochCallback | None = Non
         meta = WeightsMeta(architecture=network.architecture, embedding_dim=network.embedding_dim,
                            crop_size=config.crop, l2_normalize=True, arch_kwargs=dict(network.arch_kwargs))
         validator = None
-        notes = []
+        notes = list(data.notes)
         if val is not None:
             validator = CentroidValidator(reference_sample(train, config.val_refs_per_class, config.seed), val,
                                           meta, ctx.device, batch_size=config.batch_size, workers=workers,
                                           mixed_precision=config.mixed_precision)
         else:
             notes.append("no validation images: the last epoch's network is kept")
-        dataset = TrainingDataset(train, TrainTransform(crop=config.crop), seed=config.seed,
-                                  cache_decoded=config.cache_decoded)
+        dataset = data.dataset
         settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                                 workers=workers, mixed_precision=config.mixed_precision,
                                 steps_per_epoch=config.steps_per_epoch, weight_decay=config.weight_decay,
@@ -403,6 +437,9 @@ def train_embedding(config: TrainConfig, *, on_epoch: EpochCallback | None = Non
                                                             workers=workers)
                 store.save(config.refs_out)
                 refs = Path(config.refs_out)
+                if failures:
+                    notes.append(f"{len(failures)} training image(s) could not be embedded for the "
+                                 f"reference store: {', '.join(f.error or str(f.path) for f in failures[:3])}")
         ctx.barrier()
     return TrainResult(weights=Path(config.out), meta=saved_meta, best_accuracy=result.best_accuracy,
                        best_epoch=result.best_epoch, history=result.history, class_names=tuple(train.class_names),

@@ -33,11 +33,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import osma_cli
-from osma_cli.data import default_workers, iter_image_files, load_rgb
+from osma_cli.data import default_workers, iter_image_files
 from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform, eval_transform
 from osma_cli.data.camera_sim import SimulatedCameraDataset, make_pipelines
-from osma_cli.data.training_sets import LabeledFiles, TrainingDataset, balanced_indices
-from osma_cli.errors import DataError, ImageError, UsageError
+from osma_cli.data.training_sets import LabeledFiles, balanced_indices
+from osma_cli.errors import DataError, UsageError
 from osma_cli.nets import EmbeddingNet
 from osma_cli.runtime import autocast_context, seed_everything
 from osma_cli.training.loop import (DistContext, EpochCallback, EpochStartCallback, EpochStats, LoopSettings,
@@ -45,7 +45,7 @@ from osma_cli.training.loop import (DistContext, EpochCallback, EpochStartCallba
                                     source_commit, to_device_batch)
 from osma_cli.training.losses import ClassLoss, CrossEntropyClassifier
 from osma_cli.training.metric import (check_classes, check_output_paths, default_checkpoint_folder,
-                                      drop_unreadable, files_digest, paths_digest)
+                                      files_digest, paths_digest, readable_dataset)
 from osma_cli.training.schedule import (DEFAULT_WEIGHT_DECAY, PRETRAIN_EPOCHS, StepDecay,
                                         pretrain_schedule)
 from osma_cli.weights import WeightsMeta, save_weights
@@ -179,15 +179,16 @@ def camera_data(config: PretrainConfig) -> PretrainData:
         train, val = files.split(config.val_fraction, config.seed)
     else:
         train, val = files, None
-    train, skipped = drop_unreadable(train, config.crop, config.seed)
+    dataset, train, skipped = readable_dataset(train, TrainTransform(crop=config.crop), seed=config.seed,
+                                               cache_decoded=config.cache_decoded)
+    val_set = None
     if val is not None:
-        val, more = drop_unreadable(val, config.crop, config.seed)
+        val_set, val, more = readable_dataset(val, CentreCrop(config.crop), seed=config.seed,
+                                              cache_decoded=config.cache_decoded)
         skipped += more
-        val = val if len(val.paths) else None
+        if len(val.paths) == 0:
+            val, val_set = None, None
     check_classes(train)
-    dataset = TrainingDataset(train, TrainTransform(crop=config.crop), seed=config.seed,
-                              cache_decoded=config.cache_decoded)
-    val_set = None if val is None else TrainingDataset(val, CentreCrop(config.crop), seed=config.seed)
     labels, seed, n = train.labels, config.seed, len(train.paths)
     if config.balanced:
         def epoch_indices(epoch: int) -> np.ndarray:
@@ -210,25 +211,26 @@ def simulated_data(config: PretrainConfig) -> PretrainData:
         raise UsageError(f"--simulate-cameras needs at least 2 pipelines, got {n_pipes}")
     if config.photos is None:
         raise UsageError("--simulate-cameras needs a PHOTOS_DIR of real photos")
-    photos, skipped = [], []
-    for path in iter_image_files([config.photos]):
-        try:
-            load_rgb(path)
-        except ImageError as exc:
-            skipped.append((Path(path), exc.reason))
-        else:
-            photos.append(Path(path))
+    pipelines = make_pipelines(n_pipes, seed=config.seed)
+    listed = [Path(p) for p in iter_image_files([config.photos])]
+    if not listed:
+        raise DataError(f"no photos in {config.photos}", hint="give a folder of real photos (JPEG or PNG)")
+    bad = SimulatedCameraDataset(listed, pipelines, config.crop, seed=config.seed).check_readable()
+    bad_paths = {Path(p) for p, _ in bad}
+    skipped = [(Path(p), reason) for p, reason in bad]
+    photos = [p for p in listed if p not in bad_paths]
     if len(photos) < 2:
         raise DataError(f"{config.photos}: {len(photos)} readable photo(s); simulated pipelines need at least 2",
                         hint="add real photos (camera JPEGs or PNGs) to the folder")
     order = np.random.default_rng([config.seed, 0xCA3]).permutation(len(photos))
-    n_val = 0 if config.val_fraction <= 0 else max(1, int(round(config.val_fraction * len(photos))))
+    n_val = 0 if config.val_fraction <= 0 else max(1, round(config.val_fraction * len(photos)))
     n_val = min(n_val, len(photos) - 1)
     val_photos = [photos[i] for i in sorted(order[:n_val])]
     train_photos = [photos[i] for i in sorted(order[n_val:])]
-    pipelines = make_pipelines(n_pipes, seed=config.seed)
     train = SimulatedCameraDataset(train_photos, pipelines, config.crop, seed=config.seed,
-                                   samples_per_epoch=config.samples_per_epoch)
+                                   samples_per_epoch=config.samples_per_epoch, cache_decoded=config.cache_decoded)
+    if config.cache_decoded:
+        train.check_readable()  # decode once here; forked loader workers share the photos
     val = None
     if val_photos:
         val = SimulatedCameraDataset(val_photos, pipelines, config.crop, seed=config.seed + 1,

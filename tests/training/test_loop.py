@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
@@ -93,11 +94,11 @@ def new_parts(seed: int = SEED):
 
 
 def run(epochs: int, *, checkpoint_dir: Path | None = None, resume: bool = False, validate=None,
-        parts=None, **overrides):
+        parts=None, workers: int = 0, **overrides):
     model, loss = parts or new_parts()
     data = PatternCrops(seed=SEED)
-    settings = LoopSettings(epochs=epochs, batch_size=8, seed=SEED, workers=0, checkpoint_dir=checkpoint_dir,
-                            resume=resume, **overrides)
+    settings = LoopSettings(epochs=epochs, batch_size=8, seed=SEED, workers=workers,
+                            checkpoint_dir=checkpoint_dir, resume=resume, **overrides)
     result = fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
                  schedule=METRIC_FROM_SCRATCH, settings=settings, ctx=DistContext(device=torch.device("cpu")),
                  validate=validate, fingerprint={"seed": SEED, "batch": 8})
@@ -106,8 +107,8 @@ def run(epochs: int, *, checkpoint_dir: Path | None = None, resume: bool = False
 
 def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +139,19 @@ def test_constrained_layer_stays_constrained(trained) -> None:
     assert is_constrained(best.constrained)
 
 
-def test_best_epoch_network_is_kept(trained) -> None:
-    _, model, _, result, _ = trained
-    accuracies = [h.val_accuracy for h in result.history]
-    assert result.best_epoch == accuracies.index(max(accuracies))
-    assert result.history[result.best_epoch].is_best
+def test_the_best_epochs_network_is_kept_not_the_last() -> None:
+    scripted = iter([0.5, 0.9, 0.7])
+    model, loss = new_parts()
+    states = []
+    data = PatternCrops(seed=SEED)
+    result = fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
+                 schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=3, batch_size=8, seed=SEED),
+                 ctx=DistContext(device=torch.device("cpu")), validate=lambda m: next(scripted),
+                 on_epoch=lambda stats: states.append({k: v.clone() for k, v in model.state_dict().items()}))
+    assert (result.best_epoch, result.best_accuracy) == (1, 0.9)
+    assert [h.is_best for h in result.history] == [True, True, False]
+    assert_same_state(result.best_state, states[1])
+    assert not torch.equal(result.best_state["constrained.weight"], states[2]["constrained.weight"])
 
 
 def test_same_seed_gives_the_same_weights() -> None:
@@ -150,6 +159,8 @@ def test_same_seed_gives_the_same_weights() -> None:
     model_b, loss_b, _ = run(2)
     assert_same_state(model_a.state_dict(), model_b.state_dict())
     assert torch.equal(loss_a.proxies, loss_b.proxies)
+    model_w, _, _ = run(2, workers=1)  # a loader worker draws nothing from its own seed
+    assert_same_state(model_a.state_dict(), model_w.state_dict())
     model_c, _, _ = run(2, parts=new_parts(seed=SEED + 1))
     assert not torch.equal(model_a.constrained.weight, model_c.constrained.weight)
 
@@ -257,18 +268,20 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
             schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=2, batch_size=4, seed=SEED),
             ctx=ctx, on_epoch=epochs.append)
-        torch.save({"model": model.state_dict(), "proxies": loss.proxies.detach(), "epochs": len(epochs)},
-                   f"{out}/rank{rank}.pt")
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors["proxies"] = loss.proxies.detach()
+        tensors["epochs"] = torch.tensor(len(epochs))
+        save_file(tensors, f"{out}/rank{rank}.safetensors")
 
 
 def test_distributed_data_parallel_keeps_processes_in_step(tmp_path: Path) -> None:
     """Two CPU processes (Gloo), as torchrun would start them: identical weights and proxies."""
     mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
                        start_method="fork")
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
     # parameters are all-reduced; BatchNorm's running statistics are rank 0's (DDP broadcasts
     # them before each forward pass), and rank 0 is the one that saves
-    params = [name for name, _ in get_model("mislnet", embedding_dim=32).named_parameters()]
-    assert_same_state({k: r0["model"][k] for k in params}, {k: r1["model"][k] for k in params})
+    params = [f"model.{name}" for name, _ in get_model("mislnet", embedding_dim=32).named_parameters()]
+    assert_same_state({k: r0[k] for k in params}, {k: r1[k] for k in params})
     assert torch.equal(r0["proxies"], r1["proxies"])
-    assert (r0["epochs"], r1["epochs"]) == (2, 0)  # only rank 0 reports
+    assert (int(r0["epochs"]), int(r1["epochs"])) == (2, 0)  # only rank 0 reports

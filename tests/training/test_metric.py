@@ -53,7 +53,7 @@ def test_train_embedding_writes_weights_recipe_and_references(tree: Path, tmp_pa
     assert [e.epoch for e in epochs] == [0, 1, 2]
     assert result.best_accuracy == 1.0
     assert epochs[-1].loss < epochs[0].loss
-    model, meta = load_weights(tmp_path / "w.safetensors")
+    _, meta = load_weights(tmp_path / "w.safetensors")
     assert meta.l2_normalize and meta.crop_size == CROP and meta.architecture == "mislnet"
     assert meta.metrics["val_accuracy"] == 1.0 and meta.metrics["best_epoch"] == result.best_epoch + 1
     recipe = meta.recipe
@@ -166,14 +166,18 @@ def test_train_and_pretrain_commands(tree: Path, tmp_path: Path) -> None:
 
 
 def test_annotation_files_as_training_data(tree: Path, tmp_path: Path) -> None:
-    lines = [f"{p.relative_to(tree)}\t{label}" for label, name in enumerate(["checkergan", "smoothgan"])
+    """POSE-style lists; labels with a gap (0 and 2) and a validation file of an untrained class."""
+    lines = [f"{p.relative_to(tree)}\t{label}" for label, name in ((0, "checkergan"), (2, "smoothgan"))
              for p in sorted((tree / name).iterdir())]
     rng = np.random.default_rng(0)
     val = set(rng.choice(len(lines), 4, replace=False).tolist())
     (tmp_path / "train.txt").write_text("\n".join(l for i, l in enumerate(lines) if i not in val) + "\n")
-    (tmp_path / "val.txt").write_text("\n".join(l for i, l in enumerate(lines) if i in val) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(l for i, l in enumerate(lines) if i in val)
+                                      + "\ncheckergan/checker_00.png\t1\n")
     result = train_embedding(TrainConfig(annotations=(tmp_path / "train.txt",), data_root=tree,
                                          val_annotations=(tmp_path / "val.txt",), out=tmp_path / "w.safetensors",
                                          crop=CROP, batch_size=8, epochs=1, workers=0, device="cpu"))
     assert result.n_train == 12 and result.n_val == 4
+    assert result.class_names == ("class0", "class2")
+    assert any("class1" in note for note in result.notes) and any("validation file" in n for n in result.notes)
     assert read_meta(tmp_path / "w.safetensors").recipe["data"]["source"] == "annotations"
