@@ -36,8 +36,8 @@ def escape(text: str) -> str:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar on stderr; yields a callback ``advance(n)``."""
-    if not enabled:
+    """A progress bar on stderr when it is a terminal; yields a callback ``advance(n)``."""
+    if not enabled or not stderr.is_terminal:
         yield lambda n: None
         return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
