@@ -40,6 +40,18 @@ def gather_info(model, refs, device: str) -> dict:
     return info
 
 
+def flatten(data: dict, prefix: str = "") -> list[list[str]]:
+    """Nested metadata as ``a.b.c | value`` rows: a recipe reads better as a list than a dict."""
+    rows: list[list[str]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += flatten(value, f"{name}.")
+        else:
+            rows.append([name, str(value)])
+    return rows
+
+
 def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto",
          json_out: JsonOpt = False) -> None:
     """Show the model, its recipe, the known generators, tau and the device."""
@@ -51,7 +63,7 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
     output.stdout.print(output.simple_table("osma", ["", ""], rows))
     model_info = data["model"]
     output.stdout.print(output.simple_table("model", ["field", "value"],
-                                            [[k, v] for k, v in model_info.items()]))
+                                            flatten(model_info)))
     refs_info = data["references"]
     if "error" in refs_info:
         output.stdout.print(output.simple_table("references", ["field", "value"],
