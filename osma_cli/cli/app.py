@@ -13,6 +13,7 @@ from typing import Callable
 import typer
 
 from osma_cli.cli import attribute, evaluate, info, references, train
+from osma_cli.cli.zoo import zoo_app
 from osma_cli.errors import OsmaError
 
 
@@ -55,6 +56,7 @@ command(refs_app, "list", references.refs_list)
 command(refs_app, "show", references.refs_show)
 command(refs_app, "remove", references.refs_remove)
 app.add_typer(refs_app, name="refs")
+app.add_typer(zoo_app, name="zoo")
 
 
 def main() -> None:

@@ -1,0 +1,106 @@
+"""``osma zoo`` through Typer's test runner, on the tiny zoo (the recipe is swapped in)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from osma_cli.cli.zoo import zoo_app
+from osma_cli.errors import EXIT_ERROR, EXIT_OK
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(zoo_app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def tiny_default(tiny_zoo, monkeypatch):
+    """Make the tiny recipe the default one for the commands."""
+    from osma_cli.zoo import materialise, recipe
+
+    tiny, weights = tiny_zoo
+    monkeypatch.setattr(recipe, "default_recipe", lambda: tiny)
+    monkeypatch.setattr(materialise, "default_recipe", lambda: tiny)
+    monkeypatch.setattr(materialise, "default_workers", lambda: 0)
+    return tiny, weights
+
+
+def test_every_command_has_help():
+    result = invoke("--help")
+    assert result.exit_code == EXIT_OK
+    for name in ("train", "build", "list"):
+        assert name in result.output
+        sub = invoke(name, "--help")
+        assert sub.exit_code == EXIT_OK and len(sub.output) > 100
+
+
+def test_list_shows_every_generator_and_its_roles():
+    result = invoke("list", "--json")
+    assert result.exit_code == EXIT_OK
+    data = json.loads(result.stdout)
+    assert len(data["generators"]) == 24
+    first = data["generators"][0]
+    assert first["steps"] is None  # no weights where tests look (OSMA_WEIGHTS_DIR is empty)
+    assert set(first["splits"]) == {f"split{k}" for k in range(1, 6)}
+    table = invoke("list")
+    assert "tconv-cameras-s0" in table.output and "K K s K K" in table.output
+
+
+def test_list_reads_the_weights(tiny_default):
+    _, weights = tiny_default
+    data = json.loads(invoke("list", "--json", "--weights", weights).stdout)
+    assert all(g["steps"] == 2 and g["psnr_heldout"] is not None for g in data["generators"])
+
+
+def test_build_without_weights_says_what_to_do():
+    result = invoke("build")
+    assert result.exit_code == EXIT_ERROR
+    text = " ".join(result.output.split())
+    assert "have no weights" in text and "osma zoo train" in text
+
+
+def test_train_then_build_then_verify(tiny_default, tmp_path):
+    tiny, weights = tiny_default
+    out = tmp_path / "w"
+    shutil.copytree(weights, out)
+    result = invoke("train", "--out", out, "--only", "tconv-cameras-s0", "--force", "--steps", 1)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "tconv-cameras-s0: 1 steps" in result.output
+    assert "nothing to train" in invoke("train", "--out", out).output
+
+    root = tmp_path / "bench"
+    result = invoke("build", "--root", root, "--weights", out, "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    report = json.loads(result.stdout)
+    assert report["written"] == report["images"] > 0 and report["reference"]["status"] == "absent"
+
+    verified = invoke("build", "--verify", "--root", root, "--weights", out)
+    assert verified.exit_code == EXIT_OK and "all intact" in verified.output
+    victim = next(root.glob("dataset/zoo/fake/*/*.png"))
+    pixels = np.asarray(Image.open(victim)).copy()
+    pixels[3, 3] = 255 - pixels[3, 3]
+    Image.fromarray(pixels).save(victim)
+    damaged = invoke("build", "--verify", "--root", root, "--weights", out)
+    assert damaged.exit_code == EXIT_ERROR and "damaged" in damaged.output
+
+    repaired = json.loads(invoke("build", "--root", root, "--weights", out, "--json").stdout)
+    assert repaired["written"] == 1
+    assert invoke("build", "--verify", "--root", root, "--weights", out).exit_code == EXIT_OK
+
+
+def test_write_digests_then_verify_matches(tiny_default, tmp_path):
+    _, weights = tiny_default
+    out = tmp_path / "w"
+    shutil.copytree(weights, out)
+    root = tmp_path / "bench"
+    assert invoke("build", "--root", root, "--weights", out, "--write-digests").exit_code == EXIT_OK
+    assert (out / "benchmark-digests.json").is_file()
+    verified = invoke("build", "--verify", "--root", root, "--weights", out)
+    assert verified.exit_code == EXIT_OK and "identical to osma's reference" in verified.output
