@@ -115,10 +115,21 @@ def load_split(split: str | None, data_root: Path | None, manifest: Path | None)
     if split is None:
         raise UsageError("name a split, e.g. `osma benchmark split1 --data-root DIR`")
     if data_root is None:
-        raise UsageError("the built-in benchmark is not available in this version",
-                         hint="pass --data-root DIR (the POSE benchmark layout) or "
-                              "--manifest FILE (your own generators)")
+        data_root = builtin_benchmark_root(split)
     return load_pose_split(data_root, split)
+
+
+def builtin_benchmark_root(split: str) -> Path:
+    """The built-in benchmark's data root, built on first use (saying so on stderr)."""
+    from osma_cli.zoo import ensure_builtin_benchmark
+    from osma_cli.zoo.recipe import default_recipe
+
+    names = [s.name for s in default_recipe().splits]
+    if split not in names:
+        raise UsageError(f"the built-in benchmark has no split {split!r}",
+                         hint=f"choose one of {', '.join(names)}, or pass --data-root DIR "
+                              f"(the POSE benchmark layout) or --manifest FILE")
+    return ensure_builtin_benchmark(progress=output.progress_bar, log=output.note)
 
 
 def write_outputs(run, out: Path) -> None:

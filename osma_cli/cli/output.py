@@ -25,6 +25,11 @@ def warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
 
 
+def note(message: str) -> None:
+    """What a long step is doing, on stderr so that --json on stdout stays clean."""
+    stderr.print(escape(message), soft_wrap=True)
+
+
 def error(message: str) -> None:
     stderr.print(f"[bold red]error:[/] {escape(message)}")
 

@@ -43,10 +43,6 @@ RootOpt = Annotated[Optional[Path], typer.Option(
     file_okay=False, show_default=False)]
 
 
-def _log(message: str) -> None:
-    output.stderr.print(output.escape(message), soft_wrap=True)
-
-
 @_command("train")
 def train(
     out: Annotated[Optional[Path], typer.Option(
@@ -140,12 +136,12 @@ def build(
         return
     plan = materialise.plan_build(weights_dir=weights)
     report = materialise.build_benchmark(root, plan=plan, force=force,
-                                         progress=output.progress_bar, log=_log)
+                                         progress=output.progress_bar, log=output.note)
     if write_digests:
         manifest = materialise.read_manifest(report.root)
         target = plan.weights_dir / materialise.DIGESTS
         materialise.write_reference(target, manifest)
-        _log(f"wrote the reference digests to {target}")
+        output.note(f"wrote the reference digests to {target}")
     if json_out:
         output.write_json({"root": str(report.root), "fingerprint": report.fingerprint,
                            "images": report.n_images, "written": report.n_written,

@@ -158,6 +158,7 @@ def plan_build(recipe: ZooRecipe | None = None, *, weights_dir: Path | None = No
     recipe = recipe or default_recipe()
     weights_dir = Path(weights_dir) if weights_dir is not None else shipped_zoo_dir()
     photos = photos or PhotoSet.open(recipe.photos)
+    photos.check()
     records = list_records(weights_dir)
     missing = [spec.name for spec in recipe.generators if spec.name not in records]
     if missing:
@@ -326,17 +327,19 @@ def _read_journal(root: Path, fingerprint: str) -> dict[str, str]:
     return entries
 
 
-def _clear(root: Path) -> None:
+def _clear(root: Path) -> bool:
     """Remove what a build writes under ``root`` (and nothing else); refuse a ``dataset/``
-    folder that no zoo build made (a POSE download, say)."""
+    folder that no zoo build made (a POSE download, say). True if a build was removed."""
     ours = (root / MANIFEST).is_file() or (root / JOURNAL).is_file()
     if (root / "dataset").exists() and not ours:
         raise BenchmarkError(f"{root} holds a dataset/ folder that `osma zoo build` did not make",
                              hint="choose another --root (osma deletes and rebuilds its own "
                                   "dataset/ folder there)")
+    removed = (root / "dataset").exists()
     shutil.rmtree(root / "dataset", ignore_errors=True)
     for name in (MANIFEST, JOURNAL):
         (root / name).unlink(missing_ok=True)
+    return removed
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -441,10 +444,8 @@ def build_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
         if existing is not None and existing.fingerprint == plan.fingerprint:
             journal.update(existing.images)
         journal.update(_read_journal(root, plan.fingerprint))
-    if not journal:
-        if (root / "dataset").exists():
-            log(f"removing the previous build in {root}")
-        _clear(root)
+    if not journal and _clear(root):
+        log(f"removed the previous build in {root}")
     root.mkdir(parents=True, exist_ok=True)
     journal_path = root / JOURNAL
     journal_text = "".join(f"{k}\t{v}\n" for k, v in journal.items())

@@ -66,7 +66,7 @@ class GeneratorSpec:
 class TrainSettings:
     """How every generator is trained (the same for all, so they differ by traces only)."""
 
-    steps: int = 500
+    steps: int = 1000
     batch: int = 16
     crop: int = 64
     lr: float = 2e-3

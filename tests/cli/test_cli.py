@@ -224,7 +224,14 @@ def test_calibrate_target_crr_uses_unknown_folders(tmp_path, built_store, tiny_w
     assert sum(r["verdict"] == "unknown" for r in verdicts) >= 6
 
 
-def test_benchmark_without_data_says_what_to_pass():
-    result = invoke("benchmark", "split1")
+def test_benchmark_of_an_unknown_builtin_split_says_which_exist():
+    result = invoke("benchmark", "split9")
     assert result.exit_code == EXIT_USAGE
-    assert "--data-root" in result.stderr and "--manifest" in result.stderr
+    text = " ".join(result.stderr.split())
+    assert "split9" in text and "split1, split2" in text and "--data-root" in text
+
+
+def test_builtin_benchmark_without_zoo_weights_says_what_to_do():
+    result = invoke("benchmark", "split1")  # OSMA_WEIGHTS_DIR is empty in tests
+    assert result.exit_code == EXIT_ERROR
+    assert "osma zoo train" in " ".join(result.stderr.split())

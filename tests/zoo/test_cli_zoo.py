@@ -67,7 +67,7 @@ def test_build_without_weights_says_what_to_do():
 
 
 def test_train_then_build_then_verify(tiny_default, tmp_path):
-    tiny, weights = tiny_default
+    _, weights = tiny_default
     out = tmp_path / "w"
     shutil.copytree(weights, out)
     result = invoke("train", "--out", out, "--only", "tconv-cameras-s0", "--force", "--steps", 1)
@@ -104,3 +104,22 @@ def test_write_digests_then_verify_matches(tiny_default, tmp_path):
     assert (out / "benchmark-digests.json").is_file()
     verified = invoke("build", "--verify", "--root", root, "--weights", out)
     assert verified.exit_code == EXIT_OK and "identical to osma's reference" in verified.output
+
+
+def test_benchmark_builds_the_builtin_benchmark_on_first_use(tiny_default, tiny_weights, tmp_path,
+                                                               monkeypatch):
+    from osma_cli.cli.app import app
+
+    _, weights = tiny_default
+    shipped = tmp_path / "shipped"
+    shutil.copytree(weights, shipped / "zoo")
+    monkeypatch.setenv("OSMA_WEIGHTS_DIR", str(shipped))
+    args = ["benchmark", "split1", "--model", str(tiny_weights), "--json", "--workers", "0"]
+    first = runner.invoke(app, args, catch_exceptions=False)
+    assert first.exit_code == EXIT_OK, first.output
+    assert "first use" in first.stderr
+    report = json.loads(first.stdout)["metrics"]
+    assert report["n_unknown"] > 0 and 0 <= report["closed_set_accuracy"] <= 1
+    again = runner.invoke(app, args, catch_exceptions=False)
+    assert again.exit_code == EXIT_OK and "first use" not in again.stderr
+    assert json.loads(again.stdout)["metrics"]["auc"] == report["auc"]

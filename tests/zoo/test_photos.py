@@ -73,7 +73,8 @@ def test_index_errors(tmp_path: Path):
     with pytest.raises(DataError, match="no photo index"):
         PhotoSet.open(tmp_path)
     root = make_photos(tmp_path / "p")
-    rows = list(csv.DictReader(open(root / "photos.csv")))
+    with open(root / "photos.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     rows[0]["part"] = "train"  # a training photo with a benchmark part
     with open(root / "photos.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
