@@ -78,7 +78,12 @@ class Embedder:
 
     @property
     def embedding_dim(self) -> int:
-        return self.meta.embedding_dim
+        """Width of the per-image vector: an embedding, or a classifier's class probabilities."""
+        return self.meta.output_dim
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.meta.is_classifier
 
     @torch.inference_mode()
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:

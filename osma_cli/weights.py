@@ -8,6 +8,12 @@ The metadata is one JSON object under the safetensors header key ``"osma"``, so 
 shapes, bytes), so it identifies the network's parameters whatever the metadata says;
 reference stores record it to refuse mixing embeddings from different weights.
 
+Two kinds of weights (``kind``): an **embedding** network (metric learning: attribution
+through a reference store) and a closed-set **classifier** (POSE: attribution through its
+own softmax over the classes it was trained on, whose names it carries in ``class_names``;
+``embedding_dim`` is then the width of its feature layer). ``output_dim`` is the width of
+the vector either one gives per image.
+
 Writes are atomic (temporary file in the same directory, fsync, ``os.replace``): a crash
 leaves either the old file or the new one. Every failure is a ``WeightsError`` naming the
 file and saying what to do.
@@ -30,10 +36,10 @@ from torch import Tensor, nn
 from osma_cli import __version__
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import UsageError, WeightsError
-from osma_cli.nets import EmbeddingNet, get_model
+from osma_cli.nets import ClassifierNet, EmbeddingNet, ImageModel, get_model, model_kind
 
 METADATA_KEY = "osma"
-KINDS = ("embedding",)
+KINDS = ("embedding", "classifier")
 _SHOWN = 5
 
 
@@ -53,13 +59,23 @@ class WeightsMeta:
     osma_version: str = __version__
     created: str = ""
     sha256: str = ""
+    class_names: list = field(default_factory=list)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind == "classifier"
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the per-image vector: the embedding, or one probability per class."""
+        return len(self.class_names) if self.is_classifier else self.embedding_dim
 
 
 _REQUIRED = ("architecture", "embedding_dim", "crop_size", "l2_normalize")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "architecture": str, "embedding_dim": int, "crop_size": int, "l2_normalize": bool,
     "arch_kwargs": dict, "kind": str, "recipe": dict, "metrics": dict, "licence": str,
-    "osma_version": str, "created": str, "sha256": str,
+    "osma_version": str, "created": str, "sha256": str, "class_names": list,
 }
 
 
@@ -109,13 +125,13 @@ def read_meta(path: Path | str) -> WeightsMeta:
     return _meta_from_json(path, header[METADATA_KEY])
 
 
-def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[EmbeddingNet, WeightsMeta]:
+def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[ImageModel, WeightsMeta]:
     """Rebuild the network named in ``path``, load and verify its tensors, return it in eval mode."""
     path = Path(path)
     meta = read_meta(path)
     if meta.kind not in KINDS:
-        raise WeightsError(f"{path}: weights of kind {meta.kind!r} cannot be loaded as an embedding network",
-                           hint="use an embedding weights file, or a newer osma")
+        raise WeightsError(f"{path}: weights of unknown kind {meta.kind!r}",
+                           hint=f"this osma reads kinds {', '.join(KINDS)}; a newer osma may read it")
     model = _build(path, meta)
     try:
         tensors = load_file(str(path), device="cpu")
@@ -143,20 +159,40 @@ def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Map
     """Refuse to write a file that ``load_weights`` could not turn back into this network."""
     if meta.kind not in KINDS:
         raise WeightsError(f"{path}: unknown weights kind {meta.kind!r}; known: {', '.join(KINDS)}")
-    if isinstance(model, EmbeddingNet) and model.embedding_dim != meta.embedding_dim:
+    if isinstance(model, (EmbeddingNet, ClassifierNet)) and model.embedding_dim != meta.embedding_dim:
         raise WeightsError(f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network "
                            f"outputs {model.embedding_dim}", hint="fix the metadata before saving")
+    if meta.is_classifier:
+        names = meta.class_names
+        if len(names) < 2 or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise WeightsError(f"{path}: a classifier needs at least 2 distinct, non-empty class names",
+                               hint="set WeightsMeta.class_names to the training classes, in label order")
+        if isinstance(model, ClassifierNet) and model.n_classes != len(names):
+            raise WeightsError(f"{path}: the classifier has {model.n_classes} outputs but the metadata "
+                               f"names {len(names)} classes", hint="fix class_names before saving")
+    elif meta.class_names:
+        raise WeightsError(f"{path}: class_names are for classifier weights only",
+                           hint="leave class_names empty for an embedding network")
     with torch.device("meta"):
         skeleton = _build(path, meta)
     _check_tensors(path, skeleton.state_dict(), tensors)
 
 
-def _build(path: Path, meta: WeightsMeta) -> EmbeddingNet:
-    if "embedding_dim" in meta.arch_kwargs:
-        raise WeightsError(f"{path}: arch_kwargs repeats embedding_dim",
-                           hint="embedding_dim belongs in its own metadata field only")
+def _build(path: Path, meta: WeightsMeta) -> ImageModel:
+    for key, home in (("embedding_dim", "its own metadata field"), ("n_classes", "class_names")):
+        if key in meta.arch_kwargs:
+            raise WeightsError(f"{path}: arch_kwargs repeats {key}",
+                               hint=f"{key} belongs in {home} only")
+    kwargs = dict(meta.arch_kwargs)
+    if meta.is_classifier:
+        kwargs["n_classes"] = len(meta.class_names)
     try:
-        return get_model(meta.architecture, embedding_dim=meta.embedding_dim, **meta.arch_kwargs)
+        registered = model_kind(meta.architecture)
+        if registered != meta.kind:
+            raise WeightsError(f"{path}: metadata says kind {meta.kind!r} but {meta.architecture!r} is "
+                               f"a{'n' if registered[0] in 'aeiou' else ''} {registered} network",
+                               hint="the file's metadata is wrong; re-export it")
+        return get_model(meta.architecture, embedding_dim=meta.embedding_dim, **kwargs)
     except UsageError as exc:
         raise WeightsError(f"{path}: cannot build its network: {exc.message}",
                            hint=exc.hint or "the file may need a newer osma") from exc
@@ -176,12 +212,13 @@ def _check_tensors(path: Path, expected: Mapping[str, Tensor], found: Mapping[st
                                 "describe these tensors; re-export the weights")
 
 
-def _check_output(path: Path, model: EmbeddingNet, meta: WeightsMeta) -> None:
+def _check_output(path: Path, model: ImageModel, meta: WeightsMeta) -> None:
     side = max(model.min_input_size, 1)
     with torch.no_grad():
         out = model(torch.zeros(1, 3, side, side))
-    if out.shape != (1, meta.embedding_dim):
-        raise WeightsError(f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network "
+    if out.shape != (1, meta.output_dim):
+        what = f"{len(meta.class_names)} classes" if meta.is_classifier else f"embedding_dim={meta.embedding_dim}"
+        raise WeightsError(f"{path}: metadata says {what} but the network "
                            f"outputs {tuple(out.shape[1:])}", hint="the file's metadata is wrong; re-export it")
     if meta.crop_size < model.min_input_size:
         raise WeightsError(f"{path}: crop_size {meta.crop_size} is below the network's minimum input "

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 import osma_cli.weights as weights_module
 from osma_cli.errors import WeightsError
-from osma_cli.nets import EmbeddingNet, get_model, list_models, registry
+from osma_cli.nets import EmbeddingNet, get_model, list_models, model_kind, registry
 from osma_cli.nets.mislnet import MISLNet
 from osma_cli.weights import WeightsMeta, content_hash, load_weights, read_meta, save_weights
 
@@ -82,9 +82,14 @@ def assert_fails(path: Path, *needles: str, loader=load_weights) -> WeightsError
 
 @pytest.mark.parametrize("name", list_models())
 def test_round_trip_is_exact(folder: Path, name: str) -> None:
-    model = trained_state(get_model(name, embedding_dim=32))
+    if model_kind(name) == "classifier":
+        classes = ["real", "gan a", "gan b"]
+        model = trained_state(get_model(name, embedding_dim=32, n_classes=len(classes)))
+        meta = make_meta(name, 32, kind="classifier", class_names=classes)
+    else:
+        model, meta = trained_state(get_model(name, embedding_dim=32)), make_meta(name, 32)
     path = folder / f"{name}.safetensors"
-    written = save_weights(path, model, make_meta(name, 32))
+    written = save_weights(path, model, meta)
     loaded, meta = load_weights(path)
     assert meta == written == read_meta(path)
     assert not loaded.training
@@ -170,8 +175,8 @@ def test_unknown_architecture(folder: Path, mislnet: MISLNet) -> None:
 
 def test_unknown_kind(folder: Path, mislnet: MISLNet) -> None:
     tensors = dict(mislnet.state_dict())
-    path = write_raw(folder / "classifier.safetensors", tensors, raw_meta(tensors, kind="classifier"))
-    assert_fails(path, "kind 'classifier'")
+    path = write_raw(folder / "classifier.safetensors", tensors, raw_meta(tensors, kind="regressor"))
+    assert_fails(path, "kind 'regressor'")
 
 
 def test_missing_tensor(folder: Path, mislnet: MISLNet) -> None:
@@ -219,7 +224,9 @@ def test_save_refuses_metadata_that_could_not_be_loaded(folder: Path, mislnet: M
     assert_fails(path, "constrained.weight (6, 3, 5, 5) vs (3, 3, 5, 5)", loader=lambda p: save(make_meta(), six_filters))
     assert_fails(path, "not plain JSON", loader=lambda p: save(make_meta(metrics={"auc": float("nan")})))
     assert_fails(path, "not plain JSON", loader=lambda p: save(make_meta(recipe={"when": object()})))
-    assert_fails(path, "unknown weights kind", loader=lambda p: save(make_meta(kind="classifier")))
+    assert_fails(path, "unknown weights kind", loader=lambda p: save(make_meta(kind="regressor")))
+    assert_fails(path, "is an embedding network",
+                 loader=lambda p: save(make_meta(kind="classifier", class_names=["a", "b"])))
     assert_fails(path, "repeats embedding_dim",
                  loader=lambda p: save(make_meta(arch_kwargs={"embedding_dim": 200})))
     assert not path.exists()
@@ -271,3 +278,20 @@ def test_shared_tensors_are_saved(folder: Path, monkeypatch: pytest.MonkeyPatch)
     x = torch.rand(2, 3, 4, 4)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_classifier_metadata_must_fit_the_network(folder: Path) -> None:
+    net = get_model("pose_dct_cnn", embedding_dim=16, n_classes=3, width=8)
+    good = make_meta("pose_dct_cnn", 16, kind="classifier", class_names=["a", "b", "c"], arch_kwargs={"width": 8})
+    with pytest.raises(WeightsError, match="3 outputs but the metadata names 2"):
+        save_weights(folder / "few.safetensors", net, replace(good, class_names=["a", "b"]))
+    with pytest.raises(WeightsError, match="distinct"):
+        save_weights(folder / "dup.safetensors", net, replace(good, class_names=["a", "a", "c"]))
+    with pytest.raises(WeightsError, match="is a classifier network"):
+        save_weights(folder / "kind.safetensors", net, replace(good, kind="embedding", class_names=[]))
+    with pytest.raises(WeightsError, match="classifier weights only"):
+        save_weights(folder / "names.safetensors", get_model("dct_cnn", embedding_dim=16, width=8),
+                     make_meta("dct_cnn", 16, class_names=["a", "b"], arch_kwargs={"width": 8}))
+    written = save_weights(folder / "ok.safetensors", net, good)
+    assert read_meta(folder / "ok.safetensors").class_names == ["a", "b", "c"]
+    assert written.output_dim == 3 and written.is_classifier

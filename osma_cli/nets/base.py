@@ -1,4 +1,13 @@
-"""The contract every embedding network keeps, so that embedding code needs no per-model cases.
+"""The contracts the registered networks keep, so that embedding code needs no per-model cases.
+
+Two kinds of network share the input contract (``ImageModel``): an **embedding** network
+(``EmbeddingNet``, the metric-learning kind) and a closed-set **classifier**
+(``ClassifierNet``, POSE's task model). Both map an image batch to one vector per image
+(``output_dim`` wide): an embedding, or class probabilities. Everything downstream (the
+embedder, the cache, the streaming loaders) treats that vector alike; only the scoring
+differs (``osma_cli.attribution``).
+
+Embedding networks:
 
 - Input: a float tensor (B, 3, H, W), RGB in [0, 1], any H, W >= ``min_input_size``, not
   necessarily square and not necessarily the crop size the network was trained on. A network
@@ -14,35 +23,32 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from osma_cli.errors import UsageError
 
 
-class EmbeddingNet(nn.Module):
-    """Base class of the registered networks: an image batch in, one embedding per image out."""
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
-    embedding_dim: int
+
+class ImageModel(nn.Module):
+    """What every registered network shares: the input contract and the constraint hook."""
+
+    kind: str = ""
     min_input_size: int
 
-    def __init__(self, *, embedding_dim: int, min_input_size: int) -> None:
+    def __init__(self, *, min_input_size: int) -> None:
         super().__init__()
-        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
-            raise UsageError(f"embedding_dim must be a positive integer, got {embedding_dim!r}")
-        self.embedding_dim = embedding_dim
         self.min_input_size = min_input_size
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, C, h, w) feature map."""
+    @property
+    def output_dim(self) -> int:
+        """Width of the per-image vector ``forward`` returns."""
         raise NotImplementedError
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """(B, C, h, w) feature map -> (B, embedding_dim) raw embedding."""
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.forward_head(self.forward_features(x))
 
     def constrain(self) -> None:
         """Re-impose weight constraints after an optimiser step; nothing to do by default."""
@@ -59,3 +65,76 @@ class EmbeddingNet(nn.Module):
         if min(height, width) < self.min_input_size:
             raise UsageError(f"{type(self).__name__} needs inputs of at least "
                              f"{self.min_input_size}x{self.min_input_size} pixels, got {height}x{width}")
+
+
+class EmbeddingNet(ImageModel):
+    """Base class of the embedding networks: an image batch in, one embedding per image out."""
+
+    kind = "embedding"
+    embedding_dim: int
+
+    def __init__(self, *, embedding_dim: int, min_input_size: int) -> None:
+        super().__init__(min_input_size=min_input_size)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+
+    @property
+    def output_dim(self) -> int:
+        return self.embedding_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, C, h, w) feature map."""
+        raise NotImplementedError
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """(B, C, h, w) feature map -> (B, embedding_dim) raw embedding."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+
+class ClassifierNet(ImageModel):
+    """A closed-set classifier over ``n_classes`` known classes (POSE's task model).
+
+    - ``features(x)``: (B, embedding_dim) the feature vector training losses act on;
+    - ``logits(x)``: (B, n_classes) raw class scores (what cross-entropy takes);
+    - ``forward(x)``: (B, n_classes) softmax probabilities, in float32: the per-image vector
+      the embedding pipeline carries (averaged over crops like an embedding), from which
+      attribution takes the candidate (arg max) and the rejection score (1 - max).
+    """
+
+    kind = "classifier"
+    embedding_dim: int
+    n_classes: int
+
+    def __init__(self, *, embedding_dim: int, n_classes: int, min_input_size: int) -> None:
+        super().__init__(min_input_size=min_input_size)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.n_classes = check_positive_int("n_classes", n_classes)
+        if n_classes < 2:
+            raise UsageError(f"a classifier needs at least 2 classes, got {n_classes}")
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_classes
+
+    def features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def classify(self, features: Tensor) -> Tensor:
+        """(B, embedding_dim) features -> (B, n_classes) logits."""
+        raise NotImplementedError
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self.check_input(x)
+        features = self.features(x)
+        return features, self.classify(features)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.features_and_logits(x)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.logits(x)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return torch.softmax(logits.float(), dim=1)

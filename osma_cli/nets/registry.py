@@ -6,6 +6,10 @@ stored ``arch_kwargs`` dict always means the same thing; duplicate names are ref
 that one name can never build two different networks. Builders must also work under
 ``torch.device("meta")``: ``save_weights`` builds a data-free skeleton that way to check
 that the metadata describes the tensors (the round-trip test over every model enforces it).
+
+Each name is registered with its kind: ``"embedding"`` (an ``EmbeddingNet``, built with
+``embedding_dim``) or ``"classifier"`` (a ``ClassifierNet``, built with ``embedding_dim`` and
+``n_classes``). Weights files record the kind too, and loading checks the two agree.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ import inspect
 from typing import Any, Callable, TypeVar
 
 from osma_cli.errors import UsageError
-from osma_cli.nets.base import EmbeddingNet
+from osma_cli.nets.base import ClassifierNet, EmbeddingNet, ImageModel
 
-Builder = Callable[..., EmbeddingNet]
+Builder = Callable[..., ImageModel]
 B = TypeVar("B", bound=Builder)
 
+MODEL_CLASSES: dict[str, type[ImageModel]] = {"embedding": EmbeddingNet, "classifier": ClassifierNet}
 _BUILDERS: dict[str, Builder] = {}
+_KINDS: dict[str, str] = {}
 
 
-def register_model(name: str) -> Callable[[B], B]:
+def register_model(name: str, *, kind: str = "embedding") -> Callable[[B], B]:
     """Decorator registering ``builder`` under ``name``; refuses duplicates and positional params."""
+    if kind not in MODEL_CLASSES:
+        raise UsageError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_CLASSES)}")
 
     def decorate(builder: B) -> B:
         if name in _BUILDERS:
@@ -36,6 +44,7 @@ def register_model(name: str) -> Callable[[B], B]:
             raise UsageError(f"builder for {name!r} must be keyword-only; positional parameters: "
                              f"{', '.join(positional)}", hint="put '*' first in its signature")
         _BUILDERS[name] = builder
+        _KINDS[name] = kind
         return builder
 
     return decorate
@@ -57,13 +66,20 @@ def get_model_builder(name: str) -> Builder:
                          hint=f"available models: {', '.join(list_models()) or 'none'}") from None
 
 
-def get_model(name: str, **kwargs: Any) -> EmbeddingNet:
+def model_kind(name: str) -> str:
+    """``"embedding"`` or ``"classifier"``: what the builder registered under ``name`` makes."""
+    get_model_builder(name)
+    return _KINDS.get(name, "embedding")
+
+
+def get_model(name: str, **kwargs: Any) -> ImageModel:
     """Build the network registered under ``name`` with builder keywords ``kwargs``."""
     builder = get_model_builder(name)
     try:
         model = builder(**kwargs)
     except TypeError as exc:
         raise UsageError(f"cannot build model {name!r} with {kwargs!r}: {exc}") from exc
-    if not isinstance(model, EmbeddingNet):
-        raise UsageError(f"builder for {name!r} returned {type(model).__name__}, not an EmbeddingNet")
+    wanted = MODEL_CLASSES[model_kind(name)]
+    if not isinstance(model, wanted):
+        raise UsageError(f"builder for {name!r} returned {type(model).__name__}, not an {wanted.__name__}")
     return model

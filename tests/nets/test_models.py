@@ -8,18 +8,26 @@ import pytest
 import torch
 
 from osma_cli.errors import EXIT_USAGE, UsageError
-from osma_cli.nets import EmbeddingNet, get_model, get_model_builder, list_models, register_model
+from osma_cli.nets import ClassifierNet, EmbeddingNet, get_model, get_model_builder, list_models, model_kind, register_model
 from osma_cli.nets import registry
 from osma_cli.nets.dct_cnn import block_dct_basis, dct_matrix
 from osma_cli.nets.mislnet import MISLNet
 
 BATCH = 2
+N_CLASSES = 3
+
+
+def build(name: str, **kwargs) -> EmbeddingNet | ClassifierNet:
+    """The registry's network; classifiers get ``N_CLASSES`` classes."""
+    if model_kind(name) == "classifier":
+        kwargs.setdefault("n_classes", N_CLASSES)
+    return get_model(name, **kwargs)
 
 
 @pytest.fixture(scope="module", params=list_models())
-def model(request: pytest.FixtureRequest) -> EmbeddingNet:
+def model(request: pytest.FixtureRequest) -> EmbeddingNet | ClassifierNet:
     torch.manual_seed(0)
-    return get_model(request.param)
+    return build(request.param)
 
 
 def sizes(model: EmbeddingNet) -> list[tuple[int, int]]:
@@ -29,7 +37,8 @@ def sizes(model: EmbeddingNet) -> list[tuple[int, int]]:
 
 
 def test_expected_models_are_registered() -> None:
-    assert {"mislnet", "resnet50", "dct_cnn"} <= set(list_models())
+    assert {"mislnet", "resnet50", "dct_cnn", "pose_dct_cnn"} <= set(list_models())
+    assert model_kind("pose_dct_cnn") == "classifier" and model_kind("dct_cnn") == "embedding"
     assert list_models() == sorted(list_models())
 
 
@@ -38,7 +47,7 @@ def test_forward_backward_at_min_and_non_square_sizes(model: EmbeddingNet) -> No
     for height, width in sizes(model):
         model.zero_grad(set_to_none=True)
         out = model(torch.rand(BATCH, 3, height, width))
-        assert out.shape == (BATCH, model.embedding_dim)
+        assert out.shape == (BATCH, model.output_dim)
         assert torch.isfinite(out).all()
         out.square().mean().backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -57,9 +66,12 @@ def test_eval_mode_is_deterministic_and_batch_independent(model: EmbeddingNet) -
 
 @pytest.mark.parametrize("name", list_models())
 def test_custom_embedding_dim(name: str) -> None:
-    small = get_model(name, embedding_dim=7).eval()
+    small = build(name, embedding_dim=7).eval()
     with torch.no_grad():
-        assert small(torch.rand(1, 3, *sizes(small)[0])).shape == (1, 7)
+        if isinstance(small, ClassifierNet):
+            assert small.features(torch.rand(1, 3, *sizes(small)[0])).shape == (1, 7)
+        else:
+            assert small(torch.rand(1, 3, *sizes(small)[0])).shape == (1, 7)
 
 
 def test_inputs_below_min_size_or_wrong_shape_are_refused(model: EmbeddingNet) -> None:
@@ -153,3 +165,22 @@ def test_resnet_never_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     assert get_model("resnet50", embedding_dim=16).embedding_dim == 16
+
+
+def test_classifier_outputs_probabilities_of_its_logits() -> None:
+    torch.manual_seed(0)
+    net = build("pose_dct_cnn", embedding_dim=16, width=8).eval()
+    x = torch.rand(2, 3, 32, 40)
+    with torch.no_grad():
+        features, logits = net.features_and_logits(x)
+        probs = net(x)
+    assert features.shape == (2, 16) and logits.shape == (2, N_CLASSES)
+    torch.testing.assert_close(probs, torch.softmax(logits, dim=1))
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+
+
+def test_classifier_needs_classes() -> None:
+    with pytest.raises(UsageError, match="cannot build model 'pose_dct_cnn'"):
+        get_model("pose_dct_cnn")
+    with pytest.raises(UsageError, match="at least 2 classes"):
+        get_model("pose_dct_cnn", n_classes=1)
