@@ -11,8 +11,8 @@ Three separate concepts, each small:
   and ``osma_cli.training.checkpoint`` do);
 - a **reducer** (``MeanReducer``) turns the per-item losses into the scalar to back-propagate.
 
-Both losses are a softmax cross-entropy over class logits (``logits``); they differ in what
-the logits are.
+Both class losses are a softmax cross-entropy over class logits (``logits``); they differ in
+what the logits are. ``BatchHardTripletLoss`` (POSE's metric term) works on the batch alone.
 
 **ProxyNCA++** (Teh, DeVries & Taylor, "ProxyNCA++: Revisiting and Revitalizing Proxy
 Neighborhood Component Analysis", ECCV 2020), as Fang et al. (BMVC 2023) train with it: one
@@ -82,6 +82,17 @@ class SquaredL2Distance(BaseDistance):
         return sq.clamp_min(0.0)
 
 
+class L2Distance(BaseDistance):
+    """``||x - y||`` on the raw vectors by default (POSE's triplet loss); floored at 1e-6 so
+    that the square root keeps a finite gradient at zero distance (a vector and itself)."""
+
+    def __init__(self, *, normalize_embeddings: bool = False) -> None:
+        super().__init__(normalize_embeddings=normalize_embeddings)
+
+    def compute_mat(self, x: Tensor, y: Tensor) -> Tensor:
+        return SquaredL2Distance.compute_mat(self, x, y).clamp_min(1e-12).sqrt()
+
+
 class CosineSimilarity(BaseDistance):
     """``x . y`` of the normalised vectors (larger is closer)."""
 
@@ -94,7 +105,7 @@ class CosineSimilarity(BaseDistance):
         return x @ y.T
 
 
-DISTANCES = {"squared_l2": SquaredL2Distance, "cosine": CosineSimilarity}
+DISTANCES = {"squared_l2": SquaredL2Distance, "cosine": CosineSimilarity, "l2": L2Distance}
 
 
 def get_distance(name: str) -> BaseDistance:
@@ -195,3 +206,43 @@ class CrossEntropyClassifier(ClassLoss):
 
     def logits(self, embeddings: Tensor) -> Tensor:
         return F.linear(embeddings, self.head.weight.float(), self.head.bias.float())
+
+
+DEFAULT_TRIPLET_MARGIN = 0.3
+"""POSE's triplet margin (Yang et al., CVPR 2023; their code's default)."""
+
+
+class BatchHardTripletLoss(nn.Module):
+    """Triplet loss with batch-hard mining (Hermans, Beyer & Leibe, 2017), as POSE uses it.
+
+    For each anchor ``i``: its farthest same-label item ``p`` (itself at least, distance 0)
+    and its nearest other-label item ``n``; ``loss_i = max(0, d(i, p) - d(i, n) + margin)``.
+    The distance is the plain Euclidean one on unnormalised features by default (POSE's).
+    Anchors with no other-label item in the batch have no triplet and are left out, so the
+    result has one entry per anchor that has one (shape (B',), B' <= B).
+    """
+
+    def __init__(self, *, margin: float = DEFAULT_TRIPLET_MARGIN, distance: BaseDistance | None = None) -> None:
+        super().__init__()
+        if not (isinstance(margin, (int, float)) and float(margin) >= 0.0):
+            raise UsageError(f"triplet margin must be 0 or more, got {margin!r}")
+        self.margin = float(margin)
+        self.distance = distance if distance is not None else L2Distance()
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+            raise UsageError(f"triplet loss expects (B, D) embeddings and (B,) labels, got "
+                             f"{tuple(embeddings.shape)} and {tuple(labels.shape)}")
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            mat = self.distance(embeddings.float(), embeddings.float())
+            if self.distance.is_similarity:
+                mat = -mat
+            same = labels[:, None] == labels[None, :]
+            hardest_positive = mat.masked_fill(~same, float("-inf")).amax(dim=1)
+            hardest_negative = mat.masked_fill(same, float("inf")).amin(dim=1)
+            has_negative = (~same).any(dim=1)
+            losses = F.relu(hardest_positive - hardest_negative + self.margin)
+            return losses[has_negative]
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin:.6g}, distance={self.distance!r}"
