@@ -2,6 +2,11 @@
 
 Each function takes an ``Embedder`` (weights on a device) and paths, and returns typed
 results; none prints. The CLI parses arguments, calls one of these and renders the result.
+
+The ``Embedder`` may hold either kind of model. Attribution and calibration work with both
+(``scorer_for``: a reference store for an embedding model, the model's own softmax for a
+closed-set classifier); building and enrolling references need an embedding model and refuse
+a classifier with the reason (``osma_cli.classifier``).
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from osma_cli.attribution import Attribution, attribute_embeddings
+from osma_cli.attribution import Attribution, ClassifierScorer, ReferenceScorer, Scorer, attribute_embeddings
+from osma_cli.classifier import require_embedding_model, save_classifier_threshold
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
 from osma_cli.data import class_folders
 from osma_cli.embed import EmbeddedImage, Embedder, embed_all
-from osma_cli.errors import DataError, ReferenceStoreError
+from osma_cli.errors import DataError, ReferenceStoreError, UsageError
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
 
@@ -57,6 +63,7 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     files, and after embedding when fewer than two of them could be read: a reference
     store must not silently lack a generator the user asked for.
     """
+    require_embedding_model(embedder.meta, "build a reference store")
     folders = class_folders(root)
     too_few = [name for name, files in folders.items() if len(files) < MIN_IMAGES]
     if too_few:
@@ -103,6 +110,7 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
     The store is checked before the (slow) embedding so a wrong name or model fails at
     once, and re-checked under the lock when the embeddings are added.
     """
+    require_embedding_model(embedder.meta, "enroll a generator")
     store_path = Path(store_path)
     if store_path.exists():
         store = ReferenceStore.load(store_path)
@@ -123,18 +131,39 @@ class FileAttribution:
     error: str | None = None
 
 
-def attribute_files(embedder: Embedder, store: ReferenceStore, paths: Sequence[Path], *,
-                    threshold: float, top_k: int = 1, options: EmbedOptions = EmbedOptions(),
-                    on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
-    """Attribute files in order, streaming: bounded memory for any number of files."""
+def scorer_for(embedder: Embedder, store: ReferenceStore | None = None) -> Scorer:
+    """How this model's vectors become candidates and rejection scores.
+
+    A classifier scores by its own softmax (``store`` must be None); an embedding model
+    against ``store``, which must have been made with the same weights.
+    """
+    if embedder.is_classifier:
+        if store is not None:
+            raise ReferenceStoreError("a classifier model does not use a reference store",
+                                      hint="its classes come from its weights; leave the store out")
+        return ClassifierScorer(embedder.meta.class_names)
+    if store is None:
+        raise ReferenceStoreError("an embedding model needs a reference store",
+                                  hint="build one with `osma build`, or pass --refs")
     store.check_weights(embedder.meta)
     if len(store) == 0:
         raise ReferenceStoreError("the reference store holds no generators",
                                   hint="enroll generators with `osma enroll` or `osma build`")
+    return ReferenceScorer(store)
+
+
+def attribute_files(embedder: Embedder, store: ReferenceStore | None, paths: Sequence[Path], *,
+                    threshold: float, top_k: int = 1, options: EmbedOptions = EmbedOptions(),
+                    on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
+    """Attribute files in order, streaming: bounded memory for any number of files.
+
+    ``store`` is the reference store of an embedding model, None for a classifier.
+    """
+    scorer = scorer_for(embedder, store)
     stream = embedder.embed_files(paths, on_progress=on_progress, **options.kwargs())
     while chunk := list(itertools.islice(stream, max(1, options.batch_size))):
         good = [it for it in chunk if it.ok]
-        verdicts = iter(attribute_embeddings(np.stack([it.embedding for it in good]), store,
+        verdicts = iter(attribute_embeddings(np.stack([it.embedding for it in good]), scorer,
                                              threshold=threshold, top_k=top_k) if good else [])
         for item in chunk:
             if item.ok:
@@ -149,6 +178,7 @@ class CalibrationResult:
     known_folders: list[str]
     unknown_folders: list[str]
     failures: list[EmbeddedImage]
+    written_to: Path | None = None
 
 
 def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path | str, *,
@@ -160,17 +190,52 @@ def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path 
     Folders named after known generators are known images; any other folder holds images
     of unknown generators, used when the target is a correct-rejection rate.
     """
-    from osma_cli.attribution import score_embeddings
-    from osma_cli.calibration import calibrate
-
+    require_embedding_model(embedder.meta, "calibrate a reference store")
     store = ReferenceStore.load(store_path)
     store.check_weights(embedder.meta, store_path=store_path)
+    threshold, known, unknown, failures = _calibrated(embedder, scorer_for(embedder, store), root,
+                                                      acceptance=acceptance, target_crr=target_crr,
+                                                      options=options, on_progress=on_progress)
+    with open_store_for_update(store_path, create_for=embedder.meta) as locked:
+        locked.set_threshold(threshold)
+    return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
+                             failures=failures, written_to=Path(store_path))
+
+
+def calibrate_classifier(embedder: Embedder, root: Path | str, *, acceptance: float = DEFAULT_ACCEPTANCE,
+                         target_crr: float | None = None, options: EmbedOptions = EmbedOptions(),
+                         on_progress: ProgressCallback | None = None) -> CalibrationResult:
+    """Set a classifier's tau (on 1 - max softmax) from validation images in ``root``.
+
+    Folders named after the classifier's classes are known images, other folders unknown
+    ones (as for a store). tau goes to the threshold file beside the weights
+    (``osma_cli.classifier.threshold_path``), where ``osma attribute`` finds it.
+    """
+    if not embedder.is_classifier:
+        raise UsageError("calibrate_classifier needs a classifier model; use calibrate_references")
+    if embedder.weights_path is None:
+        raise UsageError("the classifier was not loaded from a file: there is nowhere to keep its threshold",
+                         hint="load it with Embedder.from_file")
+    threshold, known, unknown, failures = _calibrated(embedder, scorer_for(embedder), root,
+                                                      acceptance=acceptance, target_crr=target_crr,
+                                                      options=options, on_progress=on_progress)
+    written = save_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
+    return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
+                             failures=failures, written_to=written)
+
+
+def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, acceptance: float,
+                target_crr: float | None, options: EmbedOptions,
+                on_progress: ProgressCallback | None) -> tuple[Threshold, list[str], list[str], list[EmbeddedImage]]:
+    """tau from the scores of the validation images in ``root``, known folders told by name."""
+    from osma_cli.calibration import calibrate
+
     folders = class_folders(root)
-    known = [n for n in folders if n in store]
-    unknown = [n for n in folders if n not in store]
+    known = [n for n in folders if n in scorer.names]
+    unknown = [n for n in folders if n not in scorer.names]
     if not known:
         raise DataError(f"{root}: no folder is named after a known generator",
-                        hint=f"known generators: {', '.join(store.names) or '(none)'}")
+                        hint=f"known generators: {', '.join(scorer.names) or '(none)'}")
     paths = [p for n in known + unknown for p in folders[n]]
     is_unknown = np.array([n in unknown for n in known + unknown for _ in folders[n]], dtype=bool)
     embeddings, failures = [], []
@@ -184,13 +249,10 @@ def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path 
     if not embeddings:
         raise DataError(f"{root}: no readable validation images")
     ok_unknown_arr = np.array(ok_unknown, dtype=bool)
-    scores = score_embeddings(np.stack(embeddings), store.centroids(), store.sigmas()).scores
+    scores = scorer.score(np.stack(embeddings)).scores
     tau, method, target = calibrate(scores[~ok_unknown_arr], scores[ok_unknown_arr],
                                     acceptance=acceptance, target_crr=target_crr)
     used = int((ok_unknown_arr if target_crr is not None else ~ok_unknown_arr).sum())
     threshold = Threshold(value=tau, method=f"{method} ({root})", target=target, n_images=used,
                           chosen=now_iso())
-    with open_store_for_update(store_path, create_for=embedder.meta) as locked:
-        locked.set_threshold(threshold)
-    return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
-                             failures=failures)
+    return threshold, known, unknown, failures

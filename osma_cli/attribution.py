@@ -1,13 +1,24 @@
-"""The attribution rule (Fang et al., DESIGN.md section 1), in one place.
+"""The attribution rule (Fang et al., DESIGN.md section 1), in one place, for both kinds of model.
 
-Candidate ``S(x) = argmin_k d(h(x), r_k)`` with ``d`` the L2 distance; score
-``s = d(h(x), r_S) / sigma_S``; accepted when ``s < tau``, otherwise *unknown*. The score
-is a rejection score: higher means more likely unknown. One ``tau`` for all generators.
+A ``Scorer`` turns the per-image vectors a model gives into a candidate and a **rejection
+score** (higher means more likely unknown) for each image; the decision is the same for
+every model: accepted when ``score < tau``, otherwise *unknown*, with one ``tau`` for all
+classes.
+
+- Embedding models (metric learning), ``ReferenceScorer``: candidate
+  ``S(x) = argmin_k d(h(x), r_k)`` with ``d`` the L2 distance to each reference's centroid;
+  score ``s = d(h(x), r_S) / sigma_S``.
+- Closed-set classifiers (POSE), ``ClassifierScorer``: the vector is the softmax over the
+  classes the model was trained on; candidate ``argmax_k p_k``; score ``1 - max_k p_k``
+  (POSE's "max softmax" confidence, turned into a rejection score). Per class, ``1 - p_k``
+  plays the part of the normalized distance (``Candidate.distance`` and
+  ``Candidate.normalized_distance`` both hold it), so top-k lists rank alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -85,25 +96,87 @@ def score_embeddings(embeddings: np.ndarray, centroids: np.ndarray, sigmas: np.n
     return ScoredBatch(candidates=candidates, scores=scores, distances=distances, normalized=normalized)
 
 
+class Scorer(Protocol):
+    """Candidates and rejection scores from a model's per-image vectors."""
+
+    names: list[str]
+    score_name: str
+
+    def score(self, vectors: np.ndarray) -> ScoredBatch: ...
+
+
+class ReferenceScorer:
+    """An embedding model's vectors against a reference store (the normalized-distance rule)."""
+
+    score_name = "normalized distance"
+
+    def __init__(self, store: ReferenceStore) -> None:
+        if len(store) == 0:
+            raise ReferenceStoreError("the reference store holds no generators",
+                                      hint="enroll generators with `osma enroll` or `osma build`")
+        self.store = store
+        self.names = store.names
+        self._centroids = store.centroids()
+        self._sigmas = store.sigmas()
+
+    def score(self, vectors: np.ndarray) -> ScoredBatch:
+        return score_embeddings(vectors, self._centroids, self._sigmas)
+
+
+class ClassifierScorer:
+    """A classifier's class probabilities: candidate arg max, score 1 - max softmax."""
+
+    score_name = "1 - max softmax"
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        if len(class_names) < 2:
+            raise UsageError("a classifier needs at least 2 classes")
+        self.names = list(class_names)
+
+    def score(self, vectors: np.ndarray) -> ScoredBatch:
+        return score_probabilities(vectors)
+
+
+def score_probabilities(probabilities: np.ndarray) -> ScoredBatch:
+    """The classifier rule on a batch of (N, K) class probabilities."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2:
+        raise UsageError(f"class probabilities must be (N, K), got shape {p.shape}")
+    per_class = 1.0 - p
+    candidates = p.argmax(axis=1)
+    scores = per_class[np.arange(len(candidates)), candidates]
+    return ScoredBatch(candidates=candidates, scores=scores, distances=per_class, normalized=per_class)
+
+
+def as_scorer(source: ReferenceStore | Scorer) -> Scorer:
+    """A scorer from a reference store (or the scorer itself)."""
+    return ReferenceScorer(source) if isinstance(source, ReferenceStore) else source
+
+
+def check_tau(value: float) -> float:
+    if not np.isfinite(value) or value <= 0:
+        raise UsageError(f"--threshold must be a positive number, got {value}")
+    return float(value)
+
+
 def resolve_threshold(store: ReferenceStore, override: float | None) -> float:
     """``--threshold`` if given, else the store's calibrated tau."""
     if override is not None:
-        if not np.isfinite(override) or override <= 0:
-            raise UsageError(f"--threshold must be a positive number, got {override}")
-        return float(override)
+        return check_tau(override)
     if store.threshold is None:
         raise ReferenceStoreError("the reference store has no threshold",
                                   hint="pass --threshold, or calibrate it with `osma calibrate`")
     return store.threshold.value
 
 
-def attribute_embeddings(embeddings: np.ndarray, store: ReferenceStore, *, threshold: float,
+def attribute_embeddings(embeddings: np.ndarray, store: ReferenceStore | Scorer, *, threshold: float,
                          top_k: int = 1) -> list[Attribution]:
-    """Verdicts for a batch of embeddings against every reference in ``store``."""
+    """Verdicts for a batch of per-image vectors: against every reference in a store, or a classifier's."""
     if top_k < 1:
         raise UsageError(f"--top must be at least 1, got {top_k}")
-    names = store.names
-    batch = score_embeddings(embeddings, store.centroids(), store.sigmas())
+    scorer = as_scorer(store)
+    names = scorer.names
+    batch = scorer.score(embeddings)
     accepted = is_accepted(batch.scores, threshold)
     k = min(top_k, len(names))
     order = np.argsort(batch.distances, axis=1, kind="stable")[:, :k]

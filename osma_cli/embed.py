@@ -58,9 +58,10 @@ class Embedder:
     """A network and its metadata on a device, ready to embed crops or files."""
 
     def __init__(self, model: torch.nn.Module, meta: WeightsMeta, device: torch.device | str = "cpu",
-                 *, mixed_precision: bool = True) -> None:
+                 *, mixed_precision: bool = True, weights_path: Path | None = None) -> None:
         self.device = torch.device(device) if isinstance(device, str) else device
         self.meta = meta
+        self.weights_path = None if weights_path is None else Path(weights_path)
         self.model = model.to(self.device).eval()
         self.mixed_precision = mixed_precision
         if self.device.type == "cuda":
@@ -70,7 +71,7 @@ class Embedder:
     def from_file(cls, path: Path | str, device: str = "auto") -> "Embedder":
         resolved = resolve_device(device)
         model, meta = load_weights(path, device=resolved)
-        return cls(model, meta, resolved)
+        return cls(model, meta, resolved, weights_path=Path(path))
 
     @property
     def crop_size(self) -> int:

@@ -53,7 +53,7 @@ def attribute(
                                                 show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K nearest generators.")] = 1,
     threshold: Annotated[Optional[float], typer.Option(
-        "--threshold", help="Override the store's threshold tau on the normalized distance.",
+        "--threshold", help="Override tau (on the normalized distance; on 1 - max softmax for a classifier).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
     csv_out: Annotated[Optional[Path], typer.Option(
@@ -71,11 +71,14 @@ def attribute(
     """Attribute images to known generators, or say unknown.
 
     The verdict is the nearest generator's name when the normalized distance to it is below
-    the threshold, otherwise 'unknown'. Exit code 0 when every file was processed, 3 when
-    some could not be read (each is reported), 2 for usage errors.
+    the threshold, otherwise 'unknown'. With a classifier model (POSE) the candidate is its
+    most probable class and the score is 1 - max softmax, with the same rule; its classes
+    and threshold come from its weights, so --refs is not used. Exit code 0 when every
+    file was processed, 3 when some could not be read (each is reported), 2 for usage errors.
     """
     from osma_cli.api import attribute_files
     from osma_cli.attribution import resolve_threshold
+    from osma_cli.classifier import refuse_refs_for_classifier, resolve_classifier_threshold
     from osma_cli.data import iter_image_files
     from osma_cli.references import ReferenceStore
 
@@ -85,10 +88,15 @@ def attribute(
         raise UsageError("no image files found in " + ", ".join(str(p) for p in paths),
                          hint="pass image files or folders holding .jpg/.png/... images")
     embedder = load_embedder(model, device)
-    store_file = refs_path(refs)
-    store = ReferenceStore.load(store_file)
-    store.check_weights(embedder.meta, store_path=store_file)
-    tau = resolve_threshold(store, threshold)
+    refuse_refs_for_classifier(embedder.meta, refs)
+    if embedder.is_classifier:
+        store = None
+        tau = resolve_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
+    else:
+        store_file = refs_path(refs)
+        store = ReferenceStore.load(store_file)
+        store.check_weights(embedder.meta, store_path=store_file)
+        tau = resolve_threshold(store, threshold)
 
     csv_handle = open(csv_out, "w", newline="", encoding="utf-8") if csv_out else None
     csv_writer = output.CsvWriter(csv_handle, csv_fields(top)) if csv_handle else None
@@ -112,7 +120,7 @@ def attribute(
             csv_handle.close()
 
     if not json_out:
-        render_table(records, top, tau)
+        render_table(records, top, tau, "1 - max softmax" if embedder.is_classifier else "norm. distance")
     if n_failed:
         output.stderr.print(f"{n_failed} of {len(files)} files could not be read.")
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
@@ -127,9 +135,9 @@ def short_paths(paths: list[str]) -> tuple[str, list[str]]:
     return root, [os.path.relpath(p, root) if root else p for p in paths]
 
 
-def render_table(records: list[dict], top_k: int, tau: float) -> None:
+def render_table(records: list[dict], top_k: int, tau: float, score_name: str = "norm. distance") -> None:
     root, names = short_paths([r["path"] for r in records])
-    columns = ["file", "verdict", "candidate", "norm. distance", "margin"]
+    columns = ["file", "verdict", "candidate", score_name, "margin"]
     if top_k > 1:
         columns.append(f"top {top_k}")
     rows = []

@@ -36,21 +36,31 @@ def calibrate(
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
 ) -> None:
-    """Set the store's threshold tau from validation images."""
-    from osma_cli.api import calibrate_references
+    """Set the threshold tau from validation images.
+
+    With an embedding model tau goes into the reference store. With a classifier (POSE)
+    it goes into the threshold file beside its weights (<weights>.threshold.json), where
+    `osma attribute` finds it; --refs is not used.
+    """
+    from osma_cli.api import calibrate_classifier, calibrate_references
+    from osma_cli.classifier import refuse_refs_for_classifier
     from osma_cli.data import class_folders
 
     options = embed_options(crops, batch_size, workers, small, max_pixels)
     embedder = load_embedder(model, device)
-    store_file = refs_path(refs)
+    refuse_refs_for_classifier(embedder.meta, refs)
     total = sum(len(v) for v in class_folders(root).values())
     with output.progress_bar("embedding", total) as advance:
-        result = calibrate_references(embedder, store_file, root, acceptance=acceptance,
-                                      target_crr=target_crr, options=options, on_progress=advance)
+        if embedder.is_classifier:
+            result = calibrate_classifier(embedder, root, acceptance=acceptance, target_crr=target_crr,
+                                          options=options, on_progress=advance)
+        else:
+            result = calibrate_references(embedder, refs_path(refs), root, acceptance=acceptance,
+                                          target_crr=target_crr, options=options, on_progress=advance)
     for item in result.failures:
         output.warn(f"skipped {output.escape(item.error)}")
     t = result.threshold
-    output.stdout.print(f"tau = {t.value:.6g} in {store_file}\n  {t.method}, target {t.target}, "
+    output.stdout.print(f"tau = {t.value:.6g} in {result.written_to}\n  {t.method}, target {t.target}, "
                         f"{t.n_images} images")
     if result.unknown_folders:
         output.stdout.print(f"  folders treated as unknown generators: {', '.join(result.unknown_folders)}")
@@ -147,7 +157,8 @@ def write_outputs(run, out: Path) -> None:
                           "true_class": names[im.label] if im.label >= 0 else "unknown",
                           "unknown_kind": im.kind, "candidate": names[cand],
                           "score": f"{score:.6g}", "accepted": int(score < run.threshold.value)})
-    run.store.save(out / "references.h5")
+    if run.store is not None:  # a classifier's run has no references
+        run.store.save(out / "references.h5")
     write_benchmark_plots(out, y_true=run.y_true, candidates=run.candidates, scores=run.scores,
                           n_classes=len(names), tau=run.threshold.value,
                           unknown_kind=run.unknown_kind if any(run.unknown_kind) else None)
@@ -168,7 +179,8 @@ def render_report(run) -> None:
     output.stdout.print(f"{run.split.name} ({run.split.source}): {len(run.split.class_names)} known "
                         f"generators, {r['n_known']} known and {r['n_unknown']} unknown test images")
     output.stdout.print(f"closed-set accuracy: {pct(r['closed_set_accuracy'])}%")
-    output.stdout.print(f"threshold tau: {run.threshold.value:.4g} ({run.threshold.method})")
+    output.stdout.print(f"threshold tau: {run.threshold.value:.4g} on the {run.score_name} "
+                        f"({run.threshold.method})")
     output.stdout.print(output.simple_table(
         "open-set figures by unknown kind (aF1 and CRR at tau)",
         ["unknown kind", "images", "AUC %", "OSCR %", "CRR %", "aF1 %", "aF1-CRR area %"], rows))

@@ -50,6 +50,9 @@ CacheOpt = Annotated[bool, typer.Option(
     "--cache-decoded", help="Keep decoded training images in memory (decode once; for data that fits).")]
 
 
+METHODS = ("metric", "pose")
+
+
 def train(
     data: Annotated[Optional[Path], typer.Argument(
         help="Folder with one sub-folder of images per generator.", show_default=False)] = None,
@@ -77,7 +80,8 @@ def train(
     embedding_dim: EmbeddingDimOpt = None,
     epochs: EpochsOpt = 30,
     lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="Learning rate. Default: 1e-4 with --init, 7e-4 from scratch.", show_default=False)] = None,
+        "--lr", help="Learning rate. Default: 1e-4 with --init or --method pose, 7e-4 from scratch.",
+        show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
     proxy_lr_factor: Annotated[float, typer.Option(
@@ -96,15 +100,47 @@ def train(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
+    method: Annotated[str, typer.Option(
+        "--method", help="metric: the embedding (Fang et al.), extended by enrolling references. "
+                         "pose: POSE's closed-set classifier (Yang et al.), which cannot enroll new generators.")] = "metric",
+    open_space_aug: Annotated[bool, typer.Option(
+        "--open-space-aug", help="Metric learning: add POSE's augmentation models (one per epoch); their "
+                                 "images of class i become an extra negative class with its own proxy.")] = False,
+    pose_variant: Annotated[str, typer.Option(
+        "--pose-variant", help="With --method pose: 'paper' (cross-entropy on logits, ReLU in the augmentation "
+                               "models) or 'released-code' (its double softmax and linear augmentation models).")] = "paper",
+    aug_lr: Annotated[float, typer.Option("--aug-lr", min=0.0, help="Adam learning rate of each augmentation model.")] = 1e-2,
+    diversity_alpha: Annotated[float, typer.Option(
+        "--diversity-alpha", min=0.0, help="Weight of an augmentation model's similarity to an earlier one.")] = 1e-4,
+    diversity_beta: Annotated[float, typer.Option(
+        "--diversity-beta", min=0.0, help="Weight of its pull towards the known images' features.")] = 1e-2,
+    diversity_margin: Annotated[float, typer.Option(
+        "--diversity-margin", min=-1.0, max=1.0,
+        help="Cosine similarity to the known features beyond which the pull stops.")] = 0.95,
+    triplet_margin: Annotated[float, typer.Option(
+        "--triplet-margin", min=0.0, help="With --method pose: margin of the triplet loss.")] = 0.3,
 ) -> None:
-    """Learn the attribution embedding (ProxyNCA++ metric learning, Fang et al.).
+    """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
-    Defaults are the paper's: 30 epochs, AdamW, lr 1e-4 (7e-4 from scratch) x0.6 every 2
-    epochs, classes balanced by under-sampling, random crops with JPEG re-compression. The
-    network with the best nearest-centroid accuracy on the validation images is written.
-    Several GPUs: launch the same command with torchrun.
+    Metric learning (ProxyNCA++, Fang et al.), the paper's defaults: 30 epochs, AdamW, lr
+    1e-4 (7e-4 from scratch) x0.6 every 2 epochs, classes balanced by under-sampling, random
+    crops with JPEG re-compression. The network with the best nearest-centroid accuracy on
+    the validation images is written. Several GPUs: launch the same command with torchrun.
+
+    POSE (--method pose, Yang et al.): a block-DCT CNN classifier over the known classes,
+    trained with a new augmentation model each epoch; Adam, lr 1e-4 (1e-2 for augmentation
+    models). Same data options; the weights carry the class names and a threshold, so
+    `osma attribute`, `calibrate` and `benchmark` take them with no reference store.
     """
+    from osma_cli.errors import UsageError
     from osma_cli.training.metric import TrainConfig, train_embedding
+    from osma_cli.training.pose_aug import AugOptions
+
+    if method not in METHODS:
+        raise UsageError(f"unknown --method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if open_space_aug and method == "pose":
+        raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
+    aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin)
 
     config = TrainConfig(
         data=data, annotations=tuple(annotations or ()), data_root=data_root,
@@ -113,7 +149,18 @@ def train(
         proxy_lr_factor=proxy_lr_factor, weight_decay=weight_decay, batch_size=batch_size, crop=crop,
         temperature=temperature, seed=seed, workers=workers, device=device, steps_per_epoch=steps_per_epoch,
         checkpoint_dir=checkpoint_dir, resume=resume, force=force, refs_out=refs_out,
-        cache_decoded=cache_decoded)
+        cache_decoded=cache_decoded, open_space_aug=aug if open_space_aug else None)
+    if method == "pose":
+        from functools import partial
+
+        from osma_cli.training.pose import PoseOptions, train_pose
+
+        options = PoseOptions(variant=pose_variant, triplet_margin=triplet_margin, aug=aug)
+        result = run_with_progress(partial(train_pose, options=options), config)
+        threshold = result.meta.metrics.get("threshold") if result.meta is not None else None
+        finish(result, json_out, extra={"kind": "classifier",
+                                        "threshold": None if threshold is None else threshold["value"]})
+        return
     result = run_with_progress(train_embedding, config)
     finish(result, json_out, extra={"refs": None if result.refs is None else str(result.refs)})
 

@@ -6,6 +6,13 @@
 3. attribution of the closed-set test images and of the unknown-generator images;
 4. every metric of ``osma_cli.evaluation.metrics``, overall and per unknown kind.
 
+With a closed-set classifier (POSE) step 1 is the model's own training: it must have been
+trained on the split's training images (its classes are matched to the split's known
+classes by name, or by label for a model trained from the split's annotation files, whose
+classes are named ``class0``, ``class1``, ...). Steps 2 to 4 are the same, on the score
+``1 - max softmax``; when the split has no validation images, tau comes from the training
+images' scores (optimistic: the model has seen them). The run then has no reference store.
+
 Embeddings go through the embedding cache, so a second run (another threshold, another
 metric) embeds nothing. Unreadable files are reported and left out of the figures.
 """
@@ -20,12 +27,12 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 
 from osma_cli.api import EmbedOptions
-from osma_cli.attribution import score_embeddings
+from osma_cli.attribution import ClassifierScorer, score_embeddings
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
                                   threshold_for_acceptance)
 from osma_cli.embed import EmbeddedImage, Embedder
-from osma_cli.errors import DataError
+from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
@@ -50,7 +57,7 @@ class EmbeddedPart:
 @dataclass
 class BenchmarkRun:
     split: BenchmarkSplit
-    store: ReferenceStore
+    store: ReferenceStore | None
     threshold: Threshold
     test_images: list[LabeledImage]
     y_true: np.ndarray
@@ -60,9 +67,12 @@ class BenchmarkRun:
     report: OpenSetReport
     failures: list[EmbeddedImage] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    model_kind: str = "embedding"
+    score_name: str = "normalized distance"
 
     def to_dict(self) -> dict:
         return {"split": self.split.name, "source": self.split.source,
+                "model_kind": self.model_kind, "score": self.score_name,
                 "classes": list(self.split.class_names),
                 "threshold": self.threshold.to_dict(),
                 "metrics": self.report.to_dict(),
@@ -87,14 +97,12 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
                   threshold: float | None = None,
                   progress: ProgressFactory = _no_progress) -> BenchmarkRun:
     """Run the whole protocol; ``threshold`` overrides the calibrated tau."""
+    if embedder.is_classifier:
+        return _run_classifier_benchmark(embedder, split, options=options, cache=cache, acceptance=acceptance,
+                                         threshold=threshold, progress=progress)
     seconds: dict[str, float] = {}
-    parts: dict[str, EmbeddedPart] = {}
-    for name, images in (("train", split.train), ("val", split.val),
-                         ("test known", split.test_known), ("test unknown", split.test_unknown)):
-        start = time.perf_counter()
-        with progress(f"embedding {name}", len(images)) as advance:
-            parts[name] = embed_part(embedder, images, cache, options, advance)
-        seconds[f"embed {name}"] = time.perf_counter() - start
+    parts = _embed_parts(embedder, split, ("train", "val", "test known", "test unknown"), cache, options,
+                         progress, seconds)
 
     train = parts["train"]
     labels = np.array([im.label for im in train.images], dtype=np.int64)
@@ -138,3 +146,72 @@ def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: Embed
         method = "acceptance rate on leave-one-out scores of the training images (no validation part)"
     return Threshold(value=threshold_for_acceptance(scores, acceptance), method=method,
                      target=acceptance, n_images=int(len(scores)), chosen=now_iso())
+
+
+def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str], cache: EmbeddingCache | None,
+                 options: EmbedOptions, progress: ProgressFactory, seconds: dict[str, float]) -> dict[str, EmbeddedPart]:
+    images_of = {"train": split.train, "val": split.val, "test known": split.test_known,
+                 "test unknown": split.test_unknown}
+    parts: dict[str, EmbeddedPart] = {}
+    for name in names:
+        images = images_of[name]
+        start = time.perf_counter()
+        with progress(f"embedding {name}", len(images)) as advance:
+            parts[name] = embed_part(embedder, images, cache, options, advance)
+        seconds[f"embed {name}"] = time.perf_counter() - start
+    return parts
+
+
+def classifier_class_order(model_classes: Sequence[str], split: BenchmarkSplit) -> np.ndarray:
+    """For each of the model's classes, the split's label of that class.
+
+    By name when the two sets of names agree; by label when the model was trained from
+    annotation files (classes ``class0`` ... ``class{K-1}``, labels as the split's).
+    """
+    split_names = list(split.class_names)
+    if sorted(model_classes) == sorted(split_names):
+        return np.array([split_names.index(n) for n in model_classes], dtype=np.int64)
+    by_label = [f"class{k}" for k in range(len(split_names))]
+    if list(model_classes) == by_label:
+        return np.arange(len(split_names), dtype=np.int64)
+    raise UsageError(f"the classifier's classes do not match {split.name}'s known classes",
+                     hint=f"the model knows {', '.join(model_classes[:6])}"
+                          f"{' ...' if len(model_classes) > 6 else ''}; the split's are "
+                          f"{', '.join(split_names[:6])}{' ...' if len(split_names) > 6 else ''}. "
+                          "A closed-set classifier can only be benchmarked on the split it was trained "
+                          "on: train it with `osma train --method pose` on that split's training images")
+
+
+def _run_classifier_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
+                              cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
+                              progress: ProgressFactory) -> BenchmarkRun:
+    """The protocol for a closed-set classifier: its own classes, tau on 1 - max softmax."""
+    order = classifier_class_order(embedder.meta.class_names, split)
+    scorer = ClassifierScorer(embedder.meta.class_names)
+    seconds: dict[str, float] = {}
+    names = ["val", "test known", "test unknown"] if split.val else ["train", "test known", "test unknown"]
+    parts = _embed_parts(embedder, split, names, cache, options, progress, seconds)
+    calibration = parts["val"] if split.val else parts["train"]
+    if not len(calibration.images):
+        raise DataError(f"{split.source}: no readable validation or training images to choose tau from")
+    method = ("acceptance rate on the split's validation images" if split.val else
+              "acceptance rate on the split's training images (no validation part; optimistic)")
+    chosen = Threshold(value=threshold_for_acceptance(scorer.score(calibration.embeddings).scores, acceptance),
+                       method=method, target=acceptance, n_images=len(calibration.images), chosen=now_iso())
+    if threshold is not None:
+        chosen = Threshold(value=float(threshold), method="given with --threshold", chosen=now_iso())
+    known, unknown = parts["test known"], parts["test unknown"]
+    images = known.images + unknown.images
+    if not images:
+        raise DataError(f"{split.source}: no readable test images")
+    scored = scorer.score(np.concatenate([known.embeddings, unknown.embeddings]))
+    candidates = order[scored.candidates]
+    y_true = np.array([im.label for im in images], dtype=np.int64)
+    kinds = np.array([im.kind for im in images], dtype=object)
+    report = evaluate_open_set(y_true, candidates, scored.scores, len(split.class_names), chosen.value,
+                               unknown_kind=kinds if any(kinds) else None)
+    failures = [f for part in parts.values() for f in part.failures]
+    return BenchmarkRun(split=split, store=None, threshold=chosen, test_images=images, y_true=y_true,
+                        candidates=candidates, scores=scored.scores, unknown_kind=kinds, report=report,
+                        failures=failures, seconds=seconds, model_kind="classifier",
+                        score_name=scorer.score_name)

@@ -41,7 +41,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -202,6 +202,16 @@ class FitResult:
     checkpoint: Path | None = None
 
 
+class BatchExpander(Protocol):
+    """Something that adds images (and their labels) to each training batch."""
+
+    def start_epoch(self) -> None: ...
+
+    def expand(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def end_epoch(self) -> None: ...
+
+
 StepCallback = Callable[[StepInfo], None]
 EpochCallback = Callable[[EpochStats], None]
 EpochStartCallback = Callable[[int, int, int], None]
@@ -298,6 +308,9 @@ def build_network(*, arch: str | None, arch_kwargs: dict | None = None, embeddin
         raise UsageError("give the embedding size as embedding_dim, not inside arch_kwargs")
     if init is not None:
         model, meta = load_weights(init)
+        if meta.is_classifier:
+            raise UsageError(f"--init {init} is a closed-set classifier ({meta.architecture})",
+                             hint="start from embedding weights (e.g. from `osma pretrain`), or from scratch")
         clashes = [f"{name} {given!r} (the file has {found!r})" for name, given, found in
                    (("--arch", arch, meta.architecture), ("--embedding-dim", embedding_dim, meta.embedding_dim))
                    if given is not None and given != found]
@@ -349,7 +362,7 @@ def source_commit() -> dict:
 def fit(model: EmbeddingNet, loss: ClassLoss, dataset: Dataset, *,
         epoch_indices: Callable[[int], np.ndarray], schedule: StepDecay, settings: LoopSettings,
         ctx: DistContext, validate: Callable[[EmbeddingNet], float] | None = None,
-        fingerprint: dict | None = None,
+        fingerprint: dict | None = None, expander: "BatchExpander | None" = None,
         on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
         on_epoch_start: EpochStartCallback | None = None) -> FitResult:
     """Train ``model`` with ``loss`` for ``settings.epochs`` epochs; returns the best network's state.
@@ -360,7 +373,14 @@ def fit(model: EmbeddingNet, loss: ClassLoss, dataset: Dataset, *,
     network with the best one is kept (the first, on ties); without it the last epoch's is.
     With ``settings.resume`` the state is read from ``settings.checkpoint_dir`` first, after
     checking that ``fingerprint`` matches the checkpoint's.
+
+    ``expander`` (optional) adds images to every batch before the forward pass (POSE's
+    augmentation models as extra classes, ``osma train --open-space-aug``); it is told when
+    each epoch starts and ends. It keeps state the checkpoint does not hold, so runs that
+    use it cannot be resumed, and it runs in a single process.
     """
+    if expander is not None and (settings.resume or ctx.is_distributed):
+        raise UsageError("a batch expander (--open-space-aug) works in a single process and without --resume")
     device = ctx.device
     fingerprint = dict(fingerprint or {})
     step_module = TrainStep(model, loss).to(device)
@@ -419,11 +439,15 @@ def fit(model: EmbeddingNet, loss: ClassLoss, dataset: Dataset, *,
         if on_epoch_start is not None and ctx.is_main:
             on_epoch_start(epoch, settings.epochs, len(batches))
         step_module.train()
+        if expander is not None:
+            expander.start_epoch()
         started = time.perf_counter()
         loss_sum, images = 0.0, 0
         for step, (crops, labels) in enumerate(loader):
             x = to_device_batch(crops, device)
             y = labels.to(device, non_blocking=True)
+            if expander is not None:
+                x, y = expander.expand(model, x, y)
             with autocast_context(device, settings.mixed_precision):
                 per_item = runner(x, y)
             value_t = reducer(per_item)
@@ -441,6 +465,8 @@ def fit(model: EmbeddingNet, loss: ClassLoss, dataset: Dataset, *,
             if on_step is not None and ctx.is_main:
                 on_step(StepInfo(epoch, settings.epochs, step + 1, len(batches), value))
         seconds = time.perf_counter() - started
+        if expander is not None:
+            expander.end_epoch()
         total_loss, total_images = ctx.sum([loss_sum, float(images)])
 
         val_accuracy = None

@@ -27,6 +27,7 @@ normalisation as ``osma attribute``, so the accuracy it reports is the one the t
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -48,6 +49,7 @@ from osma_cli.training.loop import (DistContext, EpochCallback, EpochStartCallba
                                     Network, StepCallback, build_network, distributed, epoch_rng, fit,
                                     source_commit)
 from osma_cli.training.losses import DEFAULT_TEMPERATURE, ProxyNCAPlusPlus, get_distance
+from osma_cli.training.pose_aug import AugOptions, OpenSpaceExpander, ProgressiveAugmenter
 from osma_cli.training.schedule import (DEFAULT_WEIGHT_DECAY, METRIC_EPOCHS, PROXY_LR_FACTOR, StepDecay,
                                         metric_schedule)
 from osma_cli.weights import WeightsMeta, save_weights
@@ -91,6 +93,8 @@ class TrainConfig:
     refs_out: Path | None = None
     val_refs_per_class: int | None = DEFAULT_VAL_REFS_PER_CLASS
     cache_decoded: bool = False
+    open_space_aug: AugOptions | None = None
+    """POSE's augmentation models as extra negative classes (``osma train --open-space-aug``)."""
 
     def schedule(self) -> StepDecay:
         return metric_schedule(from_init=self.init is not None, lr=self.lr, factor=self.lr_decay,
@@ -380,7 +384,15 @@ def train_embedding(config: TrainConfig, *, on_epoch: EpochCallback | None = Non
                                 embedding_dim=config.embedding_dim, init=config.init, crop=config.crop)
         model = network.model
         train, val = data.train, data.val
-        loss = ProxyNCAPlusPlus(len(train.class_names), network.embedding_dim,
+        n_known = len(train.class_names)
+        expander = None
+        if config.open_space_aug is not None:
+            if config.resume is not None or ctx.is_distributed:
+                raise UsageError("--open-space-aug works in a single process and cannot --resume",
+                                 hint="its augmentation models are not checkpointed; start the run afresh")
+            expander = OpenSpaceExpander(ProgressiveAugmenter(config.open_space_aug, ctx.device,
+                                                              rng=random.Random(config.seed)), n_known)
+        loss = ProxyNCAPlusPlus(n_known * (2 if expander is not None else 1), network.embedding_dim,
                                 temperature=config.temperature, distance=distance)
         meta = WeightsMeta(architecture=network.architecture, embedding_dim=network.embedding_dim,
                            crop_size=config.crop, l2_normalize=True, arch_kwargs=dict(network.arch_kwargs))
@@ -409,12 +421,14 @@ def train_embedding(config: TrainConfig, *, on_epoch: EpochCallback | None = Non
             "batch_size": config.batch_size, "crop": config.crop, "temperature": config.temperature,
             "distance": config.distance, "seed": config.seed, "steps_per_epoch": config.steps_per_epoch,
             "world_size": ctx.world_size,
+            "open_space_aug": None if config.open_space_aug is None else config.open_space_aug.to_dict(),
         }
         labels = train.labels
         result = fit(model, loss, dataset,
                      epoch_indices=lambda epoch: balanced_indices(labels, epoch_rng(config.seed, epoch)),
                      schedule=schedule, settings=settings, ctx=ctx, validate=validator,
-                     fingerprint=fingerprint, on_step=on_step, on_epoch=on_epoch, on_epoch_start=on_epoch_start)
+                     fingerprint=fingerprint, on_step=on_step, on_epoch=on_epoch, on_epoch_start=on_epoch_start,
+                     expander=expander)
         saved_meta, refs = None, None
         if ctx.is_main:
             model.load_state_dict(result.best_state)
@@ -469,6 +483,10 @@ def metric_recipe(config: TrainConfig, network: Network, schedule: StepDecay, da
         "augmentation": {"crop": "random, 8-aligned, no resampling",
                          "jpeg_qualities": list(JPEG_QUALITIES)},
         "sampling": "classes balanced by under-sampling to the smallest, every epoch",
+        "open_space_augmentation": None if config.open_space_aug is None else {
+            **config.open_space_aug.to_dict(),
+            "as": "POSE augmentation models (one per epoch); augmented images of class i are class K+i "
+                  "with their own ProxyNCA++ proxy (negatives only, never references)"},
         "seed": config.seed,
         "init": network.init_record,
         "data": {**data.description, "classes": list(train.class_names), "n_train": len(train.paths),

@@ -202,3 +202,37 @@ class ProgressiveAugmenter:
         if model is None:
             raise UsageError("no augmentation model yet")
         return model(x)
+
+
+class OpenSpaceExpander:
+    """POSE's augmentation as an open-space regulariser for a metric-learning embedding.
+
+    A ``loop.BatchExpander``: every batch first trains the epoch's augmentation model one step
+    against the embedding network's (raw) output, then grows to ``[x; A_t(x); A_j(x)]`` with
+    labels ``[y; K + y; K + y]`` (``A_j`` an earlier model drawn at random, from the second
+    epoch on, as POSE's task step does). With ``2K`` ProxyNCA++ proxies the augmented images
+    of each known class form a class of their own: a negative that every known image is
+    pushed away from. Those proxies stay in the loss; nothing of them reaches the weights or
+    the references, so at test time only the known generators are references.
+    """
+
+    def __init__(self, augmenter: ProgressiveAugmenter, n_classes: int) -> None:
+        self.augmenter = augmenter
+        self.n_classes = n_classes
+        self.last_parts: dict = {}
+
+    def start_epoch(self) -> None:
+        self.augmenter.start_epoch()
+
+    def end_epoch(self) -> None:
+        self.augmenter.end_epoch()
+
+    def expand(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        self.last_parts = self.augmenter.train_step(model, model, x)
+        aug_labels = expanded_labels(y, self.n_classes)
+        xs, ys = [x, self.augmenter.augment(x)], [y, aug_labels]
+        earlier = self.augmenter.pick_earlier()
+        if earlier is not None:
+            xs.append(self.augmenter.augment(x, earlier))
+            ys.append(aug_labels)
+        return torch.cat(xs), torch.cat(ys)
