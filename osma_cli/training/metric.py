@@ -157,7 +157,8 @@ def load_data(config: TrainConfig) -> TrainingData:
                        "data_root": None if config.data_root is None else str(config.data_root)}
     if config.val_annotations:
         train = files
-        val = LabeledFiles.from_annotations(*config.val_annotations, data_root=config.data_root)
+        val = validation_of(files, LabeledFiles.from_annotations(*config.val_annotations,
+                                                                 data_root=config.data_root))
         description["validation"] = {"annotation_files": [str(p) for p in config.val_annotations]}
     elif config.val_fraction > 0:
         if not 0 < config.val_fraction < 1:
@@ -179,6 +180,20 @@ def load_data(config: TrainConfig) -> TrainingData:
     check_classes(train)
     return TrainingData(train=train, val=val, dataset=dataset, skipped=skipped, description=description,
                         notes=notes)
+
+
+def validation_of(train: LabeledFiles, val: LabeledFiles) -> LabeledFiles:
+    """Validation files whose label ``k`` means the training files' class ``k``.
+
+    Annotation files carry numbers, not names; with training folders (classes in name
+    order) the numbers must still mean the same generators, so the names are taken from the
+    training side.
+    """
+    if len(val) and int(val.labels.max()) >= len(train.class_names):
+        raise DataError(f"validation label {int(val.labels.max())} but only {len(train.class_names)} "
+                        f"training classes", hint="label k of --val-annotations is the k-th training "
+                                                  "class (folders in name order)")
+    return LabeledFiles(val.paths, val.labels, train.class_names)
 
 
 def drop_absent_classes(train: LabeledFiles, val: LabeledFiles | None,

@@ -20,7 +20,7 @@ pytest.importorskip("osma_cli.data.augment")
 
 from osma_cli.cli import train as train_cli  # noqa: E402
 from osma_cli.cli.app import command  # noqa: E402
-from osma_cli.errors import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
+from osma_cli.errors import EXIT_OK, EXIT_USAGE, DataError, UsageError  # noqa: E402
 from osma_cli.references import ReferenceStore  # noqa: E402
 from osma_cli.training.checkpoint import CheckpointError  # noqa: E402
 from osma_cli.training.metric import TrainConfig, train_embedding  # noqa: E402
@@ -181,3 +181,21 @@ def test_annotation_files_as_training_data(tree: Path, tmp_path: Path) -> None:
     assert result.class_names == ("class0", "class2")
     assert any("class1" in note for note in result.notes) and any("validation file" in n for n in result.notes)
     assert read_meta(tmp_path / "w.safetensors").recipe["data"]["source"] == "annotations"
+
+
+def test_training_folders_with_validation_annotations(tree: Path, tmp_path: Path) -> None:
+    """Label k of --val-annotations is the k-th training folder (regression: the validation
+    files were named class0.. and all dropped as classes without training files)."""
+    names = sorted(p.name for p in tree.iterdir())
+    lines = [f"{p.relative_to(tree)}\t{k}" for k, name in enumerate(names) for p in sorted((tree / name).iterdir())[:2]]
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    result = train_embedding(TrainConfig(data=tree, data_root=tree, val_annotations=(tmp_path / "val.txt",),
+                                         out=tmp_path / "w.safetensors", crop=CROP, batch_size=8, epochs=1,
+                                         workers=0, device="cpu"))
+    assert result.n_val == 2 * len(names) and result.class_names == tuple(names)
+    assert not any("left out" in note for note in result.notes)
+    (tmp_path / "bad.txt").write_text(f"{lines[0].split(chr(9))[0]}\t{len(names)}\n")
+    with pytest.raises(DataError, match="training classes"):
+        train_embedding(TrainConfig(data=tree, data_root=tree, val_annotations=(tmp_path / "bad.txt",),
+                                    out=tmp_path / "w2.safetensors", crop=CROP, batch_size=8, epochs=1,
+                                    workers=0, device="cpu"))
