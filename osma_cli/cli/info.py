@@ -26,12 +26,25 @@ def gather_info(model, refs, device: str) -> dict:
                   "device": str(resolve_device(device)),
                   "cuda_available": torch.cuda.is_available(),
                   "osma_home": str(osma_home()), "shipped_dir": str(shipped_dir())}
+    meta = None
     try:
         path = model_path(model)
         meta = read_meta(path)
         info["model"] = {"path": str(path), **dataclasses.asdict(meta)}
     except OsmaError as exc:
         info["model"] = {"error": str(exc)}
+    if meta is not None and meta.is_classifier:
+        from osma_cli.classifier import load_classifier_threshold, threshold_path
+
+        try:
+            tau = load_classifier_threshold(path, meta)
+            tau_info = None if tau is None else tau.to_dict()
+        except OsmaError as exc:
+            tau_info = {"error": str(exc)}
+        info["references"] = {"error": "none: a closed-set classifier's classes are in its weights"}
+        info["classifier"] = {"classes": list(meta.class_names), "threshold": tau_info,
+                              "threshold_file": str(threshold_path(path))}
+        return info
     try:
         path = refs_path(refs)
         info["references"] = store_summary(ReferenceStore.load(path), path)
@@ -59,13 +72,20 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
     if json_out:
         output.write_json(data)
         return
-    rows = [[k, v] for k, v in data.items() if k not in ("model", "references")]
+    rows = [[k, v] for k, v in data.items() if k not in ("model", "references", "classifier")]
     output.stdout.print(output.simple_table("osma", ["", ""], rows))
     model_info = data["model"]
     output.stdout.print(output.simple_table("model", ["field", "value"],
                                             flatten(model_info)))
     refs_info = data["references"]
-    if "error" in refs_info:
+    if "classifier" in data:
+        tau = data["classifier"]["threshold"]
+        shown = "not set" if tau is None else tau.get("error") or f"{tau['value']:.4g} ({tau['method']})"
+        output.stdout.print(output.simple_table(
+            "closed-set classifier", ["field", "value"],
+            [["classes", ", ".join(data["classifier"]["classes"])], ["threshold (1 - max softmax)", shown],
+             ["threshold file", data["classifier"]["threshold_file"]]]))
+    elif "error" in refs_info:
         output.stdout.print(output.simple_table("references", ["field", "value"],
                                                 [["error", refs_info["error"]]]))
     else:

@@ -182,3 +182,14 @@ def test_benchmark_refuses_a_classifier_of_other_classes(pose_weights: Path, pos
     result = invoke("benchmark", SPLIT, "--data-root", root, "--model", pose_weights, "--workers", 0)
     assert result.exit_code == EXIT_USAGE
     assert "do not match" in result.stderr and "checkergan" in result.stderr
+
+
+def test_info_shows_the_classifier_and_its_threshold(pose_weights: Path) -> None:
+    result = invoke("info", "--model", pose_weights, "--device", "cpu", "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    assert data["model"]["kind"] == "classifier"
+    assert data["classifier"]["classes"] == ["checkergan", "smoothgan"]
+    assert data["classifier"]["threshold"]["value"] == pytest.approx(read_meta(pose_weights).metrics["threshold"]["value"])
+    table = invoke("info", "--model", pose_weights, "--device", "cpu")
+    assert table.exit_code == EXIT_OK and "closed-set classifier" in table.stdout

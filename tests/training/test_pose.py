@@ -99,3 +99,12 @@ def test_pose_refuses_metric_learning_only_options(tree: Path, tmp_path: Path) -
             train_pose(config(tree, tmp_path / "p.safetensors", **bad))
     with pytest.raises(UsageError, match="unknown POSE variant"):
         PoseOptions(variant="mine")
+
+
+def test_released_code_variant_trains_linear_augmentation_models(tree: Path, tmp_path: Path) -> None:
+    train_pose(config(tree, tmp_path / "code.safetensors", epochs=1, steps_per_epoch=1),
+               PoseOptions(width=8, variant="released-code"))
+    recipe = read_meta(tmp_path / "code.safetensors").recipe
+    assert recipe["pose"]["variant"] == "released-code"
+    assert recipe["pose"]["augmentation"]["activation"] == "none"
+    assert "softmax(logits) / 0.1" in recipe["loss"]["classification"]
