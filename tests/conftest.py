@@ -54,6 +54,8 @@ def pattern_image(kind: str, rng: np.random.Generator, size: int = 48) -> np.nda
         base = base + 40 * (((xx + yy) % 2) * 2 - 1)[..., None]
     elif kind == "stripes":
         base = base + 40 * ((xx % 4 < 2) * 2 - 1)[..., None]
+    elif kind == "dots":
+        base = base + 60 * (((xx % 3) == 0) & ((yy % 3) == 0))[..., None]
     noise = rng.normal(0, 3, size=(size, size, 3))
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import typer
 
-from osma_cli.cli import attribute, evaluate, info, references, train
+from osma_cli.cli import attribute, demo, evaluate, info, references, train
 from osma_cli.cli.zoo import zoo_app
 from osma_cli.errors import OsmaError
 
@@ -50,6 +50,7 @@ command(app, "train", train.train)
 command(app, "pretrain", train.pretrain)
 command(app, "benchmark", evaluate.benchmark)
 command(app, "info", info.info)
+command(app, "demo", demo.demo)
 refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",
                        no_args_is_help=True)
 command(refs_app, "list", references.refs_list)

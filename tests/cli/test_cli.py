@@ -198,6 +198,30 @@ def test_enrolled_generator_is_then_recognised(tmp_path, built_store, tiny_weigh
     assert [r["candidate"] for r in json_lines(result.stdout)] == ["stripegan"] * 4
 
 
+def test_enrolment_end_to_end_recognises_the_new_generator_and_still_rejects_others(
+        tmp_path, built_store, tiny_weights):
+    """The paper's headline, small: an unknown generator is rejected, then enrolled from its
+    own images (no retraining) and recognised, while another unknown stays rejected."""
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
+    val = tmp_path / "val"
+    write_images(val / "smoothgan", "smooth", 10, seed=21)
+    write_images(val / "checkergan", "checker", 10, seed=22)
+    assert invoke("calibrate", val, "--acceptance", 0.95, *base).exit_code == EXIT_OK
+    write_images(tmp_path / "new_train", "stripes", 8, seed=31)
+    write_images(tmp_path / "unknown" / "stripes", "stripes", 6, seed=32)
+    write_images(tmp_path / "unknown" / "dots", "dots", 6, seed=33)
+
+    def verdicts(folder):
+        return [r["verdict"] for r in json_lines(invoke("attribute", folder, "--json", *base).stdout)]
+
+    assert verdicts(tmp_path / "unknown" / "stripes") == ["unknown"] * 6
+    dots_before = verdicts(tmp_path / "unknown" / "dots")
+    assert dots_before == ["unknown"] * 6
+    assert invoke("enroll", tmp_path / "new_train", "--name", "stripegan", *base).exit_code == EXIT_OK
+    assert verdicts(tmp_path / "unknown" / "stripes") == ["stripegan"] * 6
+    assert verdicts(tmp_path / "unknown" / "dots") == dots_before
+
+
 def test_calibrate_sets_tau_for_target_acceptance(tmp_path, built_store, tiny_weights):
     val = tmp_path / "val"
     write_images(val / "smoothgan", "smooth", 10, seed=21)
