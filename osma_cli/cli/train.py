@@ -156,12 +156,12 @@ def train(
         from osma_cli.training.pose import PoseOptions, train_pose
 
         options = PoseOptions(variant=pose_variant, triplet_margin=triplet_margin, aug=aug)
-        result = run_with_progress(partial(train_pose, options=options), config)
+        result = run_with_progress(partial(train_pose, options=options), config, resumable=False)
         threshold = result.meta.metrics.get("threshold") if result.meta is not None else None
         finish(result, json_out, extra={"kind": "classifier",
                                         "threshold": None if threshold is None else threshold["value"]})
         return
-    result = run_with_progress(train_embedding, config)
+    result = run_with_progress(train_embedding, config, resumable=not open_space_aug)
     finish(result, json_out, extra={"refs": None if result.refs is None else str(result.refs)})
 
 
@@ -248,13 +248,17 @@ class EpochProgress:
         self._advance = None
 
 
-def run_with_progress(run: Callable, config):
+def run_with_progress(run: Callable, config, *, resumable: bool = True):
     """Run the training with bars; Ctrl-C says how to continue (exit 130)."""
     progress = EpochProgress()
     try:
         return run(config, on_epoch_start=progress.start, on_step=progress.step, on_epoch=progress.end)
     except KeyboardInterrupt:
         progress.close()
+        if not resumable:
+            output.stderr.print("interrupted; this run cannot be resumed (its augmentation models are not "
+                                "checkpointed): start it again", soft_wrap=True)
+            raise typer.Exit(130) from None
         folder = config.checkpoint_folder()
         output.stderr.print(f"interrupted; the last finished epoch is saved: continue with --resume {folder}",
                             soft_wrap=True)
