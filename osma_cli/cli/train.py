@@ -102,14 +102,17 @@ def train(
     json_out: JsonOpt = False,
     method: Annotated[str, typer.Option(
         "--method", help="metric: the embedding (Fang et al.), extended by enrolling references. "
-                         "pose: POSE's closed-set classifier (Yang et al.), which cannot enroll new generators.")] = "metric",
+                         "pose: POSE's closed-set classifier (Yang et al.), which cannot enroll new "
+                         "generators.")] = "metric",
     open_space_aug: Annotated[bool, typer.Option(
         "--open-space-aug", help="Metric learning: add POSE's augmentation models (one per epoch); their "
                                  "images of class i become an extra negative class with its own proxy.")] = False,
     pose_variant: Annotated[str, typer.Option(
         "--pose-variant", help="With --method pose: 'paper' (cross-entropy on logits, ReLU in the augmentation "
-                               "models) or 'released-code' (its double softmax and linear augmentation models).")] = "paper",
-    aug_lr: Annotated[float, typer.Option("--aug-lr", min=0.0, help="Adam learning rate of each augmentation model.")] = 1e-2,
+                               "models) or 'released-code' (its double softmax and linear augmentation "
+                               "models).")] = "paper",
+    aug_lr: Annotated[float, typer.Option(
+        "--aug-lr", min=0.0, help="Adam learning rate of each augmentation model.")] = 1e-2,
     diversity_alpha: Annotated[float, typer.Option(
         "--diversity-alpha", min=0.0, help="Weight of an augmentation model's similarity to an earlier one.")] = 1e-4,
     diversity_beta: Annotated[float, typer.Option(

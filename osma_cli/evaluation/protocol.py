@@ -149,7 +149,8 @@ def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: Embed
 
 
 def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str], cache: EmbeddingCache | None,
-                 options: EmbedOptions, progress: ProgressFactory, seconds: dict[str, float]) -> dict[str, EmbeddedPart]:
+                 options: EmbedOptions, progress: ProgressFactory,
+                 seconds: dict[str, float]) -> dict[str, EmbeddedPart]:
     images_of = {"train": split.train, "val": split.val, "test known": split.test_known,
                  "test unknown": split.test_unknown}
     parts: dict[str, EmbeddedPart] = {}

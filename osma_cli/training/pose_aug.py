@@ -63,7 +63,8 @@ FeatureFn = Callable[[Tensor], Tensor]
 class AugmentationModel(nn.Module):
     """conv 3x3 (3 -> hidden), optional activation, conv 3x3 (hidden -> 3): same size out."""
 
-    def __init__(self, *, hidden: int = AUG_HIDDEN, kernel: int = AUG_KERNEL, activation: str | None = "relu") -> None:
+    def __init__(self, *, hidden: int = AUG_HIDDEN, kernel: int = AUG_KERNEL,
+                 activation: str | None = "relu") -> None:
         super().__init__()
         if kernel % 2 != 1 or kernel < 1:
             raise UsageError(f"augmentation kernel must be odd and positive, got {kernel}")

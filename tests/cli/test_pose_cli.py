@@ -190,6 +190,7 @@ def test_info_shows_the_classifier_and_its_threshold(pose_weights: Path) -> None
     data = json.loads(result.stdout)
     assert data["model"]["kind"] == "classifier"
     assert data["classifier"]["classes"] == ["checkergan", "smoothgan"]
-    assert data["classifier"]["threshold"]["value"] == pytest.approx(read_meta(pose_weights).metrics["threshold"]["value"])
+    stored = read_meta(pose_weights).metrics["threshold"]["value"]
+    assert data["classifier"]["threshold"]["value"] == pytest.approx(stored)
     table = invoke("info", "--model", pose_weights, "--device", "cpu")
     assert table.exit_code == EXIT_OK and "closed-set classifier" in table.stdout
