@@ -61,3 +61,14 @@ def test_open_space_aug_cli(tree: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["train", *args, "--open-space-aug", "--method", "pose",
                               "--out", str(tmp_path / "b.safetensors")])
     assert bad.exit_code == EXIT_USAGE and "--open-space-aug is for metric learning" in bad.stderr
+
+
+def test_open_space_aug_cannot_resume(tree: Path, tmp_path: Path) -> None:
+    from osma_cli.errors import UsageError
+
+    base = dict(data=tree, arch="dct_cnn", arch_kwargs={"width": 8}, crop=32, batch_size=4, epochs=1,
+                steps_per_epoch=1, workers=0, val_fraction=0.0, device="cpu", seed=1)
+    train_embedding(TrainConfig(out=tmp_path / "w.safetensors", **base))
+    with pytest.raises(UsageError, match="cannot --resume"):
+        train_embedding(TrainConfig(out=tmp_path / "w.safetensors", resume=tmp_path / "w.checkpoints",
+                                    open_space_aug=AugOptions(), **{**base, "epochs": 2}))
