@@ -47,7 +47,7 @@ ZOO_SPLIT = "split1"
 CROP = 128
 PRETRAIN = ["--simulate-cameras", "16", "--epochs", "10", "--samples-per-epoch", "3200",
             "--decay-every", "3", "--lr-decay", "0.65"]
-TRAIN = ["--epochs", "120", "--lr", "7e-4", "--decay-every", "15", "--lr-decay", "0.6"]
+TRAIN = ["--epochs", "80", "--lr", "7e-4", "--decay-every", "10", "--lr-decay", "0.6"]
 
 
 def run(args: list[str], log: Path) -> None:

@@ -1,0 +1,131 @@
+"""Figures on the six real generators of ``../shared/data`` (their fixed test part).
+
+1. ``closed``: with a model and its reference store (e.g. the shipped defaults, where all six
+   and ``real`` are known), ``osma attribute`` on every test image: closed-set accuracy (the
+   nearest reference, no threshold) and the accuracy of the verdict at the store's tau.
+2. ``loo``: leave one out. For each real generator G in turn, a model is trained by
+   ``osma train`` on the training tree of ``scripts/train_defaults.py`` without G (same
+   pre-trained start, ``--epochs`` given), then ``osma benchmark --manifest`` with ``real``
+   and the other five as known (train part -> references, val part -> tau) and G's test part
+   as the unknown: is G rejected (CRR), and how well are known and unknown told apart (AUC)?
+
+Caveat: each generator comes with its own content (zebras, shoes, pizza, prompts), so these
+figures mix traces and subject matter.
+
+Usage:
+    python scripts/real_generators.py closed --work /tmp/osma-defaults \
+        --model weights/osma-default.safetensors --refs weights/references.h5
+    python scripts/real_generators.py loo --work /tmp/osma-defaults --epochs 30 --out /tmp/loo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+GENERATORS = ("stable-diffusion-v1", "stylegan2", "cyclegan", "pix2pix-facades", "pix2pix-edges2shoes",
+              "pix2pix-map2sat")
+
+
+def osma(*args: str, log: Path | None = None) -> str:
+    command = [sys.executable, "-m", "osma_cli", *args]
+    print("$ " + shlex.join(command), file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if log is not None:
+        log.write_text(done.stdout + done.stderr)
+    if done.returncode not in (0, 3):
+        sys.exit(f"failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def closed(work: Path, model: Path, refs: Path) -> dict:
+    test = work / "shared" / "test"
+    classes = ["real", *GENERATORS]
+    records = [json.loads(line) for line in osma("attribute", "--model", str(model), "--refs", str(refs),
+                                                  "--json", *[str(test / c) for c in classes]).splitlines()]
+    truth = {str(p): c for c in classes for p in (test / c).iterdir()}
+    per_class = {}
+    for c in classes:
+        mine = [r for r in records if truth.get(r["path"]) == c and r["status"] == "ok"]
+        per_class[c] = {"images": len(mine),
+                        "closed_set_accuracy": sum(r["candidate"] == c for r in mine) / len(mine),
+                        "verdict_accuracy": sum(r["verdict"] == c for r in mine) / len(mine)}
+    ok = [r for r in records if r["status"] == "ok"]
+    return {"images": len(ok),
+            "closed_set_accuracy": sum(r["candidate"] == truth[r["path"]] for r in ok) / len(ok),
+            "verdict_accuracy": sum(r["verdict"] == truth[r["path"]] for r in ok) / len(ok),
+            "per_class": per_class}
+
+
+def tree_without(work: Path, held_out: str, out: Path) -> tuple[Path, Path]:
+    """Training folders and a validation list without ``held_out`` (labels renumbered)."""
+    train = out / "train"
+    train.mkdir(parents=True, exist_ok=True)
+    classes = sorted(p.name for p in (work / "train").iterdir() if p.name != held_out)
+    for c in classes:
+        if not (train / c).exists():
+            os.symlink((work / "train" / c).resolve(), train / c)
+    lines = [f"{(work / 'val' / c / f.name).resolve()}\t{k}\n"
+             for k, c in enumerate(classes) for f in sorted((work / "val" / c).iterdir())]
+    (out / "val.txt").write_text("".join(lines))
+    return train, out / "val.txt"
+
+
+def manifest_for(work: Path, held_out: str, out: Path) -> Path:
+    shared = (work / "shared").resolve()
+    known = {c: {"train": str(shared / "train" / c), "val": str(shared / "val" / c), "test": str(shared / "test" / c)}
+             for c in ["real", *GENERATORS] if c != held_out}
+    data = {"name": f"shared-without-{held_out}", "known": known,
+            "unknown": {held_out: {"test": str(shared / "test" / held_out)}}}
+    path = out / "manifest.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def leave_one_out(work: Path, epochs: int, out: Path, only: list[str]) -> dict:
+    results = {}
+    for g in only or GENERATORS:
+        folder = out / g
+        folder.mkdir(parents=True, exist_ok=True)
+        model = folder / "model.safetensors"
+        if not model.is_file():
+            train, val = tree_without(work, g, folder)
+            osma("train", str(train), "--val-annotations", str(val), "--init", str(work / "pretrained.safetensors"),
+                 "--crop", "128", "--epochs", str(epochs), "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)),
+                 "--lr-decay", "0.6", "--seed", "0", "--cache-decoded", "--out", str(model), "--force",
+                 log=folder / "train.log")
+        report = json.loads(osma("benchmark", "--manifest", str(manifest_for(work, g, folder)), "--model", str(model),
+                                 "--json", "--out", str(folder / "bench")))["metrics"]
+        results[g] = {k: report[k] for k in ("closed_set_accuracy", "auc", "oscr", "crr", "af1")}
+        print(g, json.dumps(results[g]), file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["closed", "loo"])
+    parser.add_argument("--work", type=Path, required=True, help="the folder of scripts/train_defaults.py")
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--refs", type=Path)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.what == "closed":
+        if args.model is None or args.refs is None:
+            parser.error("closed needs --model and --refs")
+        result = closed(args.work, args.model, args.refs)
+    else:
+        if args.out is None:
+            parser.error("loo needs --out")
+        result = leave_one_out(args.work, args.epochs, args.out, args.only)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
