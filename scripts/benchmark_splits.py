@@ -34,6 +34,11 @@ def figures(metrics: dict) -> list[float]:
     return [100 * (v if v is not None else float("nan")) for v in row]
 
 
+def mean(rows: list[list[float]]) -> list[float]:
+    """The column means of several table rows."""
+    return [sum(column) / len(rows) for column in zip(*rows)]
+
+
 def markdown(rows: dict[str, list[float]], label: str) -> str:
     head = "| " + " | ".join([label] + COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1) + "\n"
     body = "".join("| " + " | ".join([name] + [f"{v:.2f}" for v in row]) + " |\n"
@@ -60,8 +65,7 @@ def main() -> None:
             sys.exit(f"split{k} failed ({done.returncode}):\n{done.stderr}")
         rows[f"split{k}"] = figures(json.loads(done.stdout)["metrics"])
     if len(rows) > 1:
-        n = len(rows)
-        rows["mean"] = [sum(r[i] for r in rows.values()) / n for i in range(len(COLUMNS))]
+        rows["mean"] = mean(list(rows.values()))
     table = markdown(rows, args.label)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)

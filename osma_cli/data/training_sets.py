@@ -9,6 +9,7 @@ a resume. Training data must be clean: a file that does not decode stops trainin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,22 @@ class LabeledFiles:
     def counts(self) -> np.ndarray:
         """``(K,) int64``: files per class."""
         return np.bincount(self.labels, minlength=self.num_classes)
+
+    def label_folders(self) -> list[str | None]:
+        """Per label, the folder its files share, from the folder just above the one all labels
+        share (e.g. ``zoo/tconv-cameras-s0``); None for a label without files.
+
+        Recorded in a classifier's recipe, it says which images a label stood for wherever the
+        data lies later, so a benchmark can refuse a split whose label k is another generator.
+        """
+        folders = {k: os.path.commonpath([os.path.dirname(os.path.normpath(self.paths[i]))
+                                          for i in np.flatnonzero(self.labels == k)])
+                   for k in np.unique(self.labels).tolist()}
+        if not folders:
+            return [None] * self.num_classes
+        top = os.path.dirname(os.path.commonpath(list(folders.values())))
+        return [None if k not in folders else Path(os.path.relpath(folders[k], top)).as_posix()
+                for k in range(self.num_classes)]
 
     @classmethod
     def from_folders(cls, root: Path | str) -> LabeledFiles:

@@ -9,7 +9,8 @@
 With a closed-set classifier (POSE) step 1 is the model's own training: it must have been
 trained on the split's training images (its classes are matched to the split's known
 classes by name, or by label for a model trained from the split's annotation files, whose
-classes are named ``class0``, ``class1``, ...). Steps 2 to 4 are the same, on the score
+classes are named ``class0``, ``class1``, ...; the folders of each label's training images,
+recorded in its recipe, must then be the split's). Steps 2 to 4 are the same, on the score
 ``1 - max softmax``; when the split has no validation images, tau comes from the training
 images' scores (optimistic: the model has seen them). The run then has no reference store.
 
@@ -20,8 +21,10 @@ metric) embeds nothing. Unreadable files are reported and left out of the figure
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Callable, ContextManager, Sequence
 
 import numpy as np
@@ -163,17 +166,22 @@ def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str]
     return parts
 
 
-def classifier_class_order(model_classes: Sequence[str], split: BenchmarkSplit) -> np.ndarray:
+def classifier_class_order(model_classes: Sequence[str], split: BenchmarkSplit,
+                           label_folders: Sequence[str | None] | None = None) -> np.ndarray:
     """For each of the model's classes, the split's label of that class.
 
     By name when the two sets of names agree; by label when the model was trained from
-    annotation files (classes ``class0`` ... ``class{K-1}``, labels as the split's).
+    annotation files (classes ``class0`` ... ``class{K-1}``, labels as the split's). Then
+    ``label_folders`` (the recipe's, see ``LabeledFiles.label_folders``) must agree with the
+    folders of the split's images of each label: every split of a benchmark has as many
+    labels, but label k is not the same generator in all of them.
     """
     split_names = list(split.class_names)
     if sorted(model_classes) == sorted(split_names):
         return np.array([split_names.index(n) for n in model_classes], dtype=np.int64)
     by_label = [f"class{k}" for k in range(len(split_names))]
     if list(model_classes) == by_label:
+        _check_label_folders(label_folders, split)
         return np.arange(len(split_names), dtype=np.int64)
     raise UsageError(f"the classifier's classes do not match {split.name}'s known classes",
                      hint=f"the model knows {', '.join(model_classes[:6])}"
@@ -183,11 +191,29 @@ def classifier_class_order(model_classes: Sequence[str], split: BenchmarkSplit) 
                           "on: train it with `osma train --method pose` on that split's training images")
 
 
+def _check_label_folders(label_folders: Sequence[str | None] | None, split: BenchmarkSplit) -> None:
+    """Refuse a classifier whose label k held images of other folders than the split's label k."""
+    if not label_folders:
+        return  # weights from before osma recorded them
+    for k, (name, trained) in enumerate(zip(split.class_names, label_folders)):
+        paths = [os.path.dirname(os.path.normpath(im.path)) for im in split.train if im.label == k]
+        if trained is None or not paths:
+            continue
+        tail = PurePath(trained).parts
+        if PurePath(os.path.commonpath(paths)).parts[-len(tail):] != tail:
+            raise UsageError(f"the classifier was trained on other images than {split.name}'s: its class{k} "
+                             f"was trained on {trained}, but the split's label {k} ({name}) holds the "
+                             f"images of {os.path.commonpath(paths)}",
+                             hint="a classifier trained from annotation files can only be benchmarked on the "
+                                  "split whose training files it was trained on")
+
+
 def _run_classifier_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
                               cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
                               progress: ProgressFactory) -> BenchmarkRun:
     """The protocol for a closed-set classifier: its own classes, tau on 1 - max softmax."""
-    order = classifier_class_order(embedder.meta.class_names, split)
+    order = classifier_class_order(embedder.meta.class_names, split,
+                                   embedder.meta.recipe.get("data", {}).get("label_folders"))
     scorer = ClassifierScorer(embedder.meta.class_names)
     seconds: dict[str, float] = {}
     names = ["val", "test known", "test unknown"] if split.val else ["train", "test known", "test unknown"]

@@ -184,6 +184,26 @@ def test_benchmark_refuses_a_classifier_of_other_classes(pose_weights: Path, pos
     assert "do not match" in result.stderr and "checkergan" in result.stderr
 
 
+def test_benchmark_refuses_a_classifier_trained_on_another_split(pose_split) -> None:
+    """Regression: trained from split1's annotation files, the model's classes are class0..K-1, which
+    match any split of K classes by label; a split whose label k is another generator is refused."""
+    root, weights = pose_split
+    swap = {"1": "2", "2": "1"}
+    for src in (root / "dataset").glob(f"{SPLIT}_*/annotations/*.txt"):
+        dst = root / str(src.relative_to(root)).replace(SPLIT, "split9")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        lines = src.read_text().splitlines(keepends=True)
+        if src.stem.endswith(("_train", "_val", "_test")):
+            lines = [f"{path}\t{swap.get(label.strip(), label.strip())}\n"
+                     for path, label in (line.rsplit("\t", 1) for line in lines if line.strip())]
+        dst.write_text("".join(lines))
+    result = invoke("benchmark", "split9", "--data-root", root, "--model", weights, "--workers", 0)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "trained on other images than split9's" in result.stderr
+    assert read_meta(weights).recipe["data"]["label_folders"] == [
+        "OSMA/real", "OSMA/fake/ProGAN/multiseed_celeba/seed_v0", "OSMA/fake/styleGAN/cat"]
+
+
 def test_info_shows_the_classifier_and_its_threshold(pose_weights: Path) -> None:
     result = invoke("info", "--model", pose_weights, "--device", "cpu", "--json")
     assert result.exit_code == EXIT_OK, result.output
