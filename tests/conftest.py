@@ -71,6 +71,15 @@ def write_images(folder: Path, kind: str, n: int, seed: int, size: int = 48) -> 
     return paths
 
 
+@pytest.fixture(scope="session")
+def two_class_tree(tmp_path_factory) -> Path:
+    """train/checkergan and train/smoothgan, 6 images of 40 px each; shared: never write in it."""
+    root = tmp_path_factory.mktemp("two_class") / "train"
+    write_images(root / "checkergan", "checker", 6, seed=2, size=40)
+    write_images(root / "smoothgan", "smooth", 6, seed=1, size=40)
+    return root
+
+
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     """root/<generator>/ with 5 images each of two easily told-apart kinds."""

@@ -30,11 +30,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pose_cli") / "train"
-    write_images(root / "checkergan", "checker", 6, seed=2, size=40)
-    write_images(root / "smoothgan", "smooth", 6, seed=1, size=40)
-    return root
+def tree(two_class_tree: Path) -> Path:
+    return two_class_tree
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,11 @@ from osma_cli.training.losses import ProxyNCAPlusPlus
 from osma_cli.training.metric import TrainConfig, train_embedding
 from osma_cli.training.pose_aug import AugOptions
 from osma_cli.weights import read_meta
-from tests.conftest import write_images
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("osa") / "train"
-    write_images(root / "checkergan", "checker", 6, seed=2, size=40)
-    write_images(root / "smoothgan", "smooth", 6, seed=1, size=40)
-    return root
+def tree(two_class_tree: Path) -> Path:
+    return two_class_tree
 
 
 def test_augmented_images_are_extra_classes_with_their_own_proxies(tree: Path, tmp_path: Path, monkeypatch) -> None:

@@ -15,17 +15,14 @@ from osma_cli.training.metric import TrainConfig
 from osma_cli.training.pose import PoseOptions, classification_loss, task_step, train_pose
 from osma_cli.training.pose_aug import AugOptions, ProgressiveAugmenter
 from osma_cli.weights import load_weights, read_meta
-from tests.conftest import pattern_image, write_images
+from tests.conftest import pattern_image
 
 CROP = 32
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pose_data") / "train"
-    write_images(root / "checkergan", "checker", 6, seed=2, size=40)
-    write_images(root / "smoothgan", "smooth", 6, seed=1, size=40)
-    return root
+def tree(two_class_tree: Path) -> Path:
+    return two_class_tree
 
 
 def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
