@@ -4,8 +4,8 @@
    and ``real`` are known), ``osma attribute`` on every test image: closed-set accuracy (the
    nearest reference, no threshold) and the accuracy of the verdict at the store's tau.
 2. ``loo``: leave one out. For each real generator G in turn, a model is trained by
-   ``osma train`` on the training tree of ``scripts/train_defaults.py`` without G (same
-   pre-trained start, ``--epochs`` given), then ``osma benchmark --manifest`` with ``real``
+   ``osma train`` on the training tree of ``scripts/train_defaults.py`` without G (from
+   scratch, or ``--init`` weights; ``--epochs`` given), then ``osma benchmark --manifest`` with ``real``
    and the other five as known (train part -> references, val part -> tau) and G's test part
    as the unknown: is G rejected (CRR), and how well are known and unknown told apart (AUC)?
 
@@ -87,7 +87,7 @@ def manifest_for(work: Path, held_out: str, out: Path) -> Path:
     return path
 
 
-def leave_one_out(work: Path, epochs: int, out: Path, only: list[str]) -> dict:
+def leave_one_out(work: Path, epochs: int, out: Path, only: list[str], init_weights: Path | None) -> dict:
     results = {}
     for g in only or GENERATORS:
         folder = out / g
@@ -95,8 +95,8 @@ def leave_one_out(work: Path, epochs: int, out: Path, only: list[str]) -> dict:
         model = folder / "model.safetensors"
         if not model.is_file():
             train, val = tree_without(work, g, folder)
-            osma("train", str(train), "--val-annotations", str(val), "--init", str(work / "pretrained.safetensors"),
-                 "--crop", "128", "--epochs", str(epochs), "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)),
+            init = ["--init", str(init_weights)] if init_weights is not None else []
+            osma("train", str(train), "--val-annotations", str(val), *init, "--crop", "128", "--epochs", str(epochs), "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)),
                  "--lr-decay", "0.6", "--seed", "0", "--cache-decoded", "--out", str(model), "--force",
                  log=folder / "train.log")
         report = json.loads(osma("benchmark", "--manifest", str(manifest_for(work, g, folder)), "--model", str(model),
@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--refs", type=Path)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--init", type=Path, help="start from these weights (default: from scratch)")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -123,7 +124,7 @@ def main() -> None:
     else:
         if args.out is None:
             parser.error("loo needs --out")
-        result = leave_one_out(args.work, args.epochs, args.out, args.only)
+        result = leave_one_out(args.work, args.epochs, args.out, args.only, args.init)
     print(json.dumps(result, indent=2))
 
 
