@@ -14,8 +14,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 DEMO_GENERATOR = "resup-kair-s0"
 """An architecture unknown of split1: not among the default model's training classes."""
 
@@ -29,18 +27,12 @@ class DemoImage:
     expected: str
 
 
-def _centre_tile(image: np.ndarray, size: int = TILE) -> np.ndarray:
-    """The centre ``size`` square, its corner on the 8-pixel grid (JPEG blocks, decoder stride)."""
-    top = (image.shape[0] - size) // 2 // 8 * 8
-    left = (image.shape[1] - size) // 2 // 8 * 8
-    return image[top:top + size, left:left + size]
-
-
 def write_demo_images(folder: Path) -> list[DemoImage]:
     """Write the two sample images into ``folder`` (created; files replaced atomically)."""
     from PIL import Image
 
     from osma_cli.atomic import atomic_write
+    from osma_cli.data.crops import extract_crops
     from osma_cli.zoo.photos import PhotoSet
     from osma_cli.zoo.render import deterministic_torch, render
     from osma_cli.zoo.store import load_generator, shipped_zoo_dir, weights_path
@@ -57,7 +49,8 @@ def write_demo_images(folder: Path) -> list[DemoImage]:
 
     model, _ = load_generator(weights_path(shipped_zoo_dir(), DEMO_GENERATOR))
     with deterministic_torch():
-        made = render(model, _centre_tile(photos.read(other_photo)))
+        centre = extract_crops(photos.read(other_photo), TILE)[0].transpose(1, 2, 0)  # on the 8-pixel grid
+        made = render(model, centre)
     made_path = folder / f"made-by-{DEMO_GENERATOR}.png"
     atomic_write(made_path, lambda tmp: Image.fromarray(made).save(tmp, format="PNG"))
 

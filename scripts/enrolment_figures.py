@@ -21,7 +21,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import shlex
@@ -31,8 +30,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-PHOTO_INDEX = REPO / "osma_cli" / "zoo" / "photos" / "photos.csv"
 TILE_SUFFIX = re.compile(r"-y\d+-x\d+$")
 
 
@@ -48,8 +45,9 @@ def osma(*args: str) -> str:
 
 def photo_parts() -> dict[str, str]:
     """Photo id -> benchmark part (train/val/test) of the zoo's held-out photos."""
-    with open(PHOTO_INDEX, newline="") as handle:
-        return {r["id"]: r["part"] for r in csv.DictReader(handle) if r["role"] == "heldout"}
+    from osma_cli.zoo.photos import PhotoSet
+
+    return {p.id: p.part for p in PhotoSet.open().photos if p.role == "heldout"}
 
 
 def generator_images(zoo_root: Path, name: str, part: str) -> list[Path]:

@@ -33,7 +33,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shlex
 import shutil
@@ -42,7 +41,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PHOTO_INDEX = REPO / "osma_cli" / "zoo" / "photos" / "photos.csv"
 ZOO_SPLIT = "split1"
 
 CROP = 128
@@ -69,10 +67,10 @@ def link(target: Path, link_path: Path) -> None:
 def zoo_photos_in_benchmark_val_test() -> set[str]:
     """Link names (``<camera>_<nn>.jpg``, as the shared split names them) of the camera photos
     whose content the zoo benchmark uses for validation or test."""
-    with open(PHOTO_INDEX, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {"_".join(Path(r["path"]).parts[1:]) for r in rows
-            if r["domain"] == "cameras" and r["role"] == "heldout" and r["part"] in ("val", "test")}
+    from osma_cli.zoo.photos import PhotoSet
+
+    return {"_".join(Path(p.path).parts[1:]) for p in PhotoSet.open().photos
+            if p.domain == "cameras" and p.role == "heldout" and p.part in ("val", "test")}
 
 
 def compose_trees(work: Path, zoo_root: Path, shared: Path) -> list[str]:
