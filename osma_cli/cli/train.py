@@ -113,6 +113,9 @@ def train(
                                "models).")] = "paper",
     aug_lr: Annotated[float, typer.Option(
         "--aug-lr", min=0.0, help="Adam learning rate of each augmentation model.")] = 1e-2,
+    aug_warmup: Annotated[int, typer.Option(
+        "--aug-warmup", min=0, help="Reconstruction-only steps of each new augmentation model before it "
+                                    "joins training (osma's; 0 is POSE's schedule).")] = 100,
     diversity_alpha: Annotated[float, typer.Option(
         "--diversity-alpha", min=0.0, help="Weight of an augmentation model's similarity to an earlier one.")] = 1e-4,
     diversity_beta: Annotated[float, typer.Option(
@@ -143,7 +146,8 @@ def train(
         raise UsageError(f"unknown --method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if open_space_aug and method == "pose":
         raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
-    aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin)
+    aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin,
+                     warmup_steps=aug_warmup)
 
     config = TrainConfig(
         data=data, annotations=tuple(annotations or ()), data_root=data_root,

@@ -195,6 +195,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
         model.train()
         started = time.perf_counter()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # a term can be missing from some steps (the warm-up, the first epoch's)
         images = 0
         for step, (crops, labels) in enumerate(loader):
             x = to_device_batch(crops, device)
@@ -208,12 +209,13 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
                                     hint="lower --lr, or check the training images")
             for key, v in parts.items():
                 sums[key] = sums.get(key, 0.0) + v * len(y)
+                counts[key] = counts.get(key, 0) + len(y)
             images += len(y)
             if on_step is not None:
                 on_step(StepInfo(epoch, config.epochs, step + 1, len(batches), value))
         augmenter.end_epoch()
         seconds = time.perf_counter() - started
-        means = {k: v / max(images, 1) for k, v in sums.items()}
+        means = {k: v / counts[k] for k, v in sums.items()}
         parts_history.append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in means.items()}})
 
         val_accuracy = None
