@@ -41,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
 )
 command(app, "attribute", attribute.attribute)
 command(app, "build", references.build)
@@ -52,7 +53,7 @@ command(app, "benchmark", evaluate.benchmark)
 command(app, "info", info.info)
 command(app, "demo", demo.demo)
 refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode="markdown")
 command(refs_app, "list", references.refs_list)
 command(refs_app, "show", references.refs_show)
 command(refs_app, "remove", references.refs_remove)

@@ -15,7 +15,7 @@ from osma_cli.errors import EXIT_ERROR
 
 zoo_app = typer.Typer(
     help="The built-in benchmark: a zoo of small trained generators (train, list, build).",
-    no_args_is_help=True)
+    no_args_is_help=True, rich_markup_mode="markdown")
 
 
 def _command(name: str) -> Callable[[Callable], Callable]:
