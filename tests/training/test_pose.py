@@ -86,8 +86,17 @@ def test_train_pose_writes_a_classifier(tree: Path, tmp_path: Path) -> None:
     assert meta.recipe["optimizer"]["name"] == "Adam" and meta.recipe["schedule"]["lr"] == 1e-4
     terms = meta.metrics["loss_terms_per_epoch"]
     assert "diversity" not in terms[0] and "diversity" in terms[1] and "triplet_earlier" in terms[1]
+    assert meta.recipe["pose"]["augmentation"]["warmup_steps"] == 100
     assert result.meta.sha256 == read_meta(tmp_path / "pose.safetensors").sha256
     assert result.n_val > 0 and result.best_accuracy is not None
+
+
+def test_loss_terms_are_averaged_over_the_steps_that_have_them(tree: Path, tmp_path: Path) -> None:
+    """The warm-up's term comes once per epoch: averaging it over every step would shrink it."""
+    train_pose(config(tree, tmp_path / "pose.safetensors", batch_size=2, steps_per_epoch=4, epochs=1),
+               PoseOptions(width=8))
+    (terms,) = read_meta(tmp_path / "pose.safetensors").metrics["loss_terms_per_epoch"]
+    assert 0.5 < terms["warmup_reconstruction"] / terms["reconstruction"] < 2.0
 
 
 def test_pose_refuses_metric_learning_only_options(tree: Path, tmp_path: Path) -> None:
