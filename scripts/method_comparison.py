@@ -1,6 +1,6 @@
 """Compare metric learning, POSE and metric learning with POSE's augmentation on the built-in benchmark.
 
-For each split, three models are trained with the same budget (epochs, crop, batch size, seed,
+For each split, three models (more with the --with-* flags) are trained with the same budget (epochs, crop, batch size, seed,
 steps per epoch) on the split's training annotation files, with its validation files:
 
     metric      osma train                   (ProxyNCA++, from scratch, lr 7e-4 x0.6 eight times)
@@ -9,6 +9,8 @@ steps per epoch) on the split's training annotation files, with its validation f
     pose-code   osma train --method pose --pose-variant released-code   (with --with-released-code)
     pose-fast   osma train --method pose with metric learning's rate and decay (with --with-pose-fast):
                 POSE's own Adam rate, 1e-4 throughout, is meant for runs of ~100k steps
+    metric-dct  osma train --arch dct_cnn (with --with-dct-metric): metric learning on POSE's
+                backbone, which tells the backbone's share of a difference from the method's
 
 then ``osma benchmark splitN --data-root ZOO --model M --json --out OUT/<method>/splitN``.
 OUT/table.md gets one row per method (mean over the splits; the columns of
@@ -45,6 +47,7 @@ METHODS = {
 }
 RELEASED_CODE = {"pose-code": ["--method", "pose", "--pose-variant", "released-code"]}
 POSE_FAST = {"pose-fast": ["--method", "pose", "--metric-schedule"]}
+DCT_METRIC = {"metric-dct": ["--arch", "dct_cnn"]}
 OSMA = [sys.executable, "-m", "osma_cli"]
 
 
@@ -120,10 +123,12 @@ def main() -> None:
                         help="also train POSE's released-code variant (pose-code)")
     parser.add_argument("--with-pose-fast", action="store_true",
                         help="also train POSE with metric learning's learning rate and decay (pose-fast)")
+    parser.add_argument("--with-dct-metric", action="store_true",
+                        help="also train metric learning on POSE's dct_cnn backbone (metric-dct)")
     parser.add_argument("--zoo", type=Path, default=osma_home() / "benchmarks" / "zoo",
                         help="the built benchmark (osma zoo build)")
     args = parser.parse_args()
-    methods = (METHODS | (POSE_FAST if args.with_pose_fast else {})
+    methods = (METHODS | (DCT_METRIC if args.with_dct_metric else {}) | (POSE_FAST if args.with_pose_fast else {})
                | (RELEASED_CODE if args.with_released_code else {}))
 
     rows: dict[int, dict[str, list[float]]] = {k: {} for k in args.splits}
