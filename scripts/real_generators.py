@@ -43,11 +43,13 @@ def osma(*args: str, log: Path | None = None) -> str:
     return done.stdout
 
 
-def closed(work: Path, model: Path, refs: Path) -> dict:
+def closed(work: Path, model: Path, refs: Path, crops: int = 1) -> dict:
+    """``crops``: ``osma attribute --crops`` (the references stay as built)."""
     test = work / "shared" / "test"
     classes = ["real", *GENERATORS]
     records = [json.loads(line) for line in osma("attribute", "--model", str(model), "--refs", str(refs),
-                                                  "--json", *[str(test / c) for c in classes]).splitlines()]
+                                                  "--crops", str(crops), "--json",
+                                                  *[str(test / c) for c in classes]).splitlines()]
     truth = {str(p): c for c in classes for p in (test / c).iterdir()}
     per_class = {}
     for c in classes:
@@ -113,6 +115,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--refs", type=Path)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--crops", type=int, default=1, help="closed: osma attribute --crops N")
     parser.add_argument("--init", type=Path, help="start from these weights (default: from scratch)")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--out", type=Path)
@@ -120,7 +123,7 @@ def main() -> None:
     if args.what == "closed":
         if args.model is None or args.refs is None:
             parser.error("closed needs --model and --refs")
-        result = closed(args.work, args.model, args.refs)
+        result = closed(args.work, args.model, args.refs, args.crops)
     else:
         if args.out is None:
             parser.error("loo needs --out")
