@@ -11,6 +11,7 @@ steps per epoch) on the split's training annotation files, with its validation f
                 POSE's own Adam rate, 1e-4 throughout, is meant for runs of ~100k steps
     metric-dct  osma train --arch dct_cnn (with --with-dct-metric): metric learning on POSE's
                 backbone, which tells the backbone's share of a difference from the method's
+    metric-dct+osa  the same with --open-space-aug (with --with-dct-osa)
 
 then ``osma benchmark splitN --data-root ZOO --model M --json --out OUT/<method>/splitN``.
 OUT/table.md gets one row per method (mean over the splits; the columns of
@@ -48,6 +49,7 @@ METHODS = {
 RELEASED_CODE = {"pose-code": ["--method", "pose", "--pose-variant", "released-code"]}
 POSE_FAST = {"pose-fast": ["--method", "pose", "--metric-schedule"]}
 DCT_METRIC = {"metric-dct": ["--arch", "dct_cnn"]}
+DCT_OSA = {"metric-dct+osa": ["--arch", "dct_cnn", "--open-space-aug"]}
 OSMA = [sys.executable, "-m", "osma_cli"]
 
 
@@ -125,10 +127,12 @@ def main() -> None:
                         help="also train POSE with metric learning's learning rate and decay (pose-fast)")
     parser.add_argument("--with-dct-metric", action="store_true",
                         help="also train metric learning on POSE's dct_cnn backbone (metric-dct)")
+    parser.add_argument("--with-dct-osa", action="store_true",
+                        help="also train metric learning on dct_cnn with --open-space-aug (metric-dct+osa)")
     parser.add_argument("--zoo", type=Path, default=osma_home() / "benchmarks" / "zoo",
                         help="the built benchmark (osma zoo build)")
     args = parser.parse_args()
-    methods = (METHODS | (DCT_METRIC if args.with_dct_metric else {}) | (POSE_FAST if args.with_pose_fast else {})
+    methods = (METHODS | (DCT_METRIC if args.with_dct_metric else {}) | (DCT_OSA if args.with_dct_osa else {}) | (POSE_FAST if args.with_pose_fast else {})
                | (RELEASED_CODE if args.with_released_code else {}))
 
     rows: dict[int, dict[str, list[float]]] = {k: {} for k in args.splits}
