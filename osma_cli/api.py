@@ -24,6 +24,7 @@ from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, thres
 from osma_cli.data import class_folders
 from osma_cli.embed import EmbeddedImage, Embedder, embed_all
 from osma_cli.errors import DataError, ReferenceStoreError, UsageError
+from osma_cli.rules import OpenSetRule
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
 
@@ -55,9 +56,11 @@ class BuildResult:
 
 
 def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
-                     acceptance: float = DEFAULT_ACCEPTANCE,
+                     acceptance: float = DEFAULT_ACCEPTANCE, rule: OpenSetRule | None = None,
                      on_progress: ProgressCallback | None = None) -> BuildResult:
     """References from a folder tree (one sub-folder per generator), with a provisional tau.
+
+    ``rule`` is the store's scoring rule (default: the one the weights recommend, else ``fang``).
 
     Fails before embedding anything when a generator folder holds fewer than two image
     files, and after embedding when fewer than two of them could be read: a reference
@@ -82,15 +85,15 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
         raise DataError(f"{root}: too few readable images for {', '.join(short)}",
                         hint="fix or replace the unreadable files listed above")
     embeddings = np.stack([it.embedding for it in good])
-    store = ReferenceStore.for_weights(embedder.meta)
+    store = ReferenceStore.for_weights(embedder.meta, rule)
     for i, name in enumerate(names):
         store.enroll(name, embeddings[good_labels == i])
-    loo = leave_one_out_scores(embeddings, good_labels)
+    loo = leave_one_out_scores(embeddings, good_labels, store.rule)
     loo = loo[np.isfinite(loo)]
     if loo.size:
         store.set_threshold(Threshold(
             value=threshold_for_acceptance(loo, acceptance),
-            method="provisional: leave-one-out scores of the build images",
+            method=f"provisional: {store.rule.held_out_method()} scores of the build images",
             target=acceptance, n_images=int(loo.size), chosen=now_iso()))
     return BuildResult(store=store, failures=failures)
 

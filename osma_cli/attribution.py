@@ -5,9 +5,9 @@ score** (higher means more likely unknown) for each image; the decision is the s
 every model: accepted when ``score < tau``, otherwise *unknown*, with one ``tau`` for all
 classes.
 
-- Embedding models (metric learning), ``ReferenceScorer``: candidate
-  ``S(x) = argmin_k d(h(x), r_k)`` with ``d`` the L2 distance to each reference's centroid;
-  score ``s = d(h(x), r_S) / sigma_S``.
+- Embedding models and descriptors, ``ReferenceScorer``: the reference store's rule
+  (``osma_cli.rules``); by default Fang's: candidate ``S(x) = argmin_k d(h(x), r_k)`` with
+  ``d`` the L2 distance to each reference's centroid, score ``s = d(h(x), r_S) / sigma_S``.
 - Closed-set classifiers (POSE), ``ClassifierScorer``: the vector is the softmax over the
   classes the model was trained on; candidate ``argmax_k p_k``; score ``1 - max_k p_k``
   (POSE's "max softmax" confidence, turned into a rejection score). Per class, ``1 - p_k``
@@ -24,22 +24,10 @@ import numpy as np
 
 from osma_cli.errors import ReferenceStoreError, UsageError
 from osma_cli.references import ReferenceStore
+from osma_cli.rules.base import ScoredBatch
+from osma_cli.rules.fang import MIN_SIGMA, l2_distances, normalized_distances, score_embeddings
 
 UNKNOWN = "unknown"
-MIN_SIGMA = 1e-12
-
-
-def l2_distances(queries: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """(N, K) Euclidean distances, in float64 so near-ties are resolved consistently."""
-    q = np.asarray(queries, dtype=np.float64)
-    c = np.asarray(centroids, dtype=np.float64)
-    sq = (q * q).sum(1)[:, None] - 2.0 * q @ c.T + (c * c).sum(1)[None, :]
-    return np.sqrt(np.maximum(sq, 0.0))
-
-
-def normalized_distances(distances: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """Distances divided by each reference's spread (a zero spread is floored)."""
-    return distances / np.maximum(np.asarray(sigmas, dtype=np.float64), MIN_SIGMA)
 
 
 def is_accepted(scores: np.ndarray | float, tau: float) -> np.ndarray:
@@ -74,28 +62,6 @@ class Attribution:
         return self.threshold - self.score
 
 
-@dataclass(frozen=True)
-class ScoredBatch:
-    """Nearest-centroid candidates and scores for a batch, as arrays (for metrics)."""
-
-    candidates: np.ndarray
-    scores: np.ndarray
-    distances: np.ndarray
-    normalized: np.ndarray
-
-
-def score_embeddings(embeddings: np.ndarray, centroids: np.ndarray, sigmas: np.ndarray) -> ScoredBatch:
-    """Apply the S rule and the normalized distance to a batch of embeddings."""
-    if centroids.shape[0] == 0:
-        raise ReferenceStoreError("the reference store holds no generators",
-                                  hint="enroll generators with `osma enroll` or `osma build`")
-    distances = l2_distances(embeddings, centroids)
-    normalized = normalized_distances(distances, sigmas)
-    candidates = distances.argmin(axis=1)
-    scores = normalized[np.arange(len(candidates)), candidates]
-    return ScoredBatch(candidates=candidates, scores=scores, distances=distances, normalized=normalized)
-
-
 class Scorer(Protocol):
     """Candidates and rejection scores from a model's per-image vectors."""
 
@@ -106,9 +72,7 @@ class Scorer(Protocol):
 
 
 class ReferenceScorer:
-    """An embedding model's vectors against a reference store (the normalized-distance rule)."""
-
-    score_name = "normalized distance"
+    """An embedding model's vectors against a reference store, by the store's rule."""
 
     def __init__(self, store: ReferenceStore) -> None:
         if len(store) == 0:
@@ -116,11 +80,11 @@ class ReferenceScorer:
                                       hint="enroll generators with `osma enroll` or `osma build`")
         self.store = store
         self.names = store.names
-        self._centroids = store.centroids()
-        self._sigmas = store.sigmas()
+        self.score_name = store.rule.score_name
+        self._fitted = store.fitted_rule()
 
     def score(self, vectors: np.ndarray) -> ScoredBatch:
-        return score_embeddings(vectors, self._centroids, self._sigmas)
+        return self._fitted.score(vectors)
 
 
 class ClassifierScorer:
@@ -153,16 +117,18 @@ def as_scorer(source: ReferenceStore | Scorer) -> Scorer:
     return ReferenceScorer(source) if isinstance(source, ReferenceStore) else source
 
 
-def check_tau(value: float) -> float:
-    if not np.isfinite(value) or value <= 0:
-        raise UsageError(f"--threshold must be a positive number, got {value}")
+def check_tau(value: float, *, nonnegative_scores: bool = True) -> float:
+    """A usable tau: finite, and positive where the scores cannot be negative."""
+    if not np.isfinite(value) or (nonnegative_scores and value <= 0):
+        kind = "a positive" if nonnegative_scores else "a finite"
+        raise UsageError(f"--threshold must be {kind} number, got {value}")
     return float(value)
 
 
 def resolve_threshold(store: ReferenceStore, override: float | None) -> float:
     """``--threshold`` if given, else the store's calibrated tau."""
     if override is not None:
-        return check_tau(override)
+        return check_tau(override, nonnegative_scores=store.rule.nonnegative_scores)
     if store.threshold is None:
         raise ReferenceStoreError("the reference store has no threshold",
                                   hint="pass --threshold, or calibrate it with `osma calibrate`")

@@ -17,9 +17,8 @@ import math
 
 import numpy as np
 
-from osma_cli.attribution import l2_distances, normalized_distances
 from osma_cli.errors import UsageError
-from osma_cli.references import reference_spread
+from osma_cli.rules import OpenSetRule, get_rule
 
 DEFAULT_ACCEPTANCE = 0.95
 
@@ -35,36 +34,15 @@ def threshold_for_acceptance(scores: np.ndarray, rate: float = DEFAULT_ACCEPTANC
     return float(np.nextafter(s[k - 1], np.inf))
 
 
-def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each image's rejection score with its own image removed from its own reference.
+def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray,
+                         rule: OpenSetRule | None = None) -> np.ndarray:
+    """Each image's rejection score with its own image held out of its own reference.
 
-    Images of generators with fewer than 3 images are skipped (a reference of one image
-    has no spread); their score is NaN and callers drop them.
+    The rule's own held-out scheme (``OpenSetRule.held_out_scores``; Fang's by default):
+    exact leave-one-out from running sums for ``fang`` and ``mahalanobis``. Images of
+    generators too small to hold one out get NaN; callers drop them.
     """
-    emb = np.asarray(embeddings, dtype=np.float64)
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
-    counts = np.array([(labels == c).sum() for c in classes])
-    sums = np.stack([emb[labels == c].sum(0) for c in classes])
-    sqs = np.array([np.einsum("ij,ij->", emb[labels == c], emb[labels == c]) for c in classes])
-    centroids = sums / counts[:, None]
-    sigmas = np.array([reference_spread(int(n), s, q) for n, s, q in zip(counts, sums, sqs)])
-    scores = np.full(len(emb), np.nan)
-    own_index = np.searchsorted(classes, labels)
-    for i, (x, j) in enumerate(zip(emb, own_index)):
-        if counts[j] < 3:
-            continue
-        loo_sum = sums[j] - x
-        loo_count = int(counts[j] - 1)
-        loo_sigma = reference_spread(loo_count, loo_sum, sqs[j] - float(x @ x))
-        c = centroids.copy()
-        c[j] = loo_sum / loo_count
-        sig = sigmas.copy()
-        sig[j] = loo_sigma
-        d = l2_distances(x[None, :], c)[0]
-        nearest = int(d.argmin())
-        scores[i] = normalized_distances(d, sig)[nearest]
-    return scores
+    return (rule or get_rule()).held_out_scores(embeddings, labels)
 
 
 def threshold_for_crr(unknown_scores: np.ndarray, target_crr: float) -> float:

@@ -1,20 +1,19 @@
-"""The reference store: one centroid and one spread per known generator (Fang et al.).
+"""The reference store: running statistics per known generator, and the rule that scores them.
 
 A generator's reference is kept as running sums over its images' embeddings ``h``:
 the count ``n``, the vector sum ``s = sum h`` and the sum of squared norms
-``q = sum ||h||^2``, all in float64. From them (DESIGN.md section 1)::
-
-    centroid r = s / n
-    sigma      = sqrt( (q - ||s||^2 / n) / (n - 1) )      # needs n >= 2
-
-because ``sum ||h - r||^2 = q - n ||r||^2``. Adding images later adds to the sums, so an
-enrolment in several steps gives the same reference as one batch build.
+``q = sum ||h||^2``, all in float64, plus what the store's open-set rule needs beyond them
+(``osma_cli.rules``: a second moment for ``mahalanobis``, the vectors for ``gmm``). Fang's
+centroid and spread come from the three sums (``osma_cli.rules.fang``). Adding images later
+adds to every statistic, so an enrolment in several steps gives the same reference as one
+batch build. Stores written before rules existed are ``fang`` stores.
 
 On disk the store is one HDF5 file (h5py): plain arrays (names, counts, sums, squared-norm
 sums, centroids and sigmas for readers without osma) plus attributes (the hash of the
 weights that made the embeddings, the threshold and how it was chosen, times). Every
 write replaces the whole file atomically: write a temporary file in the same folder,
-fsync it, rename it over the old one. ``open_store_for_update`` takes a file lock around
+fsync it, rename it over the old one. A ``fang`` store without extra statistics is written
+in format 1, which older osma versions read; any other store in format 2. ``open_store_for_update`` takes a file lock around
 load-modify-save, so concurrent enrolments each land and none is lost.
 """
 
@@ -34,23 +33,17 @@ from filelock import FileLock, Timeout
 import osma_cli
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import ReferenceStoreError, UsageError
+from osma_cli.rules import OpenSetRule, get_rule, rule_from_spec
+from osma_cli.rules.fang import reference_spread
 
 STORE_FORMAT = "osma-references"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 LOCK_TIMEOUT_S = 120.0
 MIN_IMAGES = 2
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def reference_spread(count: int, vector_sum: np.ndarray, sq_norm_sum: float) -> float:
-    """sigma from running sums: sqrt((q - ||s||^2 / n) / (n - 1)); 0 below two images."""
-    if count < 2:
-        return 0.0
-    scatter = float(sq_norm_sum) - float(np.dot(vector_sum, vector_sum)) / count
-    return float(np.sqrt(max(scatter, 0.0) / (count - 1)))
 
 
 @dataclass
@@ -63,6 +56,18 @@ class GeneratorReference:
     sq_norm_sum: float
     created: str
     updated: str
+    second_moment: np.ndarray | None = None
+    """``sum h h^T`` (D, D), kept when the store's rule needs it."""
+    vectors: np.ndarray | None = None
+    """The vectors themselves (n, D), in enrolment order, kept when the store's rule needs them."""
+
+    @classmethod
+    def empty(cls, name: str, dim: int, requires: frozenset[str]) -> "GeneratorReference":
+        stamp = now_iso()
+        return cls(name=name, count=0, vector_sum=np.zeros(dim), sq_norm_sum=0.0, created=stamp,
+                   updated=stamp,
+                   second_moment=np.zeros((dim, dim)) if "second_moment" in requires else None,
+                   vectors=np.zeros((0, dim)) if "vectors" in requires else None)
 
     @property
     def centroid(self) -> np.ndarray:
@@ -70,6 +75,7 @@ class GeneratorReference:
 
     @property
     def sigma(self) -> float:
+        """Fang's spread, which every store can give (it needs only the running sums)."""
         return reference_spread(self.count, self.vector_sum, self.sq_norm_sum)
 
     def add(self, embeddings: np.ndarray) -> None:
@@ -77,6 +83,10 @@ class GeneratorReference:
         self.count += emb.shape[0]
         self.vector_sum = self.vector_sum + emb.sum(axis=0)
         self.sq_norm_sum = float(self.sq_norm_sum + np.einsum("ij,ij->", emb, emb))
+        if self.second_moment is not None:
+            self.second_moment = self.second_moment + emb.T @ emb
+        if self.vectors is not None:
+            self.vectors = np.concatenate([self.vectors, emb])
         self.updated = now_iso()
 
 
@@ -110,16 +120,22 @@ class ReferenceStore:
     embedding_dim: int
     l2_normalize: bool
     generators: dict[str, GeneratorReference] = field(default_factory=dict)
+    rule: OpenSetRule = field(default_factory=get_rule)
     threshold: Threshold | None = None
     created: str = field(default_factory=now_iso)
     modified: str = field(default_factory=now_iso)
     osma_version: str = osma_cli.__version__
 
     @classmethod
-    def for_weights(cls, meta) -> "ReferenceStore":
-        """An empty store for embeddings made by the weights described by ``meta``."""
+    def for_weights(cls, meta, rule: OpenSetRule | None = None) -> "ReferenceStore":
+        """An empty store for embeddings made by the weights described by ``meta``.
+
+        Without ``rule``, the rule the weights recommend (``WeightsMeta.rule``), else ``fang``.
+        """
+        if rule is None:
+            rule = rule_from_spec(getattr(meta, "rule", None))
         return cls(weights_sha256=meta.sha256, architecture=meta.architecture,
-                   embedding_dim=meta.embedding_dim, l2_normalize=meta.l2_normalize)
+                   embedding_dim=meta.embedding_dim, l2_normalize=meta.l2_normalize, rule=rule)
 
     @property
     def names(self) -> list[str]:
@@ -174,10 +190,7 @@ class ReferenceStore:
                 f"{name!r} needs at least {MIN_IMAGES} readable images to have a spread; got {total}",
                 hint="add more images of this generator")
         if existing is None:
-            stamp = now_iso()
-            existing = GeneratorReference(name=name, count=0,
-                                          vector_sum=np.zeros(self.embedding_dim),
-                                          sq_norm_sum=0.0, created=stamp, updated=stamp)
+            existing = GeneratorReference.empty(name, self.embedding_dim, self.rule.requires)
             self.generators[name] = existing
         existing.add(emb)
         self.modified = now_iso()
@@ -201,6 +214,10 @@ class ReferenceStore:
         del self.generators[name]
         self.modified = now_iso()
         return ref
+
+    def fitted_rule(self):
+        """The store's rule fitted to its generators (``FittedRule.score`` scores vectors)."""
+        return self.rule.fit(list(self.generators.values()))
 
     def set_threshold(self, threshold: Threshold) -> None:
         if not np.isfinite(threshold.value):
@@ -241,9 +258,13 @@ def _write_hdf5(store: ReferenceStore, path: Path) -> None:
     refs = list(store.generators.values())
     k, d = len(refs), store.embedding_dim
     text = h5py.string_dtype("utf-8")
+    extras = sorted(store.rule.requires)
+    legacy = store.rule.name == "fang" and not store.rule.params() and not extras
     with h5py.File(path, "w") as f:
         f.attrs["format"] = STORE_FORMAT
-        f.attrs["format_version"] = STORE_FORMAT_VERSION
+        f.attrs["format_version"] = 1 if legacy else STORE_FORMAT_VERSION
+        if not legacy:
+            f.attrs["rule"] = json.dumps(store.rule.spec(), sort_keys=True)
         f.attrs["weights_sha256"] = store.weights_sha256
         f.attrs["architecture"] = store.architecture
         f.attrs["embedding_dim"] = d
@@ -260,6 +281,13 @@ def _write_hdf5(store: ReferenceStore, path: Path) -> None:
         f.create_dataset("sigmas", data=store.sigmas())
         f.create_dataset("created", data=np.array([r.created for r in refs], dtype=object), dtype=text)
         f.create_dataset("updated", data=np.array([r.updated for r in refs], dtype=object), dtype=text)
+        if "second_moment" in extras:
+            f.create_dataset("second_moments", data=np.array([r.second_moment for r in refs],
+                                                             dtype=np.float64).reshape(k, d, d))
+        if "vectors" in extras:
+            group = f.create_group("vectors")
+            for i, r in enumerate(refs):
+                group.create_dataset(str(i), data=np.asarray(r.vectors, dtype=np.float64).reshape(-1, d))
 
 
 def _read_hdf5(path: Path) -> ReferenceStore:
@@ -271,7 +299,8 @@ def _read_hdf5(path: Path) -> ReferenceStore:
             raise ReferenceStoreError(f"{path} has store format {version}, newer than this osma "
                                       f"understands ({STORE_FORMAT_VERSION})", hint="upgrade osma")
         threshold = json.loads(f.attrs["threshold"])
-        store = ReferenceStore(
+        rule = rule_from_spec(json.loads(f.attrs["rule"]) if "rule" in f.attrs else None)
+        store = ReferenceStore(rule=rule,
             weights_sha256=str(f.attrs["weights_sha256"]), architecture=str(f.attrs["architecture"]),
             embedding_dim=int(f.attrs["embedding_dim"]), l2_normalize=bool(f.attrs["l2_normalize"]),
             threshold=None if threshold is None else Threshold.from_dict(threshold),
@@ -281,10 +310,14 @@ def _read_hdf5(path: Path) -> ReferenceStore:
         counts, sums, sq = f["counts"][()], f["vector_sums"][()], f["sq_norm_sums"][()]
         created = [c.decode() if isinstance(c, bytes) else str(c) for c in f["created"][()]]
         updated = [u.decode() if isinstance(u, bytes) else str(u) for u in f["updated"][()]]
+        moments = f["second_moments"][()] if "second_moment" in rule.requires else None
+        vectors = [f["vectors"][str(i)][()] for i in range(len(names))] if "vectors" in rule.requires else None
     for i, name in enumerate(names):
         store.generators[name] = GeneratorReference(
             name=name, count=int(counts[i]), vector_sum=np.array(sums[i], dtype=np.float64),
-            sq_norm_sum=float(sq[i]), created=created[i], updated=updated[i])
+            sq_norm_sum=float(sq[i]), created=created[i], updated=updated[i],
+            second_moment=None if moments is None else np.array(moments[i], dtype=np.float64),
+            vectors=None if vectors is None else np.array(vectors[i], dtype=np.float64))
     return store
 
 

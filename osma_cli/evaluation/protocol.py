@@ -30,7 +30,7 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 
 from osma_cli.api import EmbedOptions
-from osma_cli.attribution import ClassifierScorer, score_embeddings
+from osma_cli.attribution import ClassifierScorer
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
                                   threshold_for_acceptance)
@@ -39,6 +39,7 @@ from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
+from osma_cli.rules import OpenSetRule
 
 ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
 
@@ -97,9 +98,12 @@ def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: Embedd
 
 def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions = EmbedOptions(),
                   cache: EmbeddingCache | None = None, acceptance: float = DEFAULT_ACCEPTANCE,
-                  threshold: float | None = None,
+                  threshold: float | None = None, rule: OpenSetRule | None = None,
                   progress: ProgressFactory = _no_progress) -> BenchmarkRun:
-    """Run the whole protocol; ``threshold`` overrides the calibrated tau."""
+    """Run the whole protocol; ``threshold`` overrides the calibrated tau.
+
+    ``rule`` scores the references (default: the one the weights recommend, else ``fang``).
+    """
     if embedder.is_classifier:
         return _run_classifier_benchmark(embedder, split, options=options, cache=cache, acceptance=acceptance,
                                          threshold=threshold, progress=progress)
@@ -109,7 +113,7 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
 
     train = parts["train"]
     labels = np.array([im.label for im in train.images], dtype=np.int64)
-    store = ReferenceStore.for_weights(embedder.meta)
+    store = ReferenceStore.for_weights(embedder.meta, rule)
     for k, name in enumerate(split.class_names):
         mine = train.embeddings[labels == k]
         if len(mine) < MIN_IMAGES:
@@ -126,7 +130,7 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     if not images:
         raise DataError(f"{split.source}: no readable test images")
     embeddings = np.concatenate([known.embeddings, unknown.embeddings])
-    scored = score_embeddings(embeddings, store.centroids(), store.sigmas())
+    scored = store.fitted_rule().score(embeddings)
     y_true = np.array([im.label for im in images], dtype=np.int64)
     kinds = np.array([im.kind for im in images], dtype=object)
     report = evaluate_open_set(y_true, scored.candidates, scored.scores, len(split.class_names), tau,
@@ -134,19 +138,21 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     failures = [f for part in parts.values() for f in part.failures]
     return BenchmarkRun(split=split, store=store, threshold=store.threshold, test_images=images,
                         y_true=y_true, candidates=scored.candidates, scores=scored.scores,
-                        unknown_kind=kinds, report=report, failures=failures, seconds=seconds)
+                        unknown_kind=kinds, report=report, failures=failures, seconds=seconds,
+                        score_name=store.rule.score_name)
 
 
 def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: EmbeddedPart,
                           train_labels: np.ndarray, acceptance: float) -> Threshold:
     """tau for the target acceptance on validation images, else leave-one-out on training."""
     if len(val.images):
-        scores = score_embeddings(val.embeddings, store.centroids(), store.sigmas()).scores
+        scores = store.fitted_rule().score(val.embeddings).scores
         method = "acceptance rate on the split's validation images"
     else:
-        scores = leave_one_out_scores(train.embeddings, train_labels)
+        scores = leave_one_out_scores(train.embeddings, train_labels, store.rule)
         scores = scores[np.isfinite(scores)]
-        method = "acceptance rate on leave-one-out scores of the training images (no validation part)"
+        method = (f"acceptance rate on {store.rule.held_out_method()} scores of the training images "
+                  "(no validation part)")
     return Threshold(value=threshold_for_acceptance(scores, acceptance), method=method,
                      target=acceptance, n_images=int(len(scores)), chosen=now_iso())
 
