@@ -1,7 +1,10 @@
 """A cache of embeddings, so that re-running a benchmark or a calibration embeds nothing twice.
 
 An embedding depends on the weights, the crop policy and the file's bytes. The cache keeps
-one HDF5 file per (weights hash, crop policy) under ``$OSMA_HOME/cache/`` and, inside it,
+the costly stage, the extractor's features (a network's embedding, a descriptor's raw
+self-description before its projection: ``Embedder.feature_identity``), so that a refitted
+projection re-describes nothing. One HDF5 file per (feature identity, crop policy) under
+``$OSMA_HOME/cache/`` and, inside it,
 one row per file keyed by the file's identity: its resolved path, size and modification
 time (like ``make``). A file that changes gets a new key and is embedded again.
 
@@ -51,9 +54,9 @@ class EmbeddingCache:
     def for_embedder(cls, embedder: Embedder, *, n_crops: int, small: str,
                      folder: Path | None = None) -> "EmbeddingCache":
         folder = folder if folder is not None else osma_home() / "cache"
-        name = (f"embeddings-{embedder.meta.sha256[:16]}-c{embedder.crop_size}"
-                f"-n{n_crops}-{small}.h5")
-        return cls(folder / name, embedder.embedding_dim)
+        name = (f"embeddings-{embedder.feature_identity[:16]}-c{embedder.crop_size}"
+                f"-n{n_crops}-{embedder.small_policy(small)}.h5")
+        return cls(folder / name, embedder.feature_dim)
 
     def _load_index(self) -> None:
         if not self.path.exists():
@@ -110,11 +113,14 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
                      **options) -> Iterator[EmbeddedImage]:
     """Like ``Embedder.embed_files`` but serving what the cache has and storing the rest.
 
-    Results come in input order. ``on_progress`` (if given) counts cached files too.
+    The cache holds features; results are embeddings (the head applied) unless
+    ``features_only=True``. Results come in input order. ``on_progress`` (if given) counts
+    cached files too.
     """
     if cache is None:
         yield from embedder.embed_files(paths, **options)
         return
+    features_only = options.pop("features_only", False)
     on_progress = options.pop("on_progress", None)
     keys = [file_key(p) for p in paths]
     hits = cache.lookup(keys)
@@ -123,7 +129,8 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     missing = [i for i in range(len(paths)) if i not in hits]
     computed: dict[int, EmbeddedImage] = {}
     new_keys, new_vectors = [], []
-    for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress, **options):
+    for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress,
+                                     features_only=True, **options):
         original = missing[item.index]
         computed[original] = EmbeddedImage(index=original, path=item.path,
                                            embedding=item.embedding, error=item.error)
@@ -132,8 +139,15 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
             new_vectors.append(item.embedding)
     if new_keys:
         cache.add(new_keys, np.stack(new_vectors))
+
+    def finished(vector: np.ndarray | None) -> np.ndarray | None:
+        if vector is None or features_only:
+            return vector
+        return embedder.head(vector[None]).cpu().numpy()[0]
+
     for i, path in enumerate(paths):
+        item = computed.get(i)
         if i in hits:
-            yield EmbeddedImage(index=i, path=Path(path), embedding=hits[i])
+            yield EmbeddedImage(index=i, path=Path(path), embedding=finished(hits[i]))
         else:
-            yield computed[i]
+            yield EmbeddedImage(index=i, path=item.path, embedding=finished(item.embedding), error=item.error)

@@ -1,4 +1,4 @@
-"""Embedding images: crops through the network, on whatever device there is.
+"""Embedding images: crops through a feature extractor, on whatever device there is.
 
 This is the expensive half of attribution (the other half, a nearest-centroid lookup, is a
 small matrix product), so it is kept apart: embeddings can be stored and re-used.
@@ -6,8 +6,14 @@ small matrix product), so it is kept apart: embeddings can be stored and re-used
 Decoding and cropping run in DataLoader worker processes, overlapped with the network.
 Crops travel as uint8 (four times less to copy than float) and become floats in [0, 1] on
 the device. On CUDA: pinned memory, non-blocking copies, ``channels_last`` and mixed
-precision. The embedding convention of the weights (L2-normalised or not) is applied here
-and only here, through ``finalize_embeddings``.
+precision, unless the model's ``input_policy`` says otherwise (a descriptor takes float64
+pixels, never autocast, and its crops are never padded). The embedding convention of the
+weights (L2-normalised or not) is applied here and only here, through ``finalize_embeddings``.
+
+Two stages, so that the costly one can be cached: ``features`` (a network's embedding, or a
+descriptor's raw self-description), identified by ``feature_identity``, then ``head``
+(nothing for a network; a descriptor's fitted projection), which is cheap and may be
+refitted without describing any image again.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import torch.nn.functional as F
 
 from osma_cli.data import DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, crop_loader, default_workers
 from osma_cli.runtime import autocast_context, resolve_device
-from osma_cli.weights import WeightsMeta, load_weights
+from osma_cli.nets.base import DescriptorNet, InputPolicy
+from osma_cli.weights import WeightsMeta, feature_identity, load_weights
 
 
 def finalize_embeddings(raw: torch.Tensor, l2_normalize: bool) -> torch.Tensor:
@@ -55,7 +62,7 @@ class EmbeddedImage:
 
 
 class Embedder:
-    """A network and its metadata on a device, ready to embed crops or files."""
+    """A feature extractor and its metadata on a device, ready to embed crops or files."""
 
     def __init__(self, model: torch.nn.Module, meta: WeightsMeta, device: torch.device | str = "cpu",
                  *, mixed_precision: bool = True, weights_path: Path | None = None) -> None:
@@ -63,8 +70,10 @@ class Embedder:
         self.meta = meta
         self.weights_path = None if weights_path is None else Path(weights_path)
         self.model = model.to(self.device).eval()
-        self.mixed_precision = mixed_precision
-        if self.device.type == "cuda":
+        self.policy = getattr(model, "input_policy", None) or InputPolicy()
+        self.mixed_precision = mixed_precision and self.policy.mixed_precision
+        self.feature_identity = feature_identity(model)
+        if self.device.type == "cuda" and not self.is_descriptor:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -86,46 +95,90 @@ class Embedder:
     def is_classifier(self) -> bool:
         return self.meta.is_classifier
 
+    @property
+    def is_descriptor(self) -> bool:
+        return isinstance(self.model, DescriptorNet)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the cached stage: the embedding, or a descriptor's raw self-description."""
+        return self.model.raw_dim if self.is_descriptor else self.embedding_dim
+
+    def small_policy(self, requested: str) -> str:
+        """The model's own small-image policy where it has one (``skip`` is always honoured)."""
+        if self.policy.small is None or requested == "skip":
+            return requested
+        return self.policy.small
+
     @torch.inference_mode()
-    def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
-        """(M, 3, c, c) uint8 crops -> (M, D) float32 embeddings, on the embedder's device."""
+    def features_of_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """(M, 3, h, w) uint8 crops -> (M, F) float32 features, on the embedder's device."""
         x = crops.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.is_descriptor:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = x.float().div_(255.0)
+        x = x.to(self.policy.dtype).div_(255.0)
+        if self.is_descriptor:
+            return self.model.describe(x).float()
         with autocast_context(self.device, self.mixed_precision):
             raw = self.model(x)
         return finalize_embeddings(raw, self.meta.l2_normalize)
 
     @torch.inference_mode()
+    def head(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Features -> embeddings: a descriptor's projection and the weights' convention."""
+        if not self.is_descriptor:
+            return torch.as_tensor(features)
+        raw = torch.as_tensor(features, device=self.device)
+        return finalize_embeddings(self.model.project(raw), self.meta.l2_normalize)
+
+    @torch.inference_mode()
+    def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """(M, 3, h, w) uint8 crops -> (M, D) float32 embeddings, on the embedder's device."""
+        return self.head(self.features_of_crops(crops))
+
+    @torch.inference_mode()
+    def features_of_batch(self, batch: CropBatch) -> torch.Tensor:
+        """Per-image features (crops averaged) for the decodable images of a batch."""
+        parts = [(self.features_of_crops(crops), owners.to(self.device, non_blocking=True))
+                 for crops, owners in batch.parts if len(crops)]
+        if not parts:
+            return torch.zeros(0, self.feature_dim)
+        per_crop = torch.cat([features for features, _ in parts])
+        owners = torch.cat([owners for _, owners in parts])
+        return aggregate_crops(per_crop, owners, len(batch.indices),
+                               l2_normalize=self.meta.l2_normalize and not self.is_descriptor)
+
+    @torch.inference_mode()
     def embed_batch(self, batch: CropBatch) -> torch.Tensor:
         """Per-image embeddings (crops averaged) for the decodable images of a batch."""
-        per_crop = self.embed_crops(batch.crops)
-        owners = batch.owners.to(self.device, non_blocking=True)
-        return aggregate_crops(per_crop, owners, len(batch.indices), self.meta.l2_normalize)
+        return self.head(self.features_of_batch(batch))
 
     def embed_files(self, paths: Sequence[Path], *, n_crops: int = 1, batch_size: int = 32,
                     workers: int | None = None, small: str = "pad",
-                    max_pixels: int = DEFAULT_MAX_PIXELS,
+                    max_pixels: int = DEFAULT_MAX_PIXELS, features_only: bool = False,
                     on_progress: Callable[[int], None] | None = None) -> Iterator[EmbeddedImage]:
         """Embed files in order, streaming results; a bad file yields an error, not an exception.
 
-        Memory stays bounded by the batch size and the loader's prefetch, whatever the
-        number of files.
+        ``features_only`` stops before the head (a descriptor's raw self-descriptions, what the
+        cache keeps). Memory stays bounded by the batch size and the loader's prefetch,
+        whatever the number of files.
         """
-        dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=small, max_pixels=max_pixels)
+        dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=self.small_policy(small),
+                                   max_pixels=max_pixels, min_size=self.model.min_input_size)
         loader = crop_loader(dataset, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers,
                              pin_memory=self.device.type == "cuda")
         for batch in loader:
-            yield from self._results(batch, dataset)
+            yield from self._results(batch, dataset, features_only)
             if on_progress is not None:
                 on_progress(len(batch.indices) + len(batch.failures))
 
-    def _results(self, batch: CropBatch, dataset: ImageCropDataset) -> Iterable[EmbeddedImage]:
+    def _results(self, batch: CropBatch, dataset: ImageCropDataset,
+                 features_only: bool) -> Iterable[EmbeddedImage]:
         embedded: dict[int, np.ndarray] = {}
         if batch.indices:
-            vectors = self.embed_batch(batch).cpu().numpy()
+            features = self.features_of_batch(batch)
+            vectors = (features if features_only else self.head(features)).cpu().numpy()
             embedded = dict(zip(batch.indices, vectors))
         errors = dict(batch.failures)
         for index in sorted(set(embedded) | set(errors)):

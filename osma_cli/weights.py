@@ -8,11 +8,19 @@ The metadata is one JSON object under the safetensors header key ``"osma"``, so 
 shapes, bytes), so it identifies the network's parameters whatever the metadata says;
 reference stores record it to refuse mixing embeddings from different weights.
 
-Two kinds of weights (``kind``): an **embedding** network (metric learning: attribution
-through a reference store) and a closed-set **classifier** (POSE: attribution through its
+Three kinds of weights (``kind``): an **embedding** network (metric learning: attribution
+through a reference store), a closed-set **classifier** (POSE: attribution through its
 own softmax over the classes it was trained on, whose names it carries in ``class_names``;
-``embedding_dim`` is then the width of its feature layer). ``output_dim`` is the width of
-the vector either one gives per image.
+``embedding_dim`` is then the width of its feature layer), and a training-free
+**descriptor** (attribution through a reference store, like an embedding; its tensors are
+its residual filters and its projection). ``output_dim`` is the width of the vector any
+one gives per image. ``rule`` names the open-set rule its references should use by default
+(``osma_cli.rules``; empty: ``fang``).
+
+Identity. The hash covers the tensors, and also the settings a model declares in
+``identity_config`` (a descriptor's neighbourhood, scales, fit...), so two descriptors with
+the same filters but other settings never share an identity; networks declare none, so their
+identity is their tensors' hash, as in every file written before descriptors existed.
 
 Writes are atomic (temporary file in the same directory, fsync, ``os.replace``): a crash
 leaves either the old file or the new one. Every failure is a ``WeightsError`` naming the
@@ -36,10 +44,10 @@ from torch import Tensor, nn
 from osma_cli import __version__
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import UsageError, WeightsError
-from osma_cli.nets import ClassifierNet, EmbeddingNet, ImageModel, get_model, model_kind
+from osma_cli.nets import ClassifierNet, DescriptorNet, EmbeddingNet, ImageModel, get_model, model_kind
 
 METADATA_KEY = "osma"
-KINDS = ("embedding", "classifier")
+KINDS = ("embedding", "classifier", "descriptor")
 _SHOWN = 5
 
 
@@ -60,10 +68,15 @@ class WeightsMeta:
     created: str = ""
     sha256: str = ""
     class_names: list = field(default_factory=list)
+    rule: dict = field(default_factory=dict)
 
     @property
     def is_classifier(self) -> bool:
         return self.kind == "classifier"
+
+    @property
+    def is_descriptor(self) -> bool:
+        return self.kind == "descriptor"
 
     @property
     def output_dim(self) -> int:
@@ -75,12 +88,16 @@ _REQUIRED = ("architecture", "embedding_dim", "crop_size", "l2_normalize")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "architecture": str, "embedding_dim": int, "crop_size": int, "l2_normalize": bool,
     "arch_kwargs": dict, "kind": str, "recipe": dict, "metrics": dict, "licence": str,
-    "osma_version": str, "created": str, "sha256": str, "class_names": list,
+    "osma_version": str, "created": str, "sha256": str, "class_names": list, "rule": dict,
 }
 
 
-def content_hash(state_dict: Mapping[str, Tensor]) -> str:
-    """sha256 over the tensors in name order: name, dtype, shape and raw bytes of each."""
+def content_hash(state_dict: Mapping[str, Tensor], config: Mapping | None = None) -> str:
+    """sha256 over the tensors in name order (name, dtype, shape, raw bytes), then ``config``.
+
+    ``config`` (a model's ``identity_config``) is hashed as canonical JSON after the tensors;
+    empty or None adds nothing, so a network's hash is its tensors' alone.
+    """
     digest = hashlib.sha256()
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous()
@@ -88,7 +105,22 @@ def content_hash(state_dict: Mapping[str, Tensor]) -> str:
         header = f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{tuple(tensor.shape)}\0{len(raw)}\0"
         digest.update(header.encode("utf-8"))
         digest.update(raw)
+    if config:
+        digest.update(b"\0config\0" + json.dumps(dict(config), sort_keys=True, allow_nan=False).encode("utf-8"))
     return digest.hexdigest()
+
+
+def model_identity(model: nn.Module, tensors: Mapping[str, Tensor] | None = None) -> str:
+    """The identity stores and caches check: tensors plus the model's declared settings."""
+    config = model.identity_config() if isinstance(model, ImageModel) else {}
+    return content_hash(model.state_dict() if tensors is None else tensors, config)
+
+
+def feature_identity(model: nn.Module) -> str:
+    """Identity of the features the cache keeps: a descriptor's raw output (no projection)."""
+    if isinstance(model, DescriptorNet):
+        return content_hash(model.feature_state(), {**model.identity_config(), "stage": "raw"})
+    return model_identity(model)
 
 
 def save_weights(path: Path | str, model: nn.Module, meta: WeightsMeta) -> WeightsMeta:
@@ -98,7 +130,7 @@ def save_weights(path: Path | str, model: nn.Module, meta: WeightsMeta) -> Weigh
         raise WeightsError(f"{path}: directory {path.parent} does not exist", hint="create it first")
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
     _check_savable(path, model, meta, tensors)
-    meta = replace(meta, sha256=content_hash(tensors), osma_version=__version__,
+    meta = replace(meta, sha256=model_identity(model, tensors), osma_version=__version__,
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     try:
         header = json.dumps(asdict(meta), sort_keys=True, allow_nan=False)
@@ -138,7 +170,7 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: tensors cannot be read ({exc})",
                            hint="the file is truncated or corrupt; download or copy it again") from exc
-    if content_hash(tensors) != meta.sha256:
+    if content_hash(tensors, model.identity_config()) != meta.sha256:
         raise WeightsError(f"{path}: content hash does not match the metadata: the file is modified or corrupt",
                            hint="download or copy the weights again; never edit a weights file")
     _check_tensors(path, model.state_dict(), tensors)
@@ -159,7 +191,7 @@ def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Map
     """Refuse to write a file that ``load_weights`` could not turn back into this network."""
     if meta.kind not in KINDS:
         raise WeightsError(f"{path}: unknown weights kind {meta.kind!r}; known: {', '.join(KINDS)}")
-    if isinstance(model, (EmbeddingNet, ClassifierNet)) and model.embedding_dim != meta.embedding_dim:
+    if isinstance(model, (EmbeddingNet, ClassifierNet, DescriptorNet)) and model.embedding_dim != meta.embedding_dim:
         raise WeightsError(f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network "
                            f"outputs {model.embedding_dim}", hint="fix the metadata before saving")
     if meta.is_classifier:

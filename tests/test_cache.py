@@ -22,6 +22,9 @@ class CountingEmbedder:
         self.crop_size = inner.crop_size
         self.embedding_dim = inner.embedding_dim
 
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
     def embed_files(self, paths, **kwargs):
         for item in self.inner.embed_files(paths, **kwargs):
             self.embedded += 1

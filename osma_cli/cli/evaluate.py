@@ -10,8 +10,8 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, SmallOpt, WorkersOpt)
-from osma_cli.cli.session import embed_options, load_embedder, refs_path
+                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.session import embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 AcceptanceOpt = Annotated[float, typer.Option(
@@ -83,6 +83,10 @@ def benchmark(
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="Use this tau instead of calibrating.", show_default=False)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    rule: RuleOpt = None,
+    keep_projection: Annotated[bool, typer.Option(
+        "--keep-projection", help="Descriptor models: use the projection in the weights instead of fitting "
+                                  "one on the split's own training images.")] = False,
     json_out: JsonOpt = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -97,11 +101,13 @@ def benchmark(
     from osma_cli.evaluation.protocol import run_benchmark
 
     bench_split = load_split(split, data_root, manifest)
+    chosen_rule = parse_rule(rule)
     options = embed_options(crops, batch_size, workers, small, max_pixels)
     embedder = load_embedder(model, device)
     cache = None if no_cache else EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small)
     run = run_benchmark(embedder, bench_split, options=options, cache=cache, acceptance=acceptance,
-                        threshold=threshold, progress=output.progress_bar)
+                        threshold=threshold, rule=chosen_rule, refit_projection=not keep_projection,
+                        progress=output.progress_bar)
     for item in run.failures:
         output.warn(f"skipped {output.escape(item.error)}")
     if out is not None:

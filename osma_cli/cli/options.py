@@ -27,3 +27,7 @@ MaxPixelsOpt = Annotated[Optional[int], typer.Option(
     "--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+RuleOpt = Annotated[Optional[str], typer.Option(
+    "--rule", help="Open-set rule of the references: fang (Fang et al.'s normalized distance), mahalanobis "
+                   "(shared covariance) or gmm (per-generator Gaussian mixtures); NAME or NAME:key=value,... "
+                   "Default: the model's own, else fang.", show_default=False)]

@@ -9,8 +9,8 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, SmallOpt, WorkersOpt)
-from osma_cli.cli.session import embed_options, load_embedder, refs_path
+                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.session import embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 def report_failures(failures) -> None:
@@ -25,6 +25,7 @@ def build(
         "--out", help="Store to write. Default: $OSMA_HOME/references.h5.", dir_okay=False,
         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing store.")] = False,
+    rule: RuleOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
@@ -43,11 +44,12 @@ def build(
     target = out if out is not None else refs_path(None)
     if target.exists() and not force:
         raise UsageError(f"{target} exists", hint="pass --force to replace it, or --out another file")
+    chosen_rule = parse_rule(rule)
     options = embed_options(crops, batch_size, workers, small, max_pixels)
     embedder = load_embedder(model, device)
     total = sum(len(f) for f in class_folders(root).values())
     with output.progress_bar("embedding", total) as advance:
-        result = build_references(embedder, root, options=options, on_progress=advance)
+        result = build_references(embedder, root, options=options, rule=chosen_rule, on_progress=advance)
     report_failures(result.failures)
     result.store.save(target)
     render_store_summary(result.store, target)
@@ -96,13 +98,14 @@ def store_rows(store) -> list[list[str]]:
 def render_store_summary(store, path: Path) -> None:
     tau = "not set" if store.threshold is None else f"{store.threshold.value:.4g} ({store.threshold.method})"
     output.stdout.print(output.simple_table(
-        f"{path}: {len(store)} generators, threshold {tau}",
+        f"{path}: {len(store)} generators, rule {store.rule.name}, threshold {tau}",
         ["generator", "images", "sigma", "updated"], store_rows(store)))
 
 
 def store_summary(store, path: Path) -> dict:
     return {"path": str(path), "architecture": store.architecture,
             "weights_sha256": store.weights_sha256, "embedding_dim": store.embedding_dim,
+            "rule": store.rule.spec(), "score": store.rule.score_name, "score_meaning": store.rule.meaning,
             "threshold": None if store.threshold is None else store.threshold.to_dict(),
             "created": store.created, "modified": store.modified,
             "generators": [{"name": g.name, "count": g.count, "sigma": g.sigma,

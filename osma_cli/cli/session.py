@@ -31,3 +31,33 @@ def embed_options(crops: int, batch_size: int, workers: int | None, small: str,
         raise UsageError(f"--small must be 'pad' or 'skip', got {small!r}")
     return EmbedOptions(n_crops=crops, batch_size=batch_size, workers=workers, small=small,
                         max_pixels=max_pixels)
+
+
+def parse_rule(spec: str | None):
+    """``--rule NAME`` or ``NAME:key=value,...`` -> a registered rule (None: the model's default)."""
+    if spec is None:
+        return None
+    from osma_cli.rules import get_rule
+
+    name, _, settings = spec.partition(":")
+    return get_rule(name.strip(), **parse_settings(settings, "--rule"))
+
+
+def parse_settings(text: str | None, option: str) -> dict:
+    """``key=value,key=value`` -> a dict; values read as JSON where they parse (numbers, true, lists)."""
+    import json
+
+    from osma_cli.errors import UsageError
+
+    params: dict = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"{option} setting {item!r} is not key=value", hint=f"e.g. {option} key=3")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value.strip()
+        if key.strip() == "filters" and isinstance(params["filters"], str):
+            params["filters"] = params["filters"].split("+")
+    return params

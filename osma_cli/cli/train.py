@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, WorkersOpt
+from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, RuleOpt, WorkersOpt
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 ArchOpt = Annotated[Optional[str], typer.Option(
@@ -50,7 +50,7 @@ CacheOpt = Annotated[bool, typer.Option(
     "--cache-decoded", help="Keep decoded training images in memory (decode once; for data that fits).")]
 
 
-METHODS = ("metric", "pose")
+METHODS = ("metric", "pose", "fsd")
 
 
 def train(
@@ -125,6 +125,14 @@ def train(
         help="Cosine similarity to the known features beyond which the pull stops.")] = 0.95,
     triplet_margin: Annotated[float, typer.Option(
         "--triplet-margin", min=0.0, help="With --method pose: margin of the triplet loss.")] = 0.3,
+    photos: Annotated[Optional[Path], typer.Option(
+        "--photos", file_okay=False, help="With --method fsd: camera photographs (no generated images) to learn "
+                                          "the residual filters from. Default: fixed filters.",
+        show_default=False)] = None,
+    descriptor: Annotated[Optional[str], typer.Option(
+        "--descriptor", help="With --method fsd: descriptor settings, key=value,... (filters, colour, block, "
+                             "scales, mode, scale_mode, constrained, window).", show_default=False)] = None,
+    rule: RuleOpt = None,
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
@@ -137,6 +145,11 @@ def train(
     trained with a new augmentation model each epoch; Adam, lr 1e-4 (1e-2 for augmentation
     models). Same data options; the weights carry the class names and a threshold, so
     `osma attribute`, `calibrate` and `benchmark` take them with no reference store.
+
+    Forensic self-descriptions (--method fsd, Nguyen et al.): no gradient training. Residual
+    filters are learned in closed form on --photos (camera photographs only), and a linear
+    projection (standardise, PCA, shrunk LDA) is fitted on DATA's generators; seconds to
+    minutes on a CPU. --rule names the rule its reference stores use by default.
     """
     from osma_cli.errors import UsageError
     from osma_cli.training.metric import TrainConfig, train_embedding
@@ -146,6 +159,11 @@ def train(
         raise UsageError(f"unknown --method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if open_space_aug and method == "pose":
         raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
+    if method == "fsd":
+        train_descriptor(data, out, photos, descriptor, rule, device, batch_size, workers, json_out)
+        return
+    if photos is not None or descriptor is not None:
+        raise UsageError("--photos and --descriptor are for --method fsd")
     aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin,
                      warmup_steps=aug_warmup)
 
@@ -170,6 +188,38 @@ def train(
         return
     result = run_with_progress(train_embedding, config, resumable=not open_space_aug)
     finish(result, json_out, extra={"refs": None if result.refs is None else str(result.refs)})
+
+
+def train_descriptor(data: Path | None, out: Path, photos: Path | None, descriptor: str | None,
+                     rule: str | None, device: str, batch_size: int, workers: int | None, json_out: bool) -> None:
+    """``osma train --method fsd``: fit filters and projection, write the weights, report."""
+    from osma_cli.cli.session import parse_rule, parse_settings
+    from osma_cli.errors import UsageError
+    from osma_cli.training.fsd import DescriptorConfig, fit_fsd
+
+    if data is None:
+        raise UsageError("--method fsd needs DATA: one folder of images per known generator")
+    chosen = parse_rule(rule)
+    config = DescriptorConfig(data=data, out=out, photos=photos, settings=parse_settings(descriptor, "--descriptor"),
+                              rule=chosen.spec() if chosen is not None else {"name": "fang", "params": {}},
+                              device=device, batch_size=batch_size, workers=workers)
+    with output.progress_bar("describing", None) as advance:
+        result = fit_fsd(config, on_progress=advance)
+    for item in result.failures:
+        output.warn(f"skipped {output.escape(item.error)}")
+    steps = result.projection.steps
+    summary_record = {"out": str(out), "kind": "descriptor", "sha256": result.meta.sha256,
+                      "filters": result.meta.recipe["filters"], "n_photos": result.n_photos,
+                      "classes": result.classes, "embedding_dim": result.meta.embedding_dim,
+                      "raw_dim": steps.get("input_dim"), "projection": steps, "rule": result.meta.rule}
+    if json_out:
+        output.write_json(summary_record)
+    else:
+        output.stdout.print(f"wrote {out}: fsd descriptor, {result.meta.recipe['filters']} filters"
+                            f"{f' (from {result.n_photos} photos)' if result.n_photos else ''}, "
+                            f"{steps.get('input_dim')} -> {result.meta.embedding_dim} dims "
+                            f"({steps.get('method')}) on {len(result.classes)} classes")
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
 
 
 def pretrain(

@@ -30,6 +30,10 @@ Images smaller than the crop on a side, by ``small``:
   offset inside the crop, keeping its block phase. Exactly one crop is returned, whatever
   ``n_crops``, because further crops would only repeat the padded pixels.
 - ``"skip"``: ``CropTooSmall`` is raised; the dataset reports it for that file.
+- ``"keep"`` (descriptors, which measure the pixels' own correlations and would measure the
+  padding instead): along that side the whole image is taken, unpadded, so the crop is
+  ``min(H, crop) x min(W, crop)``; along a side at least as long as the crop, the centred
+  rule as above. Exactly one crop, whatever ``n_crops``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from osma_cli.errors import UsageError
 GRID = 8
 """Crop origins are multiples of this, keeping the JPEG 8x8 block phase of the original."""
 
-SMALL_POLICIES = ("pad", "skip")
+SMALL_POLICIES = ("pad", "skip", "keep")
 
 
 class CropTooSmall(ValueError):
@@ -61,7 +65,7 @@ def check_crop_policy(crop: int, n_crops: int = 1, small: str = "pad") -> None:
     if n_crops < 1:
         raise UsageError(f"number of crops must be at least 1, not {n_crops}")
     if small not in SMALL_POLICIES:
-        raise UsageError(f"unknown small-image policy {small!r}", hint="use pad or skip")
+        raise UsageError(f"unknown small-image policy {small!r}", hint="use pad, skip or keep")
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -127,6 +131,14 @@ def _window(image: np.ndarray, top: int, left: int, crop: int) -> np.ndarray:
     return window
 
 
+def _unpadded_window(image: np.ndarray, crop: int) -> np.ndarray:
+    """The centred window of at most ``crop`` per side, never padded (the ``keep`` policy)."""
+    height, width = image.shape[:2]
+    top = _centred(height, crop) if height >= crop else 0
+    left = _centred(width, crop) if width >= crop else 0
+    return image[top:top + min(height, crop), left:left + min(width, crop)]
+
+
 def _too_small(image: np.ndarray, crop: int) -> bool:
     return image.shape[0] < crop or image.shape[1] < crop
 
@@ -142,6 +154,8 @@ def extract_crops(image: np.ndarray, crop: int, n_crops: int = 1, *,
     _check_image(image)
     if small == "skip" and _too_small(image, crop):
         raise CropTooSmall(image.shape[0], image.shape[1], crop)
+    if small == "keep" and _too_small(image, crop):
+        return np.ascontiguousarray(_unpadded_window(image, crop).transpose(2, 0, 1)[None])
     origins = crop_origins(image.shape[0], image.shape[1], crop, n_crops)
     windows = np.stack([_window(image, top, left, crop) for top, left in origins])
     return np.ascontiguousarray(windows.transpose(0, 3, 1, 2))

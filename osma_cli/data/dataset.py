@@ -28,20 +28,38 @@ CropItem = tuple[int, torch.Tensor | str]
 
 @dataclass
 class CropBatch:
-    """The crops of a batch of images, with which image each crop came from."""
+    """The crops of a batch of images, with which image each crop came from.
 
-    crops: torch.Tensor
-    """``(M, 3, c, c) uint8``: all crops of the good images of the batch, concatenated."""
-    owners: torch.Tensor
-    """``(M,) int64``: for each crop, its image's position in ``indices``."""
+    Crops of one size form one part ``(crops, owners)``; a batch has one part unless the
+    crop policy keeps small images at their own size (``small="keep"``), when each distinct
+    size is a part of its own, in order of first appearance.
+    """
+
+    parts: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    """``(crops (M, 3, h, w) uint8, owners (M,) int64)`` per crop size; an owner is the
+    crop's image's position in ``indices``."""
     indices: list[int]
     """Dataset indices of the images that decoded, in order."""
     failures: list[tuple[int, str]]
     """(dataset index, reason) of the images that did not."""
 
+    @property
+    def crops(self) -> torch.Tensor:
+        """All crops, when they have one size (the usual case)."""
+        return self._single()[0]
+
+    @property
+    def owners(self) -> torch.Tensor:
+        return self._single()[1]
+
+    def _single(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.parts) != 1:
+            raise ValueError(f"this batch holds crops of {len(self.parts)} sizes; iterate over .parts")
+        return self.parts[0]
+
     def pin_memory(self) -> CropBatch:
         """Page-locked copy, so that ``DataLoader(pin_memory=True)`` handles this batch type."""
-        return CropBatch(self.crops.pin_memory(), self.owners.pin_memory(),
+        return CropBatch(tuple((c.pin_memory(), o.pin_memory()) for c, o in self.parts),
                          self.indices, self.failures)
 
 
@@ -54,8 +72,9 @@ class ImageCropDataset(Dataset):
     """
 
     def __init__(self, paths: Iterable[str | Path], crop: int, n_crops: int = 1, *,
-                 small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1) -> None:
         check_crop_policy(crop, n_crops, small)
+        self.min_size = min_size
         if max_pixels < 1:
             raise UsageError(f"max_pixels must be at least 1, not {max_pixels}")
         encoded = [os.fsencode(Path(path)) for path in paths]
@@ -82,6 +101,9 @@ class ImageCropDataset(Dataset):
         """``(index, (n, 3, c, c) uint8 crops)``, or ``(index, reason)`` for a bad file."""
         try:
             image = load_rgb(self.path(index), max_pixels=self.max_pixels)
+            if min(image.shape[:2]) < self.min_size:
+                return index, (f"image is {image.shape[1]}x{image.shape[0]}, smaller than the "
+                               f"{self.min_size}x{self.min_size} pixels this model needs")
             crops = extract_crops(image, self.crop, self.n_crops, small=self.small)
         except ImageError as exc:
             return index, exc.reason
@@ -91,33 +113,35 @@ class ImageCropDataset(Dataset):
 
 
 def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBatch:
-    """Gather dataset items into one ``CropBatch``.
+    """Gather dataset items into one ``CropBatch``, one part per crop size.
 
     ``crop`` only sets the shape of ``crops`` when every image of the batch failed. In a
     worker process the crops are written straight into shared memory, saving the copy the
     hand-over to the main process would make.
     """
-    tensors: list[torch.Tensor] = []
-    owners: list[torch.Tensor] = []
+    by_shape: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     indices: list[int] = []
     failures: list[tuple[int, str]] = []
     for index, item in items:
         if isinstance(item, str):
             failures.append((index, item))
             continue
+        tensors, owners = by_shape.setdefault(tuple(item.shape[1:]), ([], []))
         owners.append(torch.full((item.shape[0],), len(indices), dtype=torch.int64))
         indices.append(index)
         tensors.append(item)
-    if not tensors:
+    if not by_shape:
         side = crop or 0
-        return CropBatch(torch.empty((0, 3, side, side), dtype=torch.uint8),
-                         torch.empty((0,), dtype=torch.int64), indices, failures)
-    shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
-    out = torch.empty(shape, dtype=torch.uint8)
-    if get_worker_info() is not None:
-        out.share_memory_()
-    torch.cat(tensors, out=out)
-    return CropBatch(out, torch.cat(owners), indices, failures)
+        empty = (torch.empty((0, 3, side, side), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64))
+        return CropBatch((empty,), indices, failures)
+    parts = []
+    for tensors, owners in by_shape.values():
+        out = torch.empty((sum(t.shape[0] for t in tensors), *tensors[0].shape[1:]), dtype=torch.uint8)
+        if get_worker_info() is not None:
+            out.share_memory_()
+        torch.cat(tensors, out=out)
+        parts.append((out, torch.cat(owners)))
+    return CropBatch(tuple(parts), indices, failures)
 
 
 def default_workers() -> int:

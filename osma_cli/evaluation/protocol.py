@@ -38,6 +38,7 @@ from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
+from osma_cli.projection import Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.rules import OpenSetRule
 
@@ -86,12 +87,14 @@ class BenchmarkRun:
 
 
 def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: EmbeddingCache | None,
-               options: EmbedOptions, advance: Callable[[int], None]) -> EmbeddedPart:
-    items = list(embed_with_cache(embedder, [im.path for im in images], cache,
+               options: EmbedOptions, advance: Callable[[int], None], *,
+               features_only: bool = False) -> EmbeddedPart:
+    items = list(embed_with_cache(embedder, [im.path for im in images], cache, features_only=features_only,
                                   on_progress=advance, **options.kwargs()))
     good = [it for it in items if it.ok]
+    width = embedder.feature_dim if features_only else embedder.embedding_dim
     vectors = (np.stack([it.embedding for it in good]) if good
-               else np.zeros((0, embedder.embedding_dim), dtype=np.float32))
+               else np.zeros((0, width), dtype=np.float32))
     return EmbeddedPart(images=[images[it.index] for it in good], embeddings=vectors,
                         failures=[it for it in items if not it.ok])
 
@@ -99,21 +102,33 @@ def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: Embedd
 def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions = EmbedOptions(),
                   cache: EmbeddingCache | None = None, acceptance: float = DEFAULT_ACCEPTANCE,
                   threshold: float | None = None, rule: OpenSetRule | None = None,
+                  refit_projection: bool = True,
                   progress: ProgressFactory = _no_progress) -> BenchmarkRun:
     """Run the whole protocol; ``threshold`` overrides the calibrated tau.
 
     ``rule`` scores the references (default: the one the weights recommend, else ``fang``).
+    For a descriptor, ``refit_projection`` fits its projection on this split's own training
+    images (seconds), so that no unknown generator of the split has shaped the space it is
+    scored in; off, the projection saved in the weights is used.
     """
     if embedder.is_classifier:
         return _run_classifier_benchmark(embedder, split, options=options, cache=cache, acceptance=acceptance,
                                          threshold=threshold, progress=progress)
     seconds: dict[str, float] = {}
+    refit = refit_projection and embedder.is_descriptor
     parts = _embed_parts(embedder, split, ("train", "val", "test known", "test unknown"), cache, options,
-                         progress, seconds)
+                         progress, seconds, features_only=refit)
 
     train = parts["train"]
     labels = np.array([im.label for im in train.images], dtype=np.int64)
+    if refit:
+        start = time.perf_counter()
+        parts = _projected(parts, fit_projection(train.embeddings.astype(np.float64), labels,
+                                                 **projection_settings(embedder.meta)))
+        train = parts["train"]
+        seconds["fit projection"] = time.perf_counter() - start
     store = ReferenceStore.for_weights(embedder.meta, rule)
+    store.embedding_dim = train.embeddings.shape[1]
     for k, name in enumerate(split.class_names):
         mine = train.embeddings[labels == k]
         if len(mine) < MIN_IMAGES:
@@ -157,9 +172,23 @@ def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: Embed
                      target=acceptance, n_images=int(len(scores)), chosen=now_iso())
 
 
+def projection_settings(meta) -> dict:
+    """How a descriptor's projection is fitted: its recipe's settings, else the default ones."""
+    from osma_cli.training.fsd import DEFAULT_PROJECTION
+
+    saved = dict(meta.recipe.get("projection") or DEFAULT_PROJECTION)
+    saved.pop("fitted", None)
+    return saved
+
+
+def _projected(parts: dict[str, EmbeddedPart], projection: Projection) -> dict[str, EmbeddedPart]:
+    return {name: EmbeddedPart(images=part.images, embeddings=projection.apply(part.embeddings.astype(np.float64)),
+                               failures=part.failures) for name, part in parts.items()}
+
+
 def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str], cache: EmbeddingCache | None,
                  options: EmbedOptions, progress: ProgressFactory,
-                 seconds: dict[str, float]) -> dict[str, EmbeddedPart]:
+                 seconds: dict[str, float], features_only: bool = False) -> dict[str, EmbeddedPart]:
     images_of = {"train": split.train, "val": split.val, "test known": split.test_known,
                  "test unknown": split.test_unknown}
     parts: dict[str, EmbeddedPart] = {}
@@ -167,7 +196,7 @@ def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str]
         images = images_of[name]
         start = time.perf_counter()
         with progress(f"embedding {name}", len(images)) as advance:
-            parts[name] = embed_part(embedder, images, cache, options, advance)
+            parts[name] = embed_part(embedder, images, cache, options, advance, features_only=features_only)
         seconds[f"embed {name}"] = time.perf_counter() - start
     return parts
 

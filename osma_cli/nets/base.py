@@ -1,11 +1,13 @@
-"""The contracts the registered networks keep, so that embedding code needs no per-model cases.
+"""The contracts the registered feature extractors keep, so that embedding code needs no per-model cases.
 
-Two kinds of network share the input contract (``ImageModel``): an **embedding** network
-(``EmbeddingNet``, the metric-learning kind) and a closed-set **classifier**
-(``ClassifierNet``, POSE's task model). Both map an image batch to one vector per image
-(``output_dim`` wide): an embedding, or class probabilities. Everything downstream (the
-embedder, the cache, the streaming loaders) treats that vector alike; only the scoring
-differs (``osma_cli.attribution``).
+Three kinds share the input contract (``ImageModel``): an **embedding** network
+(``EmbeddingNet``, the metric-learning kind), a closed-set **classifier** (``ClassifierNet``,
+POSE's task model) and a training-free **descriptor** (``DescriptorNet``, e.g. forensic
+self-descriptions). Each maps an image batch to one vector per image (``output_dim``
+wide): an embedding, class probabilities, or a projected descriptor. Everything downstream
+(the embedder, the cache, the streaming loaders) treats that vector alike; only the scoring
+differs (``osma_cli.attribution``). How the embedder feeds a model (which pixels, which
+dtype, whether mixed precision may be used) is the model's ``input_policy``.
 
 Embedding networks:
 
@@ -23,10 +25,29 @@ Embedding networks:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from osma_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How the embedder turns files into model input, declared by the model, not by callers.
+
+    - ``small``: what happens to an image smaller than the crop on a side. ``None`` lets the
+      user choose (``pad`` mirror-pads to the crop, ``skip`` skips the file); ``"keep"`` takes
+      the pixels there are (no padding: a descriptor that measures pixel correlations would
+      otherwise measure the padding), so crops of different images can differ in size.
+    - ``dtype``: the float type pixels are given in (float64 where normal equations need it).
+    - ``mixed_precision``: whether autocast may run the model (never for a least-squares solve).
+    """
+
+    small: str | None = None
+    dtype: torch.dtype = torch.float32
+    mixed_precision: bool = True
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -40,6 +61,7 @@ class ImageModel(nn.Module):
 
     kind: str = ""
     min_input_size: int
+    input_policy: InputPolicy = InputPolicy()
 
     def __init__(self, *, min_input_size: int) -> None:
         super().__init__()
@@ -52,6 +74,15 @@ class ImageModel(nn.Module):
 
     def constrain(self) -> None:
         """Re-impose weight constraints after an optimiser step; nothing to do by default."""
+
+    def identity_config(self) -> dict:
+        """Settings that change the output but are not tensors, hashed into the weights' identity.
+
+        A network's tensors (with its architecture) determine its function: nothing to add.
+        A descriptor with few or no parameters must name its settings here, so that two
+        descriptors with other settings never share an identity (stores and caches check it).
+        """
+        return {}
 
     def check_input(self, x: Tensor) -> None:
         """Refuse inputs outside the contract with a message, not a shape error deep inside."""
@@ -138,3 +169,63 @@ class ClassifierNet(ImageModel):
         logits = self.logits(x)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             return torch.softmax(logits.float(), dim=1)
+
+
+class DescriptorNet(ImageModel):
+    """A training-free descriptor: ``describe`` (the costly, fixed part) then a linear ``project``.
+
+    ``describe(x)`` maps (B, 3, H, W) pixels in [0, 1], float64, to (B, ``raw_dim``) raw
+    descriptors; ``project`` applies the affine map ``(d - mean) @ matrix`` fitted on known
+    generators (``osma_cli.projection``), kept as the buffers ``projection_mean`` and
+    ``projection_matrix`` when the builder is asked for a projection; without one, the output is
+    the raw descriptor. Raw descriptors are what the embedding cache keeps (``feature_state``
+    leaves the projection out of their identity), so refitting a projection re-describes nothing.
+    """
+
+    kind = "descriptor"
+    input_policy = InputPolicy(small="keep", dtype=torch.float64, mixed_precision=False)
+    embedding_dim: int
+    raw_dim: int
+    PROJECTION_BUFFERS = ("projection_mean", "projection_matrix")
+
+    def __init__(self, *, embedding_dim: int, raw_dim: int, projected: bool, min_input_size: int) -> None:
+        super().__init__(min_input_size=min_input_size)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.raw_dim = check_positive_int("raw_dim", raw_dim)
+        self.projected = bool(projected)
+        if self.projected:
+            self.register_buffer("projection_mean", torch.zeros(raw_dim, dtype=torch.float64))
+            self.register_buffer("projection_matrix", torch.zeros(raw_dim, embedding_dim, dtype=torch.float64))
+        elif embedding_dim != raw_dim:
+            raise UsageError(f"an unprojected descriptor outputs its {raw_dim} raw values, "
+                             f"not embedding_dim={embedding_dim}", hint=f"use embedding_dim={raw_dim}")
+
+    @property
+    def output_dim(self) -> int:
+        return self.embedding_dim
+
+    def describe(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) float64 in [0, 1] -> (B, raw_dim) float64."""
+        raise NotImplementedError
+
+    def project(self, raw: Tensor) -> Tensor:
+        if not self.projected:
+            return raw
+        return (raw.to(self.projection_mean.dtype) - self.projection_mean) @ self.projection_matrix
+
+    def set_projection(self, mean: Tensor, matrix: Tensor) -> None:
+        if not self.projected:
+            raise UsageError("this descriptor was built without a projection", hint="build it with projected=True")
+        if tuple(mean.shape) != (self.raw_dim,) or tuple(matrix.shape) != (self.raw_dim, self.embedding_dim):
+            raise UsageError(f"projection of shape {tuple(mean.shape)}, {tuple(matrix.shape)} does not fit "
+                             f"({self.raw_dim},), ({self.raw_dim}, {self.embedding_dim})")
+        self.projection_mean.copy_(mean.to(self.projection_mean))
+        self.projection_matrix.copy_(matrix.to(self.projection_matrix))
+
+    def feature_state(self) -> dict[str, Tensor]:
+        """The tensors that make the raw descriptor (the state dict less the projection)."""
+        return {k: v for k, v in self.state_dict().items() if k not in self.PROJECTION_BUFFERS}
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        return self.project(self.describe(x))

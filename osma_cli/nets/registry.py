@@ -9,7 +9,8 @@ that the metadata describes the tensors (the round-trip test over every model en
 
 Each name is registered with its kind: ``"embedding"`` (an ``EmbeddingNet``, built with
 ``embedding_dim``) or ``"classifier"`` (a ``ClassifierNet``, built with ``embedding_dim`` and
-``n_classes``). Weights files record the kind too, and loading checks the two agree.
+``n_classes``) or ``"descriptor"`` (a ``DescriptorNet``, built with ``embedding_dim`` and its
+settings). Weights files record the kind too, and loading checks the two agree.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import inspect
 from typing import Any, Callable, TypeVar
 
 from osma_cli.errors import UsageError
-from osma_cli.nets.base import ClassifierNet, EmbeddingNet, ImageModel
+from osma_cli.nets.base import ClassifierNet, DescriptorNet, EmbeddingNet, ImageModel
 
 Builder = Callable[..., ImageModel]
 B = TypeVar("B", bound=Builder)
 
-MODEL_CLASSES: dict[str, type[ImageModel]] = {"embedding": EmbeddingNet, "classifier": ClassifierNet}
+MODEL_CLASSES: dict[str, type[ImageModel]] = {"embedding": EmbeddingNet, "classifier": ClassifierNet,
+                                              "descriptor": DescriptorNet}
 _BUILDERS: dict[str, Builder] = {}
 _KINDS: dict[str, str] = {}
 

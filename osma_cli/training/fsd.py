@@ -1,0 +1,125 @@
+"""``osma train --method fsd``: a self-description extractor, fitted in closed form, no gradient.
+
+Two fits, both seconds to minutes on a CPU:
+
+1. the residual filters (optional): the least-squares optimal prediction-error filter of each
+   support, learned on **camera photographs only** (``photos``), never on generated images,
+   which is what keeps the descriptor generator-agnostic; without photos, the fixed filters;
+2. the projection: raw descriptors of the known generators' images (one folder each in
+   ``data``) -> standardise, PCA, shrunk within-class covariance, LDA or whitening
+   (``osma_cli.projection``), saved in the weights with the recipe.
+
+Enrolling a generator later needs no refit; refitting on more generators is the same
+command on a larger ``data`` (the raw descriptors come from the cache, so nothing already
+described is described again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from osma_cli.cache import EmbeddingCache, embed_with_cache
+from osma_cli.data import class_folders, iter_image_files, load_rgb
+from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.errors import DataError, ImageError
+from osma_cli.nets import get_model
+from osma_cli.nets.fsd import FSDDescriptor
+from osma_cli.nets.residual_filters import learn_filters
+from osma_cli.projection import Projection, fit_projection
+from osma_cli.runtime import resolve_device
+from osma_cli.weights import WeightsMeta, save_weights
+
+DEFAULT_PROJECTION = {"method": "lda", "pca_dim": 128, "shrinkage": 0.2}
+
+
+@dataclass
+class DescriptorConfig:
+    data: Path
+    out: Path
+    photos: Path | None = None
+    settings: dict = field(default_factory=dict)
+    projection: dict = field(default_factory=lambda: dict(DEFAULT_PROJECTION))
+    rule: dict = field(default_factory=lambda: {"name": "fang", "params": {}})
+    device: str = "auto"
+    batch_size: int = 16
+    workers: int | None = None
+    use_cache: bool = True
+
+
+@dataclass
+class DescriptorResult:
+    meta: WeightsMeta
+    projection: Projection
+    n_photos: int
+    failures: list[EmbeddedImage]
+    classes: list[str]
+
+
+def raw_descriptor(settings: dict, photos: Path | None = None) -> tuple[FSDDescriptor, int]:
+    """The unprojected extractor, its filters learned on ``photos`` when given; (model, photos used)."""
+    model = get_model("fsd", **{**settings, "projected": False})
+    if photos is None:
+        return model, 0
+    images = []
+    for path in iter_image_files([photos]):
+        try:
+            pixels = load_rgb(path)
+        except ImageError:
+            continue
+        images.append(torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float64) / 255.0)
+    if not images:
+        raise DataError(f"{photos}: no readable camera photographs to learn the residual filters from",
+                        hint="point --photos at a folder of camera JPEGs (no generated images)")
+    with torch.no_grad():
+        model.filters.copy_(learn_filters(images, supports=model.settings["filters"]))
+    return model, len(images)
+
+
+def describe_folders(embedder: Embedder, data: Path, *, batch_size: int, workers: int | None, use_cache: bool,
+                     on_progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, list[str], list[EmbeddedImage]]:
+    """Raw descriptors of every image under ``data`` (one sub-folder per class) and their labels."""
+    folders = class_folders(data)
+    paths = [p for files in folders.values() for p in files]
+    labels = np.array([k for k, files in enumerate(folders.values()) for _ in files])
+    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="keep") if use_cache else None
+    items = list(embed_with_cache(embedder, paths, cache, features_only=True, batch_size=batch_size,
+                                  workers=workers, on_progress=on_progress))
+    good = [it for it in items if it.ok]
+    if not good:
+        raise DataError(f"{data}: no readable images")
+    return (np.stack([it.embedding for it in good]).astype(np.float64), labels[[it.index for it in good]],
+            list(folders), [it for it in items if not it.ok])
+
+
+def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None = None) -> DescriptorResult:
+    """Learn filters (optional), fit the projection on ``data``'s generators, write the weights."""
+    device = resolve_device(config.device)
+    raw, n_photos = raw_descriptor(config.settings, config.photos)
+    window = raw.settings["window"]
+    raw_meta = WeightsMeta(architecture="fsd", embedding_dim=raw.raw_dim, crop_size=window,
+                           l2_normalize=False, kind="descriptor")
+    embedder = Embedder(raw, raw_meta, device)
+    features, labels, classes, failures = describe_folders(
+        embedder, config.data, batch_size=config.batch_size, workers=config.workers,
+        use_cache=config.use_cache, on_progress=on_progress)
+    projection = fit_projection(features, labels, **config.projection)
+    model = get_model("fsd", **{**raw.settings, "projected": True, "embedding_dim": projection.output_dim})
+    with torch.no_grad():
+        model.filters.copy_(raw.filters.cpu())
+    model.set_projection(torch.tensor(projection.mean), torch.tensor(projection.matrix))
+    recipe = {"method": "fsd", "filters": "learned" if n_photos else "fixed",
+              "filter_photos": None if config.photos is None else str(config.photos), "n_photos": n_photos,
+              "data": {"root": str(config.data), "classes": classes, "n_images": int(len(labels))},
+              "projection": {**config.projection, "fitted": projection.steps}}
+    meta = WeightsMeta(architecture="fsd", embedding_dim=projection.output_dim, crop_size=window,
+                       l2_normalize=False, kind="descriptor",
+                       arch_kwargs={**raw.settings, "projected": True}, recipe=recipe, rule=dict(config.rule))
+    meta = save_weights(config.out, model.cpu(), meta)
+    return DescriptorResult(meta=meta, projection=projection, n_photos=n_photos, failures=failures,
+                            classes=classes)
