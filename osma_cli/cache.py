@@ -12,6 +12,7 @@ so concurrent runs do not interleave rows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -125,8 +126,7 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     new_keys, new_vectors = [], []
     for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress, **options):
         original = missing[item.index]
-        computed[original] = EmbeddedImage(index=original, path=item.path,
-                                           embedding=item.embedding, error=item.error)
+        computed[original] = dataclasses.replace(item, index=original)
         if item.ok and keys[original] is not None:
             new_keys.append(keys[original])
             new_vectors.append(item.embedding)

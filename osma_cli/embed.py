@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osma_cli.data import DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, crop_loader, default_workers
+from osma_cli.data import (DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader,
+                           default_workers)
 from osma_cli.runtime import autocast_context, resolve_device
 from osma_cli.weights import WeightsMeta, load_weights
 
@@ -48,6 +49,10 @@ class EmbeddedImage:
     path: Path
     embedding: np.ndarray | None
     error: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Damage found in a file that still decoded (see ``osma_cli.data.decode``)."""
+    skipped: bool = False
+    """No embedding on purpose (``small="skip"``): not an unreadable file."""
 
     @property
     def ok(self) -> bool:
@@ -129,8 +134,11 @@ class Embedder:
             embedded = dict(zip(batch.indices, vectors))
         errors = dict(batch.failures)
         for index in sorted(set(embedded) | set(errors)):
-            yield EmbeddedImage(index=index, path=dataset.path(index),
-                                embedding=embedded.get(index), error=errors.get(index))
+            error = errors.get(index)
+            yield EmbeddedImage(index=index, path=dataset.path(index), embedding=embedded.get(index),
+                                error=None if error is None else str(error),
+                                warnings=batch.warnings.get(index, ()),
+                                skipped=isinstance(error, SkipReason))
 
 
 def embed_all(embedder: Embedder, paths: Sequence[Path], **kwargs) -> tuple[np.ndarray, list[EmbeddedImage]]:

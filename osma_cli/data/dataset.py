@@ -8,9 +8,10 @@ of the file list, so results can be written as they come and matched back to fil
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,11 +20,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from osma_cli.data.crops import CropTooSmall, check_crop_policy, extract_crops
-from osma_cli.data.decode import DEFAULT_MAX_PIXELS, load_rgb
+from osma_cli.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from osma_cli.errors import ImageError, UsageError
 
-CropItem = tuple[int, torch.Tensor | str]
-"""What the dataset yields: (index, crops) for a good image, (index, reason) for a bad one."""
+CropItem = tuple[int, "torch.Tensor | str", tuple[str, ...]]
+"""What the dataset yields: (index, crops, warnings) for a good image, (index, reason,
+warnings) for a bad one; ``collate_crops`` also takes items without the warnings."""
+
+
+class SkipReason(str):
+    """The reason of a file left out on purpose (``small="skip"``), not an unreadable one.
+
+    A ``str``, so that it travels where reasons do (and pickles to the main process).
+    """
 
 
 @dataclass
@@ -37,12 +46,13 @@ class CropBatch:
     indices: list[int]
     """Dataset indices of the images that decoded, in order."""
     failures: list[tuple[int, str]]
-    """(dataset index, reason) of the images that did not."""
+    """(dataset index, reason) of the images that did not; a ``SkipReason`` for a skip."""
+    warnings: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """Dataset index -> warnings of the files that have any (damage that still decoded)."""
 
     def pin_memory(self) -> CropBatch:
         """Page-locked copy, so that ``DataLoader(pin_memory=True)`` handles this batch type."""
-        return CropBatch(self.crops.pin_memory(), self.owners.pin_memory(),
-                         self.indices, self.failures)
+        return dataclasses.replace(self, crops=self.crops.pin_memory(), owners=self.owners.pin_memory())
 
 
 class ImageCropDataset(Dataset):
@@ -79,15 +89,16 @@ class ImageCropDataset(Dataset):
         return Path(os.fsdecode(self._blob[start:end].tobytes()))
 
     def __getitem__(self, index: int) -> CropItem:
-        """``(index, (n, 3, c, c) uint8 crops)``, or ``(index, reason)`` for a bad file."""
+        """``(index, (n, 3, c, c) uint8 crops, warnings)``, or ``(index, reason, warnings)``."""
         try:
-            image = load_rgb(self.path(index), max_pixels=self.max_pixels)
-            crops = extract_crops(image, self.crop, self.n_crops, small=self.small)
+            decoded = decode_image(self.path(index), max_pixels=self.max_pixels)
         except ImageError as exc:
-            return index, exc.reason
+            return index, exc.reason, ()
+        try:
+            crops = extract_crops(decoded.pixels, self.crop, self.n_crops, small=self.small)
         except CropTooSmall as exc:
-            return index, f"{exc} (small images are skipped)"
-        return index, torch.from_numpy(crops)
+            return index, SkipReason(f"{exc} (small images are skipped)"), decoded.warnings
+        return index, torch.from_numpy(crops), decoded.warnings
 
 
 def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBatch:
@@ -101,7 +112,10 @@ def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBat
     owners: list[torch.Tensor] = []
     indices: list[int] = []
     failures: list[tuple[int, str]] = []
-    for index, item in items:
+    warnings: dict[int, tuple[str, ...]] = {}
+    for index, item, *rest in items:
+        if rest and rest[0]:
+            warnings[index] = tuple(rest[0])
         if isinstance(item, str):
             failures.append((index, item))
             continue
@@ -111,13 +125,13 @@ def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBat
     if not tensors:
         side = crop or 0
         return CropBatch(torch.empty((0, 3, side, side), dtype=torch.uint8),
-                         torch.empty((0,), dtype=torch.int64), indices, failures)
+                         torch.empty((0,), dtype=torch.int64), indices, failures, warnings)
     shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
     out = torch.empty(shape, dtype=torch.uint8)
     if get_worker_info() is not None:
         out.share_memory_()
     torch.cat(tensors, out=out)
-    return CropBatch(out, torch.cat(owners), indices, failures)
+    return CropBatch(out, torch.cat(owners), indices, failures, warnings)
 
 
 def default_workers() -> int:
