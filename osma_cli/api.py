@@ -23,7 +23,7 @@ from osma_cli.classifier import require_embedding_model, save_classifier_thresho
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
 from osma_cli.data import class_folders
 from osma_cli.embed import EmbeddedImage, Embedder, embed_all
-from osma_cli.errors import DataError, ReferenceStoreError, UsageError
+from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.rules import OpenSetRule
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
@@ -82,8 +82,9 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     counts = np.bincount(good_labels, minlength=len(names))
     short = [f"{names[i]} ({counts[i]} readable)" for i in range(len(names)) if counts[i] < MIN_IMAGES]
     if short:
-        raise DataError(f"{root}: too few readable images for {', '.join(short)}",
-                        hint="fix or replace the unreadable files listed above")
+        raise TooFewReadable(f"{root}: too few readable images for {', '.join(short)}",
+                             unreadable=_unreadable(failures),
+                             hint="fix or replace the unreadable files listed above")
     embeddings = np.stack([it.embedding for it in good])
     store = ReferenceStore.for_weights(embedder.meta, rule)
     for i, name in enumerate(names):
@@ -96,6 +97,10 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
             method=f"provisional: {store.rule.held_out_method()} scores of the build images",
             target=acceptance, n_images=int(loo.size), chosen=now_iso()))
     return BuildResult(store=store, failures=failures)
+
+
+def _unreadable(failures: Sequence[EmbeddedImage]) -> list[tuple[Path, str]]:
+    return [(item.path, item.error or "") for item in failures]
 
 
 @dataclass
@@ -120,6 +125,10 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
         store.check_weights(embedder.meta, store_path=store_path)
         store.check_enrollable(name, update=update)
     embeddings, failures = embed_all(embedder, paths, on_progress=on_progress, **options.kwargs())
+    if failures and (len(embeddings) == 0 or (not update and len(embeddings) < MIN_IMAGES)):
+        raise TooFewReadable(f"only {len(embeddings)} of {len(paths)} images of {name!r} could be read; "
+                             f"a generator needs at least {MIN_IMAGES}", unreadable=_unreadable(failures),
+                             hint="fix or replace the unreadable files listed above")
     with open_store_for_update(store_path, create_for=embedder.meta) as store:
         reference = store.enroll(name, embeddings, update=update)
     return EnrollResult(reference=reference, n_added=len(embeddings), failures=failures)
@@ -132,6 +141,10 @@ class FileAttribution:
     path: Path
     attribution: Attribution | None
     error: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Damage found in the file although it decoded: the attribution may be unreliable."""
+    skipped: bool = False
+    """Left out on purpose (``small="skip"``; ``error`` says why), not unreadable."""
 
 
 def scorer_for(embedder: Embedder, store: ReferenceStore | None = None) -> Scorer:
@@ -170,9 +183,10 @@ def attribute_files(embedder: Embedder, store: ReferenceStore | None, paths: Seq
                                              threshold=threshold, top_k=top_k) if good else [])
         for item in chunk:
             if item.ok:
-                yield FileAttribution(path=item.path, attribution=next(verdicts))
+                yield FileAttribution(path=item.path, attribution=next(verdicts), warnings=item.warnings)
             else:
-                yield FileAttribution(path=item.path, attribution=None, error=item.error)
+                yield FileAttribution(path=item.path, attribution=None, error=item.error,
+                                      warnings=item.warnings, skipped=item.skipped)
 
 
 @dataclass
@@ -250,7 +264,8 @@ def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, accepta
         else:
             failures.append(item)
     if not embeddings:
-        raise DataError(f"{root}: no readable validation images")
+        raise TooFewReadable(f"{root}: no readable validation images", unreadable=_unreadable(failures),
+                             hint="fix or replace the unreadable files listed above")
     ok_unknown_arr = np.array(ok_unknown, dtype=bool)
     scores = scorer.score(np.stack(embeddings)).scores
     tau, method, target = calibrate(scores[~ok_unknown_arr], scores[ok_unknown_arr],

@@ -15,6 +15,7 @@ so concurrent runs do not interleave rows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -132,8 +133,7 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress,
                                      features_only=True, **options):
         original = missing[item.index]
-        computed[original] = EmbeddedImage(index=original, path=item.path,
-                                           embedding=item.embedding, error=item.error)
+        computed[original] = dataclasses.replace(item, index=original)
         if item.ok and keys[original] is not None:
             new_keys.append(keys[original])
             new_vectors.append(item.embedding)
@@ -150,4 +150,4 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
         if i in hits:
             yield EmbeddedImage(index=i, path=Path(path), embedding=finished(hits[i]))
         else:
-            yield EmbeddedImage(index=i, path=item.path, embedding=finished(item.embedding), error=item.error)
+            yield dataclasses.replace(item, embedding=finished(item.embedding))

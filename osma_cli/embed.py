@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osma_cli.data import DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, crop_loader, default_workers
+from osma_cli.data import (DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader,
+                           default_workers)
 from osma_cli.runtime import autocast_context, resolve_device
 from osma_cli.nets.base import DescriptorNet, InputPolicy
 from osma_cli.weights import WeightsMeta, feature_identity, load_weights
@@ -55,6 +56,10 @@ class EmbeddedImage:
     path: Path
     embedding: np.ndarray | None
     error: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Damage found in a file that still decoded (see ``osma_cli.data.decode``)."""
+    skipped: bool = False
+    """No embedding on purpose (``small="skip"``): not an unreadable file."""
 
     @property
     def ok(self) -> bool:
@@ -163,8 +168,9 @@ class Embedder:
         cache keeps). Memory stays bounded by the batch size and the loader's prefetch,
         whatever the number of files.
         """
-        dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=self.small_policy(small),
-                                   max_pixels=max_pixels, min_size=self.model.min_input_size)
+        policy = self.small_policy(small)
+        dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=policy, max_pixels=max_pixels,
+                                   min_size=self.model.min_input_size if policy == "keep" else 1)
         loader = crop_loader(dataset, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers,
                              pin_memory=self.device.type == "cuda")
@@ -182,8 +188,11 @@ class Embedder:
             embedded = dict(zip(batch.indices, vectors))
         errors = dict(batch.failures)
         for index in sorted(set(embedded) | set(errors)):
-            yield EmbeddedImage(index=index, path=dataset.path(index),
-                                embedding=embedded.get(index), error=errors.get(index))
+            error = errors.get(index)
+            yield EmbeddedImage(index=index, path=dataset.path(index), embedding=embedded.get(index),
+                                error=None if error is None else str(error),
+                                warnings=batch.warnings.get(index, ()),
+                                skipped=isinstance(error, SkipReason))
 
 
 def embed_all(embedder: Embedder, paths: Sequence[Path], **kwargs) -> tuple[np.ndarray, list[EmbeddedImage]]:

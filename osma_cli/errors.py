@@ -8,11 +8,16 @@ traceback reaches a user for an error we anticipated.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_SOME_INPUTS_FAILED = 3
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT: stopped by Ctrl-C, as a shell reports it."""
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: the reader of stdout went away (``osma attribute --json | head -1``)."""
 
 
 class OsmaError(Exception):
@@ -54,3 +59,12 @@ class ReferenceStoreError(OsmaError):
 
 class DataError(OsmaError):
     """A dataset, folder tree or annotation file is malformed or empty."""
+
+
+class TooFewReadable(DataError):
+    """Too few of the given images could be read; ``unreadable`` names the others and why."""
+
+    def __init__(self, message: str, *, unreadable: Sequence[tuple[Path, str]] = (),
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.unreadable = list(unreadable)

@@ -87,7 +87,7 @@ def test_round_trip_is_exact(folder: Path, name: str) -> None:
         model = trained_state(get_model(name, embedding_dim=32, n_classes=len(classes)))
         meta = make_meta(name, 32, kind="classifier", class_names=classes)
     else:
-        model, meta = trained_state(get_model(name, embedding_dim=32)), make_meta(name, 32)
+        model, meta = trained_state(get_model(name, embedding_dim=32)), make_meta(name, 32, kind=model_kind(name))
     path = folder / f"{name}.safetensors"
     written = save_weights(path, model, meta)
     loaded, meta = load_weights(path)

@@ -2,19 +2,23 @@
 
 Every command is registered through ``command``, which turns an anticipated ``OsmaError``
 into one clean message on stderr and the error's exit code (the same under Typer's test
-runner as in a shell). Unanticipated errors keep their traceback: they are bugs.
+runner as in a shell). A reader of stdout that goes away (``osma ... | head -1``) ends the
+command quietly with 141, the status of a process killed by SIGPIPE. Unanticipated errors
+keep their traceback: they are bugs.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import Callable
 
 import typer
 
 from osma_cli.cli import attribute, demo, evaluate, info, references, train
 from osma_cli.cli.zoo import zoo_app
-from osma_cli.errors import OsmaError
+from osma_cli.errors import EXIT_BROKEN_PIPE, OsmaError, TooFewReadable
 
 
 def handle_errors(func: Callable) -> Callable:
@@ -25,10 +29,25 @@ def handle_errors(func: Callable) -> Callable:
         except OsmaError as exc:
             from osma_cli.cli import output
 
+            for path, reason in exc.unreadable if isinstance(exc, TooFewReadable) else ():
+                output.file_problem(path, reason)
             output.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
 
     return wrapper
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # not a real file (a test runner's buffer)
+        pass
 
 
 def command(target: typer.Typer, name: str, func: Callable) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,16 +13,30 @@ import typer
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
                                   RefsOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
 from osma_cli.cli.session import embed_options, load_embedder, refs_path
-from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+
+
+SCHEMA = 1
+"""Version of the JSON record of ``osma attribute`` (docs/output.md); raised on any change
+that is not a new field."""
+
+
+def status_of(item) -> str:
+    """ok, error (unreadable), or skipped (left out on purpose, not a failure)."""
+    if item.attribution is not None:
+        return "ok"
+    return "skipped" if item.skipped else "error"
 
 
 def attribution_record(item, top_k: int) -> dict:
-    """One file's result as a flat-ish dict: the JSON object and the CSV row."""
+    """One file's result as a flat-ish dict: the JSON object and the CSV row (docs/output.md)."""
     a = item.attribution
-    record = {"path": str(item.path), "status": "ok" if a is not None else "error",
+    record = {"schema": SCHEMA, "path": output.path_text(item.path),
+              "path_bytes_b64": output.path_bytes_b64(item.path), "status": status_of(item),
               "verdict": None, "candidate": None, "score": None, "threshold": None,
-              "margin": None, "error": item.error, "top": []}
+              "margin": None, "error": item.error, "warnings": list(item.warnings), "top": []}
     if a is not None:
         record.update(verdict=a.verdict, candidate=a.candidate,
                       score=output.finite_or_none(a.score),
@@ -33,14 +49,16 @@ def attribution_record(item, top_k: int) -> dict:
 
 
 def csv_fields(top_k: int) -> list[str]:
-    fields = ["path", "status", "verdict", "candidate", "score", "threshold", "margin", "error"]
+    fields = ["path", "path_bytes_b64", "status", "verdict", "candidate", "score", "threshold",
+              "margin", "error", "warnings"]
     for i in range(1, top_k + 1):
         fields += [f"top{i}", f"top{i}_distance", f"top{i}_normalized_distance"]
     return fields
 
 
 def csv_row(record: dict) -> dict:
-    row = {k: v for k, v in record.items() if k != "top"}
+    row = {k: v for k, v in record.items() if k not in ("top", "schema")}
+    row["warnings"] = "; ".join(record["warnings"])
     for i, cand in enumerate(record["top"], start=1):
         row[f"top{i}"] = cand["name"]
         row[f"top{i}_distance"] = cand["distance"]
@@ -48,17 +66,28 @@ def csv_row(record: dict) -> dict:
     return row
 
 
+def report(item) -> None:
+    """What is wrong with one file, on stderr, naming it."""
+    if item.attribution is None:
+        if item.skipped:
+            output.file_problem(item.path, item.error, level="note")
+        else:
+            output.file_problem(item.path, f"{item.error} (not attributed)")
+    for warning in item.warnings:
+        output.file_problem(item.path, f"{warning} (attributed anyway)")
+
+
 def attribute(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).",
-                                                show_default=False)],
+                                                exists=True, show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K nearest generators.")] = 1,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="Override tau (on the normalized distance; on 1 - max softmax for a classifier).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
     csv_out: Annotated[Optional[Path], typer.Option(
-        "--csv", help="Also write the results to this CSV file.", dir_okay=False,
-        show_default=False)] = None,
+        "--csv", help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
+        dir_okay=False, allow_dash=True, show_default=False)] = None,
     model: ModelOpt = None,
     refs: RefsOpt = None,
     device: DeviceOpt = "auto",
@@ -74,18 +103,23 @@ def attribute(
     the threshold, otherwise 'unknown'. With a classifier model (POSE) the candidate is its
     most probable class and the score is 1 - max softmax, with the same rule; its classes
     and threshold come from its weights, so --refs is not used. Exit code 0 when every
-    file was processed, 3 when some could not be read (each is reported), 2 for usage errors.
+    file was processed, 3 when some could not be read (each is reported), 2 for usage
+    errors, 130 when interrupted, 141 when the reader of stdout went away. The records
+    and CSV columns are described in docs/output.md.
     """
-    from osma_cli.api import attribute_files
+    from osma_cli.api import FileAttribution, attribute_files
     from osma_cli.attribution import resolve_threshold
     from osma_cli.classifier import refuse_refs_for_classifier, resolve_classifier_threshold
-    from osma_cli.data import iter_image_files
     from osma_cli.references import ReferenceStore
 
+    csv_to_stdout = is_stdout(csv_out)
+    if json_out and csv_to_stdout:
+        raise UsageError("--json and --csv - both write to stdout", hint="pick one, or --csv a file")
+    check_output_file(csv_out, "--csv")
     options = embed_options(crops, batch_size, workers, small, max_pixels)
-    files = list(iter_image_files(paths))
-    if not files:
-        raise UsageError("no image files found in " + ", ".join(str(p) for p in paths),
+    files, unlisted = list_image_inputs(paths)
+    if not files and not unlisted:
+        raise UsageError("no image files found in " + ", ".join(output.path_text(p) for p in paths),
                          hint="pass image files or folders holding .jpg/.png/... images")
     embedder = load_embedder(model, device)
     refuse_refs_for_classifier(embedder.meta, refs)
@@ -98,33 +132,58 @@ def attribute(
         store.check_weights(embedder.meta, store_path=store_file)
         tau = resolve_threshold(store, threshold)
 
-    csv_handle = open(csv_out, "w", newline="", encoding="utf-8") if csv_out else None
-    csv_writer = output.CsvWriter(csv_handle, csv_fields(top)) if csv_handle else None
-    records, n_failed = [], 0
-    try:
-        with output.progress_bar("attributing", len(files), enabled=len(files) > 1) as advance:
-            for item in attribute_files(embedder, store, files, threshold=tau, top_k=top,
-                                        options=options, on_progress=advance):
-                record = attribution_record(item, top)
-                if item.error is not None:
-                    n_failed += 1
-                    output.warn(f"skipped {output.escape(item.error)}")
-                if json_out:
-                    output.write_json_line(record)
-                else:
-                    records.append(record)
-                if csv_writer is not None:
-                    csv_writer.write(csv_row(record))
-    finally:
-        if csv_handle is not None:
-            csv_handle.close()
+    records: list[dict] = []
+    counts = {"ok": 0, "error": 0, "skipped": 0}
+    with contextlib.ExitStack() as stack:
+        csv_writer = None
+        if csv_out is not None:
+            handle = sys.stdout if csv_to_stdout else stack.enter_context(
+                open(csv_out, "w", newline="", encoding="utf-8"))
+            csv_writer = output.CsvWriter(handle, csv_fields(top))
 
-    if not json_out:
-        render_table(records, top, tau, "1 - max softmax" if embedder.is_classifier else "norm. distance")
-    if n_failed:
-        output.stderr.print(f"{n_failed} of {len(files)} files could not be read.")
+        def emit(item) -> None:
+            record = attribution_record(item, top)
+            report(item)
+            if json_out:
+                output.write_json_line(record)
+            elif not csv_to_stdout:
+                records.append(record)
+            if csv_writer is not None:
+                csv_writer.write(csv_row(record))
+
+        for folder, reason in unlisted:
+            emit(FileAttribution(path=folder, attribution=None, error=reason))
+        try:
+            with output.progress_bar("attributing", len(files), enabled=len(files) > 1,
+                                     streams_stdout=json_out or csv_to_stdout) as advance:
+                if files:
+                    for item in attribute_files(embedder, store, files, threshold=tau, top_k=top,
+                                                options=options, on_progress=advance):
+                        emit(item)
+                        counts[status_of(item)] += 1
+        except KeyboardInterrupt:
+            done = sum(counts.values())
+            where = ("" if csv_out is None or csv_to_stdout else f"; {done} results in {output.path_text(csv_out)}")
+            if records:
+                render_table(records, top, tau, score_name(embedder))
+            output.stderr.print(f"interrupted after {done} of {len(files)} files{where}", soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    if records:
+        render_table(records, top, tau, score_name(embedder))
+    if counts["skipped"]:
+        output.stderr.print(f"{counts['skipped']} of {len(files)} files skipped on purpose (--small skip).")
+    if unlisted:
+        output.stderr.print(f"{len(unlisted)} folder(s) could not be listed.")
+    if counts["error"]:
+        output.stderr.print(f"{counts['error']} of {len(files)} files could not be read.")
+    if counts["error"] or unlisted:
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
     raise typer.Exit(EXIT_OK)
+
+
+def score_name(embedder) -> str:
+    return "1 - max softmax" if embedder.is_classifier else "norm. distance"
 
 
 def short_paths(paths: list[str]) -> tuple[str, list[str]]:
@@ -140,14 +199,20 @@ def render_table(records: list[dict], top_k: int, tau: float, score_name: str = 
     columns = ["file", "verdict", "candidate", score_name, "margin"]
     if top_k > 1:
         columns.append(f"top {top_k}")
+    with_notes = any(r["status"] != "ok" or r["warnings"] for r in records)
+    if with_notes:
+        columns.append("note")
     rows = []
     for r, name in zip(records, names):
+        notes = ([r["error"]] if r["error"] else []) + r["warnings"]
         if r["status"] != "ok":
-            rows.append([name, "error", "", "", ""] + ([""] if top_k > 1 else []))
-            continue
-        row = [name, r["verdict"], r["candidate"], f"{r['score']:.3f}", f"{r['margin']:+.3f}"]
-        if top_k > 1:
-            row.append(", ".join(f"{c['name']} ({c['normalized_distance']:.2f})" for c in r["top"]))
+            row = [name, r["status"], "", "", ""] + ([""] if top_k > 1 else [])
+        else:
+            row = [name, r["verdict"], r["candidate"], f"{r['score']:.3f}", f"{r['margin']:+.3f}"]
+            if top_k > 1:
+                row.append(", ".join(f"{c['name']} ({c['normalized_distance']:.2f})" for c in r["top"]))
+        if with_notes:
+            row.append("; ".join(notes))
         rows.append(row)
     title = f"threshold tau = {tau:.3f}" + (f"; files under {root}" if root else "")
-    output.stdout.print(output.simple_table(title, columns, rows))
+    output.print_table(output.simple_table(title, columns, rows))

@@ -11,6 +11,7 @@ import typer
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
                                   RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
@@ -22,7 +23,7 @@ AcceptanceOpt = Annotated[float, typer.Option(
 def calibrate(
     root: Annotated[Path, typer.Argument(
         help="Validation images: one folder per known generator; other folders count as unknown.",
-        show_default=False)],
+        exists=True, file_okay=False, show_default=False)],
     acceptance: AcceptanceOpt = 0.95,
     target_crr: Annotated[Optional[float], typer.Option(
         "--target-crr", min=0.0, max=1.0, show_default=False,
@@ -44,12 +45,12 @@ def calibrate(
     """
     from osma_cli.api import calibrate_classifier, calibrate_references
     from osma_cli.classifier import refuse_refs_for_classifier
-    from osma_cli.data import class_folders
+    from osma_cli.cli.references import class_folders_or_usage
 
     options = embed_options(crops, batch_size, workers, small, max_pixels)
+    total = sum(len(v) for v in class_folders_or_usage(root).values())
     embedder = load_embedder(model, device)
     refuse_refs_for_classifier(embedder.meta, refs)
-    total = sum(len(v) for v in class_folders(root).values())
     with output.progress_bar("embedding", total) as advance:
         if embedder.is_classifier:
             result = calibrate_classifier(embedder, root, acceptance=acceptance, target_crr=target_crr,
@@ -57,14 +58,13 @@ def calibrate(
         else:
             result = calibrate_references(embedder, refs_path(refs), root, acceptance=acceptance,
                                           target_crr=target_crr, options=options, on_progress=advance)
-    for item in result.failures:
-        output.warn(f"skipped {output.escape(item.error)}")
+    unreadable = output.report_failures(result.failures)
     t = result.threshold
     output.stdout.print(f"tau = {t.value:.6g} in {result.written_to}\n  {t.method}, target {t.target}, "
                         f"{t.n_images} images")
     if result.unknown_folders:
         output.stdout.print(f"  folders treated as unknown generators: {', '.join(result.unknown_folders)}")
-    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
 def benchmark(
@@ -72,10 +72,10 @@ def benchmark(
         help="Split name, e.g. split1 (not needed with --manifest).", show_default=False)] = None,
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", help="POSE benchmark download (holding dataset/split*_*/annotations).",
-        file_okay=False, show_default=False)] = None,
+        exists=True, file_okay=False, show_default=False)] = None,
     manifest: Annotated[Optional[Path], typer.Option(
         "--manifest", help="TOML/JSON file naming known and unknown generators' folders.",
-        dir_okay=False, show_default=False)] = None,
+        exists=True, dir_okay=False, show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write metrics.json, scores.csv, references.h5 and PNG plots here.",
         file_okay=False, show_default=False)] = None,
@@ -100,6 +100,8 @@ def benchmark(
     from osma_cli.cache import EmbeddingCache
     from osma_cli.evaluation.protocol import run_benchmark
 
+    if out is not None and not out.is_dir():
+        check_output_file(out, "--out")  # a new folder: its parent must exist
     bench_split = load_split(split, data_root, manifest)
     chosen_rule = parse_rule(rule)
     options = embed_options(crops, batch_size, workers, small, max_pixels)
@@ -108,8 +110,7 @@ def benchmark(
     run = run_benchmark(embedder, bench_split, options=options, cache=cache, acceptance=acceptance,
                         threshold=threshold, rule=chosen_rule, refit_projection=not keep_projection,
                         progress=output.progress_bar)
-    for item in run.failures:
-        output.warn(f"skipped {output.escape(item.error)}")
+    unreadable = output.report_failures(run.failures)
     if out is not None:
         write_outputs(run, out)
     if json_out:
@@ -118,7 +119,7 @@ def benchmark(
         render_report(run)
         if out is not None:
             output.stdout.print(f"wrote metrics.json, scores.csv, references.h5 and plots to {out}")
-    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if run.failures else EXIT_OK)
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
 def load_split(split: str | None, data_root: Path | None, manifest: Path | None):
@@ -187,6 +188,6 @@ def render_report(run) -> None:
     output.stdout.print(f"closed-set accuracy: {pct(r['closed_set_accuracy'])}%")
     output.stdout.print(f"threshold tau: {run.threshold.value:.4g} on the {run.score_name} "
                         f"({run.threshold.method})")
-    output.stdout.print(output.simple_table(
+    output.print_table(output.simple_table(
         "open-set figures by unknown kind (aF1 and CRR at tau)",
         ["unknown kind", "images", "AUC %", "OSCR %", "CRR %", "aF1 %", "aF1-CRR area %"], rows))

@@ -73,25 +73,25 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
         output.write_json(data)
         return
     rows = [[k, v] for k, v in data.items() if k not in ("model", "references", "classifier")]
-    output.stdout.print(output.simple_table("osma", ["", ""], rows))
+    output.print_table(output.simple_table("osma", ["", ""], rows))
     model_info = data["model"]
-    output.stdout.print(output.simple_table("model", ["field", "value"],
+    output.print_table(output.simple_table("model", ["field", "value"],
                                             flatten(model_info)))
     refs_info = data["references"]
     if "classifier" in data:
         tau = data["classifier"]["threshold"]
         shown = "not set" if tau is None else tau.get("error") or f"{tau['value']:.4g} ({tau['method']})"
-        output.stdout.print(output.simple_table(
+        output.print_table(output.simple_table(
             "closed-set classifier", ["field", "value"],
             [["classes", ", ".join(data["classifier"]["classes"])], ["threshold (1 - max softmax)", shown],
              ["threshold file", data["classifier"]["threshold_file"]]]))
     elif "error" in refs_info:
-        output.stdout.print(output.simple_table("references", ["field", "value"],
+        output.print_table(output.simple_table("references", ["field", "value"],
                                                 [["error", refs_info["error"]]]))
     else:
         gens = refs_info["generators"]
         tau = refs_info["threshold"]
-        output.stdout.print(output.simple_table(
+        output.print_table(output.simple_table(
             f"references: {refs_info['path']} (tau {tau['value']:.4g})" if tau else
             f"references: {refs_info['path']} (no threshold)",
             ["generator", "images", "sigma"], [[g["name"], g["count"], f"{g['sigma']:.4g}"] for g in gens]))

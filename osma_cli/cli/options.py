@@ -9,7 +9,7 @@ import typer
 
 ModelOpt = Annotated[Optional[Path], typer.Option(
     "--model", help="Weights file (.safetensors). Default: the shipped model.",
-    dir_okay=False, show_default=False)]
+    exists=True, dir_okay=False, show_default=False)]
 RefsOpt = Annotated[Optional[Path], typer.Option(
     "--refs", help="Reference store (.h5). Default: $OSMA_HOME/references.h5, seeded from the shipped one.",
     dir_okay=False, show_default=False)]

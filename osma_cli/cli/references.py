@@ -10,17 +10,31 @@ import typer
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
                                   RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.paths import check_output_file, list_image_inputs
 from osma_cli.cli.session import embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
-def report_failures(failures) -> None:
-    for item in failures:
-        output.warn(f"skipped {output.escape(item.error)}")
+
+def class_folders_or_usage(root: Path) -> dict[str, list[Path]]:
+    """The class folders under ``root``; none, or no images in any, is a usage error."""
+    from osma_cli.data import class_folders
+    from osma_cli.errors import DataError
+
+    try:
+        folders = class_folders(root)
+    except DataError as exc:
+        if "no class folders" not in exc.message:
+            raise
+        raise UsageError(exc.message, hint=exc.hint) from None
+    if not any(folders.values()):
+        raise UsageError(f"no image files found in the class folders of {output.path_text(root)}",
+                         hint="put the images of each class in a sub-folder named after it")
+    return folders
 
 
 def build(
     root: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per generator.",
-                                         show_default=False)],
+                                         exists=True, file_okay=False, show_default=False)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Store to write. Default: $OSMA_HOME/references.h5.", dir_okay=False,
         show_default=False)] = None,
@@ -40,25 +54,26 @@ def build(
     accepted); calibrate on held-out images for a threshold you can report.
     """
     from osma_cli.api import build_references
-    from osma_cli.data import class_folders
+
+    check_output_file(out, "--out")
     target = out if out is not None else refs_path(None)
     if target.exists() and not force:
         raise UsageError(f"{target} exists", hint="pass --force to replace it, or --out another file")
     chosen_rule = parse_rule(rule)
     options = embed_options(crops, batch_size, workers, small, max_pixels)
+    total = sum(len(f) for f in class_folders_or_usage(root).values())
     embedder = load_embedder(model, device)
-    total = sum(len(f) for f in class_folders(root).values())
     with output.progress_bar("embedding", total) as advance:
         result = build_references(embedder, root, options=options, rule=chosen_rule, on_progress=advance)
-    report_failures(result.failures)
+    unreadable = output.report_failures(result.failures)
     result.store.save(target)
     render_store_summary(result.store, target)
-    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
 def enroll(
     dirs: Annotated[list[Path], typer.Argument(help="Images (files or folders) of the new generator.",
-                                               show_default=False)],
+                                               exists=True, show_default=False)],
     name: Annotated[str, typer.Option("--name", help="Name of the generator.", show_default=False)],
     update: Annotated[bool, typer.Option("--update", help="Add the images to an existing generator.")] = False,
     refs: RefsOpt = None,
@@ -72,23 +87,24 @@ def enroll(
 ) -> None:
     """Enroll a new generator from its images, without retraining anything."""
     from osma_cli.api import enroll_generator
-    from osma_cli.data import iter_image_files
 
-    files = list(iter_image_files(dirs))
+    files, unlisted = list_image_inputs(dirs)
+    for folder, reason in unlisted:
+        output.file_problem(folder, f"{reason} (its images are not enrolled)")
     if not files:
-        raise UsageError("no image files found in " + ", ".join(str(d) for d in dirs))
+        raise UsageError("no image files found in " + ", ".join(output.path_text(d) for d in dirs))
     options = embed_options(crops, batch_size, workers, small, max_pixels)
     embedder = load_embedder(model, device)
     store_file = refs_path(refs)
     with output.progress_bar("embedding", len(files)) as advance:
         result = enroll_generator(embedder, store_file, name, files, update=update,
                                   options=options, on_progress=advance)
-    report_failures(result.failures)
+    unreadable = output.report_failures(result.failures) + len(unlisted)
     ref = result.reference
     verb = "added" if update else "enrolled"
     output.stderr.print(f"{verb} {result.n_added} images as {ref.name!r} in {store_file} "
                         f"({ref.count} images, sigma {ref.sigma:.4g})")
-    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
 def store_rows(store) -> list[list[str]]:
@@ -97,7 +113,7 @@ def store_rows(store) -> list[list[str]]:
 
 def render_store_summary(store, path: Path) -> None:
     tau = "not set" if store.threshold is None else f"{store.threshold.value:.4g} ({store.threshold.method})"
-    output.stdout.print(output.simple_table(
+    output.print_table(output.simple_table(
         f"{path}: {len(store)} generators, rule {store.rule.name}, threshold {tau}",
         ["generator", "images", "sigma", "updated"], store_rows(store)))
 
@@ -138,7 +154,7 @@ def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_d
     if json_out:
         output.write_json(info)
     else:
-        output.stdout.print(output.simple_table(f"{name} in {path}", ["field", "value"],
+        output.print_table(output.simple_table(f"{name} in {path}", ["field", "value"],
                                                 [[k, v] for k, v in info.items()]))
 
 

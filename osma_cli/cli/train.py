@@ -15,6 +15,7 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, RuleOpt, WorkersOpt
+from osma_cli.cli.paths import check_output_file
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 ArchOpt = Annotated[Optional[str], typer.Option(
@@ -55,16 +56,17 @@ METHODS = ("metric", "pose", "fsd")
 
 def train(
     data: Annotated[Optional[Path], typer.Argument(
-        help="Folder with one sub-folder of images per generator.", show_default=False)] = None,
+        help="Folder with one sub-folder of images per generator.", exists=True, file_okay=False,
+        show_default=False)] = None,
     annotations: Annotated[Optional[list[Path]], typer.Option(
-        "--annotations", metavar="FILE", dir_okay=False,
+        "--annotations", metavar="FILE", exists=True, dir_okay=False,
         help="POSE annotation file (lines 'relative/path<TAB>label') instead of DATA; repeat for several.",
         show_default=False)] = None,
     data_root: Annotated[Optional[Path], typer.Option(
-        "--data-root", file_okay=False, help="Folder the annotation paths are relative to.",
+        "--data-root", exists=True, file_okay=False, help="Folder the annotation paths are relative to.",
         show_default=False)] = None,
     val_annotations: Annotated[Optional[list[Path]], typer.Option(
-        "--val-annotations", metavar="FILE", dir_okay=False,
+        "--val-annotations", metavar="FILE", exists=True, dir_okay=False,
         help="Validation images of the training generators (annotation files); replaces --val-fraction.",
         show_default=False)] = None,
     val_fraction: ValFractionOpt = 0.1,
@@ -75,7 +77,7 @@ def train(
                                            "with the new weights.", show_default=False)] = None,
     arch: ArchOpt = None,
     init: Annotated[Optional[Path], typer.Option(
-        "--init", dir_okay=False, help="Start from these weights (e.g. from `osma pretrain`). "
+        "--init", exists=True, dir_okay=False, help="Start from these weights (e.g. from `osma pretrain`). "
                                        "Default: from scratch.", show_default=False)] = None,
     embedding_dim: EmbeddingDimOpt = None,
     epochs: EpochsOpt = 30,
@@ -157,6 +159,8 @@ def train(
 
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    check_output_file(out, "--out")
+    check_output_file(refs_out, "--refs-out")
     if open_space_aug and method == "pose":
         raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
     if method == "fsd":
@@ -224,7 +228,7 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
 
 def pretrain(
     root: Annotated[Path, typer.Argument(
-        metavar="CAMERA_ROOT|PHOTOS_DIR", file_okay=False,
+        metavar="CAMERA_ROOT|PHOTOS_DIR", exists=True, file_okay=False,
         help="Camera-model database (one sub-folder per camera model), or with --simulate-cameras "
              "a folder of real photos.", show_default=False)],
     simulate_cameras: Annotated[Optional[int], typer.Option(
@@ -266,6 +270,7 @@ def pretrain(
     """
     from osma_cli.training.pretrain import PretrainConfig, pretrain as run_pretrain
 
+    check_output_file(out, "--out")
     simulated = simulate_cameras is not None
     config = PretrainConfig(
         camera_root=None if simulated else root, photos=root if simulated else None,
@@ -357,7 +362,7 @@ def summary(result, extra: dict | None = None) -> dict:
 
 def finish(result, json_out: bool, extra: dict | None = None) -> None:
     for path, reason in result.skipped:
-        output.warn(f"skipped {output.escape(f'{path}: {reason}')}")
+        output.file_problem(path, f"{reason} (skipped)")
     for note in result.notes:
         output.warn(output.escape(note))
     data = summary(result, extra)
@@ -367,5 +372,5 @@ def finish(result, json_out: bool, extra: dict | None = None) -> None:
         rows = [[k, v] for k, v in data.items() if k not in ("history", "skipped", "classes")]
         rows.insert(5, ["classes", f"{len(data['classes'])}: {', '.join(data['classes'][:8])}"
                                    + (", ..." if len(data["classes"]) > 8 else "")])
-        output.stdout.print(output.simple_table("training finished", ["", ""], rows))
+        output.print_table(output.simple_table("training finished", ["", ""], rows))
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.skipped else EXIT_OK)

@@ -218,7 +218,7 @@ def list_generators(weights: WeightsDirOpt = None, json_out: JsonOpt = False) ->
                    r["steps"] if r["steps"] is not None else "-",
                    f"{r['psnr_heldout']:.2f}" if r["psnr_heldout"] is not None else "-",
                    " ".join(letters[r["splits"][x.name]] for x in roles)] for r in rows]
-    output.stdout.print(output.simple_table(
+    output.print_table(output.simple_table(
         f"{len(rows)} generators, {sum(r['steps'] is not None for r in rows)} with weights in "
         f"{folder}",
         ["generator", "family", "set", "steps", "PSNR", "splits"], table_rows))

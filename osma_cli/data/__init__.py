@@ -12,11 +12,13 @@ from osma_cli.data.crops import (
 from osma_cli.data.dataset import (
     CropBatch,
     ImageCropDataset,
+    SkipReason,
     collate_crops,
     crop_loader,
     default_workers,
 )
-from osma_cli.data.decode import DEFAULT_MAX_PIXELS, SUPPORTED_MODES, load_rgb, pixels_to_rgb
+from osma_cli.data.decode import (DEFAULT_MAX_PIXELS, SUPPORTED_MODES, DecodedImage, decode_image, load_rgb,
+                                  pixels_to_rgb)
 from osma_cli.data.files import IMAGE_SUFFIXES, class_folders, iter_image_files
 
 __all__ = [
@@ -27,16 +29,19 @@ __all__ = [
     "SUPPORTED_MODES",
     "CropBatch",
     "CropTooSmall",
+    "DecodedImage",
     "ImageCropDataset",
     "check_crop_policy",
     "class_folders",
     "collate_crops",
     "crop_loader",
     "crop_origins",
+    "decode_image",
     "default_workers",
     "extract_crops",
     "iter_image_files",
     "load_rgb",
     "pixels_to_rgb",
     "random_crop",
+    "SkipReason",
 ]

@@ -8,9 +8,10 @@ of the file list, so results can be written as they come and matched back to fil
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,11 +20,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from osma_cli.data.crops import CropTooSmall, check_crop_policy, extract_crops
-from osma_cli.data.decode import DEFAULT_MAX_PIXELS, load_rgb
+from osma_cli.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from osma_cli.errors import ImageError, UsageError
 
-CropItem = tuple[int, torch.Tensor | str]
-"""What the dataset yields: (index, crops) for a good image, (index, reason) for a bad one."""
+CropItem = tuple[int, "torch.Tensor | str", tuple[str, ...]]
+"""What the dataset yields: (index, crops, warnings) for a good image, (index, reason,
+warnings) for a bad one; ``collate_crops`` also takes items without the warnings."""
+
+
+class SkipReason(str):
+    """The reason of a file left out on purpose (``small="skip"``), not an unreadable one.
+
+    A ``str``, so that it travels where reasons do (and pickles to the main process).
+    """
 
 
 @dataclass
@@ -41,7 +50,9 @@ class CropBatch:
     indices: list[int]
     """Dataset indices of the images that decoded, in order."""
     failures: list[tuple[int, str]]
-    """(dataset index, reason) of the images that did not."""
+    """(dataset index, reason) of the images that did not; a ``SkipReason`` for a skip."""
+    warnings: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """Dataset index -> warnings of the files that have any (damage that still decoded)."""
 
     @property
     def crops(self) -> torch.Tensor:
@@ -59,8 +70,7 @@ class CropBatch:
 
     def pin_memory(self) -> CropBatch:
         """Page-locked copy, so that ``DataLoader(pin_memory=True)`` handles this batch type."""
-        return CropBatch(tuple((c.pin_memory(), o.pin_memory()) for c, o in self.parts),
-                         self.indices, self.failures)
+        return dataclasses.replace(self, parts=tuple((c.pin_memory(), o.pin_memory()) for c, o in self.parts))
 
 
 class ImageCropDataset(Dataset):
@@ -73,6 +83,7 @@ class ImageCropDataset(Dataset):
 
     def __init__(self, paths: Iterable[str | Path], crop: int, n_crops: int = 1, *,
                  small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1) -> None:
+        """``min_size``: the smallest side a model can take unpadded (``small="keep"``); smaller is an error."""
         check_crop_policy(crop, n_crops, small)
         self.min_size = min_size
         if max_pixels < 1:
@@ -98,18 +109,20 @@ class ImageCropDataset(Dataset):
         return Path(os.fsdecode(self._blob[start:end].tobytes()))
 
     def __getitem__(self, index: int) -> CropItem:
-        """``(index, (n, 3, c, c) uint8 crops)``, or ``(index, reason)`` for a bad file."""
+        """``(index, (n, 3, c, c) uint8 crops, warnings)``, or ``(index, reason, warnings)``."""
         try:
-            image = load_rgb(self.path(index), max_pixels=self.max_pixels)
-            if min(image.shape[:2]) < self.min_size:
-                return index, (f"image is {image.shape[1]}x{image.shape[0]}, smaller than the "
-                               f"{self.min_size}x{self.min_size} pixels this model needs")
-            crops = extract_crops(image, self.crop, self.n_crops, small=self.small)
+            decoded = decode_image(self.path(index), max_pixels=self.max_pixels)
         except ImageError as exc:
-            return index, exc.reason
+            return index, exc.reason, ()
+        height, width = decoded.pixels.shape[:2]
+        if min(height, width) < self.min_size:
+            return index, (f"image is {width}x{height}, smaller than the {self.min_size}x{self.min_size} "
+                           "pixels this model needs"), decoded.warnings
+        try:
+            crops = extract_crops(decoded.pixels, self.crop, self.n_crops, small=self.small)
         except CropTooSmall as exc:
-            return index, f"{exc} (small images are skipped)"
-        return index, torch.from_numpy(crops)
+            return index, SkipReason(f"{exc} (small images are skipped)"), decoded.warnings
+        return index, torch.from_numpy(crops), decoded.warnings
 
 
 def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBatch:
@@ -122,7 +135,10 @@ def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBat
     by_shape: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     indices: list[int] = []
     failures: list[tuple[int, str]] = []
-    for index, item in items:
+    warnings: dict[int, tuple[str, ...]] = {}
+    for index, item, *rest in items:
+        if rest and rest[0]:
+            warnings[index] = tuple(rest[0])
         if isinstance(item, str):
             failures.append((index, item))
             continue
@@ -133,7 +149,7 @@ def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBat
     if not by_shape:
         side = crop or 0
         empty = (torch.empty((0, 3, side, side), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64))
-        return CropBatch((empty,), indices, failures)
+        return CropBatch((empty,), indices, failures, warnings)
     parts = []
     for tensors, owners in by_shape.values():
         out = torch.empty((sum(t.shape[0] for t in tensors), *tensors[0].shape[1:]), dtype=torch.uint8)
@@ -141,7 +157,7 @@ def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBat
             out.share_memory_()
         torch.cat(tensors, out=out)
         parts.append((out, torch.cat(owners)))
-    return CropBatch(tuple(parts), indices, failures)
+    return CropBatch(tuple(parts), indices, failures, warnings)
 
 
 def default_workers() -> int:

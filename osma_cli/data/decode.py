@@ -35,7 +35,18 @@ it opens them (it has no 16-bit RGB mode); osma takes those pixels as Pillow giv
 
 Every failure for one file is an ``ImageError`` whose reason says what is wrong; no raw
 exception escapes for a bad file. The pixel count is checked from the header before any
-pixel is decoded, so a decompression bomb is refused without allocating it.
+pixel is decoded, so a decompression bomb is refused without allocating it. Only regular
+files are opened: a FIFO or a device with an image suffix would block or never end.
+
+Damage that still decodes is not silent: ``decode_image`` returns the pixels with a list
+of warnings for the file. They come from Pillow's own warnings during the decode (caught,
+not printed) and from a structure check of PNG and JPEG files (``integrity``): a PNG must
+end with its IEND chunk and every chunk must pass its CRC; a JPEG's segments must follow
+each other up to the end-of-image marker, with restart markers in sequence and no invalid
+marker inside the compressed data. JPEG has no checksum: a flipped bit that leaves that
+structure intact changes pixels undetectably. osma never sets Pillow's
+``ImageFile.LOAD_TRUNCATED_IMAGES``: data Pillow cannot decode stays an ``ImageError``;
+a caller who sets it gets the pixels of a cut-short file and the warning that it is.
 """
 
 from __future__ import annotations
@@ -43,15 +54,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import threading
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from osma_cli.data.integrity import integrity_warnings
 from osma_cli.errors import ImageError, UsageError
 
 DEFAULT_MAX_PIXELS: int = 2**28
@@ -71,7 +85,7 @@ _saved_pil_limit: int | None = None
 
 
 @contextlib.contextmanager
-def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+def _pil_pixel_limit(max_pixels: int) -> Iterator[list[warnings.WarningMessage]]:
     """Make Pillow's own bomb checks follow ``max_pixels`` during one decode.
 
     Pillow checks sizes at open and again on frames and tiles inside some formats (GIF,
@@ -79,8 +93,9 @@ def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
     allowed, or allow inner frames the caller did not. While any decode is running, Pillow's
     limit is the largest limit in use and its warning is an error; the previous value comes
     back when the last decode ends, so Pillow's global state is never changed for good.
-    (``warnings.catch_warnings`` is process-wide before Python 3.14: decoding from several
-    threads at once can leave its filter in place. osma decodes in worker processes.)
+    Every other warning raised meanwhile is recorded in the yielded list, for the file's
+    record. (``warnings.catch_warnings`` is process-wide before Python 3.14: decoding from
+    several threads at once can leave its filter in place. osma decodes in worker processes.)
     """
     global _saved_pil_limit
     with _limit_lock:
@@ -89,9 +104,10 @@ def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
         _active_limits[max_pixels] += 1
         Image.MAX_IMAGE_PIXELS = max(_active_limits)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+            yield caught
     finally:
         with _limit_lock:
             _active_limits[max_pixels] -= 1
@@ -113,11 +129,15 @@ def _pil_bomb_reason(exc: Exception, max_pixels: int) -> str:
 
 @contextlib.contextmanager
 def _open_file(path: Path) -> Iterator[BinaryIO]:
-    """Open ``path`` for reading, turning every way it can fail into a distinct reason."""
+    """Open ``path`` for reading, turning every way it can fail into a distinct reason.
+
+    The file is opened without blocking and checked to be a regular file before anything
+    is read: opening a FIFO normally waits for a writer, forever.
+    """
     if path.is_dir():
         raise ImageError(path, "is a directory, not an image file")
     try:
-        handle = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageError(path, "no such file") from None
     except IsADirectoryError:
@@ -126,10 +146,27 @@ def _open_file(path: Path) -> Iterator[BinaryIO]:
         raise ImageError(path, "permission denied") from None
     except OSError as exc:
         raise ImageError(path, f"cannot open file: {exc.strerror or exc}") from None
+    kind = _file_kind(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise ImageError(path, f"not a regular file ({kind}), not read")
+    handle = os.fdopen(fd, "rb")
     with handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
         yield handle
+
+
+def _file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is (for the reason)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def _identify(handle: BinaryIO, path: Path, max_pixels: int) -> Image.Image:
@@ -203,30 +240,70 @@ def pixels_to_rgb(image: Image.Image) -> np.ndarray:
     return rgb
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A file's pixels and what is wrong with the file although it decoded."""
+
+    pixels: np.ndarray
+    """``(H, W, 3) uint8``, as in ``load_rgb``."""
+    warnings: tuple[str, ...] = ()
+    """Damage or oddities found while decoding (Pillow's warnings, the structure check)."""
+
+
 def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode the first frame of ``path`` to ``(H, W, 3) uint8`` pixels exactly as stored.
 
     Raises ``ImageError`` (with a reason naming the problem) for a missing file, a
-    directory, an empty or unreadable file, a file that is not an image, an image over
-    ``max_pixels`` pixels, a zero-size image, truncated or corrupt data, or a pixel mode
-    without a rule.
+    directory, a FIFO or device, an empty or unreadable file, a file that is not an image,
+    an image over ``max_pixels`` pixels, a zero-size image, truncated or corrupt data, or a
+    pixel mode without a rule. Damage that still decodes is not reported here: use
+    ``decode_image`` for the warnings.
+    """
+    return decode_image(path, max_pixels=max_pixels).pixels
+
+
+def decode_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """``load_rgb``'s pixels and the file's warnings (damage that did not stop decoding).
+
+    Pillow's warnings during the decode are folded into the result instead of printed;
+    warnings that are not ``UserWarning`` s (deprecations) are passed on as they were.
     """
     if max_pixels < 1:
         raise UsageError(f"max_pixels must be at least 1, not {max_pixels}")
     path = Path(path)
-    with _open_file(path) as handle, _pil_pixel_limit(max_pixels):
-        image = _identify(handle, path, max_pixels)
-        with image:
-            try:
-                image.load()
-                return pixels_to_rgb(image)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise ImageError(path, _pil_bomb_reason(exc, max_pixels)) from None
-            except MemoryError:
-                raise ImageError(path, "out of memory while decoding") from None
-            except OSError as exc:
-                if exc.errno is not None:
-                    raise ImageError(path, f"read error: {exc.strerror or exc}") from None
-                raise ImageError(path, f"truncated or corrupt image data ({exc})") from None
-            except Exception as exc:  # a plugin failing on malformed data must not end a batch
-                raise ImageError(path, f"cannot decode ({type(exc).__name__}: {exc})") from None
+    with _open_file(path) as handle:
+        with _pil_pixel_limit(max_pixels) as caught:
+            pixels, image_format = _decode(handle, path, max_pixels)
+        notes = _fold_warnings(caught)
+        if image_format is not None:
+            handle.seek(0)
+            notes += integrity_warnings(handle.read(), image_format)
+    return DecodedImage(pixels=pixels, warnings=tuple(dict.fromkeys(notes)))
+
+
+def _fold_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    notes = []
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            notes.append(f"decoder: {item.message}")
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return notes
+
+
+def _decode(handle: BinaryIO, path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
+    image = _identify(handle, path, max_pixels)
+    with image:
+        try:
+            image.load()
+            return pixels_to_rgb(image), image.format
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(path, _pil_bomb_reason(exc, max_pixels)) from None
+        except MemoryError:
+            raise ImageError(path, "out of memory while decoding") from None
+        except OSError as exc:
+            if exc.errno is not None:
+                raise ImageError(path, f"read error: {exc.strerror or exc}") from None
+            raise ImageError(path, f"truncated or corrupt image data ({exc})") from None
+        except Exception as exc:  # a plugin failing on malformed data must not end a batch
+            raise ImageError(path, f"cannot decode ({type(exc).__name__}: {exc})") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from osma_cli.errors import DataError
 
@@ -17,16 +17,21 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 )
 """Suffixes (compared in lower case) of the files taken from a folder walk."""
 
+ListingErrorHandler = Callable[[Path, str], None]
+"""Told (folder, reason) for a folder that cannot be listed, when the walk is to go on."""
+
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(directory: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
+def _walk(directory: Path, seen: set[tuple[int, int]],
+          on_error: ListingErrorHandler | None = None) -> Iterator[Path]:
     """Image files under ``directory``, depth first, each folder's entries sorted by name.
 
     ``seen`` holds the (device, inode) of the folders already entered, so a symbolic link
-    back to an ancestor (or to a folder walked before) is not followed twice.
+    back to an ancestor (or to a folder walked before) is not followed twice. A folder that
+    cannot be listed raises ``DataError``, or with ``on_error`` is passed to it and left out.
     """
     try:
         info = directory.stat()
@@ -39,22 +44,25 @@ def _walk(directory: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
     try:
         with os.scandir(directory) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
-    except PermissionError:
-        raise DataError(f"cannot list {directory}: permission denied",
-                        hint="fix its permissions or leave it out") from None
     except OSError as exc:
-        raise DataError(f"cannot list {directory}: {exc.strerror or exc}") from None
+        reason = "permission denied" if isinstance(exc, PermissionError) else str(exc.strerror or exc)
+        if on_error is not None:
+            on_error(directory, f"cannot list folder: {reason}")
+            return
+        raise DataError(f"cannot list {directory}: {reason}",
+                        hint="fix its permissions or leave it out") from None
     for entry in entries:
         if _is_hidden(entry.name):
             continue
         path = Path(entry.path)
         if entry.is_dir():
-            yield from _walk(path, seen)
+            yield from _walk(path, seen, on_error)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             yield path
 
 
-def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+def iter_image_files(paths: Iterable[str | Path], *,
+                     on_error: ListingErrorHandler | None = None) -> Iterator[Path]:
     """The image files named by ``paths``, in the order given, folders expanded.
 
     - A path that is not a folder is yielded as is, whatever its extension and even when it
@@ -67,12 +75,13 @@ def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     - Nothing is de-duplicated: a file named twice is yielded twice.
 
     Raises ``DataError`` when a folder cannot be listed, rather than silently missing part
-    of a tree.
+    of a tree; with ``on_error``, tells it ``(folder, reason)`` instead and goes on, so
+    that one unreadable folder is reported like an unreadable file.
     """
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from _walk(path, set())
+            yield from _walk(path, set(), on_error)
         else:
             yield path
 

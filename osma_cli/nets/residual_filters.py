@@ -138,7 +138,6 @@ def learn_filters(images: Iterable[Tensor], *, supports: Sequence[str] | None = 
     if n_images == 0:
         raise UsageError("learn_filters needs at least one camera photograph")
 
-    r = SUPPORT_SIZE // 2
     bank = torch.zeros(len(chosen), SUPPORT_SIZE, SUPPORT_SIZE, dtype=torch.float64, device=device)
     for i, name in enumerate(chosen):
         box = _bounding_box(offsets[name])
@@ -148,8 +147,7 @@ def learn_filters(images: Iterable[Tensor], *, supports: Sequence[str] | None = 
                              hint=f"use photos of at least {SUPPORT_SIZE}x{SUPPORT_SIZE} pixels")
         idx = torch.tensor([families[box].index(o) for o in offsets[name]], device=device)
         w = solve_predictor(gram[idx][:, idx], rhs[idx], count, groups=1, constrained=True, ridge=ridge)
-        for (dy, dx), value in zip(offsets[name], w):
-            bank[i, r + dy, r + dx] = value
+        bank[i][FILTER_SUPPORTS[name].to(device)] = w
     return bank
 
 

@@ -137,18 +137,18 @@ def normal_equations(channels: Tensor, offsets: Sequence[tuple[int, int]], *,
         return channels.new_zeros(*lead, d, d), channels.new_zeros(*lead, d), n
 
     box = box_h * box_w
-    idx = torch.tensor([(dy - top) * box_w + (dx - left) for dy, dx in offs], device=channels.device)
+    pos = [(dy - top) * box_w + (dx - left) for dy, dx in offs]
     centre = (-top) * box_w + (-left)
     if mode == "per-channel":
         g = _box_gram(channels.reshape(b * k, 1, h, w), box_h, box_w).view(b, k, box, box)
-        gram = g[:, :, idx[:, None], idx[None, :]]
-        rhs = g[:, :, centre, idx]
+        gram = _take(_take(g, 3, pos), 2, pos)
+        rhs = _take(g[:, :, centre], 2, pos)
     else:
         g = _box_gram(channels, box_h, box_w).view(b, k, box, k, box)
-        gram = g[:, :, idx][:, :, :, :, idx].reshape(b, d, d)
-        rhs = g[:, :, centre][:, :, :, idx].sum(dim=1).reshape(b, d)
+        gram = _take(_take(g, 4, pos), 2, pos).reshape(b, d, d)
+        rhs = _take(g[:, :, centre], 3, pos).sum(dim=1).reshape(b, d)
     gram = 0.5 * (gram + gram.transpose(-1, -2))
-    if not bool(torch.isfinite(gram).all()) or not bool(torch.isfinite(rhs).all()):
+    if not bool(torch.isfinite(gram.sum() + rhs.sum())):
         raise UsageError("channels contain NaN or infinite values (or sums of squares overflow)")
     return gram, rhs, n
 
@@ -245,6 +245,18 @@ def descriptor_dim(n_channels: int, *, block: int = 11, mode: str = "joint", sca
     return per_solve * (scales if scale_mode == "separate" else 1)
 
 
+def _take(t: Tensor, dim: int, positions: list[int]) -> Tensor:
+    """``t.index_select(dim, positions)`` as slices of the runs of consecutive positions (faster)."""
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][1]:
+            runs[-1][1] = p + 1
+        else:
+            runs.append([p, p + 1])
+    parts = [t.narrow(dim, a, z - a) for a, z in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
 def _box_gram(x: Tensor, box_h: int, box_w: int) -> Tensor:
     """Gram matrix (N, K*F, K*F), F = box_h*box_w, of all box values over the valid pixels.
 
@@ -311,7 +323,7 @@ def _edge_terms(flat: Tensor, box_h: int, box_w: int, w: int, valid_h: int, leng
     All from strided views of the image with e zeros in front (read only where c_j is 0 or
     where the entry is later replaced by symmetry), so there is no index gather.
     """
-    n, k, size = flat.shape
+    n, k, _ = flat.shape
     e = box_w - 1
     box = box_h * box_w
     padded = torch.cat([flat.new_zeros(n, k, e), flat], dim=2)
@@ -460,6 +472,6 @@ def _check_system(G: object, h: object, n: object, *, groups: object, ridge: obj
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or d % groups or d == 0:
         raise UsageError(f"groups must be a positive integer dividing D = {d}, got {groups!r}")
     _check_ridge(ridge)
-    if not bool(torch.isfinite(G).all()) or not bool(torch.isfinite(h).all()):
+    if not bool(torch.isfinite(G.sum() + h.sum())):
         raise UsageError("G or h contain NaN or infinite values")
     return d

@@ -75,8 +75,9 @@ def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Pat
     records = json_lines(result.stdout)
     assert len(records) == 10
     for r in records:
-        assert set(r) == {"path", "status", "verdict", "candidate", "score", "threshold",
-                          "margin", "error", "top"}
+        assert set(r) == {"schema", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
+                          "threshold", "margin", "error", "warnings", "top"}
+        assert r["schema"] == 1 and r["path_bytes_b64"] is None and r["warnings"] == []
         assert r["status"] == "ok" and r["error"] is None
         assert r["candidate"] in ("checkergan", "smoothgan")
         assert r["verdict"] in (r["candidate"], "unknown")

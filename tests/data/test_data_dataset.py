@@ -99,11 +99,12 @@ def test_loader_same_crops_in_order_with_and_without_workers(files, n_crops):
 def test_items_and_failure_reasons(files):
     dataset = ImageCropDataset(files, CROP, 2)
     assert len(dataset) == len(files)
-    reasons = {dataset.path(i).name: item for i, item in (dataset[i] for i in range(len(files)))
+    reasons = {dataset.path(i).name: item for i, item, _ in (dataset[i] for i in range(len(files)))
                if isinstance(item, str)}
     assert reasons == {"empty.png": "empty file (0 bytes)", "missing.png": "no such file",
                        "noise.jpg": "not an image: unrecognised or unsupported format"}
-    index, crops = dataset[0]
+    index, crops, warnings = dataset[0]
+    assert warnings == ()
     assert index == 0 and crops.shape == (2, 3, CROP, CROP) and crops.dtype == torch.uint8
 
 

@@ -353,9 +353,13 @@ def test_permission_denied(tmp_path, monkeypatch):
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         path.chmod(0)
     else:
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(decode, "open", refuse, raising=False)
+        real_open = os.open
+
+        def refuse(file, *args, **kwargs):
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(13, "Permission denied")
+            return real_open(file, *args, **kwargs)
+        monkeypatch.setattr(decode.os, "open", refuse)
     assert reason_of(path) == "permission denied"
 
 

@@ -85,3 +85,20 @@ def test_unlistable_folder_is_a_data_error(tree, monkeypatch):
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(DataError, match="cannot list .*b: permission denied"):
         list(iter_image_files([tree]))
+
+
+def test_unlistable_folder_is_reported_and_the_walk_goes_on(tree, monkeypatch):
+    locked = tree / "b"
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    problems = []
+    found = list(iter_image_files([tree], on_error=lambda folder, reason: problems.append((folder, reason))))
+    assert problems == [(locked, "cannot list folder: permission denied")]
+    assert found and all(locked not in p.parents for p in found)
+    with pytest.raises(DataError, match="permission denied"):
+        list(iter_image_files([tree]))

@@ -1,0 +1,58 @@
+"""Paths from the command line, checked before any work is done.
+
+A typo in a path is a usage error (exit 2) naming the path, found before the model loads,
+not a traceback or a silently created folder after minutes of embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from osma_cli.cli.output import path_text
+from osma_cli.errors import UsageError
+
+STDOUT = "-"
+"""The file name that means stdout (``--csv -``)."""
+
+
+def is_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == STDOUT
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """Refuse an output file that cannot be written: a folder, or in a missing or read-only folder.
+
+    Missing folders are not created: a misspelt folder would otherwise receive the results.
+    """
+    if path is None or is_stdout(path):
+        return
+    shown = path_text(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {shown} is a folder", hint="give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {shown}: folder {path_text(parent)} does not exist",
+                         hint=f"create it first (mkdir -p {path_text(parent)}) or give another path")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {shown}: folder {path_text(parent)} is not writable")
+
+
+def list_image_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files under ``paths``, and the folders that could not be listed (with why).
+
+    A folder named on the command line that holds no image files is a usage error, like a
+    missing path (``typer``'s ``exists=True`` refuses those): it is most likely a mistake.
+    """
+    from osma_cli.data import iter_image_files
+
+    files: list[Path] = []
+    unlisted: list[tuple[Path, str]] = []
+    for path in paths:
+        before = (len(files), len(unlisted))
+        files.extend(iter_image_files([path], on_error=lambda folder, reason: unlisted.append((folder, reason))))
+        if path.is_dir() and (len(files), len(unlisted)) == before:
+            raise UsageError(f"no image files found in {path_text(path)}",
+                             hint="pass image files or folders holding .jpg/.png/... images")
+    return files, unlisted
