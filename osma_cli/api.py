@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, Usag
 from osma_cli.rules import OpenSetRule
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
+
+if TYPE_CHECKING:
+    from osma_cli.cache import EmbeddingCache
 
 ProgressCallback = Callable[[int], None]
 
@@ -57,10 +60,13 @@ class BuildResult:
 
 def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
                      acceptance: float = DEFAULT_ACCEPTANCE, rule: OpenSetRule | None = None,
+                     cache: "EmbeddingCache | None" = None,
                      on_progress: ProgressCallback | None = None) -> BuildResult:
     """References from a folder tree (one sub-folder per generator), with a provisional tau.
 
     ``rule`` is the store's scoring rule (default: the one the weights recommend, else ``fang``).
+    With ``cache``, features already computed for these files are reused: rebuilding the
+    references of a refitted descriptor describes no image again.
 
     Fails before embedding anything when a generator folder holds fewer than two image
     files, and after embedding when fewer than two of them could be read: a reference
@@ -74,7 +80,9 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
                         f"{', '.join(too_few)}", hint="add images or remove those folders")
     paths = [p for files in folders.values() for p in files]
     labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
-    items = list(embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()))
+    from osma_cli.cache import embed_with_cache
+
+    items = list(embed_with_cache(embedder, paths, cache, on_progress=on_progress, **options.kwargs()))
     good = [it for it in items if it.ok]
     failures = [it for it in items if not it.ok]
     names = list(folders)

@@ -8,6 +8,9 @@
    scratch, or ``--init`` weights; ``--epochs`` given), then ``osma benchmark --manifest`` with ``real``
    and the other five as known (train part -> references, val part -> tau) and G's test part
    as the unknown: is G rejected (CRR), and how well are known and unknown told apart (AUC)?
+   With ``--model`` a descriptor (``osma train --method fsd``), nothing is trained: ``osma
+   benchmark`` fits its projection on the five known generators' training images each time,
+   so G has shaped nothing it is scored with. ``--rule`` passes a rule to ``osma benchmark``.
 
 Caveat: each generator comes with its own content (zebras, shoes, pizza, prompts), so these
 figures mix traces and subject matter.
@@ -89,20 +92,22 @@ def manifest_for(work: Path, held_out: str, out: Path) -> Path:
     return path
 
 
-def leave_one_out(work: Path, epochs: int, out: Path, only: list[str], init_weights: Path | None) -> dict:
+def leave_one_out(work: Path, epochs: int, out: Path, only: list[str], init_weights: Path | None,
+                  descriptor: Path | None = None, rule: str | None = None) -> dict:
     results = {}
     for g in only or GENERATORS:
         folder = out / g
         folder.mkdir(parents=True, exist_ok=True)
-        model = folder / "model.safetensors"
+        model = descriptor if descriptor is not None else folder / "model.safetensors"
         if not model.is_file():
             train, val = tree_without(work, g, folder)
             init = ["--init", str(init_weights)] if init_weights is not None else []
             osma("train", str(train), "--val-annotations", str(val), *init, "--crop", "128", "--epochs", str(epochs), "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)),
                  "--lr-decay", "0.6", "--seed", "0", "--cache-decoded", "--out", str(model), "--force",
                  log=folder / "train.log")
+        extra = ["--rule", rule] if rule else []
         report = json.loads(osma("benchmark", "--manifest", str(manifest_for(work, g, folder)), "--model", str(model),
-                                 "--json", "--out", str(folder / "bench")))["metrics"]
+                                 *extra, "--json", "--out", str(folder / "bench")))["metrics"]
         results[g] = {k: report[k] for k in ("closed_set_accuracy", "auc", "oscr", "crr", "af1")}
         print(g, json.dumps(results[g]), file=sys.stderr, flush=True)
     return results
@@ -118,6 +123,7 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=1, help="closed: osma attribute --crops N")
     parser.add_argument("--init", type=Path, help="start from these weights (default: from scratch)")
     parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--rule", help="loo: osma benchmark --rule")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.what == "closed":
@@ -127,7 +133,7 @@ def main() -> None:
     else:
         if args.out is None:
             parser.error("loo needs --out")
-        result = leave_one_out(args.work, args.epochs, args.out, args.only, args.init)
+        result = leave_one_out(args.work, args.epochs, args.out, args.only, args.init, args.model, args.rule)
     print(json.dumps(result, indent=2))
 
 

@@ -54,6 +54,7 @@ def build(
     accepted); calibrate on held-out images for a threshold you can report.
     """
     from osma_cli.api import build_references
+    from osma_cli.cache import EmbeddingCache
 
     check_output_file(out, "--out")
     target = out if out is not None else refs_path(None)
@@ -64,7 +65,8 @@ def build(
     total = sum(len(f) for f in class_folders_or_usage(root).values())
     embedder = load_embedder(model, device)
     with output.progress_bar("embedding", total) as advance:
-        result = build_references(embedder, root, options=options, rule=chosen_rule, on_progress=advance)
+        result = build_references(embedder, root, options=options, rule=chosen_rule, on_progress=advance,
+                                  cache=EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small))
     unreadable = output.report_failures(result.failures)
     result.store.save(target)
     render_store_summary(result.store, target)
