@@ -34,7 +34,7 @@ from osma_cli.projection import Projection, fit_projection
 from osma_cli.runtime import resolve_device
 from osma_cli.weights import WeightsMeta, save_weights
 
-DEFAULT_PROJECTION = {"method": "lda", "pca_dim": 128, "shrinkage": 0.2}
+DEFAULT_PROJECTION = {"method": "lda", "pca_dim": 256, "shrinkage": 0.2}
 
 
 @dataclass
