@@ -65,19 +65,26 @@ def raw_descriptor(settings: dict, photos: Path | None = None) -> tuple[FSDDescr
     model = get_model("fsd", **{**settings, "projected": False})
     if photos is None:
         return model, 0
-    images = []
-    for path in iter_image_files([photos]):
-        try:
-            pixels = load_rgb(path)
-        except ImageError:
-            continue
-        images.append(torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float64) / 255.0)
-    if not images:
+    used = 0
+
+    def photographs():
+        """Decoded one at a time: the normal equations are sums, so memory stays one photo."""
+        nonlocal used
+        for path in iter_image_files([photos]):
+            try:
+                pixels = load_rgb(path)
+            except ImageError:
+                continue
+            used += 1
+            yield torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float64) / 255.0
+
+    filters = learn_filters(photographs(), supports=model.settings["filters"])
+    if not used:
         raise DataError(f"{photos}: no readable camera photographs to learn the residual filters from",
                         hint="point --photos at a folder of camera JPEGs (no generated images)")
     with torch.no_grad():
-        model.filters.copy_(learn_filters(images, supports=model.settings["filters"]))
-    return model, len(images)
+        model.filters.copy_(filters)
+    return model, used
 
 
 def describe_folders(embedder: Embedder, data: Path, *, batch_size: int, workers: int | None, use_cache: bool,
