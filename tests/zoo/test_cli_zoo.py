@@ -123,3 +123,30 @@ def test_benchmark_builds_the_builtin_benchmark_on_first_use(tiny_default, tiny_
     again = runner.invoke(app, args, catch_exceptions=False)
     assert again.exit_code == EXIT_OK and "first use" not in again.stderr
     assert json.loads(again.stdout)["metrics"]["auc"] == report["auc"]
+
+
+def test_descriptor_model_on_the_tiny_zoo_with_every_rule(tiny_default, tmp_path, monkeypatch):
+    """The fsd extractor end to end on the built-in benchmark: each rule gives a full report."""
+    from osma_cli.cli.app import app
+    from osma_cli.nets import get_model
+    from osma_cli.weights import WeightsMeta, save_weights
+
+    _, weights = tiny_default
+    shipped = tmp_path / "shipped"
+    shutil.copytree(weights, shipped / "zoo")
+    monkeypatch.setenv("OSMA_WEIGHTS_DIR", str(shipped))
+    settings = {"block": 3, "scales": 2, "window": 16}
+    model = get_model("fsd", **settings)
+    path = tmp_path / "fsd.safetensors"
+    save_weights(path, model, WeightsMeta(architecture="fsd", embedding_dim=model.raw_dim, crop_size=16,
+                                          l2_normalize=False, kind="descriptor", arch_kwargs=settings))
+    scores = {}
+    for rule in ("fang", "mahalanobis", "gmm:components=1,covariance=diag"):
+        result = runner.invoke(app, ["benchmark", "split1", "--model", str(path), "--rule", rule, "--json",
+                                     "--workers", "0"], catch_exceptions=False)
+        assert result.exit_code == EXIT_OK, result.output
+        run = json.loads(result.stdout)
+        metrics = run["metrics"]
+        assert metrics["n_unknown"] > 0 and 0.0 <= metrics["auc"] <= 1.0 and 0.0 <= metrics["oscr"] <= 1.0
+        scores[run["score"]] = metrics["auc"]
+    assert set(scores) == {"norm. distance", "Mahalanobis", "neg. log-lik."}
