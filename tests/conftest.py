@@ -87,3 +87,16 @@ def image_tree(tmp_path: Path) -> Path:
     write_images(root / "smoothgan", "smooth", 5, seed=1)
     write_images(root / "checkergan", "checker", 5, seed=2)
     return root
+
+
+def deny_listing(monkeypatch, folder: Path) -> None:
+    """Make listing ``folder`` fail as a permission error would (tests run as root, where chmod does not)."""
+    import os
+
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)

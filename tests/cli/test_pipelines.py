@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from osma_cli.cli.app import app
 from osma_cli.errors import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,
                              EXIT_SOME_INPUTS_FAILED, EXIT_USAGE)
-from tests.conftest import write_images
+from tests.conftest import deny_listing, write_images
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -226,13 +226,7 @@ def test_a_fifo_in_the_folder_does_not_hang_the_batch(tmp_path, base):
 
 def test_an_unreadable_subfolder_is_reported_and_the_rest_goes_on(tmp_path, base, image_tree, monkeypatch):
     locked = image_tree / "checkergan"
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-    monkeypatch.setattr(os, "scandir", scandir)
+    deny_listing(monkeypatch, locked)
     result = invoke("attribute", image_tree, "--json", *base)
     assert result.exit_code == EXIT_SOME_INPUTS_FAILED, result.output
     records = json_lines(result.stdout)

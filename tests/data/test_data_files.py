@@ -9,6 +9,7 @@ import pytest
 
 from osma_cli.data.files import IMAGE_SUFFIXES, class_folders, iter_image_files
 from osma_cli.errors import DataError
+from tests.conftest import deny_listing
 
 
 def touch(root: Path, *names: str) -> None:
@@ -89,13 +90,7 @@ def test_unlistable_folder_is_a_data_error(tree, monkeypatch):
 
 def test_unlistable_folder_is_reported_and_the_walk_goes_on(tree, monkeypatch):
     locked = tree / "b"
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-    monkeypatch.setattr(os, "scandir", scandir)
+    deny_listing(monkeypatch, locked)
     problems = []
     found = list(iter_image_files([tree], on_error=lambda folder, reason: problems.append((folder, reason))))
     assert problems == [(locked, "cannot list folder: permission denied")]
