@@ -48,34 +48,44 @@ def file_sha256(path: Path | str) -> str | None:
 
 @dataclass(frozen=True)
 class HashedFiles:
-    """Files to enrol with the sha256 of their bytes, and how many others were left out."""
+    """Files to enrol with the sha256 of their bytes, and how many were already enrolled."""
 
     paths: list[Path]
     hashes: list[str | None]
     """None: the file could not be read (embedding will report it)."""
     already: int = 0
-    """Left out: the same bytes are already enrolled in the generator."""
-    repeated: int = 0
-    """Left out: the same bytes as an earlier file in the list."""
+    """Left out: the same bytes are already enrolled in the generator (not embedded again)."""
 
 
 def hash_new_files(paths: Sequence[Path], known: Collection[str] = ()) -> HashedFiles:
-    """Hash ``paths`` and keep each distinct image once, leaving out those in ``known``."""
-    keep, hashes, seen = [], [], set()
-    already = repeated = 0
+    """Hash ``paths``, leaving out those whose bytes are in ``known``.
+
+    Files repeating one another are kept here and dropped after embedding
+    (``drop_repeats``), so that each unreadable file is still reported by name.
+    """
+    keep, hashes, already = [], [], 0
     for path in paths:
         digest = file_sha256(path)
         if digest is not None and digest in known:
             already += 1
             continue
-        if digest is not None and digest in seen:
-            repeated += 1
-            continue
-        if digest is not None:
-            seen.add(digest)
         keep.append(Path(path))
         hashes.append(digest)
-    return HashedFiles(paths=keep, hashes=hashes, already=already, repeated=repeated)
+    return HashedFiles(paths=keep, hashes=hashes, already=already)
+
+
+def drop_repeats(good: list[EmbeddedImage], digests: list[str],
+                 groups: Sequence | None = None) -> tuple[list[EmbeddedImage], list[str], int]:
+    """Keep the first of embedded images with the same bytes (within the same ``groups`` value)."""
+    seen, kept, kept_digests = set(), [], []
+    for i, (item, digest) in enumerate(zip(good, digests)):
+        key = (None if groups is None else int(groups[i]), digest)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(item)
+        kept_digests.append(digest)
+    return kept, kept_digests, len(good) - len(kept)
 
 
 def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOptions,
@@ -134,25 +144,25 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     Each image's sha256 is recorded (provenance), and a file whose bytes repeat another's
     in the same folder is counted once. ``command`` is recorded in the history.
 
-    Fails before embedding anything when a generator folder holds fewer than two distinct
-    image files, and after embedding when fewer than two of them could be read: a reference
+    Fails before embedding anything when a generator folder holds fewer than two image
+    files, and after embedding when fewer than two distinct ones could be read: a reference
     store must not silently lack a generator the user asked for.
     """
     require_embedding_model(embedder.meta, "build a reference store")
     folders = class_folders(root)
-    hashed = {name: hash_new_files(files) for name, files in folders.items()}
-    too_few = [name for name, files in hashed.items() if len(files.paths) < MIN_IMAGES]
+    too_few = [name for name, files in folders.items() if len(files) < MIN_IMAGES]
     if too_few:
-        raise DataError(f"{root}: generator folder(s) with fewer than {MIN_IMAGES} distinct images: "
+        raise DataError(f"{root}: generator folder(s) with fewer than {MIN_IMAGES} images: "
                         f"{', '.join(too_few)}", hint="add images or remove those folders")
     names = list(folders)
-    every = HashedFiles(paths=[p for h in hashed.values() for p in h.paths],
-                        hashes=[d for h in hashed.values() for d in h.hashes])
-    labels = np.array([i for i, h in enumerate(hashed.values()) for _ in h.paths])
+    every = hash_new_files([p for files in folders.values() for p in files])
+    labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
     good, digests, failures = embed_hashed(embedder, every, options=options, on_progress=on_progress)
+    good, digests, repeated = drop_repeats(good, digests, labels[[it.index for it in good]])
     good_labels = labels[[it.index for it in good]].astype(int)
     counts = np.bincount(good_labels, minlength=len(names))
-    short = [f"{names[i]} ({counts[i]} readable)" for i in range(len(names)) if counts[i] < MIN_IMAGES]
+    short = [f"{names[i]} ({counts[i]} readable{' distinct' if repeated else ''})"
+             for i in range(len(names)) if counts[i] < MIN_IMAGES]
     if short:
         raise TooFewReadable(f"{root}: too few readable images for {', '.join(short)}",
                              unreadable=_unreadable(failures),
@@ -170,7 +180,7 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
             value=threshold_for_acceptance(loo, acceptance),
             method=f"provisional: {store.rule.held_out_method()} scores of the build images",
             target=acceptance, n_images=int(loo.size), chosen=now_iso()), command=command)
-    return BuildResult(store=store, failures=failures, repeated=sum(h.repeated for h in hashed.values()))
+    return BuildResult(store=store, failures=failures, repeated=repeated)
 
 
 def _unreadable(failures: Sequence[EmbeddedImage]) -> list[tuple[Path, str]]:
@@ -212,13 +222,13 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
             known = set(store.get(clean).image_sha256)
     files = hash_new_files(paths, known)
     if not files.paths and files.already:
-        return EnrollResult(reference=store.get(clean), n_added=0, failures=[], already=files.already,
-                            repeated=files.repeated)
-    if not update and files.repeated and len(files.paths) < MIN_IMAGES:
-        raise ReferenceStoreError(f"{name!r} needs at least {MIN_IMAGES} distinct images; the "
-                                  f"{len(paths)} given hold {len(files.paths)}",
-                                  hint="add other images of this generator")
+        return EnrollResult(reference=store.get(clean), n_added=0, failures=[], already=files.already)
     good, digests, failures = embed_hashed(embedder, files, options=options, on_progress=on_progress)
+    good, digests, repeated = drop_repeats(good, digests)
+    if repeated and not update and len(good) < MIN_IMAGES and not failures:
+        raise ReferenceStoreError(f"{name!r} needs at least {MIN_IMAGES} distinct images; the "
+                                  f"{len(paths)} given hold {len(good)}",
+                                  hint="add other images of this generator")
     if failures and (not good or (not update and len(good) < MIN_IMAGES)):
         raise TooFewReadable(f"only {len(good)} of {len(paths)} images of {name!r} could be read; "
                              f"a generator needs at least {MIN_IMAGES}", unreadable=_unreadable(failures),
@@ -235,7 +245,7 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
         else:
             reference = store.get(store.check_enrollable(name, update=update))
     return EnrollResult(reference=reference, n_added=sum(new), failures=failures, already=already,
-                        repeated=files.repeated)
+                        repeated=repeated)
 
 
 @dataclass(frozen=True)
