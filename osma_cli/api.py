@@ -11,10 +11,11 @@ a classifier with the reason (``osma_cli.classifier``).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from osma_cli.data import class_folders
 from osma_cli.embed import EmbeddedImage, Embedder, embed_all
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.rules import OpenSetRule
+from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
 
@@ -32,6 +34,84 @@ if TYPE_CHECKING:
     from osma_cli.cache import EmbeddingCache
 
 ProgressCallback = Callable[[int], None]
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path | str) -> str | None:
+    """sha256 of a file's bytes, streamed (provenance); None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class HashedFiles:
+    """Files to enrol with the sha256 of their bytes, and how many were already enrolled."""
+
+    paths: list[Path]
+    hashes: list[str | None]
+    """None: the file could not be read (embedding will report it)."""
+    already: int = 0
+    """Left out: the same bytes are already enrolled in the generator (not embedded again)."""
+
+
+def hash_new_files(paths: Sequence[Path], known: Collection[str] = ()) -> HashedFiles:
+    """Hash ``paths``, leaving out those whose bytes are in ``known``.
+
+    Files repeating one another are kept here and dropped after embedding
+    (``drop_repeats``), so that each unreadable file is still reported by name.
+    """
+    keep, hashes, already = [], [], 0
+    for path in paths:
+        digest = file_sha256(path)
+        if digest is not None and digest in known:
+            already += 1
+            continue
+        keep.append(Path(path))
+        hashes.append(digest)
+    return HashedFiles(paths=keep, hashes=hashes, already=already)
+
+
+def drop_repeats(good: list[EmbeddedImage], digests: list[str],
+                 groups: Sequence | None = None) -> tuple[list[EmbeddedImage], list[str], int]:
+    """Keep the first of embedded images with the same bytes (within the same ``groups`` value)."""
+    seen, kept, kept_digests = set(), [], []
+    for i, (item, digest) in enumerate(zip(good, digests)):
+        key = (None if groups is None else int(groups[i]), digest)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(item)
+        kept_digests.append(digest)
+    return kept, kept_digests, len(good) - len(kept)
+
+
+def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOptions,
+                 on_progress: ProgressCallback | None, cache: "EmbeddingCache | None" = None
+                 ) -> tuple[list[EmbeddedImage], list[str], list[EmbeddedImage]]:
+    """(embedded images, their hashes, failures) in input order, through ``cache`` when given.
+
+    A file that embedded but could not be hashed is a failure: its provenance is unknown.
+    """
+    from osma_cli.cache import embed_with_cache
+
+    good, digests, failures = [], [], []
+    for item in embed_with_cache(embedder, files.paths, cache, on_progress=on_progress, **options.kwargs()):
+        digest = files.hashes[item.index]
+        if item.ok and digest is None:
+            item = EmbeddedImage(index=item.index, path=item.path, embedding=None,
+                                 error="could not be read to compute its sha256", warnings=item.warnings)
+        if item.ok:
+            good.append(item)
+            digests.append(digest)
+        else:
+            failures.append(item)
+    return good, digests, failures
 
 
 @dataclass(frozen=True)
@@ -56,20 +136,25 @@ class EmbedOptions:
 class BuildResult:
     store: ReferenceStore
     failures: list[EmbeddedImage] = field(default_factory=list)
+    repeated: int = 0
+    """Files left out because a generator's folder already holds the same bytes."""
 
 
 def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
                      acceptance: float = DEFAULT_ACCEPTANCE, rule: OpenSetRule | None = None,
                      cache: "EmbeddingCache | None" = None,
-                     on_progress: ProgressCallback | None = None) -> BuildResult:
+                     on_progress: ProgressCallback | None = None,
+                     command: str | None = None) -> BuildResult:
     """References from a folder tree (one sub-folder per generator), with a provisional tau.
 
     ``rule`` is the store's scoring rule (default: the one the weights recommend, else ``fang``).
-    With ``cache``, features already computed for these files are reused: rebuilding the
+    Each image's sha256 is recorded (provenance), and a file whose bytes repeat another's
+    in the same folder is counted once. ``command`` is recorded in the history. With
+    ``cache``, features already computed for these files are reused: rebuilding the
     references of a refitted descriptor describes no image again.
 
     Fails before embedding anything when a generator folder holds fewer than two image
-    files, and after embedding when fewer than two of them could be read: a reference
+    files, and after embedding when fewer than two distinct ones could be read: a reference
     store must not silently lack a generator the user asked for.
     """
     require_embedding_model(embedder.meta, "build a reference store")
@@ -78,17 +163,15 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     if too_few:
         raise DataError(f"{root}: generator folder(s) with fewer than {MIN_IMAGES} images: "
                         f"{', '.join(too_few)}", hint="add images or remove those folders")
-    paths = [p for files in folders.values() for p in files]
-    labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
-    from osma_cli.cache import embed_with_cache
-
-    items = list(embed_with_cache(embedder, paths, cache, on_progress=on_progress, **options.kwargs()))
-    good = [it for it in items if it.ok]
-    failures = [it for it in items if not it.ok]
     names = list(folders)
-    good_labels = labels[[it.index for it in good]]
+    every = hash_new_files([p for files in folders.values() for p in files])
+    labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
+    good, digests, failures = embed_hashed(embedder, every, options=options, on_progress=on_progress, cache=cache)
+    good, digests, repeated = drop_repeats(good, digests, labels[[it.index for it in good]])
+    good_labels = labels[[it.index for it in good]].astype(int)
     counts = np.bincount(good_labels, minlength=len(names))
-    short = [f"{names[i]} ({counts[i]} readable)" for i in range(len(names)) if counts[i] < MIN_IMAGES]
+    short = [f"{names[i]} ({counts[i]} readable{' distinct' if repeated else ''})"
+             for i in range(len(names)) if counts[i] < MIN_IMAGES]
     if short:
         raise TooFewReadable(f"{root}: too few readable images for {', '.join(short)}",
                              unreadable=_unreadable(failures),
@@ -96,15 +179,17 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     embeddings = np.stack([it.embedding for it in good])
     store = ReferenceStore.for_weights(embedder.meta, rule)
     for i, name in enumerate(names):
-        store.enroll(name, embeddings[good_labels == i])
+        mine = good_labels == i
+        store.enroll(name, embeddings[mine], image_sha256=[d for d, m in zip(digests, mine) if m],
+                     command=command, event="build")
     loo = leave_one_out_scores(embeddings, good_labels, store.rule)
     loo = loo[np.isfinite(loo)]
     if loo.size:
         store.set_threshold(Threshold(
             value=threshold_for_acceptance(loo, acceptance),
             method=f"provisional: {store.rule.held_out_method()} scores of the build images",
-            target=acceptance, n_images=int(loo.size), chosen=now_iso()))
-    return BuildResult(store=store, failures=failures)
+            target=acceptance, n_images=int(loo.size), chosen=now_iso()), command=command)
+    return BuildResult(store=store, failures=failures, repeated=repeated)
 
 
 def _unreadable(failures: Sequence[EmbeddedImage]) -> list[tuple[Path, str]]:
@@ -116,30 +201,60 @@ class EnrollResult:
     reference: GeneratorReference
     n_added: int
     failures: list[EmbeddedImage]
+    already: int = 0
+    """Images left out because the same bytes are already enrolled in this generator."""
+    repeated: int = 0
+    """Files left out because their bytes repeat another given file."""
 
 
 def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, paths: Sequence[Path], *,
                      update: bool = False, options: EmbedOptions = EmbedOptions(),
-                     on_progress: ProgressCallback | None = None) -> EnrollResult:
+                     on_progress: ProgressCallback | None = None,
+                     command: str | None = None) -> EnrollResult:
     """Embed ``paths`` and add them to the store as generator ``name`` (no retraining).
 
-    The store is checked before the (slow) embedding so a wrong name or model fails at
-    once, and re-checked under the lock when the embeddings are added.
+    Each file's sha256 is recorded with the enrolment (``command`` and the time go into the
+    history); a file whose bytes are already enrolled in ``name`` is left out and counted
+    in ``already``, not enrolled twice. The store is checked before the (slow) hashing and
+    embedding so a wrong name, model or store fails at once, and re-checked under the lock
+    when the embeddings are added (a concurrent enrolment may have added the same images).
     """
     require_embedding_model(embedder.meta, "enroll a generator")
     store_path = Path(store_path)
+    refuse_shipped(store_path)
+    known: set[str] = set()
     if store_path.exists():
         store = ReferenceStore.load(store_path)
         store.check_weights(embedder.meta, store_path=store_path)
-        store.check_enrollable(name, update=update)
-    embeddings, failures = embed_all(embedder, paths, on_progress=on_progress, **options.kwargs())
-    if failures and (len(embeddings) == 0 or (not update and len(embeddings) < MIN_IMAGES)):
-        raise TooFewReadable(f"only {len(embeddings)} of {len(paths)} images of {name!r} could be read; "
+        clean = store.check_enrollable(name, update=update)
+        if clean in store:
+            known = set(store.get(clean).image_sha256)
+    files = hash_new_files(paths, known)
+    if not files.paths and files.already:
+        return EnrollResult(reference=store.get(clean), n_added=0, failures=[], already=files.already)
+    good, digests, failures = embed_hashed(embedder, files, options=options, on_progress=on_progress)
+    good, digests, repeated = drop_repeats(good, digests)
+    if repeated and not update and len(good) < MIN_IMAGES and not failures:
+        raise ReferenceStoreError(f"{name!r} needs at least {MIN_IMAGES} distinct images; the "
+                                  f"{len(paths)} given hold {len(good)}",
+                                  hint="add other images of this generator")
+    if failures and (not good or (not update and len(good) < MIN_IMAGES)):
+        raise TooFewReadable(f"only {len(good)} of {len(paths)} images of {name!r} could be read; "
                              f"a generator needs at least {MIN_IMAGES}", unreadable=_unreadable(failures),
                              hint="fix or replace the unreadable files listed above")
+    embeddings = (np.stack([it.embedding for it in good]) if good
+                  else np.zeros((0, embedder.embedding_dim), dtype=np.float32))
+    already = files.already
     with open_store_for_update(store_path, create_for=embedder.meta) as store:
-        reference = store.enroll(name, embeddings, update=update)
-    return EnrollResult(reference=reference, n_added=len(embeddings), failures=failures)
+        new = store.new_images(name, digests)
+        already += len(new) - sum(new)
+        if any(new):
+            reference = store.enroll(name, embeddings[np.array(new, dtype=bool)], update=update,
+                                     image_sha256=[d for d, n in zip(digests, new) if n], command=command)
+        else:
+            reference = store.get(store.check_enrollable(name, update=update))
+    return EnrollResult(reference=reference, n_added=sum(new), failures=failures, already=already,
+                        repeated=repeated)
 
 
 @dataclass(frozen=True)
@@ -209,20 +324,23 @@ class CalibrationResult:
 def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path | str, *,
                          acceptance: float = DEFAULT_ACCEPTANCE, target_crr: float | None = None,
                          options: EmbedOptions = EmbedOptions(),
-                         on_progress: ProgressCallback | None = None) -> CalibrationResult:
+                         on_progress: ProgressCallback | None = None,
+                         command: str | None = None) -> CalibrationResult:
     """Set the store's tau from validation images in ``root`` (one folder per generator).
 
     Folders named after known generators are known images; any other folder holds images
-    of unknown generators, used when the target is a correct-rejection rate.
+    of unknown generators, used when the target is a correct-rejection rate. The change
+    (old and new tau) is recorded in the store's history with ``command``.
     """
     require_embedding_model(embedder.meta, "calibrate a reference store")
+    refuse_shipped(store_path)
     store = ReferenceStore.load(store_path)
     store.check_weights(embedder.meta, store_path=store_path)
     threshold, known, unknown, failures = _calibrated(embedder, scorer_for(embedder, store), root,
                                                       acceptance=acceptance, target_crr=target_crr,
                                                       options=options, on_progress=on_progress)
     with open_store_for_update(store_path, create_for=embedder.meta) as locked:
-        locked.set_threshold(threshold)
+        locked.set_threshold(threshold, command=command)
     return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
                              failures=failures, written_to=Path(store_path))
 

@@ -57,6 +57,16 @@ class ReferenceStoreError(OsmaError):
     """A reference store is missing, corrupt, or inconsistent with the request."""
 
 
+class StoreWriteError(ReferenceStoreError, OSError):
+    """A reference store, its lock or its seed copy cannot be written (full disk, read-only
+    folder, no permission); the store is left as it was. Also an ``OSError``, so code that
+    catches those around a write still does."""
+
+    def __init__(self, message: str, *, hint: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.errno = errno
+
+
 class DataError(OsmaError):
     """A dataset, folder tree or annotation file is malformed or empty."""
 

@@ -1,9 +1,11 @@
 """Where osma keeps things: the shipped defaults and the user's own store.
 
-Shipped files (``weights/`` in the source tree) are read-only: osma never writes to them.
-The user's store lives under ``$OSMA_HOME`` (default ``~/.osma``) and is seeded from the
-shipped reference store the first time it is needed, so enrolling a generator changes the
-user's copy and never the package.
+Shipped files (``weights/`` in the source tree) are read-only: osma never writes to them,
+whatever ``--refs`` or ``$OSMA_HOME`` say (``refuse_shipped``). The user's store lives under
+``$OSMA_HOME`` (default ``~/.osma``) and is seeded from the shipped reference store the
+first time it is needed, under the store's lock, so enrolling a generator changes the user's
+copy and never the package. Where no copy can be made, reading commands use the shipped
+store read-only and say so.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from osma_cli.errors import OsmaError
+from osma_cli.atomic import atomic_write, describe, is_full, is_not_writable, lock_path, locked
+from osma_cli.errors import OsmaError, ReferenceStoreError, StoreWriteError
 
 DEFAULT_WEIGHTS_NAME = "osma-default.safetensors"
 DEFAULT_REFERENCES_NAME = "references.h5"
@@ -64,16 +67,96 @@ def default_model_path() -> Path:
 def default_references_path(seed: bool = True) -> Path:
     """The user's store, seeded from the shipped one on first use when ``seed``.
 
-    The copy goes through a temporary file and a rename so that two first runs at once
-    cannot leave a half-copied store behind.
+    Raises ``StoreWriteError`` when the copy cannot be made (read-only or full disk); read-only
+    commands use ``references_for_reading``, which falls back to the shipped store.
     """
     target = user_references()
-    if target.exists() or not seed:
-        return target
-    source = shipped_references()
-    if source is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.seed-{os.getpid()}")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+    if seed and not target.exists():
+        seed_user_store(target)
     return target
+
+
+def seed_user_store(target: Path) -> None:
+    """Copy the shipped store to ``target`` unless it exists, under the lock every writer takes.
+
+    Under the lock and re-checked there: a first-use command that is slow to copy can
+    never overwrite an enrolment that another command made meanwhile. The copy goes
+    through ``atomic_write`` (temporary file carrying the PID, fsync, rename), so a full
+    disk or a kill leaves no half-copied store and nothing a later writer cannot clear.
+    """
+    from filelock import Timeout
+
+    source = shipped_references()
+    if source is None:
+        return
+    try:
+        with locked(target):
+            if not target.exists():
+                atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    except Timeout:
+        raise lock_timeout_error(target) from None
+    except OSError as exc:
+        raise write_error(target, exc, f"cannot copy the shipped reference store to {target}") from None
+
+
+def references_for_reading() -> tuple[Path, str | None]:
+    """The store a read-only command uses, and a note to show when it is not the user's own.
+
+    When the user's store cannot be seeded (``$OSMA_HOME`` read-only, disk full), reading
+    still works: from the shipped store, read-only, with a note saying why.
+    """
+    try:
+        return default_references_path(), None
+    except StoreWriteError as exc:
+        source = shipped_references()
+        if source is None:
+            raise
+        return source, (f"{exc.message}; using the shipped reference store {source} read-only "
+                        f"(commands that change the store will fail until {osma_home()} is writable)")
+
+
+def is_shipped(path: Path | str) -> bool:
+    """Whether ``path`` is (or would be) a file osma ships: inside ``shipped_dir()``."""
+    path = Path(path).expanduser()
+    shipped = shipped_dir().expanduser()
+    try:
+        resolved, root = path.resolve(), shipped.resolve()
+    except OSError:
+        return False
+    if resolved == root or root in resolved.parents:
+        return True
+    source = shipped_references()  # a hard link or another mount of the same file
+    try:
+        return source is not None and path.exists() and os.path.samefile(path, source)
+    except OSError:
+        return False
+
+
+def refuse_shipped(path: Path | str, what: str = "reference store") -> None:
+    """osma never changes the files it ships; changes go to a copy the user owns."""
+    if is_shipped(path):
+        raise ReferenceStoreError(
+            f"{path} is the {what} osma ships (in {shipped_dir()}); osma does not change it",
+            hint=f"copy it (cp {path} my-{Path(path).name}) and pass --refs the copy, or leave "
+                 "--refs out to use $OSMA_HOME/references.h5, a copy seeded from it; if $OSMA_HOME "
+                 "points at the shipped folder, point it elsewhere")
+
+
+def write_error(path: Path | str, exc: OSError, message: str | None = None) -> StoreWriteError:
+    """An OSError met while writing ``path`` as a message that names the place and what to do."""
+    folder = Path(path).parent
+    text = f"{message or f'cannot write {path}'}: {describe(exc)}"
+    if is_full(exc):
+        hint = f"free space on the disk holding {folder} and run the command again; nothing was changed"
+    elif is_not_writable(exc):
+        hint = (f"{folder} is not writable: set $OSMA_HOME to a writable folder or pass --refs/--out "
+                "a file in one; nothing was changed")
+    else:
+        hint = "nothing was changed; check the disk and run the command again"
+    return StoreWriteError(text, hint=hint, errno=exc.errno)
+
+
+def lock_timeout_error(path: Path | str) -> StoreWriteError:
+    return StoreWriteError(f"{path} is locked by another osma process",
+                           hint="wait for it to finish, or remove the stale "
+                                f"{lock_path(path).name} if no osma is running")

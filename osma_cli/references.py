@@ -10,36 +10,64 @@ batch build. Stores written before rules existed are ``fang`` stores.
 
 On disk the store is one HDF5 file (h5py): plain arrays (names, counts, sums, squared-norm
 sums, centroids and sigmas for readers without osma) plus attributes (the hash of the
-weights that made the embeddings, the threshold and how it was chosen, times). Every
-write replaces the whole file atomically: write a temporary file in the same folder,
-fsync it, rename it over the old one. A ``fang`` store without extra statistics is written
-in format 1, which older osma versions read; any other store in format 2. ``open_store_for_update`` takes a file lock around
-load-modify-save, so concurrent enrolments each land and none is lost.
+weights that made the embeddings, the threshold and how it was chosen, times). A ``fang``
+store without extra statistics is written in format 1, which older osma versions read; any
+other store in format 2.
+
+Provenance (what a forensic lab must be able to show) is kept in a ``provenance/`` group
+that readers of either format which do not know it ignore, so it needs no new format:
+
+- ``provenance/history``: one JSON object per event, in order (``enrol``, ``update``,
+  ``build``, ``remove``, ``calibrate``), each with its time, the command, the osma version,
+  the generator (null for store-wide events), the number of images, and for ``calibrate``
+  the old and new tau. A dataset, not an attribute: attributes are limited to 64 KiB.
+- ``provenance/sha256/<i>`` and ``provenance/event/<i>``: the sha256 of the file bytes of
+  every image enrolled into the generator at position ``i`` of ``names``, in enrolment order,
+  and the index in ``history`` of the event that enrolled it (so: when, and by which command).
+- attributes ``since`` and ``since_version``: when (and by which osma) provenance began to
+  be recorded. Stores from before have no group: they load with an empty history, and
+  their images enrolled before have no recorded hash (``GeneratorReference.unrecorded``).
+
+An osma that does not know the group reads the store as before but drops the group when
+it writes the store.
+
+Every write replaces the whole file atomically (``osma_cli.atomic``): the HDF5 file is made
+in memory (h5py never writes to disk, so a full disk is one clean ``OSError``), written to
+a temporary file in the same folder, fsynced and renamed over the old one, under the
+store's lock, which also clears temporaries of dead writers. ``open_store_for_update``
+takes the lock around load-modify-save, so concurrent enrolments each land and none is
+lost. Loading validates the values (counts, shapes, finite sums, a spread above 0) and
+refuses an inconsistent store, naming the generator, rather than scoring with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator, Sequence
 
 import h5py
 import numpy as np
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 import osma_cli
-from osma_cli.atomic import atomic_write
+from osma_cli.atomic import LOCK_TIMEOUT_S, atomic_write, locked
 from osma_cli.errors import ReferenceStoreError, UsageError
+from osma_cli.home import lock_timeout_error, refuse_shipped, write_error
 from osma_cli.rules import OpenSetRule, get_rule, rule_from_spec
 from osma_cli.rules.fang import reference_spread
 
 STORE_FORMAT = "osma-references"
 STORE_FORMAT_VERSION = 2
-LOCK_TIMEOUT_S = 120.0
 MIN_IMAGES = 2
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+NO_PROVENANCE_NOTE = ("provenance not recorded: the store was last written by an osma that did not "
+                      "keep it (before osma recorded image hashes and history)")
 
 
 def now_iso() -> str:
@@ -60,6 +88,10 @@ class GeneratorReference:
     """``sum h h^T`` (D, D), kept when the store's rule needs it."""
     vectors: np.ndarray | None = None
     """The vectors themselves (n, D), in enrolment order, kept when the store's rule needs them."""
+    image_sha256: list[str] = field(default_factory=list)
+    """sha256 of the file bytes of each image enrolled since provenance was recorded, in order."""
+    image_event: list[int] = field(default_factory=list)
+    """For each of ``image_sha256``, the index in the store's history of the event that enrolled it."""
 
     @classmethod
     def empty(cls, name: str, dim: int, requires: frozenset[str]) -> "GeneratorReference":
@@ -70,6 +102,11 @@ class GeneratorReference:
                    vectors=np.zeros((0, dim)) if "vectors" in requires else None)
 
     @property
+    def unrecorded(self) -> int:
+        """Images enrolled before provenance was recorded: counted, but with no hash."""
+        return self.count - len(self.image_sha256)
+
+    @property
     def centroid(self) -> np.ndarray:
         return self.vector_sum / self.count
 
@@ -78,8 +115,10 @@ class GeneratorReference:
         """Fang's spread, which every store can give (it needs only the running sums)."""
         return reference_spread(self.count, self.vector_sum, self.sq_norm_sum)
 
-    def add(self, embeddings: np.ndarray) -> None:
+    def add(self, embeddings: np.ndarray, image_sha256: Sequence[str] = (), event: int = -1) -> None:
         emb = np.asarray(embeddings, dtype=np.float64)
+        self.image_sha256 = [*self.image_sha256, *image_sha256]
+        self.image_event = [*self.image_event, *([event] * len(image_sha256))]
         self.count += emb.shape[0]
         self.vector_sum = self.vector_sum + emb.sum(axis=0)
         self.sq_norm_sum = float(self.sq_norm_sum + np.einsum("ij,ij->", emb, emb))
@@ -125,6 +164,11 @@ class ReferenceStore:
     created: str = field(default_factory=now_iso)
     modified: str = field(default_factory=now_iso)
     osma_version: str = osma_cli.__version__
+    history: list[dict] = field(default_factory=list)
+    """Provenance events in order (module docstring); append-only."""
+    provenance_since: str | None = field(default_factory=now_iso)
+    """When provenance began to be recorded; None for a store loaded from before that."""
+    provenance_since_version: str = osma_cli.__version__
 
     @classmethod
     def for_weights(cls, meta, rule: OpenSetRule | None = None) -> "ReferenceStore":
@@ -151,9 +195,12 @@ class ReferenceStore:
         try:
             return self.generators[name]
         except KeyError:
+            removed = [e for e in self.history if e.get("event") == "remove" and e.get("generator") == name]
+            was = (f"{name!r} was removed on {removed[-1]['time']} ({removed[-1].get('n_images')} images); "
+                   if removed else "")
             raise ReferenceStoreError(
                 f"no generator named {name!r} in the reference store",
-                hint=f"known: {', '.join(self.names) or '(none)'}") from None
+                hint=f"{was}known: {', '.join(self.names) or '(none)'}") from None
 
     def centroids(self) -> np.ndarray:
         """(K, D) float64 centroids in store order."""
@@ -175,26 +222,70 @@ class ReferenceStore:
                 hint="use the model the store was built with, or build a new store for "
                      "this model with `osma build`")
 
-    def enroll(self, name: str, embeddings: np.ndarray, *, update: bool = False) -> GeneratorReference:
-        """Add a generator, or with ``update`` add images to an existing one (exact)."""
+    def enroll(self, name: str, embeddings: np.ndarray, *, update: bool = False,
+               image_sha256: Sequence[str] | None = None, command: str | None = None,
+               event: str | None = None) -> GeneratorReference:
+        """Add a generator, or with ``update`` add images to an existing one (exact).
+
+        ``image_sha256`` (one per row) records which files were enrolled; an image already
+        enrolled in this generator is refused (``new_images`` tells them apart beforehand).
+        The enrolment is recorded in the history as ``event`` (default ``enrol``/``update``).
+        """
         emb = np.asarray(embeddings, dtype=np.float64)
         if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
             raise UsageError(f"embeddings have shape {emb.shape}, expected (n, {self.embedding_dim})")
         if not np.isfinite(emb).all():
             raise UsageError(f"embeddings for {name!r} contain NaN or infinity")
+        hashes = [] if image_sha256 is None else [str(h).lower() for h in image_sha256]
+        if image_sha256 is not None and len(hashes) != emb.shape[0]:
+            raise UsageError(f"{len(hashes)} image hashes for {emb.shape[0]} embeddings")
+        if any(not SHA256_HEX.match(h) for h in hashes):
+            raise UsageError("image hashes must be sha256 hex digests")
         name = self.check_enrollable(name, update=update)
+        if not all(self.new_images(name, hashes)):
+            raise ReferenceStoreError(f"some of these images are already enrolled in {name!r}",
+                                      hint="leave them out (osma enroll skips them itself)")
         existing = self.generators.get(name)
         total = emb.shape[0] + (existing.count if existing else 0)
         if total < MIN_IMAGES:
             raise ReferenceStoreError(
                 f"{name!r} needs at least {MIN_IMAGES} readable images to have a spread; got {total}",
                 hint="add more images of this generator")
+        base = existing or GeneratorReference.empty(name, self.embedding_dim, frozenset())
+        spread = reference_spread(total, base.vector_sum + emb.sum(axis=0),
+                                  base.sq_norm_sum + float(np.einsum("ij,ij->", emb, emb)))
+        if not spread > 0:
+            raise ReferenceStoreError(f"the {total} images of {name!r} have no spread (identical embeddings)",
+                                      hint="enroll several different images of this generator")
         if existing is None:
             existing = GeneratorReference.empty(name, self.embedding_dim, self.rule.requires)
             self.generators[name] = existing
-        existing.add(emb)
+        index = self.record(event or ("update" if update else "enrol"), generator=name, command=command,
+                            n_images=int(emb.shape[0]), count=total, n_hashed=len(hashes))
+        existing.add(emb, hashes, index)
         self.modified = now_iso()
         return existing
+
+    def new_images(self, name: str, image_sha256: Sequence[str]) -> list[bool]:
+        """For each hash, whether it is new to generator ``name`` (and not repeated before it)."""
+        ref = self.generators.get(name.strip())
+        seen = set(ref.image_sha256) if ref is not None else set()
+        out = []
+        for h in image_sha256:
+            out.append(h not in seen)
+            seen.add(h)
+        return out
+
+    def record(self, event: str, *, generator: str | None = None, command: str | None = None,
+               **fields) -> int:
+        """Append one event to the history; returns its index."""
+        self.history.append({"event": event, "time": now_iso(), "generator": generator,
+                             "command": command, "osma_version": osma_cli.__version__, **fields})
+        return len(self.history) - 1
+
+    def events_for(self, name: str) -> list[tuple[int, dict]]:
+        """(index, event) of the history about generator ``name`` or the whole store."""
+        return [(i, e) for i, e in enumerate(self.history) if e.get("generator") in (None, name)]
 
     def check_enrollable(self, name: str, *, update: bool) -> str:
         """The cleaned name, or the error enrolling it would raise (checked before embedding)."""
@@ -209,9 +300,11 @@ class ReferenceStore:
                                       hint="enroll it without --update first")
         return name
 
-    def remove(self, name: str) -> GeneratorReference:
+    def remove(self, name: str, *, command: str | None = None) -> GeneratorReference:
         ref = self.get(name)
         del self.generators[name]
+        self.record("remove", generator=name, command=command, n_images=ref.count,
+                    n_hashed=len(ref.image_sha256))
         self.modified = now_iso()
         return ref
 
@@ -219,30 +312,69 @@ class ReferenceStore:
         """The store's rule fitted to its generators (``FittedRule.score`` scores vectors)."""
         return self.rule.fit(list(self.generators.values()))
 
-    def set_threshold(self, threshold: Threshold) -> None:
+    def set_threshold(self, threshold: Threshold, *, command: str | None = None) -> None:
         if not np.isfinite(threshold.value):
             raise UsageError(f"threshold must be a finite number, got {threshold.value}")
+        old = self.threshold
         self.threshold = threshold
+        self.record("calibrate", command=command, old_tau=None if old is None else old.value,
+                    new_tau=threshold.value, method=threshold.method, target=threshold.target,
+                    n_images=threshold.n_images)
         self.modified = now_iso()
 
+    def problems(self) -> dict[str, str]:
+        """What is inconsistent in each generator (empty when the store can be used)."""
+        out = {}
+        for ref in self.generators.values():
+            problem = reference_problem(ref, self.embedding_dim, self.rule.requires, len(self.history))
+            if problem:
+                out[ref.name] = problem
+        return out
+
     def save(self, path: Path | str) -> None:
-        """Write the whole store atomically: the old file survives any failure."""
-        atomic_write(path, lambda tmp: _write_hdf5(self, tmp))
+        """Write the whole store atomically: the old file survives any failure.
+
+        Takes no lock (``open_store_for_update`` and ``replace_store`` hold it around this).
+        Refuses a shipped file and an inconsistent store; an ``OSError`` (full disk,
+        read-only folder) becomes a ``StoreWriteError`` that says so.
+        """
+        refuse_shipped(path)
+        bad = self.problems()
+        if bad:
+            name, problem = next(iter(bad.items()))
+            raise ReferenceStoreError(f"not writing {path}: generator {name!r} is inconsistent ({problem})",
+                                      hint=f"remove it with `osma refs remove {name}`")
+        if self.provenance_since is None:
+            self.provenance_since, self.provenance_since_version = now_iso(), osma_cli.__version__
+        try:
+            atomic_write(path, lambda tmp: _write_hdf5(self, tmp))
+        except OSError as exc:
+            raise write_error(path, exc, f"cannot write the reference store {path}") from None
 
     @classmethod
-    def load(cls, path: Path | str) -> "ReferenceStore":
+    def load(cls, path: Path | str, *, allow_invalid: Collection[str] = ()) -> "ReferenceStore":
+        """Read and validate a store; generators named in ``allow_invalid`` may be inconsistent
+        (so that ``osma refs remove`` can drop them), any other problem is refused."""
         path = Path(path)
         if not path.exists():
             raise ReferenceStoreError(f"no reference store at {path}",
                                       hint="build one with `osma build ROOT --out FILE` or "
                                            "enroll a generator with `osma enroll`")
         try:
-            return _read_hdf5(path)
+            store, problems = _read_hdf5(path)
         except ReferenceStoreError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise ReferenceStoreError(f"{path} is not a readable osma reference store ({exc})",
                                       hint="rebuild it with `osma build`") from None
+        problems.update(store.problems())  # a value that cannot be right says more than a mismatch
+        for name, problem in problems.items():
+            if name not in allow_invalid:
+                raise ReferenceStoreError(
+                    f"{path}: generator {name!r} is inconsistent ({problem}); the store is not used",
+                    hint=f"rebuild the store with `osma build`, or remove the generator with "
+                         f"`osma refs remove {name} --refs {path}`")
+        return store
 
 
 def validate_name(name: str) -> str:
@@ -254,13 +386,53 @@ def validate_name(name: str) -> str:
     return clean
 
 
+def reference_problem(ref: GeneratorReference, dim: int, requires: frozenset[str],
+                      n_events: int) -> str | None:
+    """Why ``ref`` cannot be scored with (a count, shape or value that cannot be right), or None."""
+    if ref.count < MIN_IMAGES:
+        return f"its count is {ref.count}, a generator needs at least {MIN_IMAGES} images"
+    if np.shape(ref.vector_sum) != (dim,):
+        return f"its vector sum has shape {np.shape(ref.vector_sum)}, expected ({dim},)"
+    if not (np.isfinite(ref.vector_sum).all() and np.isfinite(ref.sq_norm_sum)):
+        return "its running sums are not finite"
+    sigma = ref.sigma
+    if not (np.isfinite(sigma) and sigma > 0):
+        return f"its spread sigma is {sigma:.4g}, it must be above 0"
+    if "second_moment" in requires:
+        if ref.second_moment is None or np.shape(ref.second_moment) != (dim, dim):
+            return f"its second moment has shape {np.shape(ref.second_moment)}, expected ({dim}, {dim})"
+        if not np.isfinite(ref.second_moment).all():
+            return "its second moment is not finite"
+    if "vectors" in requires:
+        if ref.vectors is None or np.shape(ref.vectors) != (ref.count, dim):
+            return f"its vectors have shape {np.shape(ref.vectors)}, expected ({ref.count}, {dim})"
+        if not np.isfinite(ref.vectors).all():
+            return "its vectors are not finite"
+    if len(ref.image_sha256) != len(ref.image_event) or len(ref.image_sha256) > ref.count:
+        return (f"its provenance lists {len(ref.image_sha256)} image hashes and {len(ref.image_event)} "
+                f"events for {ref.count} images")
+    if any(not SHA256_HEX.match(h) for h in ref.image_sha256):
+        return "its provenance holds a malformed image hash"
+    if any(not 0 <= e < n_events for e in ref.image_event):
+        return "its provenance refers to events the history does not have"
+    return None
+
+
 def _write_hdf5(store: ReferenceStore, path: Path) -> None:
+    """The store's HDF5 file, made in memory and written to ``path`` with plain writes."""
+    data = _hdf5_bytes(store)
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _hdf5_bytes(store: ReferenceStore) -> bytes:
+    buffer = io.BytesIO()
     refs = list(store.generators.values())
     k, d = len(refs), store.embedding_dim
     text = h5py.string_dtype("utf-8")
     extras = sorted(store.rule.requires)
     legacy = store.rule.name == "fang" and not store.rule.params() and not extras
-    with h5py.File(path, "w") as f:
+    with h5py.File(buffer, "w") as f:
         f.attrs["format"] = STORE_FORMAT
         f.attrs["format_version"] = 1 if legacy else STORE_FORMAT_VERSION
         if not legacy:
@@ -288,9 +460,34 @@ def _write_hdf5(store: ReferenceStore, path: Path) -> None:
             group = f.create_group("vectors")
             for i, r in enumerate(refs):
                 group.create_dataset(str(i), data=np.asarray(r.vectors, dtype=np.float64).reshape(-1, d))
+        prov = f.create_group("provenance")
+        prov.attrs["since"] = store.provenance_since or now_iso()
+        prov.attrs["since_version"] = store.provenance_since_version
+        prov.create_dataset("history", dtype=text, data=np.array(
+            [json.dumps(e, sort_keys=True) for e in store.history], dtype=object))
+        hashes, events = prov.create_group("sha256"), prov.create_group("event")
+        for i, r in enumerate(refs):
+            hashes.create_dataset(str(i), data=np.array(r.image_sha256, dtype="S64").reshape(-1))
+            events.create_dataset(str(i), data=np.array(r.image_event, dtype=np.int64).reshape(-1))
+    return buffer.getvalue()
 
 
-def _read_hdf5(path: Path) -> ReferenceStore:
+def _text(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _shape_error(path: Path, what: str, shape, expected) -> ReferenceStoreError:
+    return ReferenceStoreError(f"{path}: {what} has shape {tuple(shape)}, expected {tuple(expected)}; "
+                               "the store is not used", hint="rebuild it with `osma build`")
+
+
+def _read_hdf5(path: Path) -> tuple[ReferenceStore, dict[str, str]]:
+    """The store in ``path`` and the problems of generators whose values the file contradicts.
+
+    Shapes that make the file unreadable as a whole raise; a generator whose values are
+    wrong is returned with its problem, so that it can be removed.
+    """
+    problems: dict[str, str] = {}
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != STORE_FORMAT:
             raise ReferenceStoreError(f"{path} is an HDF5 file but not an osma reference store")
@@ -305,42 +502,79 @@ def _read_hdf5(path: Path) -> ReferenceStore:
             embedding_dim=int(f.attrs["embedding_dim"]), l2_normalize=bool(f.attrs["l2_normalize"]),
             threshold=None if threshold is None else Threshold.from_dict(threshold),
             created=str(f.attrs["created"]), modified=str(f.attrs["modified"]),
-            osma_version=str(f.attrs["osma_version"]))
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
+            osma_version=str(f.attrs["osma_version"]), provenance_since=None)
+        if store.threshold is not None and not np.isfinite(store.threshold.value):
+            raise ReferenceStoreError(f"{path}: the threshold is {store.threshold.value}, not a finite number",
+                                      hint="set it again with `osma calibrate`")
+        names = _text(f["names"][()])
+        k, d = len(names), store.embedding_dim
+        if len(set(names)) != k:
+            raise ReferenceStoreError(f"{path}: a generator name appears twice", hint="rebuild it with `osma build`")
+        expected = {"counts": (k,), "vector_sums": (k, d), "sq_norm_sums": (k,), "created": (k,),
+                    "updated": (k,), "centroids": (k, d), "sigmas": (k,)}
+        if "second_moment" in rule.requires:
+            expected["second_moments"] = (k, d, d)
+        for key, shape in expected.items():
+            if key in f and f[key].shape != shape:
+                raise _shape_error(path, key, f[key].shape, shape)
         counts, sums, sq = f["counts"][()], f["vector_sums"][()], f["sq_norm_sums"][()]
-        created = [c.decode() if isinstance(c, bytes) else str(c) for c in f["created"][()]]
-        updated = [u.decode() if isinstance(u, bytes) else str(u) for u in f["updated"][()]]
+        created, updated = _text(f["created"][()]), _text(f["updated"][()])
+        centroids = f["centroids"][()] if "centroids" in f else None
+        sigmas = f["sigmas"][()] if "sigmas" in f else None
         moments = f["second_moments"][()] if "second_moment" in rule.requires else None
-        vectors = [f["vectors"][str(i)][()] for i in range(len(names))] if "vectors" in rule.requires else None
+        vectors = [f["vectors"][str(i)][()] for i in range(k)] if "vectors" in rule.requires else None
+        hashes, events = [[] for _ in range(k)], [[] for _ in range(k)]
+        if "provenance" in f:
+            prov = f["provenance"]
+            store.provenance_since = str(prov.attrs.get("since", store.created))
+            store.provenance_since_version = str(prov.attrs.get("since_version", store.osma_version))
+            store.history = [json.loads(e) for e in _text(prov["history"][()])]
+            hashes = [_text(prov["sha256"][str(i)][()]) for i in range(k)]
+            events = [[int(e) for e in prov["event"][str(i)][()]] for i in range(k)]
     for i, name in enumerate(names):
-        store.generators[name] = GeneratorReference(
+        ref = GeneratorReference(
             name=name, count=int(counts[i]), vector_sum=np.array(sums[i], dtype=np.float64),
             sq_norm_sum=float(sq[i]), created=created[i], updated=updated[i],
             second_moment=None if moments is None else np.array(moments[i], dtype=np.float64),
-            vectors=None if vectors is None else np.array(vectors[i], dtype=np.float64))
-    return store
+            vectors=None if vectors is None else np.array(vectors[i], dtype=np.float64),
+            image_sha256=hashes[i], image_event=events[i])
+        store.generators[name] = ref
+        if ref.count >= MIN_IMAGES and centroids is not None and sigmas is not None:
+            with np.errstate(all="ignore"):
+                if not (np.allclose(ref.centroid, centroids[i], rtol=1e-9, atol=1e-12)
+                        and np.isclose(ref.sigma, sigmas[i], rtol=1e-9, atol=1e-12)):
+                    problems[name] = ("its centroid or sigma do not match its count and running sums "
+                                      "(was the file edited?)")
+    return store, problems
 
 
 @contextlib.contextmanager
-def open_store_for_update(path: Path | str, *, create_for=None,
-                          timeout: float = LOCK_TIMEOUT_S) -> Iterator[ReferenceStore]:
+def store_lock(path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """The lock every writer of the store at ``path`` holds (a shipped store is refused first)."""
+    refuse_shipped(path)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path, timeout=timeout))
+        except Timeout:
+            raise lock_timeout_error(path) from None
+        except OSError as exc:
+            raise write_error(path, exc, f"cannot lock the reference store {path} for writing") from None
+        yield
+
+
+@contextlib.contextmanager
+def open_store_for_update(path: Path | str, *, create_for=None, timeout: float = LOCK_TIMEOUT_S,
+                          allow_invalid: Collection[str] = ()) -> Iterator[ReferenceStore]:
     """Lock, load (or create for the weights ``create_for``), yield, then save atomically.
 
     Nothing is written when the body raises. Embedding images is slow and belongs before
-    this block; only the read-modify-write happens under the lock.
+    this block; only the read-modify-write happens under the lock. ``allow_invalid``: see
+    ``ReferenceStore.load``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path.with_name(path.name + ".lock")))
-    try:
-        lock.acquire(timeout=timeout)
-    except Timeout:
-        raise ReferenceStoreError(f"{path} is locked by another osma process",
-                                  hint="wait for it to finish, or remove the stale "
-                                       f"{path.name}.lock if no osma is running") from None
-    try:
+    with store_lock(path, timeout=timeout):
         if path.exists():
-            store = ReferenceStore.load(path)
+            store = ReferenceStore.load(path, allow_invalid=allow_invalid)
             if create_for is not None:
                 store.check_weights(create_for, store_path=path)
         elif create_for is not None:
@@ -349,5 +583,9 @@ def open_store_for_update(path: Path | str, *, create_for=None,
             store = ReferenceStore.load(path)
         yield store
         store.save(path)
-    finally:
-        lock.release()
+
+
+def replace_store(store: ReferenceStore, path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> None:
+    """Write ``store`` over whatever is at ``path`` (``osma build``), under the store's lock."""
+    with store_lock(path, timeout=timeout):
+        store.save(path)

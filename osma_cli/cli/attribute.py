@@ -127,7 +127,7 @@ def attribute(
         store = None
         tau = resolve_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
     else:
-        store_file = refs_path(refs)
+        store_file = refs_path(refs, write=False)
         store = ReferenceStore.load(store_file)
         store.check_weights(embedder.meta, store_path=store_file)
         tau = resolve_threshold(store, threshold)

@@ -12,7 +12,7 @@ from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
                                   RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
 from osma_cli.cli.paths import check_output_file
-from osma_cli.cli.session import embed_options, load_embedder, parse_rule, refs_path
+from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 AcceptanceOpt = Annotated[float, typer.Option(
@@ -56,8 +56,9 @@ def calibrate(
             result = calibrate_classifier(embedder, root, acceptance=acceptance, target_crr=target_crr,
                                           options=options, on_progress=advance)
         else:
-            result = calibrate_references(embedder, refs_path(refs), root, acceptance=acceptance,
-                                          target_crr=target_crr, options=options, on_progress=advance)
+            result = calibrate_references(embedder, refs_path(refs, write=True), root, acceptance=acceptance,
+                                          target_crr=target_crr, options=options, on_progress=advance,
+                                          command=command_line("calibrate"))
     unreadable = output.report_failures(result.failures)
     t = result.threshold
     output.stdout.print(f"tau = {t.value:.6g} in {result.written_to}\n  {t.method}, target {t.target}, "

@@ -11,8 +11,8 @@ from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
                                   RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
 from osma_cli.cli.paths import check_output_file, list_image_inputs
-from osma_cli.cli.session import embed_options, load_embedder, parse_rule, refs_path
-from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
+from osma_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 
 def class_folders_or_usage(root: Path) -> dict[str, list[Path]]:
@@ -55,9 +55,12 @@ def build(
     """
     from osma_cli.api import build_references
     from osma_cli.cache import EmbeddingCache
+    from osma_cli.home import refuse_shipped
+    from osma_cli.references import replace_store
 
     check_output_file(out, "--out")
-    target = out if out is not None else refs_path(None)
+    target = out if out is not None else refs_path(None, write=True)
+    refuse_shipped(target)
     if target.exists() and not force:
         raise UsageError(f"{target} exists", hint="pass --force to replace it, or --out another file")
     chosen_rule = parse_rule(rule)
@@ -66,9 +69,13 @@ def build(
     embedder = load_embedder(model, device)
     with output.progress_bar("embedding", total) as advance:
         result = build_references(embedder, root, options=options, rule=chosen_rule, on_progress=advance,
-                                  cache=EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small))
+                                  cache=EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small),
+                                  command=command_line("build"))
     unreadable = output.report_failures(result.failures)
-    result.store.save(target)
+    if result.repeated:
+        output.stderr.print(f"skipped {plural(result.repeated, 'file')} whose bytes repeat another file of "
+                            "the same generator (each image counts once)")
+    replace_store(result.store, target)
     render_store_summary(result.store, target)
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
@@ -96,17 +103,25 @@ def enroll(
     if not files:
         raise UsageError("no image files found in " + ", ".join(output.path_text(d) for d in dirs))
     options = embed_options(crops, batch_size, workers, small, max_pixels)
+    store_file = refs_path(refs, write=True)
     embedder = load_embedder(model, device)
-    store_file = refs_path(refs)
     with output.progress_bar("embedding", len(files)) as advance:
         result = enroll_generator(embedder, store_file, name, files, update=update,
-                                  options=options, on_progress=advance)
+                                  options=options, on_progress=advance, command=command_line("enroll"))
     unreadable = output.report_failures(result.failures) + len(unlisted)
     ref = result.reference
+    if result.already:
+        output.stderr.print(f"skipped {plural(result.already, 'image')} already enrolled in {ref.name}")
+    if result.repeated:
+        output.stderr.print(f"skipped {plural(result.repeated, 'file')} whose bytes repeat another given file")
     verb = "added" if update else "enrolled"
     output.stderr.print(f"{verb} {result.n_added} images as {ref.name!r} in {store_file} "
                         f"({ref.count} images, sigma {ref.sigma:.4g})")
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def store_rows(store) -> list[list[str]]:
@@ -132,40 +147,109 @@ def store_summary(store, path: Path) -> dict:
 
 
 def refs_list(refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
-    """List the known generators and the threshold."""
+    """List the known generators and the threshold (--json adds the store's whole history)."""
     from osma_cli.references import ReferenceStore
 
-    path = refs_path(refs)
+    path = refs_path(refs, write=False)
     store = ReferenceStore.load(path)
     if json_out:
-        output.write_json(store_summary(store, path))
+        output.write_json({**store_summary(store, path), "provenance_note": provenance_note(store),
+                           "history": [{"index": i, **e} for i, e in enumerate(store.history)]})
     else:
         render_store_summary(store, path)
 
 
+def provenance_note(store, ref=None) -> str | None:
+    """What the provenance does not cover: a store from before it, or images enrolled before."""
+    from osma_cli.references import NO_PROVENANCE_NOTE
+
+    if store.provenance_since is None:
+        return NO_PROVENANCE_NOTE
+    if ref is not None and ref.unrecorded:
+        return (f"{ref.unrecorded} of its {ref.count} images were enrolled before provenance was recorded "
+                f"(since {store.provenance_since}, osma {store.provenance_since_version}): no hash or history")
+    return None
+
+
+def generator_record(store, ref) -> dict:
+    """One generator, its images' hashes and the history about it (``refs show --json``)."""
+    return {"name": ref.name, "count": ref.count, "sigma": ref.sigma,
+            "centroid_norm": float((ref.centroid ** 2).sum() ** 0.5),
+            "created": ref.created, "updated": ref.updated,
+            "images_recorded": len(ref.image_sha256), "images_unrecorded": ref.unrecorded,
+            "provenance_since": store.provenance_since, "provenance_note": provenance_note(store, ref),
+            "history": [{"index": i, **e} for i, e in store.events_for(ref.name)],
+            "images": [{"sha256": h, "event": e} for h, e in zip(ref.image_sha256, ref.image_event)]}
+
+
+def history_rows(events) -> list[list[str]]:
+    rows = []
+    for e in events:
+        if e["event"] == "calibrate":
+            old = "not set" if e.get("old_tau") is None else f"{e['old_tau']:.4g}"
+            what = f"tau {old} -> {e['new_tau']:.4g} ({e.get('method', '')})"
+        elif e["event"] == "remove":
+            what = f"removed {e['generator']} ({e.get('n_images')} images)"
+        else:
+            what = f"{e.get('n_images')} images -> {e.get('count')}"
+        rows.append([str(e["index"]), e["time"], e["event"], what, e.get("command") or ""])
+    return rows
+
+
 def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_default=False)],
               refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
-    """Show one generator's reference."""
+    """Show one generator's reference and its provenance: the history of its enrolments
+    (when, by which command, how many images) and of the store's thresholds; --json adds
+    the sha256 of every image enrolled into it."""
     from osma_cli.references import ReferenceStore
 
-    path = refs_path(refs)
-    ref = ReferenceStore.load(path).get(name)
-    info = {"name": ref.name, "count": ref.count, "sigma": ref.sigma,
-            "centroid_norm": float((ref.centroid ** 2).sum() ** 0.5),
-            "created": ref.created, "updated": ref.updated}
+    path = refs_path(refs, write=False)
+    store = ReferenceStore.load(path)
+    info = generator_record(store, store.get(name))
     if json_out:
         output.write_json(info)
-    else:
-        output.print_table(output.simple_table(f"{name} in {path}", ["field", "value"],
-                                                [[k, v] for k, v in info.items()]))
+        return
+    fields = [[k, str(info[k])] for k in ("name", "count", "sigma", "centroid_norm", "created", "updated",
+                                          "images_recorded", "images_unrecorded")]
+    output.print_table(output.simple_table(f"{name} in {path}", ["field", "value"], fields))
+    if info["provenance_note"]:
+        output.stderr.print(output.escape(info["provenance_note"]), soft_wrap=True)
+    if info["history"]:
+        output.print_table(output.simple_table(f"history of {name}", ["#", "time", "event", "what", "command"],
+                                               history_rows(info["history"])))
+
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")]
+
+
+def stdin_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show_default=False)],
-                refs: RefsOpt = None) -> None:
-    """Remove a generator from the store."""
-    from osma_cli.references import open_store_for_update
+                refs: RefsOpt = None, yes: YesOpt = False) -> None:
+    """Remove a generator from the store, after asking (--yes: without).
 
-    path = refs_path(refs)
-    with open_store_for_update(path) as store:
-        removed = store.remove(name)
-    output.stderr.print(f"removed {removed.name!r} ({removed.count} images) from {path}")
+    The removal is recorded in the store's history. A generator whose values are
+    inconsistent (a store that refuses to load) can be removed this way.
+    """
+    from osma_cli.references import ReferenceStore, open_store_for_update
+
+    path = refs_path(refs, write=True)
+    ref = ReferenceStore.load(path, allow_invalid=[name]).get(name)
+    if not yes:
+        if not stdin_is_terminal():
+            raise UsageError(f"not removing {name!r} ({ref.count} images) from {path} without confirmation",
+                             hint="pass --yes to remove it")
+        if not typer.confirm(f"remove {name!r} ({ref.count} images) from {path}?", default=False, err=True):
+            output.stderr.print(f"kept {name!r}; nothing was removed")
+            raise typer.Exit(EXIT_ERROR)
+    with open_store_for_update(path, allow_invalid=[name]) as store:
+        removed = store.remove(name, command=command_line("refs remove"))
+    output.stderr.print(f"removed {removed.name!r} ({removed.count} images) from {path}; "
+                        "the removal is recorded in its history")

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
-from osma_cli.home import default_model_path, default_references_path
+from osma_cli.home import default_model_path, default_references_path, references_for_reading
 
 
 def model_path(model: Path | None) -> Path:
     return model if model is not None else default_model_path()
 
 
-def refs_path(refs: Path | None) -> Path:
-    return refs if refs is not None else default_references_path()
+def refs_path(refs: Path | None, *, write: bool) -> Path:
+    """``--refs``, else the user's store (seeded from the shipped one on first use).
+
+    A command that only reads falls back to the shipped store, read-only, when the user's
+    cannot be made (read-only or full ``$OSMA_HOME``), and says so on stderr; a command
+    that writes fails with the place it cannot write. A shipped file is never written
+    (``osma_cli.home.refuse_shipped``, checked where the store is written).
+    """
+    if refs is not None:
+        return refs
+    if write:
+        return default_references_path()
+    path, note = references_for_reading()
+    if note:
+        from osma_cli.cli import output
+
+        output.warn(output.escape(note))
+    return path
+
+
+def command_line(name: str) -> str:
+    """The command as typed, recorded in a store's history (provenance).
+
+    ``name`` (``enroll``, ``refs remove``) stands in where the process is not the osma
+    command itself (a test runner, a script calling the Typer app): its argv is not osma's.
+    """
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program in ("osma", "osma.exe", "__main__.py"):
+        return shlex.join(["osma", *sys.argv[1:]])
+    return f"osma {name} (called from {program or 'python'})"
 
 
 def load_embedder(model: Path | None, device: str):

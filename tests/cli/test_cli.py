@@ -150,7 +150,13 @@ def test_enroll_update_and_refusals(tmp_path, built_store, tiny_weights):
     assert ReferenceStore.load(built_store).get("stripegan").count == 4
     again = invoke("enroll", new, "--name", "stripegan", *base)
     assert again.exit_code == EXIT_ERROR and "--update" in again.stderr
-    assert invoke("enroll", new, "--name", "stripegan", "--update", *base).exit_code == EXIT_OK
+    same = invoke("enroll", new, "--name", "stripegan", "--update", *base)  # the same files again
+    assert same.exit_code == EXIT_OK
+    assert "skipped 4 images already enrolled in stripegan" in same.stderr
+    assert ReferenceStore.load(built_store).get("stripegan").count == 4
+    more = tmp_path / "more"
+    write_images(more, "stripes", 4, seed=7)
+    assert invoke("enroll", new, more, "--name", "stripegan", "--update", *base).exit_code == EXIT_OK
     assert ReferenceStore.load(built_store).get("stripegan").count == 8
 
     single = tmp_path / "single"
@@ -174,7 +180,7 @@ def test_refs_list_show_remove(built_store):
     assert listed["threshold"]["value"] > 0
     shown = json.loads(invoke("refs", "show", "smoothgan", "--refs", built_store, "--json").stdout)
     assert shown["count"] == 5
-    assert invoke("refs", "remove", "smoothgan", "--refs", built_store).exit_code == EXIT_OK
+    assert invoke("refs", "remove", "smoothgan", "--refs", built_store, "--yes").exit_code == EXIT_OK
     assert ReferenceStore.load(built_store).names == ["checkergan"]
     missing = invoke("refs", "show", "smoothgan", "--refs", built_store)
     assert missing.exit_code == EXIT_ERROR and "no generator named" in missing.stderr
