@@ -170,7 +170,8 @@ class Embedder:
         """
         policy = self.small_policy(small)
         dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=policy, max_pixels=max_pixels,
-                                   min_size=self.model.min_input_size if policy == "keep" else 1)
+                                   min_size=self.model.min_input_size if policy == "keep" else 1,
+                                   note_compression=self.policy.compression_sensitive)
         loader = crop_loader(dataset, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers,
                              pin_memory=self.device.type == "cuda")

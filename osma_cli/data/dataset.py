@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from osma_cli.data.compression import note_for
 from osma_cli.data.crops import CropTooSmall, check_crop_policy, extract_crops
 from osma_cli.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from osma_cli.errors import ImageError, UsageError
@@ -82,8 +83,14 @@ class ImageCropDataset(Dataset):
     """
 
     def __init__(self, paths: Iterable[str | Path], crop: int, n_crops: int = 1, *,
-                 small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1) -> None:
-        """``min_size``: the smallest side a model can take unpadded (``small="keep"``); smaller is an error."""
+                 small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1,
+                 note_compression: bool = False) -> None:
+        """``min_size``: the smallest side a model can take unpadded (``small="keep"``); smaller is an error.
+
+        ``note_compression``: add a warning to each JPEG's item, for models whose verdicts
+        depend on the compression (``compression.note_for``).
+        """
+        self.note_compression = note_compression
         check_crop_policy(crop, n_crops, small)
         self.min_size = min_size
         if max_pixels < 1:
@@ -118,11 +125,14 @@ class ImageCropDataset(Dataset):
         if min(height, width) < self.min_size:
             return index, (f"image is {width}x{height}, smaller than the {self.min_size}x{self.min_size} "
                            "pixels this model needs"), decoded.warnings
+        notes = decoded.warnings
+        if self.note_compression and decoded.jpeg_quality is not None:
+            notes = (*notes, note_for(decoded.jpeg_quality))
         try:
             crops = extract_crops(decoded.pixels, self.crop, self.n_crops, small=self.small)
         except CropTooSmall as exc:
-            return index, SkipReason(f"{exc} (small images are skipped)"), decoded.warnings
-        return index, torch.from_numpy(crops), decoded.warnings
+            return index, SkipReason(f"{exc} (small images are skipped)"), notes
+        return index, torch.from_numpy(crops), notes
 
 
 def collate_crops(items: Sequence[CropItem], crop: int | None = None) -> CropBatch:

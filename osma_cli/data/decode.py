@@ -66,6 +66,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from osma_cli.data.integrity import integrity_warnings
+from osma_cli.data.compression import jpeg_quality
 from osma_cli.errors import ImageError, UsageError
 
 DEFAULT_MAX_PIXELS: int = 2**28
@@ -248,6 +249,8 @@ class DecodedImage:
     """``(H, W, 3) uint8``, as in ``load_rgb``."""
     warnings: tuple[str, ...] = ()
     """Damage or oddities found while decoding (Pillow's warnings, the structure check)."""
+    jpeg_quality: int | None = None
+    """The estimated IJG quality of a JPEG file (``osma_cli.data.compression``); None otherwise."""
 
 
 def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -273,12 +276,12 @@ def decode_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> D
     path = Path(path)
     with _open_file(path) as handle:
         with _pil_pixel_limit(max_pixels) as caught:
-            pixels, image_format = _decode(handle, path, max_pixels)
+            pixels, image_format, quality = _decode(handle, path, max_pixels)
         notes = _fold_warnings(caught)
         if image_format is not None:
             handle.seek(0)
             notes += integrity_warnings(handle.read(), image_format)
-    return DecodedImage(pixels=pixels, warnings=tuple(dict.fromkeys(notes)))
+    return DecodedImage(pixels=pixels, warnings=tuple(dict.fromkeys(notes)), jpeg_quality=quality)
 
 
 def _fold_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -291,12 +294,12 @@ def _fold_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     return notes
 
 
-def _decode(handle: BinaryIO, path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
+def _decode(handle: BinaryIO, path: Path, max_pixels: int) -> tuple[np.ndarray, str | None, int | None]:
     image = _identify(handle, path, max_pixels)
     with image:
         try:
             image.load()
-            return pixels_to_rgb(image), image.format
+            return pixels_to_rgb(image), image.format, jpeg_quality(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(path, _pil_bomb_reason(exc, max_pixels)) from None
         except MemoryError:

@@ -43,11 +43,14 @@ class InputPolicy:
       otherwise measure the padding), so crops of different images can differ in size.
     - ``dtype``: the float type pixels are given in (float64 where normal equations need it).
     - ``mixed_precision``: whether autocast may run the model (never for a least-squares solve).
+    - ``compression_sensitive``: whether a JPEG input's record should say that the verdict
+      holds only for images compressed as the references were.
     """
 
     small: str | None = None
     dtype: torch.dtype = torch.float32
     mixed_precision: bool = True
+    compression_sensitive: bool = False
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -183,7 +186,7 @@ class DescriptorNet(ImageModel):
     """
 
     kind = "descriptor"
-    input_policy = InputPolicy(small="keep", dtype=torch.float64, mixed_precision=False)
+    input_policy = InputPolicy(small="keep", dtype=torch.float64, mixed_precision=False, compression_sensitive=True)
     embedding_dim: int
     raw_dim: int
     PROJECTION_BUFFERS = ("projection_mean", "projection_matrix")

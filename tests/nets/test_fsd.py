@@ -135,3 +135,14 @@ def test_cli_train_build_attribute_benchmark_with_the_descriptor(tmp_path, pose_
     assert result.exit_code == EXIT_OK, result.output
     run = json.loads(result.stdout)
     assert run["score"] == "neg. log-lik." and 0.0 <= run["metrics"]["auc"] <= 1.0
+
+
+def test_jpeg_inputs_of_a_descriptor_say_the_verdict_depends_on_compression(tmp_path):
+    rng = np.random.default_rng(4)
+    png = write(tmp_path / "a.png", pattern_image("checker", rng, 48))
+    jpeg = tmp_path / "b.jpg"
+    Image.fromarray(pattern_image("checker", rng, 48)).save(jpeg, quality=85)
+    embedder = Embedder.from_file(save_descriptor(tmp_path / "m.safetensors"), device="cpu")
+    items = {it.path.name: it for it in embedder.embed_files([png, jpeg], workers=0)}
+    assert items["a.png"].ok and items["a.png"].warnings == ()
+    assert items["b.jpg"].ok and any("quality about 85" in w for w in items["b.jpg"].warnings)
