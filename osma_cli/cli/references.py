@@ -175,6 +175,8 @@ def generator_record(store, ref) -> dict:
     """One generator, its images' hashes and the history about it (``refs show --json``)."""
     return {"name": ref.name, "count": ref.count, "sigma": ref.sigma,
             "centroid_norm": float((ref.centroid ** 2).sum() ** 0.5),
+            "rule": store.rule.spec(), "score": store.rule.score_name, "score_meaning": store.rule.meaning,
+            "statistics": sorted(store.rule.requires),
             "created": ref.created, "updated": ref.updated,
             "images_recorded": len(ref.image_sha256), "images_unrecorded": ref.unrecorded,
             "provenance_since": store.provenance_since, "provenance_note": provenance_note(store, ref),
@@ -211,6 +213,8 @@ def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_d
         return
     fields = [[k, str(info[k])] for k in ("name", "count", "sigma", "centroid_norm", "created", "updated",
                                           "images_recorded", "images_unrecorded")]
+    fields.insert(1, ["rule", f"{store.rule.name} {store.rule.params() or ''}".strip()])
+    fields.insert(2, ["score", store.rule.meaning])
     output.print_table(output.simple_table(f"{name} in {path}", ["field", "value"], fields))
     if info["provenance_note"]:
         output.stderr.print(output.escape(info["provenance_note"]), soft_wrap=True)

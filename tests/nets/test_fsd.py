@@ -126,6 +126,8 @@ def test_cli_train_build_attribute_benchmark_with_the_descriptor(tmp_path, pose_
     result = invoke("build", data, "--out", refs, "--model", model, "--workers", 0)
     assert result.exit_code == EXIT_OK, result.output
     assert ReferenceStore.load(refs).rule.name == "mahalanobis"
+    shown = json.loads(invoke("refs", "show", "checkergan", "--refs", refs, "--json").stdout)
+    assert shown["rule"]["name"] == "mahalanobis" and shown["statistics"] == ["second_moment"]
     result = invoke("attribute", data / "checkergan", "--model", model, "--refs", refs, "--json", "--workers", 0)
     assert result.exit_code == EXIT_OK, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
