@@ -82,7 +82,8 @@ def attribute(
                                                 exists=True, show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K nearest generators.")] = 1,
     threshold: Annotated[Optional[float], typer.Option(
-        "--threshold", help="Override tau (on the normalized distance; on 1 - max softmax for a classifier).",
+        "--threshold", help="Override tau (on the store's score, e.g. the normalized distance; on 1 - max "
+                            "softmax for a classifier).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
     csv_out: Annotated[Optional[Path], typer.Option(
@@ -99,8 +100,8 @@ def attribute(
 ) -> None:
     """Attribute images to known generators, or say unknown.
 
-    The verdict is the nearest generator's name when the normalized distance to it is below
-    the threshold, otherwise 'unknown'. With a classifier model (POSE) the candidate is its
+    The verdict is the nearest generator's name when its score (by the store's rule: by
+    default the normalized distance) is below the threshold, otherwise 'unknown'. With a classifier model (POSE) the candidate is its
     most probable class and the score is 1 - max softmax, with the same rule; its classes
     and threshold come from its weights, so --refs is not used. Exit code 0 when every
     file was processed, 3 when some could not be read (each is reported), 2 for usage
@@ -165,12 +166,12 @@ def attribute(
             done = sum(counts.values())
             where = ("" if csv_out is None or csv_to_stdout else f"; {done} results in {output.path_text(csv_out)}")
             if records:
-                render_table(records, top, tau, score_name(embedder))
+                render_table(records, top, tau, score_name(embedder, store))
             output.stderr.print(f"interrupted after {done} of {len(files)} files{where}", soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     if records:
-        render_table(records, top, tau, score_name(embedder))
+        render_table(records, top, tau, score_name(embedder, store))
     if counts["skipped"]:
         output.stderr.print(f"{counts['skipped']} of {len(files)} files skipped on purpose (--small skip).")
     if unlisted:
@@ -182,8 +183,11 @@ def attribute(
     raise typer.Exit(EXIT_OK)
 
 
-def score_name(embedder) -> str:
-    return "1 - max softmax" if embedder.is_classifier else "norm. distance"
+def score_name(embedder, store=None) -> str:
+    """The table's score column: the classifier's, or the store's rule's."""
+    if embedder.is_classifier:
+        return "1 - max softmax"
+    return store.rule.score_name if store is not None else "norm. distance"
 
 
 def short_paths(paths: list[str]) -> tuple[str, list[str]]:

@@ -48,6 +48,5 @@ def note_for(quality: int | None) -> str | None:
     """The warning a compression-sensitive model adds to a JPEG's record."""
     if quality is None:
         return None
-    return (f"JPEG-compressed (quality about {quality}): this model's verdicts hold only for images "
-            "compressed as its references were; on re-compressed images they are near chance "
-            "(docs/descriptors.md)")
+    return (f"JPEG (quality about {quality}): this model is reliable only on images compressed like "
+            "its references (docs/descriptors.md)")
