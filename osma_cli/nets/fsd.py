@@ -8,7 +8,9 @@ An image's descriptor is how its own forensic residuals predict themselves:
 2. at ``scales`` scales (each a 2x2 average down-sampling of the previous), one least-squares
    linear predictor of every residual pixel from its ``block x block`` neighbourhood, centre
    excluded (``osma_cli.nets.self_prediction``: ``mode`` per-channel or joint as in the paper,
-   ``scale_mode`` separate or joint, optional sum-to-one ``constrained`` fit);
+   ``scale_mode`` separate or joint, optional sum-to-one ``constrained`` fit), always in float64
+   (the residual filtering itself runs in float32 by default, ``residual_precision``: seven
+   times faster on a CPU, within about 1e-7 of float64);
 3. the coefficients, concatenated, are the raw descriptor; an affine projection fitted on
    known generators (``osma_cli.projection``) maps it to the embedding.
 
@@ -32,6 +34,8 @@ from osma_cli.nets.residual_filters import FILTER_SUPPORTS, fixed_filters, resid
 from osma_cli.nets.self_prediction import descriptor_dim, self_description
 
 COLOURS = ("rgb", "grey")
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+"""Precision of the residual filtering; the self-prediction fit is always float64."""
 DEFAULT_FILTERS = ("cross4", "square8", "square24")
 LUMA = (0.299, 0.587, 0.114)
 
@@ -41,7 +45,10 @@ class FSDDescriptor(DescriptorNet):
 
     def __init__(self, *, embedding_dim: int, filters: Sequence[str], colour: str, block: int,
                  scales: int, mode: str, scale_mode: str, constrained: bool, ridge: float,
-                 window: int, projected: bool) -> None:
+                 window: int, residual_precision: str, projected: bool) -> None:
+        if residual_precision not in PRECISIONS:
+            raise UsageError(f"unknown residual precision {residual_precision!r}",
+                             hint=f"use {', '.join(PRECISIONS)}")
         if colour not in COLOURS:
             raise UsageError(f"unknown colour handling {colour!r}", hint=f"use {', '.join(COLOURS)}")
         unknown = [f for f in filters if f not in FILTER_SUPPORTS]
@@ -57,7 +64,7 @@ class FSDDescriptor(DescriptorNet):
         self.register_buffer("filters", bank)
         self.settings = {"filters": list(filters), "colour": colour, "block": block, "scales": scales,
                          "mode": mode, "scale_mode": scale_mode, "constrained": bool(constrained),
-                         "ridge": float(ridge), "window": int(window)}
+                         "ridge": float(ridge), "window": int(window), "residual_precision": residual_precision}
 
     def identity_config(self) -> dict:
         return {"architecture": "fsd", **self.settings}
@@ -66,7 +73,7 @@ class FSDDescriptor(DescriptorNet):
         x = x.to(torch.float64)
         if self.settings["colour"] == "grey":
             x = (x * x.new_tensor(LUMA)[None, :, None, None]).sum(1, keepdim=True)
-        channels = residuals(x, self.filters.to(x))
+        channels = residuals(x, self.filters.to(x), compute_dtype=PRECISIONS[self.settings["residual_precision"]])
         return self_description(channels, block=self.settings["block"], mode=self.settings["mode"],
                                 constrained=self.settings["constrained"], scales=self.settings["scales"],
                                 scale_mode=self.settings["scale_mode"], ridge=self.settings["ridge"])
@@ -76,7 +83,7 @@ class FSDDescriptor(DescriptorNet):
 def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FILTERS, colour: str = "rgb",
         block: int = 9, scales: int = 3, mode: str = "per-channel", scale_mode: str = "separate",
         constrained: bool = False, ridge: float = 1e-6, window: int = 256,
-        projected: bool | None = None) -> FSDDescriptor:
+        residual_precision: str = "float32", projected: bool | None = None) -> FSDDescriptor:
     """A self-description extractor; ``embedding_dim`` is the projection's width (raw width without one).
 
     The defaults are the settings that measured best on the built-in benchmark's splits 1-3
@@ -93,4 +100,5 @@ def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FI
         projected = embedding_dim != raw
     return FSDDescriptor(embedding_dim=embedding_dim, filters=list(filters), colour=colour, block=block,
                          scales=scales, mode=mode, scale_mode=scale_mode, constrained=constrained,
-                         ridge=ridge, window=window, projected=projected)
+                         ridge=ridge, window=window, residual_precision=residual_precision,
+                         projected=projected)

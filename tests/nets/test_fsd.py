@@ -44,7 +44,7 @@ def write(path: Path, pixels: np.ndarray) -> Path:
 
 @pytest.mark.parametrize("change", [{"block": 5}, {"scales": 1}, {"mode": "joint"}, {"constrained": True},
                                     {"scale_mode": "joint"}, {"colour": "grey"}, {"window": 32},
-                                    {"filters": ["cross4", "square8"]}])
+                                    {"filters": ["cross4", "square8"]}, {"residual_precision": "float64"}])
 def test_identity_covers_every_setting(tmp_path, change):
     a = load_weights(save_descriptor(tmp_path / "a.safetensors"))[1]
     b = load_weights(save_descriptor(tmp_path / "b.safetensors", **change))[1]
@@ -148,3 +148,10 @@ def test_jpeg_inputs_of_a_descriptor_say_the_verdict_depends_on_compression(tmp_
     items = {it.path.name: it for it in embedder.embed_files([png, jpeg], workers=0)}
     assert items["a.png"].ok and items["a.png"].warnings == ()
     assert items["b.jpg"].ok and any("quality about 85" in w for w in items["b.jpg"].warnings)
+
+
+def test_float32_residual_filtering_stays_within_float64s_tolerance():
+    x = torch.rand(3, 3, 40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fast, exact = (get_model("fsd", **SMALL, residual_precision=p).describe(x) for p in ("float32", "float64"))
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-6)
