@@ -60,6 +60,8 @@ import scipy.linalg
 from osma_cli.errors import UsageError
 
 METHODS = ("lda", "whiten", "pca")
+DEFAULT_PROJECTION = {"method": "lda", "pca_dim": 256, "shrinkage": 0.2}
+"""What ``osma train --method fsd`` and the benchmark fit when not told otherwise (docs/descriptors.md)."""
 _CONSTANT_DIM_RTOL = 1e-10
 
 

@@ -38,7 +38,7 @@ from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
-from osma_cli.projection import Projection, fit_projection
+from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.rules import OpenSetRule
 
@@ -174,8 +174,6 @@ def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: Embed
 
 def projection_settings(meta) -> dict:
     """How a descriptor's projection is fitted: its recipe's settings, else the default ones."""
-    from osma_cli.training.fsd import DEFAULT_PROJECTION
-
     saved = dict(meta.recipe.get("projection") or DEFAULT_PROJECTION)
     saved.pop("fitted", None)
     return saved

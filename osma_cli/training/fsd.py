@@ -30,11 +30,10 @@ from osma_cli.errors import DataError, ImageError
 from osma_cli.nets import get_model
 from osma_cli.nets.fsd import FSDDescriptor
 from osma_cli.nets.residual_filters import learn_filters
-from osma_cli.projection import Projection, fit_projection
+from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.runtime import resolve_device
 from osma_cli.weights import WeightsMeta, save_weights
 
-DEFAULT_PROJECTION = {"method": "lda", "pca_dim": 256, "shrinkage": 0.2}
 
 
 @dataclass

@@ -155,3 +155,25 @@ def test_float32_residual_filtering_stays_within_float64s_tolerance():
     fast, exact = (get_model("fsd", **SMALL, residual_precision=p).describe(x) for p in ("float32", "float64"))
     assert fast.dtype == torch.float64
     torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-6)
+
+
+def test_benchmark_fits_the_projection_on_the_split_training_images_only(tmp_path, pose_root, monkeypatch):
+    from osma_cli.evaluation import protocol
+    from osma_cli.evaluation.splits import load_pose_split
+
+    seen = []
+    real_fit = protocol.fit_projection
+
+    def recording_fit(x, labels, **settings):
+        seen.append((len(x), sorted(set(labels.tolist()))))
+        return real_fit(x, labels, **settings)
+    monkeypatch.setattr(protocol, "fit_projection", recording_fit)
+    split = load_pose_split(pose_root, SPLIT)
+    embedder = Embedder.from_file(save_descriptor(tmp_path / "m.safetensors"), device="cpu")
+    from osma_cli.api import EmbedOptions
+
+    run = protocol.run_benchmark(embedder, split, options=EmbedOptions(workers=0))
+    assert seen == [(len(split.train), sorted({im.label for im in split.train}))]
+    assert run.report.n_unknown == len(split.test_unknown)
+    kept = protocol.run_benchmark(embedder, split, options=EmbedOptions(workers=0), refit_projection=False)
+    assert len(seen) == 1 and kept.report.n_unknown == run.report.n_unknown
