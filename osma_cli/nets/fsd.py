@@ -17,7 +17,9 @@ An image's descriptor is how its own forensic residuals predict themselves:
 Pixels are never resampled and never padded: the embedder gives the centred window of at
 most ``window x window`` pixels (smaller images whole, ``InputPolicy(small="keep")``), in
 float64. Every setting is part of the weights' identity (``identity_config``), so stores and
-caches never mix descriptors made with other settings.
+caches never mix descriptors made with other settings. Weights files record every setting in
+``arch_kwargs``; a setting added later must default to the behaviour earlier files had, or
+those files would no longer match their hash.
 """
 
 from __future__ import annotations
