@@ -70,7 +70,7 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
     """Show the model, its recipe, the known generators, tau and the device."""
     data = gather_info(model, refs, device)
     if json_out:
-        output.write_json(data)
+        output.write_json(data, command="info")
         return
     rows = [[k, v] for k, v in data.items() if k not in ("model", "references", "classifier")]
     output.print_table(output.simple_table("osma", ["", ""], rows))

@@ -126,7 +126,20 @@ def write_json_line(record: dict, stream: IO[str] | None = None) -> None:
     target.flush()
 
 
-def write_json(data: Any) -> None:
+SCHEMA = 1
+"""Version of every command's JSON record (docs/output.md); raised on any change that is
+not a new field."""
+
+
+def record(command: str, data: dict) -> dict:
+    """A command's JSON record: ``schema`` and ``command`` first, then its fields."""
+    return {"schema": SCHEMA, "command": command, **data}
+
+
+def write_json(data: Any, *, command: str | None = None) -> None:
+    """One indented JSON document on the real stdout; ``command`` makes it a record (``record``)."""
+    if command is not None:
+        data = record(command, data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 

@@ -47,6 +47,7 @@ def build(
     crops: CropsOpt = 1,
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Build a reference store from folders, one per generator (searched recursively).
 
@@ -76,7 +77,11 @@ def build(
         output.stderr.print(f"skipped {plural(result.repeated, 'file')} whose bytes repeat another file of "
                             "the same generator (each image counts once)")
     replace_store(result.store, target)
-    render_store_summary(result.store, target)
+    if json_out:
+        output.write_json({**store_summary(result.store, target), "unreadable": unreadable,
+                           "repeated": result.repeated}, command="build")
+    else:
+        render_store_summary(result.store, target)
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
@@ -93,6 +98,7 @@ def enroll(
     crops: CropsOpt = 1,
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Enroll a new generator from its images, without retraining anything."""
     from osma_cli.api import enroll_generator
@@ -117,6 +123,11 @@ def enroll(
     verb = "added" if update else "enrolled"
     output.stderr.print(f"{verb} {result.n_added} images as {ref.name!r} in {store_file} "
                         f"({ref.count} images, sigma {ref.sigma:.4g})")
+    if json_out:
+        output.write_json({"refs": str(store_file), "name": ref.name, "update": update,
+                           "added": result.n_added, "count": ref.count, "sigma": output.finite_or_none(ref.sigma),
+                           "already": result.already, "repeated": result.repeated,
+                           "unreadable": unreadable}, command="enroll")
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
@@ -154,7 +165,8 @@ def refs_list(refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
     store = ReferenceStore.load(path)
     if json_out:
         output.write_json({**store_summary(store, path), "provenance_note": provenance_note(store),
-                           "history": [{"index": i, **e} for i, e in enumerate(store.history)]})
+                           "history": [{"index": i, **e} for i, e in enumerate(store.history)]},
+                          command="refs list")
     else:
         render_store_summary(store, path)
 
@@ -209,7 +221,7 @@ def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_d
     store = ReferenceStore.load(path)
     info = generator_record(store, store.get(name))
     if json_out:
-        output.write_json(info)
+        output.write_json(info, command="refs show")
         return
     fields = [[k, str(info[k])] for k in ("name", "count", "sigma", "centroid_norm", "created", "updated",
                                           "images_recorded", "images_unrecorded")]
@@ -236,7 +248,7 @@ def stdin_is_terminal() -> bool:
 
 
 def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show_default=False)],
-                refs: RefsOpt = None, yes: YesOpt = False) -> None:
+                refs: RefsOpt = None, yes: YesOpt = False, json_out: JsonOpt = False) -> None:
     """Remove a generator from the store, after asking (--yes: without).
 
     The removal is recorded in the store's history. A generator whose values are
@@ -257,3 +269,7 @@ def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show
         removed = store.remove(name, command=command_line("refs remove"))
     output.stderr.print(f"removed {removed.name!r} ({removed.count} images) from {path}; "
                         "the removal is recorded in its history")
+    if json_out:
+        output.write_json({"refs": str(path), "name": removed.name, "count": removed.count,
+                           "remaining": len(store)},
+                          command="refs remove")

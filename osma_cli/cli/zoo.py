@@ -146,7 +146,7 @@ def build(
         output.write_json({"root": str(report.root), "fingerprint": report.fingerprint,
                            "images": report.n_images, "written": report.n_written,
                            "kept": report.n_kept, "seconds": report.seconds,
-                           "bytes": report.bytes, "reference": report.reference})
+                           "bytes": report.bytes, "reference": report.reference}, command="zoo build")
     else:
         output.stdout.print(
             f"built-in benchmark in {report.root}: {report.n_images} images "
@@ -172,7 +172,7 @@ def _render_verify(report, json_out: bool) -> None:
         output.write_json({"root": str(report.root), "checked": report.n_checked,
                            "missing": report.missing, "corrupt": report.corrupt,
                            "stale": report.stale, "reference": report.reference,
-                           "ok": report.ok})
+                           "ok": report.ok}, command="zoo build --verify")
         return
     if report.ok:
         output.stdout.print(f"{report.n_checked} files checked in {report.root}: all intact")
@@ -211,7 +211,7 @@ def list_generators(weights: WeightsDirOpt = None, json_out: JsonOpt = False) ->
             "params": record.params if record else None,
             "splits": {r.name: r.role(spec.name) for r in roles}})
     if json_out:
-        output.write_json({"weights": str(folder), "generators": rows})
+        output.write_json({"weights": str(folder), "generators": rows}, command="zoo list")
         return
     letters = {"known": "K", "seed": "s", "arch": "a", "dataset": "d"}
     table_rows = [[r["name"], r["family"], r["dataset"],

@@ -75,9 +75,9 @@ def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Pat
     records = json_lines(result.stdout)
     assert len(records) == 10
     for r in records:
-        assert set(r) == {"schema", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
+        assert set(r) == {"schema", "command", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
                           "threshold", "margin", "error", "warnings", "top"}
-        assert r["schema"] == 1 and r["path_bytes_b64"] is None and r["warnings"] == []
+        assert r["schema"] == 1 and r["command"] == "attribute" and r["path_bytes_b64"] is None and r["warnings"] == []
         assert r["status"] == "ok" and r["error"] is None
         assert r["candidate"] in ("checkergan", "smoothgan")
         assert r["verdict"] in (r["candidate"], "unknown")
@@ -250,7 +250,7 @@ def test_calibrate_target_crr_uses_unknown_folders(tmp_path, built_store, tiny_w
     base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
     result = invoke("calibrate", val, "--target-crr", 0.75, *base)
     assert result.exit_code == EXIT_OK, result.output
-    assert "stripegan" in result.stdout
+    assert "stripegan" in result.stderr and "CRR" in result.stderr
     verdicts = json_lines(invoke("attribute", val / "stripegan", "--json", *base).stdout)
     assert sum(r["verdict"] == "unknown" for r in verdicts) >= 6
 
