@@ -195,10 +195,13 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
     raise typer.Exit(EXIT_OK)
 
 
+CLASSIFIER_SCORE = "1 - max softmax"
+
+
 def score_name(embedder, store=None) -> str:
     """The table's score column: the classifier's, or the store's rule's."""
     if embedder.is_classifier:
-        return "1 - max softmax"
+        return CLASSIFIER_SCORE
     return store.rule.score_name if store is not None else "norm. distance"
 
 
@@ -210,11 +213,18 @@ def short_paths(paths: list[str]) -> tuple[str, list[str]]:
     return root, [os.path.relpath(p, root) if root else p for p in paths]
 
 
+def top_ranking(score_name: str) -> str:
+    """How the ``--top`` list is ranked (docs/output.md, ``top``): not always by the verdict's score."""
+    if score_name == CLASSIFIER_SCORE:
+        return f"top list ranked by {score_name}"
+    return f"top list ranked by distance to each centroid; verdict on the {score_name}"
+
+
 def render_table(records: list[dict], top_k: int, tau: float, score_name: str = "norm. distance") -> None:
     root, names = short_paths([r["path"] for r in records])
     columns = ["file", "verdict", "candidate", score_name, "margin"]
     if top_k > 1:
-        columns.append(f"top {top_k}")
+        columns.append(f"top {top_k} ({score_name})")
     with_notes = any(r["status"] != "ok" or r["warnings"] for r in records)
     if with_notes:
         columns.append("note")
@@ -231,4 +241,6 @@ def render_table(records: list[dict], top_k: int, tau: float, score_name: str = 
             row.append("; ".join(notes))
         rows.append(row)
     title = f"threshold tau = {tau:.3f}" + (f"; files under {root}" if root else "")
+    if top_k > 1:
+        title += "\n" + top_ranking(score_name)
     output.print_table(output.simple_table(title, columns, rows))

@@ -266,3 +266,13 @@ def test_builtin_benchmark_without_zoo_weights_says_what_to_do():
     result = invoke("benchmark", "split1")  # OSMA_WEIGHTS_DIR is empty in tests
     assert result.exit_code == EXIT_ERROR
     assert "osma zoo train" in " ".join(result.stderr.split())
+
+
+def test_top_table_says_how_the_list_is_ranked(built_store, tiny_weights, image_tree):
+    result = invoke("attribute", image_tree, "--top", 2, "--model", tiny_weights, "--refs", built_store,
+                    "--workers", 0)
+    assert result.exit_code == EXIT_OK, result.output
+    text = " ".join(result.stdout.split())
+    assert "ranked by distance to each centroid; verdict on the norm. distance" in text
+    single = invoke("attribute", image_tree, "--model", tiny_weights, "--refs", built_store, "--workers", 0)
+    assert "ranked by" not in single.stdout
