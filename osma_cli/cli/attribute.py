@@ -12,7 +12,7 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, SmallOpt, WorkersOpt)
+                                  RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
 from osma_cli.cli.session import embed_options, load_embedder, refs_path
 from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
@@ -84,7 +84,7 @@ def attribute(
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="Override tau (on the store's score, e.g. the normalized distance; on 1 - max "
                             "softmax for a classifier).",
-        show_default=False)] = None,
+        show_default=False, callback=finite_threshold)] = None,
     json_out: JsonOpt = False,
     csv_out: Annotated[Optional[Path], typer.Option(
         "--csv", help="Also write the results to this CSV file ('-': to stdout, instead of the table).",

@@ -10,7 +10,7 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
@@ -118,7 +118,8 @@ def benchmark(
         file_okay=False, show_default=False)] = None,
     acceptance: AcceptanceOpt = 0.95,
     threshold: Annotated[Optional[float], typer.Option(
-        "--threshold", help="Use this tau instead of calibrating.", show_default=False)] = None,
+        "--threshold", help="Use this tau instead of calibrating.", show_default=False,
+        callback=finite_threshold)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     rule: RuleOpt = None,
     keep_projection: Annotated[bool, typer.Option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,3 +32,14 @@ RuleOpt = Annotated[Optional[str], typer.Option(
     "--rule", help="Open-set rule of the references: fang (Fang et al.'s normalized distance), mahalanobis "
                    "(shared covariance) or gmm (per-generator Gaussian mixtures); NAME or NAME:key=value,... "
                    "Default: the model's own, else fang.", show_default=False)]
+
+
+def finite_threshold(value: float | None) -> float | None:
+    """``--threshold`` must be a number: NaN and infinity are refused before the model loads.
+
+    Its sign is checked once the rule is known (``attribution.check_tau``): a ``gmm`` store's
+    scores (negative log-likelihoods) may be negative, other rules' may not.
+    """
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value

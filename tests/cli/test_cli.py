@@ -276,3 +276,19 @@ def test_top_table_says_how_the_list_is_ranked(built_store, tiny_weights, image_
     assert "ranked by distance to each centroid; verdict on the norm. distance" in text
     single = invoke("attribute", image_tree, "--model", tiny_weights, "--refs", built_store, "--workers", 0)
     assert "ranked by" not in single.stdout
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_threshold_is_refused_before_the_model_loads(tmp_path, image_tree, value):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not weights")  # loading it would fail with another message
+    result = invoke("attribute", image_tree, "--threshold", value, "--model", broken)
+    assert result.exit_code == EXIT_USAGE and "finite" in result.output
+    assert "safetensors" not in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_non_positive_threshold_is_refused_for_a_distance_rule(built_store, tiny_weights, image_tree, value):
+    result = invoke("attribute", image_tree, "--threshold", value, "--model", tiny_weights,
+                    "--refs", built_store, "--workers", 0)
+    assert result.exit_code == EXIT_USAGE and "positive" in result.stderr
