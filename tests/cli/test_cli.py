@@ -292,3 +292,10 @@ def test_non_positive_threshold_is_refused_for_a_distance_rule(built_store, tiny
     result = invoke("attribute", image_tree, "--threshold", value, "--model", tiny_weights,
                     "--refs", built_store, "--workers", 0)
     assert result.exit_code == EXIT_USAGE and "positive" in result.stderr
+
+
+def test_a_store_given_as_the_model_says_to_pass_it_to_refs(built_store, image_tree):
+    result = invoke("attribute", image_tree, "--model", built_store)
+    assert result.exit_code == EXIT_ERROR
+    text = " ".join(result.stderr.split())
+    assert "reference store" in text and "--refs" in text and "download" not in text
