@@ -172,7 +172,7 @@ def print_table(table: Table) -> None:
 
 
 def simple_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", show_header=any(columns))  # blank names: no header row
     first_width = min(40, max((len(str(r[0])) for r in rows), default=0))
     for i, col in enumerate(columns):
         table.add_column(col, overflow="fold", min_width=first_width if i == 0 else None)

@@ -299,3 +299,21 @@ def test_a_store_given_as_the_model_says_to_pass_it_to_refs(built_store, image_t
     assert result.exit_code == EXIT_ERROR
     text = " ".join(result.stderr.split())
     assert "reference store" in text and "--refs" in text and "download" not in text
+
+
+def test_info_table_marks_build_machine_paths_and_hides_empty_class_names(tmp_path, built_store):
+    from osma_cli.nets import get_model
+    from osma_cli.weights import WeightsMeta, save_weights
+
+    model = get_model("mislnet")
+    save_weights(tmp_path / "w.safetensors", model, WeightsMeta(
+        architecture="mislnet", embedding_dim=model.embedding_dim, crop_size=32, l2_normalize=False,
+        arch_kwargs={}, recipe={"data": {"root": "/tmp/scratch/train", "n_train": 3}, "osma_tree_dirty": True}))
+    result = invoke("info", "--model", tmp_path / "w.safetensors", "--refs", built_store)
+    assert result.exit_code == EXIT_OK, result.output
+    lines = result.stdout.splitlines()
+    assert "/tmp/scratch/train (build machine)" in result.stdout
+    assert "class_names" not in result.stdout
+    assert not any(set(line) <= set("┃ ") and "┃" in line for line in lines)  # no blank header row
+    data = json.loads(invoke("info", "--model", tmp_path / "w.safetensors", "--json").stdout)
+    assert data["model"]["recipe"]["data"]["root"] == "/tmp/scratch/train"  # JSON: as recorded
