@@ -15,6 +15,22 @@ from osma_cli.cli.session import command_line, embed_options, load_embedder, par
 from osma_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 
+STORE_SUFFIXES = (".h5", ".hdf5")
+
+
+def check_generator_name(name: str) -> None:
+    """A generator's name is a label, and also a folder name (``calibrate``, ``benchmark``):
+    no path separators, no control characters, not empty."""
+    import unicodedata
+
+    if not name.strip():
+        raise UsageError("--name is empty")
+    bad = [c for c in name if c in "/\\" or unicodedata.category(c) in ("Cc", "Cf")]
+    if bad:
+        raise UsageError(f"--name {name!r} holds {', '.join(sorted(set(map(repr, bad))))}",
+                         hint="a generator's name is a folder name: no '/', '\\' or control characters")
+
+
 def class_folders_or_usage(root: Path) -> dict[str, list[Path]]:
     """The class folders under ``root``; none, or no images in any, is a usage error."""
     from osma_cli.data import class_folders
@@ -60,6 +76,9 @@ def build(
     from osma_cli.references import replace_store
 
     check_output_file(out, "--out")
+    if out is not None and out.suffix.lower() not in STORE_SUFFIXES:
+        raise UsageError(f"--out {output.path_text(out)}: a reference store is an HDF5 file ending in .h5",
+                         hint=f"e.g. --out {output.path_text(out.with_suffix('.h5'))}")
     target = out if out is not None else refs_path(None, write=True)
     refuse_shipped(target)
     if target.exists() and not force:
@@ -103,6 +122,7 @@ def enroll(
     """Enroll a new generator from its images, without retraining anything."""
     from osma_cli.api import enroll_generator
 
+    check_generator_name(name)
     files, unlisted = list_image_inputs(dirs)
     for folder, reason in unlisted:
         output.file_problem(folder, f"{reason} (its images are not enrolled)")

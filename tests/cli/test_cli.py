@@ -317,3 +317,31 @@ def test_info_table_marks_build_machine_paths_and_hides_empty_class_names(tmp_pa
     assert not any(set(line) <= set("┃ ") and "┃" in line for line in lines)  # no blank header row
     data = json.loads(invoke("info", "--model", tmp_path / "w.safetensors", "--json").stdout)
     assert data["model"]["recipe"]["data"]["root"] == "/tmp/scratch/train"  # JSON: as recorded
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", "tab\there", "new\nline", " "])
+def test_enroll_refuses_names_that_are_no_folder_name(tmp_path, built_store, tiny_weights, name):
+    write_images(tmp_path / "new", "stripes", 3, seed=4)
+    result = invoke("enroll", tmp_path / "new", "--name", name, "--refs", built_store, "--model", tiny_weights)
+    assert result.exit_code == EXIT_USAGE and "--name" in result.stderr
+    assert ReferenceStore.load(built_store).names == ["checkergan", "smoothgan"]
+
+
+def test_build_refuses_an_output_that_is_not_h5(tmp_path, tiny_weights, image_tree):
+    result = invoke("build", image_tree, "--out", tmp_path / "refs.txt", "--model", tiny_weights)
+    assert result.exit_code == EXIT_USAGE and ".h5" in result.stderr
+    assert not (tmp_path / "refs.txt").exists()
+
+
+def test_a_path_given_twice_is_processed_once(tmp_path, built_store, tiny_weights, image_tree):
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0, "--json"]
+    one = image_tree / "smoothgan" / "smooth_00.png"
+    twice = invoke("attribute", one, image_tree / "smoothgan" / ".." / "smoothgan" / "smooth_00.png", *base)
+    assert twice.exit_code == EXIT_OK and len(json_lines(twice.stdout)) == 1
+    assert "given more than once" in twice.stderr
+    overlap = invoke("attribute", image_tree / "smoothgan", one, *base)
+    assert len(json_lines(overlap.stdout)) == 5 and "found more than once" in overlap.stderr
+    write_images(tmp_path / "new", "stripes", 3, seed=4)
+    enrolled = invoke("enroll", tmp_path / "new", tmp_path / "new", "--name", "stripegan", *base)
+    assert enrolled.exit_code == EXIT_OK, enrolled.output
+    assert json.loads(enrolled.stdout)["added"] == 3 and "given more than once" in enrolled.stderr
