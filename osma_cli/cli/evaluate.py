@@ -15,6 +15,10 @@ from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
+BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
+"""The built-in benchmark's splits, named in ``benchmark --help`` without loading the zoo's
+recipe (a test checks they are the recipe's)."""
+
 AcceptanceOpt = Annotated[float, typer.Option(
     "--acceptance", min=0.0, max=1.0,
     help="Fraction of known validation images to accept (sets tau).")]
@@ -43,7 +47,7 @@ def calibrate(
     """Set the threshold tau from validation images.
 
     With an embedding model tau goes into the reference store. With a classifier (POSE)
-    it goes into the threshold file beside its weights (<weights>.threshold.json), where
+    it goes into the threshold file beside its weights (`<weights>.threshold.json`), where
     `osma attribute` finds it; --refs is not used. Reports what the new tau costs on the
     validation images (acceptance rate on known ones, CRR on unknown ones) and the tau it
     replaces.
@@ -106,7 +110,8 @@ def render_calibration(result) -> None:
 
 def benchmark(
     split: Annotated[Optional[str], typer.Argument(
-        help="Split name, e.g. split1 (not needed with --manifest).", show_default=False)] = None,
+        help=f"Split name: {', '.join(BUILTIN_SPLITS)} of the built-in benchmark (or of --data-root's "
+             "POSE layout); not needed with --manifest.", show_default=False)] = None,
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", help="POSE benchmark download (holding dataset/split*_*/annotations).",
         exists=True, file_okay=False, show_default=False)] = None,

@@ -38,7 +38,7 @@ ValFractionOpt = Annotated[float, typer.Option(
     help="Share of each class held out for validation (0: none, the last epoch is kept).")]
 CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint-dir", file_okay=False,
-    help="Where the per-epoch checkpoint goes. Default: <out>.checkpoints beside --out.", show_default=False)]
+    help="Where the per-epoch checkpoint goes. Default: `<out>.checkpoints` beside --out.", show_default=False)]
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     "--resume", metavar="CHECKPOINT_DIR", file_okay=False,
     help="Continue the run whose checkpoint folder this is (same data and options; --epochs may grow).",
@@ -60,7 +60,7 @@ def train(
         show_default=False)] = None,
     annotations: Annotated[Optional[list[Path]], typer.Option(
         "--annotations", metavar="FILE", exists=True, dir_okay=False,
-        help="POSE annotation file (lines 'relative/path<TAB>label') instead of DATA; repeat for several.",
+        help="POSE annotation file (lines `relative/path<TAB>label`) instead of DATA; repeat for several.",
         show_default=False)] = None,
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", exists=True, file_okay=False, help="Folder the annotation paths are relative to.",

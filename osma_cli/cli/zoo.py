@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import JsonOpt
+from osma_cli.cli.options import Command, Group, JsonOpt
 from osma_cli.errors import EXIT_ERROR
 
 zoo_app = typer.Typer(
     help="The built-in benchmark: a zoo of small trained generators (train, list, build).",
-    no_args_is_help=True, rich_markup_mode="markdown")
+    no_args_is_help=True, rich_markup_mode="markdown", cls=Group)
 
 
 def _command(name: str) -> Callable[[Callable], Callable]:
@@ -29,7 +29,7 @@ def _command(name: str) -> Callable[[Callable], Callable]:
 
             return handle_errors(func)(*args, **kwargs)
 
-        zoo_app.command(name)(wrapper)
+        zoo_app.command(name, cls=Command)(wrapper)
         return func
 
     return decorate
