@@ -197,7 +197,7 @@ def write_outputs(run, out: Path) -> None:
     from osma_cli.evaluation.plots import write_benchmark_plots
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(output.record("benchmark", run.to_dict()), indent=2) + "\n")
     names = list(run.split.class_names)
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
         writer = output.CsvWriter(handle, ["path", "label", "true_class", "unknown_kind",

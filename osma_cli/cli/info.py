@@ -65,7 +65,6 @@ def flat_items(data: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
-
 BUILD_MACHINE = "(build machine)"
 
 

@@ -53,8 +53,10 @@ def finite_threshold(value: float | None) -> float | None:
 def readable_type(shown: str | None, *, flag: bool) -> str | None:
     """Typer's type column in words a user reads: no ``<bool>`` beside a flag, ``<path>...``
     for ``<list[Path]>``, ``<text>`` for ``<str>``."""
-    if shown is None or flag:
-        return None if shown is None else ""
+    if shown is None:
+        return None
+    if flag:
+        return ""
     if shown.startswith("<list[") and shown.endswith("]>"):
         return f"<{shown[6:-2].lower()}>..."
     return "<text>" if shown == "<str>" else shown
