@@ -59,6 +59,7 @@ def train(
         show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Retrain generators that already have weights in --out.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Train the zoo's generators that have no weights in --out yet (CPU, fixed seeds)."""
     from osma_cli.runtime import cpu_count
@@ -95,9 +96,9 @@ def train(
             state["advance"](1)
         r = result.record
         psnr = r.metrics.get("psnr_heldout")
-        output.stdout.print(f"{r.name}: {r.training['steps']} steps, "
-                            f"PSNR {psnr if psnr is not None else '-'} dB on held-out photos, "
-                            f"{r.train_seconds:.0f} s -> {result.path}")
+        (output.stderr if json_out else output.stdout).print(
+            f"{r.name}: {r.training['steps']} steps, PSNR {psnr if psnr is not None else '-'} dB on "
+            f"held-out photos, {r.train_seconds:.0f} s -> {output.escape(str(result.path))}")
 
     state["n"] = len(generators_to_train(recipe, folder, only=only or (), force=force))
     try:
@@ -105,9 +106,15 @@ def train(
                             workers=workers, on_start=on_start, on_step=on_step, on_done=on_done)
     finally:
         close_bar()
+    if json_out:
+        output.write_json({"weights": str(folder), "trained": [
+            {"name": r.record.name, "path": str(r.path), "steps": r.record.training.get("steps"),
+             "psnr_heldout": r.record.metrics.get("psnr_heldout"), "seconds": r.record.train_seconds}
+            for r in results]}, command="zoo train")
     if not results:
-        output.stdout.print(f"nothing to train: every generator asked for has weights in "
-                            f"{folder} (--force retrains)")
+        (output.stderr if json_out else output.stdout).print(
+            f"nothing to train: every generator asked for has weights in {output.escape(str(folder))} "
+            f"(--force retrains)")
 
 
 @_command("build")
