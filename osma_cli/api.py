@@ -21,7 +21,8 @@ import numpy as np
 
 from osma_cli.attribution import Attribution, ClassifierScorer, ReferenceScorer, Scorer, attribute_embeddings
 from osma_cli.classifier import require_embedding_model, save_classifier_threshold
-from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
+from osma_cli.calibration import (DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores,
+                                  threshold_for_acceptance)
 from osma_cli.data import class_folders
 from osma_cli.embed import EmbeddedImage, Embedder, embed_all
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
@@ -319,6 +320,10 @@ class CalibrationResult:
     unknown_folders: list[str]
     failures: list[EmbeddedImage]
     written_to: Path | None = None
+    cost: CalibrationCost | None = None
+    """The acceptance rate and CRR the new tau gives on the validation images."""
+    old_threshold: Threshold | None = None
+    """The tau it replaced (None: there was none)."""
 
 
 def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path | str, *,
@@ -336,13 +341,14 @@ def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path 
     refuse_shipped(store_path)
     store = ReferenceStore.load(store_path)
     store.check_weights(embedder.meta, store_path=store_path)
-    threshold, known, unknown, failures = _calibrated(embedder, scorer_for(embedder, store), root,
-                                                      acceptance=acceptance, target_crr=target_crr,
-                                                      options=options, on_progress=on_progress)
+    threshold, known, unknown, failures, cost = _calibrated(embedder, scorer_for(embedder, store), root,
+                                                            acceptance=acceptance, target_crr=target_crr,
+                                                            options=options, on_progress=on_progress)
     with open_store_for_update(store_path, create_for=embedder.meta) as locked:
+        old = locked.threshold
         locked.set_threshold(threshold, command=command)
     return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
-                             failures=failures, written_to=Path(store_path))
+                             failures=failures, written_to=Path(store_path), cost=cost, old_threshold=old)
 
 
 def calibrate_classifier(embedder: Embedder, root: Path | str, *, acceptance: float = DEFAULT_ACCEPTANCE,
@@ -359,19 +365,28 @@ def calibrate_classifier(embedder: Embedder, root: Path | str, *, acceptance: fl
     if embedder.weights_path is None:
         raise UsageError("the classifier was not loaded from a file: there is nowhere to keep its threshold",
                          hint="load it with Embedder.from_file")
-    threshold, known, unknown, failures = _calibrated(embedder, scorer_for(embedder), root,
-                                                      acceptance=acceptance, target_crr=target_crr,
-                                                      options=options, on_progress=on_progress)
+    from osma_cli.classifier import load_classifier_threshold
+    from osma_cli.errors import OsmaError
+
+    threshold, known, unknown, failures, cost = _calibrated(embedder, scorer_for(embedder), root,
+                                                            acceptance=acceptance, target_crr=target_crr,
+                                                            options=options, on_progress=on_progress)
+    try:
+        old = load_classifier_threshold(embedder.weights_path, embedder.meta)
+    except OsmaError:  # an unreadable old threshold file is replaced
+        old = None
     written = save_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
     return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
-                             failures=failures, written_to=written)
+                             failures=failures, written_to=written, cost=cost, old_threshold=old)
 
 
 def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, acceptance: float,
                 target_crr: float | None, options: EmbedOptions,
-                on_progress: ProgressCallback | None) -> tuple[Threshold, list[str], list[str], list[EmbeddedImage]]:
-    """tau from the scores of the validation images in ``root``, known folders told by name."""
-    from osma_cli.calibration import calibrate
+                on_progress: ProgressCallback | None
+                ) -> tuple[Threshold, list[str], list[str], list[EmbeddedImage], CalibrationCost]:
+    """tau from the scores of the validation images in ``root``, known folders told by name,
+    and what it costs on them (``CalibrationCost``)."""
+    from osma_cli.calibration import calibrate, cost_of
 
     folders = class_folders(root)
     known = [n for n in folders if n in scorer.names]
@@ -399,4 +414,5 @@ def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, accepta
     used = int((ok_unknown_arr if target_crr is not None else ~ok_unknown_arr).sum())
     threshold = Threshold(value=tau, method=f"{method} ({root})", target=target, n_images=used,
                           chosen=now_iso())
-    return threshold, known, unknown, failures
+    cost = cost_of(tau, scores[~ok_unknown_arr], scores[ok_unknown_arr])
+    return threshold, known, unknown, failures, cost

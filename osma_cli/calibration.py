@@ -14,6 +14,7 @@ it, exactly, from the running sums. That gives a fair provisional tau until
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,3 +75,28 @@ def calibrate(known_scores: np.ndarray, unknown_scores: np.ndarray | None = None
     rate = DEFAULT_ACCEPTANCE if acceptance is None else acceptance
     return (threshold_for_acceptance(known_scores, rate),
             "acceptance rate on validation images of known generators", rate)
+
+
+@dataclass(frozen=True)
+class CalibrationCost:
+    """What a tau costs on the validation images it was chosen from (accept: ``score < tau``)."""
+
+    acceptance: float | None
+    """Fraction of the known generators' images accepted; None without any."""
+    n_known: int
+    crr: float | None
+    """Correct-rejection rate: fraction of the unknown generators' images rejected; None without any."""
+    n_unknown: int
+
+    def to_dict(self) -> dict:
+        return {"acceptance": self.acceptance, "n_known": self.n_known, "crr": self.crr,
+                "n_unknown": self.n_unknown}
+
+
+def cost_of(tau: float, known_scores: np.ndarray, unknown_scores: np.ndarray | None = None) -> CalibrationCost:
+    """The acceptance rate on known images and the CRR on unknown ones at ``tau``."""
+    known = np.asarray(known_scores, dtype=np.float64)
+    unknown = np.asarray(unknown_scores if unknown_scores is not None else [], dtype=np.float64)
+    return CalibrationCost(acceptance=float(np.mean(known < tau)) if known.size else None, n_known=int(known.size),
+                           crr=float(np.mean(unknown >= tau)) if unknown.size else None,
+                           n_unknown=int(unknown.size))

@@ -145,6 +145,7 @@ def read_meta(path: Path | str) -> WeightsMeta:
     """The metadata of a weights file, from its header only."""
     path = Path(path)
     _check_exists(path)
+    _refuse_reference_store(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -185,6 +186,22 @@ def _check_exists(path: Path) -> None:
         raise WeightsError(f"{path}: no such weights file", hint="check the path, or list shipped weights")
     if not path.is_file():
         raise WeightsError(f"{path}: not a file", hint="give the path of a .safetensors weights file")
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The first bytes of an HDF5 file, such as a reference store (``references.h5``)."""
+
+
+def _refuse_reference_store(path: Path) -> None:
+    """An HDF5 file given as weights is most likely a reference store passed to the wrong option."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError:
+        return  # safe_open reports it
+    if head == HDF5_SIGNATURE:
+        raise WeightsError(f"{path}: this is an HDF5 file (a reference store), not a weights file",
+                           hint="pass a reference store to --refs, and a .safetensors file to --model")
 
 
 def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Mapping[str, Tensor]) -> None:

@@ -295,3 +295,11 @@ def test_classifier_metadata_must_fit_the_network(folder: Path) -> None:
     written = save_weights(folder / "ok.safetensors", net, good)
     assert read_meta(folder / "ok.safetensors").class_names == ["a", "b", "c"]
     assert written.output_dim == 3 and written.is_classifier
+
+
+def test_a_reference_store_given_as_weights_says_so(folder: Path) -> None:
+    path = folder / "refs.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(1024))
+    error = assert_fails(path, "reference store", "--refs", loader=read_meta)
+    assert "download" not in str(error)
+    assert_fails(path, "reference store")  # load_weights reads the header first

@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from typing import Annotated, Callable
 
 import typer
 
 from osma_cli.cli import attribute, demo, evaluate, info, references, train
+from osma_cli.cli.options import HELP_SETTINGS, Command, Group
 from osma_cli.cli.zoo import zoo_app
 from osma_cli.errors import EXIT_BROKEN_PIPE, OsmaError, TooFewReadable
 
@@ -51,7 +52,7 @@ def silence_stdout() -> None:
 
 
 def command(target: typer.Typer, name: str, func: Callable) -> None:
-    target.command(name)(handle_errors(func))
+    target.command(name, cls=Command)(handle_errors(func))
 
 
 app = typer.Typer(
@@ -61,7 +62,24 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
     rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
+    cls=Group,
+    context_settings=HELP_SETTINGS,  # -h as well as --help, for every command (inherited)
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        import osma_cli
+
+        typer.echo(f"osma {osma_cli.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option(
+        "--version", help="Show osma's version and exit.", callback=show_version, is_eager=True)] = False) -> None:
+    pass
+
 command(app, "attribute", attribute.attribute)
 command(app, "build", references.build)
 command(app, "enroll", references.enroll)
@@ -72,7 +90,7 @@ command(app, "benchmark", evaluate.benchmark)
 command(app, "info", info.info)
 command(app, "demo", demo.demo)
 refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",
-                       no_args_is_help=True, rich_markup_mode="markdown")
+                       no_args_is_help=True, rich_markup_mode="markdown", cls=Group)
 command(refs_app, "list", references.refs_list)
 command(refs_app, "show", references.refs_show)
 command(refs_app, "remove", references.refs_remove)

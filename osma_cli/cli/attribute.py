@@ -12,13 +12,13 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, SmallOpt, WorkersOpt)
+                                  RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
 from osma_cli.cli.session import embed_options, load_embedder, refs_path
 from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 
-SCHEMA = 1
+SCHEMA = output.SCHEMA
 """Version of the JSON record of ``osma attribute`` (docs/output.md); raised on any change
 that is not a new field."""
 
@@ -30,10 +30,10 @@ def status_of(item) -> str:
     return "skipped" if item.skipped else "error"
 
 
-def attribution_record(item, top_k: int) -> dict:
+def attribution_record(item, top_k: int, command: str = "attribute") -> dict:
     """One file's result as a flat-ish dict: the JSON object and the CSV row (docs/output.md)."""
     a = item.attribution
-    record = {"schema": SCHEMA, "path": output.path_text(item.path),
+    record = {"schema": SCHEMA, "command": command, "path": output.path_text(item.path),
               "path_bytes_b64": output.path_bytes_b64(item.path), "status": status_of(item),
               "verdict": None, "candidate": None, "score": None, "threshold": None,
               "margin": None, "error": item.error, "warnings": list(item.warnings), "top": []}
@@ -57,7 +57,7 @@ def csv_fields(top_k: int) -> list[str]:
 
 
 def csv_row(record: dict) -> dict:
-    row = {k: v for k, v in record.items() if k not in ("top", "schema")}
+    row = {k: v for k, v in record.items() if k not in ("top", "schema", "command")}
     row["warnings"] = "; ".join(record["warnings"])
     for i, cand in enumerate(record["top"], start=1):
         row[f"top{i}"] = cand["name"]
@@ -84,7 +84,7 @@ def attribute(
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="Override tau (on the store's score, e.g. the normalized distance; on 1 - max "
                             "softmax for a classifier).",
-        show_default=False)] = None,
+        show_default=False, callback=finite_threshold)] = None,
     json_out: JsonOpt = False,
     csv_out: Annotated[Optional[Path], typer.Option(
         "--csv", help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
@@ -108,6 +108,17 @@ def attribute(
     errors, 130 when interrupted, 141 when the reader of stdout went away. The records
     and CSV columns are described in docs/output.md.
     """
+    attribute_paths(paths, top=top, threshold=threshold, json_out=json_out, csv_out=csv_out, model=model,
+                    refs=refs, device=device, batch_size=batch_size, workers=workers, crops=crops,
+                    small=small, max_pixels=max_pixels)
+
+
+def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, json_out: bool,
+                    csv_out: Path | None, model: Path | None, refs: Path | None, device: str,
+                    batch_size: int, workers: int | None, crops: int, small: str, max_pixels: int | None,
+                    command: str = "attribute", extra: dict | None = None) -> None:
+    """``osma attribute``'s work; ``command`` names the records, ``extra`` (path -> fields)
+    adds fields to the records of those files (``osma demo``: the expected verdict)."""
     from osma_cli.api import FileAttribution, attribute_files
     from osma_cli.attribution import resolve_threshold
     from osma_cli.classifier import refuse_refs_for_classifier, resolve_classifier_threshold
@@ -143,7 +154,8 @@ def attribute(
             csv_writer = output.CsvWriter(handle, csv_fields(top))
 
         def emit(item) -> None:
-            record = attribution_record(item, top)
+            record = attribution_record(item, top, command)
+            record.update((extra or {}).get(item.path, {}))
             report(item)
             if json_out:
                 output.write_json_line(record)
@@ -183,10 +195,13 @@ def attribute(
     raise typer.Exit(EXIT_OK)
 
 
+CLASSIFIER_SCORE = "1 - max softmax"
+
+
 def score_name(embedder, store=None) -> str:
     """The table's score column: the classifier's, or the store's rule's."""
     if embedder.is_classifier:
-        return "1 - max softmax"
+        return CLASSIFIER_SCORE
     return store.rule.score_name if store is not None else "norm. distance"
 
 
@@ -198,11 +213,18 @@ def short_paths(paths: list[str]) -> tuple[str, list[str]]:
     return root, [os.path.relpath(p, root) if root else p for p in paths]
 
 
+def top_ranking(score_name: str) -> str:
+    """How the ``--top`` list is ranked (docs/output.md, ``top``): not always by the verdict's score."""
+    if score_name == CLASSIFIER_SCORE:
+        return f"top list ranked by {score_name}"
+    return f"top list ranked by distance to each centroid; verdict on the {score_name}"
+
+
 def render_table(records: list[dict], top_k: int, tau: float, score_name: str = "norm. distance") -> None:
     root, names = short_paths([r["path"] for r in records])
     columns = ["file", "verdict", "candidate", score_name, "margin"]
     if top_k > 1:
-        columns.append(f"top {top_k}")
+        columns.append(f"top {top_k} ({score_name})")
     with_notes = any(r["status"] != "ok" or r["warnings"] for r in records)
     if with_notes:
         columns.append("note")
@@ -219,4 +241,6 @@ def render_table(records: list[dict], top_k: int, tau: float, score_name: str = 
             row.append("; ".join(notes))
         rows.append(row)
     title = f"threshold tau = {tau:.3f}" + (f"; files under {root}" if root else "")
+    if top_k > 1:
+        title += "\n" + top_ranking(score_name)
     output.print_table(output.simple_table(title, columns, rows))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import DeviceOpt, ModelOpt, RefsOpt
+from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
 
 
 def demo(
@@ -18,19 +18,27 @@ def demo(
     model: ModelOpt = None,
     refs: RefsOpt = None,
     device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
 ) -> None:
-    """Write two sample images (a camera photo, a generated image) and attribute them."""
-    from osma_cli.cli.attribute import attribute
+    """Write two sample images (a camera photo, a generated image) and attribute them.
+
+    --json: the records of `osma attribute --json` (one per line), each with the image's
+    `expected` verdict; the notes go to stderr.
+    """
+    from osma_cli.cli.attribute import attribute_paths
     from osma_cli.demo import write_demo_images
     from osma_cli.home import osma_home
 
     folder = out if out is not None else osma_home() / "demo"
     images = write_demo_images(folder)
-    output.stdout.print(f"Sample images in {folder}:")
+    say = output.stderr if json_out else output.stdout
+    say.print(f"Sample images in {output.escape(str(folder))}:")
     for image in images:
-        output.stdout.print(f"  {image.path.name}: {output.escape(image.what)}; expected verdict: "
-                            f"{image.expected}")
-    output.stdout.print(f"Next: `osma attribute YOUR_IMAGES/`, or `osma attribute {folder} --top 3`.\n")
-    attribute([image.path for image in images], top=1, threshold=None, json_out=False, csv_out=None,
-              model=model, refs=refs, device=device, batch_size=32, workers=0, crops=1, small="pad",
-              max_pixels=None)
+        say.print(f"  {output.escape(image.path.name)}: {output.escape(image.what)}; expected verdict: "
+                  f"{image.expected}")
+    say.print(f"Next: `osma attribute YOUR_IMAGES/`, or `osma attribute {output.escape(str(folder))} "
+              f"--top 3`.\n")
+    attribute_paths([image.path for image in images], top=1, threshold=None, json_out=json_out, csv_out=None,
+                    model=model, refs=refs, device=device, batch_size=32, workers=0, crops=1, small="pad",
+                    max_pixels=None, command="demo",
+                    extra={image.path: {"expected": image.expected} for image in images})

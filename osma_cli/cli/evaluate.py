@@ -10,10 +10,14 @@ import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+
+BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
+"""The built-in benchmark's splits, named in ``benchmark --help`` without loading the zoo's
+recipe (a test checks they are the recipe's)."""
 
 AcceptanceOpt = Annotated[float, typer.Option(
     "--acceptance", min=0.0, max=1.0,
@@ -24,7 +28,9 @@ def calibrate(
     root: Annotated[Path, typer.Argument(
         help="Validation images: one folder per known generator; other folders count as unknown.",
         exists=True, file_okay=False, show_default=False)],
-    acceptance: AcceptanceOpt = 0.95,
+    acceptance: Annotated[Optional[float], typer.Option(
+        "--acceptance", min=0.0, max=1.0, show_default=False,
+        help="Fraction of known validation images to accept (sets tau). Default: 0.95.")] = None,
     target_crr: Annotated[Optional[float], typer.Option(
         "--target-crr", min=0.0, max=1.0, show_default=False,
         help="Instead: reject this fraction of the images in folders of unknown generators.")] = None,
@@ -36,16 +42,24 @@ def calibrate(
     crops: CropsOpt = 1,
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Set the threshold tau from validation images.
 
     With an embedding model tau goes into the reference store. With a classifier (POSE)
-    it goes into the threshold file beside its weights (<weights>.threshold.json), where
-    `osma attribute` finds it; --refs is not used.
+    it goes into the threshold file beside its weights (`<weights>.threshold.json`), where
+    `osma attribute` finds it; --refs is not used. Reports what the new tau costs on the
+    validation images (acceptance rate on known ones, CRR on unknown ones) and the tau it
+    replaces.
     """
     from osma_cli.api import calibrate_classifier, calibrate_references
+    from osma_cli.calibration import DEFAULT_ACCEPTANCE
     from osma_cli.classifier import refuse_refs_for_classifier
     from osma_cli.cli.references import class_folders_or_usage
+
+    if acceptance is not None and target_crr is not None:
+        raise UsageError("--acceptance and --target-crr both set tau", hint="give one of them")
+    acceptance = DEFAULT_ACCEPTANCE if acceptance is None else acceptance
 
     options = embed_options(crops, batch_size, workers, small, max_pixels)
     total = sum(len(v) for v in class_folders_or_usage(root).values())
@@ -60,17 +74,44 @@ def calibrate(
                                           target_crr=target_crr, options=options, on_progress=advance,
                                           command=command_line("calibrate"))
     unreadable = output.report_failures(result.failures)
-    t = result.threshold
-    output.stdout.print(f"tau = {t.value:.6g} in {result.written_to}\n  {t.method}, target {t.target}, "
-                        f"{t.n_images} images")
-    if result.unknown_folders:
-        output.stdout.print(f"  folders treated as unknown generators: {', '.join(result.unknown_folders)}")
+    if json_out:
+        output.write_json(calibration_record(result, unreadable), command="calibrate")
+    render_calibration(result)
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
+
+
+def calibration_record(result, unreadable: int) -> dict:
+    cost = result.cost
+    return {"written_to": str(result.written_to), "threshold": result.threshold.to_dict(),
+            "old_threshold": None if result.old_threshold is None else result.old_threshold.to_dict(),
+            "acceptance": output.finite_or_none(cost.acceptance), "n_known": cost.n_known,
+            "crr": output.finite_or_none(cost.crr), "n_unknown": cost.n_unknown,
+            "known_folders": list(result.known_folders), "unknown_folders": list(result.unknown_folders),
+            "unreadable": unreadable}
+
+
+def render_calibration(result) -> None:
+    """tau, what it costs on the validation images and the tau it replaces, on stderr."""
+    t, cost, old = result.threshold, result.cost, result.old_threshold
+    say = output.stderr.print
+    say(output.escape(f"tau = {t.value:.6g} in {output.path_text(result.written_to)} (was "
+                      f"{'not set' if old is None else f'{old.value:.6g}'})\n  {t.method}, "
+                      f"target {t.target}, {t.n_images} images"), soft_wrap=True)
+    parts = [] if cost.acceptance is None else [
+        f"accepts {pct(cost.acceptance)}% of the {cost.n_known} known validation images"]
+    if cost.crr is not None:
+        parts.append(f"rejects {pct(cost.crr)}% (CRR) of the {cost.n_unknown} unknown ones")
+    if parts:
+        say("  " + "; ".join(parts))
+    if result.unknown_folders:
+        say(output.escape(f"  folders treated as unknown generators: {', '.join(result.unknown_folders)}"),
+            soft_wrap=True)
 
 
 def benchmark(
     split: Annotated[Optional[str], typer.Argument(
-        help="Split name, e.g. split1 (not needed with --manifest).", show_default=False)] = None,
+        help=f"Split name: {', '.join(BUILTIN_SPLITS)} of the built-in benchmark (or of --data-root's "
+             "POSE layout); not needed with --manifest.", show_default=False)] = None,
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", help="POSE benchmark download (holding dataset/split*_*/annotations).",
         exists=True, file_okay=False, show_default=False)] = None,
@@ -82,7 +123,8 @@ def benchmark(
         file_okay=False, show_default=False)] = None,
     acceptance: AcceptanceOpt = 0.95,
     threshold: Annotated[Optional[float], typer.Option(
-        "--threshold", help="Use this tau instead of calibrating.", show_default=False)] = None,
+        "--threshold", help="Use this tau instead of calibrating.", show_default=False,
+        callback=finite_threshold)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     rule: RuleOpt = None,
     keep_projection: Annotated[bool, typer.Option(
@@ -115,7 +157,7 @@ def benchmark(
     if out is not None:
         write_outputs(run, out)
     if json_out:
-        output.write_json(run.to_dict())
+        output.write_json(run.to_dict(), command="benchmark")
     else:
         render_report(run)
         if out is not None:
@@ -155,7 +197,7 @@ def write_outputs(run, out: Path) -> None:
     from osma_cli.evaluation.plots import write_benchmark_plots
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(output.record("benchmark", run.to_dict()), indent=2) + "\n")
     names = list(run.split.class_names)
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
         writer = output.CsvWriter(handle, ["path", "label", "true_class", "unknown_kind",

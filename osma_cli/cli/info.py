@@ -53,15 +53,43 @@ def gather_info(model, refs, device: str) -> dict:
     return info
 
 
-def flatten(data: dict, prefix: str = "") -> list[list[str]]:
-    """Nested metadata as ``a.b.c | value`` rows: a recipe reads better as a list than a dict."""
-    rows: list[list[str]] = []
+def flat_items(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested metadata as ``(a.b.c, value)`` pairs: a recipe reads better as a list than a dict."""
+    items: list[tuple[str, object]] = []
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            rows += flatten(value, f"{name}.")
+            items += flat_items(value, f"{name}.")
         else:
-            rows.append([name, str(value)])
+            items.append((name, value))
+    return items
+
+
+BUILD_MACHINE = "(build machine)"
+
+
+def is_build_path(value) -> bool:
+    """An absolute path (or a list of them) in a recipe: a place on the machine that trained the model."""
+    import os
+
+    if isinstance(value, str):
+        return os.path.isabs(value)
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and os.path.isabs(v) for v in value)
+
+
+def model_rows(model_info: dict) -> list[list[str]]:
+    """The model table: empty class names of a non-classifier left out, the recipe's paths
+    marked as the build machine's (they name nothing on this one)."""
+    shown = {k: v for k, v in model_info.items()
+             if not (k == "class_names" and not v and model_info.get("kind") != "classifier")}
+    rows = []
+    for name, value in flat_items(shown):
+        text = str(value)
+        if name.startswith("recipe.") and is_build_path(value):
+            text = f"{text} {BUILD_MACHINE}"
+        elif name == "recipe.osma_tree_dirty" and value is True:
+            text = "True (trained from uncommitted changes)"
+        rows.append([name, text])
     return rows
 
 
@@ -70,13 +98,12 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
     """Show the model, its recipe, the known generators, tau and the device."""
     data = gather_info(model, refs, device)
     if json_out:
-        output.write_json(data)
+        output.write_json(data, command="info")
         return
     rows = [[k, v] for k, v in data.items() if k not in ("model", "references", "classifier")]
     output.print_table(output.simple_table("osma", ["", ""], rows))
     model_info = data["model"]
-    output.print_table(output.simple_table("model", ["field", "value"],
-                                            flatten(model_info)))
+    output.print_table(output.simple_table("model", ["field", "value"], model_rows(model_info)))
     refs_info = data["references"]
     if "classifier" in data:
         tau = data["classifier"]["threshold"]

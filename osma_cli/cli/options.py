@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 ModelOpt = Annotated[Optional[Path], typer.Option(
     "--model", help="Weights file (.safetensors). Default: the shipped model.",
@@ -23,11 +25,76 @@ CropsOpt = Annotated[int, typer.Option(
     "--crops", min=1, help="Average the embeddings of N non-overlapping crops of a large image.")]
 SmallOpt = Annotated[str, typer.Option(
     "--small", help="Images smaller than the crop: 'pad' (mirror-pad, no resampling) or 'skip'.")]
+MAX_PIXELS = 2**28
+"""``osma_cli.data.DEFAULT_MAX_PIXELS``, named in --help without importing the data package
+(a test checks they agree)."""
 MaxPixelsOpt = Annotated[Optional[int], typer.Option(
-    "--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).",
+    "--max-pixels", min=1, help=f"Refuse images with more pixels (decompression bombs). Default: "
+                                f"{MAX_PIXELS:,} (2^28).",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 RuleOpt = Annotated[Optional[str], typer.Option(
     "--rule", help="Open-set rule of the references: fang (Fang et al.'s normalized distance), mahalanobis "
                    "(shared covariance) or gmm (per-generator Gaussian mixtures); NAME or NAME:key=value,... "
                    "Default: the model's own, else fang.", show_default=False)]
+
+
+def finite_threshold(value: float | None) -> float | None:
+    """``--threshold`` must be a number: NaN and infinity are refused before the model loads.
+
+    Its sign is checked once the rule is known (``attribution.check_tau``): a ``gmm`` store's
+    scores (negative log-likelihoods) may be negative, other rules' may not.
+    """
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def readable_type(shown: str | None, *, flag: bool) -> str | None:
+    """Typer's type column in words a user reads: no ``<bool>`` beside a flag, ``<path>...``
+    for ``<list[Path]>``, ``<text>`` for ``<str>``."""
+    if shown is None:
+        return None
+    if flag:
+        return ""
+    if shown.startswith("<list[") and shown.endswith("]>"):
+        return f"<{shown[6:-2].lower()}>..."
+    return "<text>" if shown == "<str>" else shown
+
+
+def tidy_param(param) -> None:
+    """Help that reads like a command line, not like Python: argument names as PATHS...
+    (not ``{paths}``), no ``<bool>`` after a flag, no ``<list[Path]>`` (``readable_type``)."""
+    if getattr(param, "_osma_tidy", False):
+        return
+    param._osma_tidy = True
+    if param.param_type_name == "argument" and param.metavar is None and param.name:
+        param.metavar = param.name.upper()
+        name = param.metavar + ("..." if param.nargs != 1 else "")
+        param._rich_display_name = lambda: name  # typer's own: "{paths}..." on the usage line
+        param._usage_display_name = lambda: name if param.required else f"[{name}]"
+    shown = getattr(param, "display_type_rich", None)
+    if shown is not None:
+        flag = bool(getattr(param, "is_flag", False))
+        param.display_type_rich = lambda ctx: readable_type(shown(ctx), flag=flag)
+
+
+class TidyHelpMixin:
+    """Every parameter of a command (its ``--help`` included) goes through ``tidy_param``."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            tidy_param(param)
+        return params
+
+
+class Command(TidyHelpMixin, TyperCommand):
+    """The class of every osma command (``app.command``)."""
+
+
+class Group(TidyHelpMixin, TyperGroup):
+    """The class of osma and its sub-command groups."""
+
+
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"]}

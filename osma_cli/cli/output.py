@@ -126,7 +126,20 @@ def write_json_line(record: dict, stream: IO[str] | None = None) -> None:
     target.flush()
 
 
-def write_json(data: Any) -> None:
+SCHEMA = 1
+"""Version of every command's JSON record (docs/output.md); raised on any change that is
+not a new field."""
+
+
+def record(command: str, data: dict) -> dict:
+    """A command's JSON record: ``schema`` and ``command`` first, then its fields."""
+    return {"schema": SCHEMA, "command": command, **data}
+
+
+def write_json(data: Any, *, command: str | None = None) -> None:
+    """One indented JSON document on the real stdout; ``command`` makes it a record (``record``)."""
+    if command is not None:
+        data = record(command, data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
@@ -159,7 +172,7 @@ def print_table(table: Table) -> None:
 
 
 def simple_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", show_header=any(columns))  # blank names: no header row
     first_width = min(40, max((len(str(r[0])) for r in rows), default=0))
     for i, col in enumerate(columns):
         table.add_column(col, overflow="fold", min_width=first_width if i == 0 else None)

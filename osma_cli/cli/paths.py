@@ -44,15 +44,38 @@ def list_image_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Pat
 
     A folder named on the command line that holds no image files is a usage error, like a
     missing path (``typer``'s ``exists=True`` refuses those): it is most likely a mistake.
+    A path given twice (the same file or folder once resolved), or a file also found in a
+    folder given, is processed once, with a note on stderr.
     """
+    from osma_cli.cli import output
     from osma_cli.data import iter_image_files
 
     files: list[Path] = []
     unlisted: list[tuple[Path, str]] = []
-    for path in paths:
+    for path in unique(paths, lambda p: output.file_problem(p, "given more than once (processed once)",
+                                                            level="note")):
         before = (len(files), len(unlisted))
         files.extend(iter_image_files([path], on_error=lambda folder, reason: unlisted.append((folder, reason))))
         if path.is_dir() and (len(files), len(unlisted)) == before:
             raise UsageError(f"no image files found in {path_text(path)}",
                              hint="pass image files or folders holding .jpg/.png/... images")
+    repeated: list[Path] = []
+    files = unique(files, repeated.append)
+    if repeated:
+        output.note(f"{len(repeated)} file(s) found more than once (a file and a folder holding it, or "
+                    f"overlapping folders) are processed once")
     return files, unlisted
+
+
+def unique(paths: Sequence[Path], on_repeat) -> list[Path]:
+    """``paths`` in order without repeats (told by resolved path); ``on_repeat(path)`` for each left out."""
+    seen: set[str] = set()
+    kept = []
+    for path in paths:
+        key = os.path.realpath(path)
+        if key in seen:
+            on_repeat(path)
+            continue
+        seen.add(key)
+        kept.append(path)
+    return kept

@@ -15,6 +15,22 @@ from osma_cli.cli.session import command_line, embed_options, load_embedder, par
 from osma_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 
+STORE_SUFFIXES = (".h5", ".hdf5")
+
+
+def check_generator_name(name: str) -> None:
+    """A generator's name is a label, and also a folder name (``calibrate``, ``benchmark``):
+    no path separators, no control characters, not empty."""
+    import unicodedata
+
+    if not name.strip():
+        raise UsageError("--name is empty")
+    bad = [c for c in name if c in "/\\" or unicodedata.category(c) in ("Cc", "Cf")]
+    if bad:
+        raise UsageError(f"--name {name!r} holds {', '.join(sorted(set(map(repr, bad))))}",
+                         hint="a generator's name is a folder name: no '/', '\\' or control characters")
+
+
 def class_folders_or_usage(root: Path) -> dict[str, list[Path]]:
     """The class folders under ``root``; none, or no images in any, is a usage error."""
     from osma_cli.data import class_folders
@@ -47,6 +63,7 @@ def build(
     crops: CropsOpt = 1,
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Build a reference store from folders, one per generator (searched recursively).
 
@@ -59,6 +76,9 @@ def build(
     from osma_cli.references import replace_store
 
     check_output_file(out, "--out")
+    if out is not None and out.suffix.lower() not in STORE_SUFFIXES:
+        raise UsageError(f"--out {output.path_text(out)}: a reference store is an HDF5 file ending in .h5",
+                         hint=f"e.g. --out {output.path_text(out.with_suffix('.h5'))}")
     target = out if out is not None else refs_path(None, write=True)
     refuse_shipped(target)
     if target.exists() and not force:
@@ -76,7 +96,11 @@ def build(
         output.stderr.print(f"skipped {plural(result.repeated, 'file')} whose bytes repeat another file of "
                             "the same generator (each image counts once)")
     replace_store(result.store, target)
-    render_store_summary(result.store, target)
+    if json_out:
+        output.write_json({**store_summary(result.store, target), "unreadable": unreadable,
+                           "repeated": result.repeated}, command="build")
+    else:
+        render_store_summary(result.store, target)
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
@@ -93,10 +117,12 @@ def enroll(
     crops: CropsOpt = 1,
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Enroll a new generator from its images, without retraining anything."""
     from osma_cli.api import enroll_generator
 
+    check_generator_name(name)
     files, unlisted = list_image_inputs(dirs)
     for folder, reason in unlisted:
         output.file_problem(folder, f"{reason} (its images are not enrolled)")
@@ -117,6 +143,11 @@ def enroll(
     verb = "added" if update else "enrolled"
     output.stderr.print(f"{verb} {result.n_added} images as {ref.name!r} in {store_file} "
                         f"({ref.count} images, sigma {ref.sigma:.4g})")
+    if json_out:
+        output.write_json({"refs": str(store_file), "name": ref.name, "update": update,
+                           "added": result.n_added, "count": ref.count, "sigma": output.finite_or_none(ref.sigma),
+                           "already": result.already, "repeated": result.repeated,
+                           "unreadable": unreadable}, command="enroll")
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
 
 
@@ -154,7 +185,8 @@ def refs_list(refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
     store = ReferenceStore.load(path)
     if json_out:
         output.write_json({**store_summary(store, path), "provenance_note": provenance_note(store),
-                           "history": [{"index": i, **e} for i, e in enumerate(store.history)]})
+                           "history": [{"index": i, **e} for i, e in enumerate(store.history)]},
+                          command="refs list")
     else:
         render_store_summary(store, path)
 
@@ -209,7 +241,7 @@ def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_d
     store = ReferenceStore.load(path)
     info = generator_record(store, store.get(name))
     if json_out:
-        output.write_json(info)
+        output.write_json(info, command="refs show")
         return
     fields = [[k, str(info[k])] for k in ("name", "count", "sigma", "centroid_norm", "created", "updated",
                                           "images_recorded", "images_unrecorded")]
@@ -236,7 +268,7 @@ def stdin_is_terminal() -> bool:
 
 
 def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show_default=False)],
-                refs: RefsOpt = None, yes: YesOpt = False) -> None:
+                refs: RefsOpt = None, yes: YesOpt = False, json_out: JsonOpt = False) -> None:
     """Remove a generator from the store, after asking (--yes: without).
 
     The removal is recorded in the store's history. A generator whose values are
@@ -257,3 +289,7 @@ def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show
         removed = store.remove(name, command=command_line("refs remove"))
     output.stderr.print(f"removed {removed.name!r} ({removed.count} images) from {path}; "
                         "the removal is recorded in its history")
+    if json_out:
+        output.write_json({"refs": str(path), "name": removed.name, "count": removed.count,
+                           "remaining": len(store)},
+                          command="refs remove")

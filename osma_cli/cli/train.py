@@ -38,7 +38,7 @@ ValFractionOpt = Annotated[float, typer.Option(
     help="Share of each class held out for validation (0: none, the last epoch is kept).")]
 CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint-dir", file_okay=False,
-    help="Where the per-epoch checkpoint goes. Default: <out>.checkpoints beside --out.", show_default=False)]
+    help="Where the per-epoch checkpoint goes. Default: `<out>.checkpoints` beside --out.", show_default=False)]
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     "--resume", metavar="CHECKPOINT_DIR", file_okay=False,
     help="Continue the run whose checkpoint folder this is (same data and options; --epochs may grow).",
@@ -60,7 +60,7 @@ def train(
         show_default=False)] = None,
     annotations: Annotated[Optional[list[Path]], typer.Option(
         "--annotations", metavar="FILE", exists=True, dir_okay=False,
-        help="POSE annotation file (lines 'relative/path<TAB>label') instead of DATA; repeat for several.",
+        help="POSE annotation file (lines `relative/path<TAB>label`) instead of DATA; repeat for several.",
         show_default=False)] = None,
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", exists=True, file_okay=False, help="Folder the annotation paths are relative to.",
@@ -217,7 +217,7 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
                       "classes": result.classes, "embedding_dim": result.meta.embedding_dim,
                       "raw_dim": steps.get("input_dim"), "projection": steps, "rule": result.meta.rule}
     if json_out:
-        output.write_json(summary_record)
+        output.write_json(summary_record, command="train")
     else:
         output.stdout.print(f"wrote {out}: fsd descriptor, {result.meta.recipe['filters']} filters"
                             f"{f' (from {result.n_photos} photos)' if result.n_photos else ''}, "
@@ -280,7 +280,7 @@ def pretrain(
         crop=crop, seed=seed, workers=workers, device=device, steps_per_epoch=steps_per_epoch,
         checkpoint_dir=checkpoint_dir, resume=resume, force=force, cache_decoded=cache_decoded)
     result = run_with_progress(run_pretrain, config)
-    finish(result, json_out)
+    finish(result, json_out, command="pretrain")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -360,14 +360,14 @@ def summary(result, extra: dict | None = None) -> dict:
     }
 
 
-def finish(result, json_out: bool, extra: dict | None = None) -> None:
+def finish(result, json_out: bool, extra: dict | None = None, command: str = "train") -> None:
     for path, reason in result.skipped:
         output.file_problem(path, f"{reason} (skipped)")
     for note in result.notes:
         output.warn(output.escape(note))
     data = summary(result, extra)
     if json_out:
-        output.write_json(data)
+        output.write_json(data, command=command)
     else:
         rows = [[k, v] for k, v in data.items() if k not in ("history", "skipped", "classes")]
         rows.insert(5, ["classes", f"{len(data['classes'])}: {', '.join(data['classes'][:8])}"

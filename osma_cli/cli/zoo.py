@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import JsonOpt
+from osma_cli.cli.options import Command, Group, JsonOpt
 from osma_cli.errors import EXIT_ERROR
 
 zoo_app = typer.Typer(
     help="The built-in benchmark: a zoo of small trained generators (train, list, build).",
-    no_args_is_help=True, rich_markup_mode="markdown")
+    no_args_is_help=True, rich_markup_mode="markdown", cls=Group)
 
 
 def _command(name: str) -> Callable[[Callable], Callable]:
@@ -29,7 +29,7 @@ def _command(name: str) -> Callable[[Callable], Callable]:
 
             return handle_errors(func)(*args, **kwargs)
 
-        zoo_app.command(name)(wrapper)
+        zoo_app.command(name, cls=Command)(wrapper)
         return func
 
     return decorate
@@ -59,6 +59,7 @@ def train(
         show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Retrain generators that already have weights in --out.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Train the zoo's generators that have no weights in --out yet (CPU, fixed seeds)."""
     from osma_cli.runtime import cpu_count
@@ -95,9 +96,9 @@ def train(
             state["advance"](1)
         r = result.record
         psnr = r.metrics.get("psnr_heldout")
-        output.stdout.print(f"{r.name}: {r.training['steps']} steps, "
-                            f"PSNR {psnr if psnr is not None else '-'} dB on held-out photos, "
-                            f"{r.train_seconds:.0f} s -> {result.path}")
+        (output.stderr if json_out else output.stdout).print(
+            f"{r.name}: {r.training['steps']} steps, PSNR {psnr if psnr is not None else '-'} dB on "
+            f"held-out photos, {r.train_seconds:.0f} s -> {output.escape(str(result.path))}")
 
     state["n"] = len(generators_to_train(recipe, folder, only=only or (), force=force))
     try:
@@ -105,9 +106,15 @@ def train(
                             workers=workers, on_start=on_start, on_step=on_step, on_done=on_done)
     finally:
         close_bar()
+    if json_out:
+        output.write_json({"weights": str(folder), "trained": [
+            {"name": r.record.name, "path": str(r.path), "steps": r.record.training.get("steps"),
+             "psnr_heldout": r.record.metrics.get("psnr_heldout"), "seconds": r.record.train_seconds}
+            for r in results]}, command="zoo train")
     if not results:
-        output.stdout.print(f"nothing to train: every generator asked for has weights in "
-                            f"{folder} (--force retrains)")
+        (output.stderr if json_out else output.stdout).print(
+            f"nothing to train: every generator asked for has weights in {output.escape(str(folder))} "
+            f"(--force retrains)")
 
 
 @_command("build")
@@ -146,7 +153,7 @@ def build(
         output.write_json({"root": str(report.root), "fingerprint": report.fingerprint,
                            "images": report.n_images, "written": report.n_written,
                            "kept": report.n_kept, "seconds": report.seconds,
-                           "bytes": report.bytes, "reference": report.reference})
+                           "bytes": report.bytes, "reference": report.reference}, command="zoo build")
     else:
         output.stdout.print(
             f"built-in benchmark in {report.root}: {report.n_images} images "
@@ -172,7 +179,7 @@ def _render_verify(report, json_out: bool) -> None:
         output.write_json({"root": str(report.root), "checked": report.n_checked,
                            "missing": report.missing, "corrupt": report.corrupt,
                            "stale": report.stale, "reference": report.reference,
-                           "ok": report.ok})
+                           "ok": report.ok}, command="zoo build --verify")
         return
     if report.ok:
         output.stdout.print(f"{report.n_checked} files checked in {report.root}: all intact")
@@ -211,7 +218,7 @@ def list_generators(weights: WeightsDirOpt = None, json_out: JsonOpt = False) ->
             "params": record.params if record else None,
             "splits": {r.name: r.role(spec.name) for r in roles}})
     if json_out:
-        output.write_json({"weights": str(folder), "generators": rows})
+        output.write_json({"weights": str(folder), "generators": rows}, command="zoo list")
         return
     letters = {"known": "K", "seed": "s", "arch": "a", "dataset": "d"}
     table_rows = [[r["name"], r["family"], r["dataset"],

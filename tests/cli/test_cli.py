@@ -75,9 +75,9 @@ def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Pat
     records = json_lines(result.stdout)
     assert len(records) == 10
     for r in records:
-        assert set(r) == {"schema", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
+        assert set(r) == {"schema", "command", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
                           "threshold", "margin", "error", "warnings", "top"}
-        assert r["schema"] == 1 and r["path_bytes_b64"] is None and r["warnings"] == []
+        assert r["schema"] == 1 and r["command"] == "attribute" and r["path_bytes_b64"] is None and r["warnings"] == []
         assert r["status"] == "ok" and r["error"] is None
         assert r["candidate"] in ("checkergan", "smoothgan")
         assert r["verdict"] in (r["candidate"], "unknown")
@@ -250,7 +250,7 @@ def test_calibrate_target_crr_uses_unknown_folders(tmp_path, built_store, tiny_w
     base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
     result = invoke("calibrate", val, "--target-crr", 0.75, *base)
     assert result.exit_code == EXIT_OK, result.output
-    assert "stripegan" in result.stdout
+    assert "stripegan" in result.stderr and "CRR" in result.stderr
     verdicts = json_lines(invoke("attribute", val / "stripegan", "--json", *base).stdout)
     assert sum(r["verdict"] == "unknown" for r in verdicts) >= 6
 
@@ -266,3 +266,82 @@ def test_builtin_benchmark_without_zoo_weights_says_what_to_do():
     result = invoke("benchmark", "split1")  # OSMA_WEIGHTS_DIR is empty in tests
     assert result.exit_code == EXIT_ERROR
     assert "osma zoo train" in " ".join(result.stderr.split())
+
+
+def test_top_table_says_how_the_list_is_ranked(built_store, tiny_weights, image_tree):
+    result = invoke("attribute", image_tree, "--top", 2, "--model", tiny_weights, "--refs", built_store,
+                    "--workers", 0)
+    assert result.exit_code == EXIT_OK, result.output
+    text = " ".join(result.stdout.split())
+    assert "ranked by distance to each centroid; verdict on the norm. distance" in text
+    single = invoke("attribute", image_tree, "--model", tiny_weights, "--refs", built_store, "--workers", 0)
+    assert "ranked by" not in single.stdout
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_threshold_is_refused_before_the_model_loads(tmp_path, image_tree, value):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not weights")  # loading it would fail with another message
+    result = invoke("attribute", image_tree, "--threshold", value, "--model", broken)
+    assert result.exit_code == EXIT_USAGE and "finite" in result.output
+    assert "safetensors" not in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_non_positive_threshold_is_refused_for_a_distance_rule(built_store, tiny_weights, image_tree, value):
+    result = invoke("attribute", image_tree, "--threshold", value, "--model", tiny_weights,
+                    "--refs", built_store, "--workers", 0)
+    assert result.exit_code == EXIT_USAGE and "positive" in result.stderr
+
+
+def test_a_store_given_as_the_model_says_to_pass_it_to_refs(built_store, image_tree):
+    result = invoke("attribute", image_tree, "--model", built_store)
+    assert result.exit_code == EXIT_ERROR
+    text = " ".join(result.stderr.split())
+    assert "reference store" in text and "--refs" in text and "download" not in text
+
+
+def test_info_table_marks_build_machine_paths_and_hides_empty_class_names(tmp_path, built_store):
+    from osma_cli.nets import get_model
+    from osma_cli.weights import WeightsMeta, save_weights
+
+    model = get_model("mislnet")
+    save_weights(tmp_path / "w.safetensors", model, WeightsMeta(
+        architecture="mislnet", embedding_dim=model.embedding_dim, crop_size=32, l2_normalize=False,
+        arch_kwargs={}, recipe={"data": {"root": "/tmp/scratch/train", "n_train": 3}, "osma_tree_dirty": True}))
+    result = invoke("info", "--model", tmp_path / "w.safetensors", "--refs", built_store)
+    assert result.exit_code == EXIT_OK, result.output
+    lines = result.stdout.splitlines()
+    assert "/tmp/scratch/train (build machine)" in result.stdout
+    assert "class_names" not in result.stdout
+    assert not any(set(line) <= set("┃ ") and "┃" in line for line in lines)  # no blank header row
+    data = json.loads(invoke("info", "--model", tmp_path / "w.safetensors", "--json").stdout)
+    assert data["model"]["recipe"]["data"]["root"] == "/tmp/scratch/train"  # JSON: as recorded
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", "tab\there", "new\nline", " "])
+def test_enroll_refuses_names_that_are_no_folder_name(tmp_path, built_store, tiny_weights, name):
+    write_images(tmp_path / "new", "stripes", 3, seed=4)
+    result = invoke("enroll", tmp_path / "new", "--name", name, "--refs", built_store, "--model", tiny_weights)
+    assert result.exit_code == EXIT_USAGE and "--name" in result.stderr
+    assert ReferenceStore.load(built_store).names == ["checkergan", "smoothgan"]
+
+
+def test_build_refuses_an_output_that_is_not_h5(tmp_path, tiny_weights, image_tree):
+    result = invoke("build", image_tree, "--out", tmp_path / "refs.txt", "--model", tiny_weights)
+    assert result.exit_code == EXIT_USAGE and ".h5" in result.stderr
+    assert not (tmp_path / "refs.txt").exists()
+
+
+def test_a_path_given_twice_is_processed_once(tmp_path, built_store, tiny_weights, image_tree):
+    base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0, "--json"]
+    one = image_tree / "smoothgan" / "smooth_00.png"
+    twice = invoke("attribute", one, image_tree / "smoothgan" / ".." / "smoothgan" / "smooth_00.png", *base)
+    assert twice.exit_code == EXIT_OK and len(json_lines(twice.stdout)) == 1
+    assert "given more than once" in twice.stderr
+    overlap = invoke("attribute", image_tree / "smoothgan", one, *base)
+    assert len(json_lines(overlap.stdout)) == 5 and "found more than once" in overlap.stderr
+    write_images(tmp_path / "new", "stripes", 3, seed=4)
+    enrolled = invoke("enroll", tmp_path / "new", tmp_path / "new", "--name", "stripegan", *base)
+    assert enrolled.exit_code == EXIT_OK, enrolled.output
+    assert json.loads(enrolled.stdout)["added"] == 3 and "given more than once" in enrolled.stderr

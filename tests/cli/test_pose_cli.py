@@ -114,7 +114,7 @@ def test_calibrate_writes_a_threshold_file_that_attribute_uses(pose_weights: Pat
     result = invoke("calibrate", val, "--model", weights, "--acceptance", 1.0, "--workers", 0)
     assert result.exit_code == EXIT_OK, result.output
     sidecar = threshold_path(weights)
-    assert sidecar.name == "copy.threshold.json" and str(sidecar) in result.stdout.replace("\n", "")
+    assert sidecar.name == "copy.threshold.json" and str(sidecar) in result.stderr.replace("\n", "")
     record = json.loads(sidecar.read_text())
     tau = record["threshold"]["value"]
     assert record["weights_sha256"] == read_meta(weights).sha256
@@ -126,7 +126,7 @@ def test_calibrate_writes_a_threshold_file_that_attribute_uses(pose_weights: Pat
     assert all(r["threshold"] == pytest.approx(tau) and r["verdict"] != "unknown" for r in lines)
 
     crr = invoke("calibrate", val, "--model", weights, "--target-crr", 1.0, "--workers", 0)
-    assert crr.exit_code == EXIT_OK and "stripegan" in crr.stdout
+    assert crr.exit_code == EXIT_OK and "stripegan" in crr.stderr
 
     other = tmp_path / "other.safetensors"
     shutil.copy(pose_weights, other)

@@ -45,6 +45,7 @@ def test_list_shows_every_generator_and_its_roles():
     result = invoke("list", "--json")
     assert result.exit_code == EXIT_OK
     data = json.loads(result.stdout)
+    assert data["schema"] == 1 and data["command"] == "zoo list"
     assert len(data["generators"]) == 24
     first = data["generators"][0]
     assert first["steps"] is None  # no weights where tests look (OSMA_WEIGHTS_DIR is empty)
@@ -74,12 +75,18 @@ def test_train_then_build_then_verify(tiny_default, tmp_path):
     assert result.exit_code == EXIT_OK, result.output
     assert "tconv-cameras-s0: 1 steps" in result.output
     assert "nothing to train" in invoke("train", "--out", out).output
+    trained = invoke("train", "--out", out, "--only", "tconv-cameras-s0", "--force", "--steps", 1, "--json")
+    record = json.loads(trained.stdout)
+    assert record["schema"] == 1 and record["command"] == "zoo train" and record["weights"] == str(out)
+    assert [(t["name"], t["steps"]) for t in record["trained"]] == [("tconv-cameras-s0", 1)]
+    assert "tconv-cameras-s0: 1 steps" in trained.stderr
 
     root = tmp_path / "bench"
     result = invoke("build", "--root", root, "--weights", out, "--json")
     assert result.exit_code == EXIT_OK, result.output
     report = json.loads(result.stdout)
     assert report["written"] == report["images"] > 0 and report["reference"]["status"] == "absent"
+    assert report["schema"] == 1 and report["command"] == "zoo build"
 
     verified = invoke("build", "--verify", "--root", root, "--weights", out)
     assert verified.exit_code == EXIT_OK and "all intact" in verified.output
@@ -93,6 +100,8 @@ def test_train_then_build_then_verify(tiny_default, tmp_path):
     repaired = json.loads(invoke("build", "--root", root, "--weights", out, "--json").stdout)
     assert repaired["written"] == 1
     assert invoke("build", "--verify", "--root", root, "--weights", out).exit_code == EXIT_OK
+    checked = json.loads(invoke("build", "--verify", "--root", root, "--weights", out, "--json").stdout)
+    assert checked["command"] == "zoo build --verify" and checked["ok"] is True
 
 
 def test_write_digests_then_verify_matches(tiny_default, tmp_path):
