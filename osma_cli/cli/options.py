@@ -25,12 +25,14 @@ CropsOpt = Annotated[int, typer.Option(
     "--crops", min=1, help="Average the embeddings of N non-overlapping crops of a large image.")]
 SmallOpt = Annotated[str, typer.Option(
     "--small", help="Images smaller than the crop: 'pad' (mirror-pad, no resampling) or 'skip'.")]
-MAX_PIXELS = 2**28
+MAX_PIXELS = 2**26
 """``osma_cli.data.DEFAULT_MAX_PIXELS``, named in --help without importing the data package
 (a test checks they agree)."""
 MaxPixelsOpt = Annotated[Optional[int], typer.Option(
     "--max-pixels", min=1, help=f"Refuse images with more pixels (decompression bombs). Default: "
-                                f"{MAX_PIXELS:,} (2^28).",
+                                f"{MAX_PIXELS:,} (2^26, e.g. 8192x8192). Decoding takes about 10 bytes "
+                                "per pixel, so about 650 MB per decode worker at the default and 2.6 GB "
+                                "at 2^28.",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 RuleOpt = Annotated[Optional[str], typer.Option(
