@@ -36,13 +36,6 @@ def json_lines(text: str) -> list[dict]:
 
 
 @pytest.fixture
-def built_store(tmp_path: Path, tiny_weights: Path, image_tree: Path) -> Path:
-    refs = tmp_path / "refs.h5"
-    assert invoke("build", image_tree, "--out", refs, "--model", tiny_weights, "--workers", 0).exit_code == 0
-    return refs
-
-
-@pytest.fixture
 def base(built_store, tiny_weights) -> list:
     return ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
 

@@ -30,10 +30,8 @@ def invoke(*args, input: str | None = None):
 
 
 @pytest.fixture
-def store(tmp_path: Path, tiny_weights: Path, image_tree: Path) -> Path:
-    refs = tmp_path / "refs.h5"
-    assert invoke("build", image_tree, "--out", refs, "--model", tiny_weights, "--workers", 0).exit_code == 0
-    return refs
+def store(built_store: Path) -> Path:
+    return built_store
 
 
 @pytest.fixture
