@@ -214,8 +214,11 @@ def short_paths(paths: list[str]) -> tuple[str, list[str]]:
 
 
 def top_ranking(score_name: str) -> str:
-    """How the ``--top`` list is ranked (docs/output.md, ``top``): not always by the verdict's score."""
-    if score_name == CLASSIFIER_SCORE:
+    """How the ``--top`` list is ranked (docs/output.md, ``top``): by the verdict's score, except
+    for Fang's rule, which ranks by the raw distance and decides on the normalized one."""
+    from osma_cli.rules.fang import FangRule
+
+    if score_name != FangRule.score_name:
         return f"top list ranked by {score_name}"
     return f"top list ranked by distance to each centroid; verdict on the {score_name}"
 
