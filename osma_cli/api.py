@@ -139,6 +139,8 @@ class BuildResult:
     failures: list[EmbeddedImage] = field(default_factory=list)
     repeated: int = 0
     """Files left out because a generator's folder already holds the same bytes."""
+    damaged: list[EmbeddedImage] = field(default_factory=list)
+    """Files used although they carry warnings (damage that still decoded; see ``decode``)."""
 
 
 def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
@@ -190,7 +192,7 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
             value=threshold_for_acceptance(loo, acceptance),
             method=f"provisional: {store.rule.held_out_method()} scores of the build images",
             target=acceptance, n_images=int(loo.size), chosen=now_iso()), command=command)
-    return BuildResult(store=store, failures=failures, repeated=repeated)
+    return BuildResult(store=store, failures=failures, repeated=repeated, damaged=with_warnings(good))
 
 
 def _unreadable(failures: Sequence[EmbeddedImage]) -> list[tuple[Path, str]]:
@@ -206,6 +208,13 @@ class EnrollResult:
     """Images left out because the same bytes are already enrolled in this generator."""
     repeated: int = 0
     """Files left out because their bytes repeat another given file."""
+    damaged: list[EmbeddedImage] = field(default_factory=list)
+    """Files enrolled although they carry warnings (damage that still decoded)."""
+
+
+def with_warnings(items: Sequence[EmbeddedImage]) -> list[EmbeddedImage]:
+    """The embedded files whose records carry warnings, for the commands to name them."""
+    return [item for item in items if item.warnings]
 
 
 def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, paths: Sequence[Path], *,
@@ -255,7 +264,7 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
         else:
             reference = store.get(store.check_enrollable(name, update=update))
     return EnrollResult(reference=reference, n_added=sum(new), failures=failures, already=already,
-                        repeated=repeated)
+                        repeated=repeated, damaged=with_warnings(good))
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,12 @@ def report_failures(items) -> int:
     return unreadable
 
 
+def report_damaged(items) -> None:
+    """Each file used although it carries warnings (damage that still decoded), named on stderr."""
+    for item in items:
+        file_problem(item.path, f"{'; '.join(item.warnings)} (used anyway)")
+
+
 def note(message: str) -> None:
     """What a long step is doing, on stderr so that --json on stdout stays clean."""
     stderr.print(escape(message), soft_wrap=True)

@@ -92,6 +92,7 @@ def build(
                                   cache=EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small),
                                   command=command_line("build"))
     unreadable = output.report_failures(result.failures)
+    output.report_damaged(result.damaged)
     if result.repeated:
         output.stderr.print(f"skipped {plural(result.repeated, 'file')} whose bytes repeat another file of "
                             "the same generator (each image counts once)")
@@ -135,6 +136,7 @@ def enroll(
         result = enroll_generator(embedder, store_file, name, files, update=update,
                                   options=options, on_progress=advance, command=command_line("enroll"))
     unreadable = output.report_failures(result.failures) + len(unlisted)
+    output.report_damaged(result.damaged)
     ref = result.reference
     if result.already:
         output.stderr.print(f"skipped {plural(result.already, 'image')} already enrolled in {ref.name}")

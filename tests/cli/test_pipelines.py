@@ -264,3 +264,13 @@ def test_build_and_enroll_list_the_unreadable_files(tmp_path, base, tiny_weights
     assert result.exit_code == EXIT_ERROR
     text = " ".join(result.stderr.split())
     assert f"{root / 'brokengan' / 'a.png'}: not an image" in text and "listed above" in text
+
+
+def test_enroll_names_the_damaged_files_it_used(tmp_path, base):
+    folder = tmp_path / "newgan"
+    paths = write_images(folder, "checker", 3, seed=11)
+    paths[0].write_bytes(paths[0].read_bytes()[:-6])
+    result = invoke("enroll", folder, "--name", "newgan", *base)
+    assert result.exit_code == EXIT_OK, result.output
+    assert f"{paths[0].name}: png: cut short" in " ".join(result.stderr.split())
+    assert "(used anyway)" in result.stderr
