@@ -15,26 +15,25 @@ import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
 from osma_cli.attribution import Attribution, ClassifierScorer, ReferenceScorer, Scorer, attribute_embeddings
+from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.classifier import require_embedding_model, save_classifier_threshold
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores,
                                   threshold_for_acceptance)
 from osma_cli.data import class_folders
 from osma_cli.embed import EmbeddedImage, Embedder, embed_all
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
-from osma_cli.rules import OpenSetRule
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
-
-if TYPE_CHECKING:
-    from osma_cli.cache import EmbeddingCache
+from osma_cli.rules import OpenSetRule
 
 ProgressCallback = Callable[[int], None]
+
 HASH_CHUNK = 1 << 20
 
 
@@ -93,14 +92,12 @@ def drop_repeats(good: list[EmbeddedImage], digests: list[str],
 
 
 def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOptions,
-                 on_progress: ProgressCallback | None, cache: "EmbeddingCache | None" = None
+                 on_progress: ProgressCallback | None, cache: EmbeddingCache | None = None
                  ) -> tuple[list[EmbeddedImage], list[str], list[EmbeddedImage]]:
     """(embedded images, their hashes, failures) in input order, through ``cache`` when given.
 
     A file that embedded but could not be hashed is a failure: its provenance is unknown.
     """
-    from osma_cli.cache import embed_with_cache
-
     good, digests, failures = [], [], []
     for item in embed_with_cache(embedder, files.paths, cache, on_progress=on_progress, **options.kwargs()):
         digest = files.hashes[item.index]
@@ -145,7 +142,7 @@ class BuildResult:
 
 def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
                      acceptance: float = DEFAULT_ACCEPTANCE, rule: OpenSetRule | None = None,
-                     cache: "EmbeddingCache | None" = None,
+                     cache: EmbeddingCache | None = None,
                      on_progress: ProgressCallback | None = None,
                      command: str | None = None) -> BuildResult:
     """References from a folder tree (one sub-folder per generator), with a provisional tau.

@@ -140,14 +140,19 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     if new_keys:
         cache.add(new_keys, np.stack(new_vectors))
 
-    def finished(vector: np.ndarray | None) -> np.ndarray | None:
-        if vector is None or features_only:
-            return vector
-        return embedder.head(vector[None]).cpu().numpy()[0]
+    items = [EmbeddedImage(index=i, path=Path(path), embedding=hits[i]) if i in hits else computed[i]
+             for i, path in enumerate(paths)]
+    if not features_only:
+        items = _with_head(embedder, items)
+    yield from items
 
-    for i, path in enumerate(paths):
-        item = computed.get(i)
-        if i in hits:
-            yield EmbeddedImage(index=i, path=Path(path), embedding=finished(hits[i]))
-        else:
-            yield dataclasses.replace(item, embedding=finished(item.embedding))
+
+def _with_head(embedder: Embedder, items: list[EmbeddedImage]) -> list[EmbeddedImage]:
+    """The head applied once to every cached or computed feature (a matrix product, not one per file)."""
+    good = [i for i, item in enumerate(items) if item.ok]
+    if not good:
+        return items
+    vectors = embedder.head(np.stack([items[i].embedding for i in good])).cpu().numpy()
+    for row, i in enumerate(good):
+        items[i] = dataclasses.replace(items[i], embedding=vectors[row])
+    return items

@@ -171,7 +171,7 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: tensors cannot be read ({exc})",
                            hint="the file is truncated or corrupt; download or copy it again") from exc
-    if content_hash(tensors, model.identity_config()) != meta.sha256:
+    if model_identity(model, tensors) != meta.sha256:
         raise WeightsError(f"{path}: content hash does not match the metadata: the file is modified or corrupt",
                            hint="download or copy the weights again; never edit a weights file")
     _check_tensors(path, model.state_dict(), tensors)

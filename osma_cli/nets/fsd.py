@@ -42,6 +42,12 @@ DEFAULT_FILTERS = ("cross4", "square8", "square24")
 LUMA = (0.299, 0.587, 0.114)
 
 
+def raw_width(filters: Sequence[str], colour: str, *, block: int, mode: str, scales: int, scale_mode: str) -> int:
+    """Length of the raw descriptor: one fit per residual channel (filter x colour plane) and scale."""
+    n_channels = len(filters) * (3 if colour == "rgb" else 1)
+    return descriptor_dim(n_channels, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
+
+
 class FSDDescriptor(DescriptorNet):
     """Residual filters (a buffer: fixed or learned) and the self-prediction fit's settings."""
 
@@ -58,8 +64,7 @@ class FSDDescriptor(DescriptorNet):
             raise UsageError(f"unknown residual filters {unknown or '(none)'}",
                              hint=f"available: {', '.join(FILTER_SUPPORTS)}")
         bank = fixed_filters(list(filters))
-        n_channels = len(filters) * (3 if colour == "rgb" else 1)
-        raw = descriptor_dim(n_channels, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
+        raw = raw_width(filters, colour, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
         support = bank.shape[-1]
         super().__init__(embedding_dim=embedding_dim, raw_dim=raw, projected=projected,
                          min_input_size=support - 1 + block)
@@ -94,8 +99,7 @@ def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FI
 
     ``projected`` defaults to whether ``embedding_dim`` asks for another width than the raw one.
     """
-    n_channels = len(filters) * (3 if colour == "rgb" else 1)
-    raw = descriptor_dim(n_channels, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
+    raw = raw_width(filters, colour, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
     if embedding_dim is None:
         embedding_dim = raw
     if projected is None:

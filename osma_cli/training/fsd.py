@@ -35,7 +35,6 @@ from osma_cli.runtime import resolve_device
 from osma_cli.weights import WeightsMeta, save_weights
 
 
-
 @dataclass
 class DescriptorConfig:
     data: Path
