@@ -11,11 +11,12 @@ a classifier with the reason (``osma_cli.classifier``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, Usag
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
+from osma_cli.regime_store import AnyStore, RegimeStores, each_store, load_store
+from osma_cli.regimes import file_jpeg_quality, route
 from osma_cli.rules import OpenSetRule
 
 ProgressCallback = Callable[[int], None]
@@ -132,7 +135,7 @@ class EmbedOptions:
 
 @dataclass
 class BuildResult:
-    store: ReferenceStore
+    store: AnyStore
     failures: list[EmbeddedImage] = field(default_factory=list)
     repeated: int = 0
     """Files left out because a generator's folder already holds the same bytes."""
@@ -148,6 +151,8 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     """References from a folder tree (one sub-folder per generator), with a provisional tau.
 
     ``rule`` is the store's scoring rule (default: the one the weights recommend, else ``fang``).
+    For a model with JPEG regimes the store holds one store per regime (``RegimeStores``),
+    each built from the images re-encoded for its regime, each with its provisional tau.
     Each image's sha256 is recorded (provenance), and a file whose bytes repeat another's
     in the same folder is counted once. ``command`` is recorded in the history. With
     ``cache``, features already computed for these files are reused: rebuilding the
@@ -166,6 +171,22 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     names = list(folders)
     every = hash_new_files([p for files in folders.values() for p in files])
     labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
+    progress = shared_progress(on_progress, len(embedder.regimes))
+    built = {regime.name: _build_regime(embedder.for_regime(regime), root, names, every, labels,
+                                        options=options, acceptance=acceptance, rule=rule, cache=cache,
+                                        on_progress=progress, command=command)
+             for regime in embedder.regimes}
+    first = next(iter(built.values()))
+    if embedder.is_routed:
+        first.store = RegimeStores({name: result.store for name, result in built.items()})
+    return first
+
+
+def _build_regime(embedder: Embedder, root: Path | str, names: list[str], every: HashedFiles, labels: np.ndarray,
+                  *, options: EmbedOptions, acceptance: float, rule: OpenSetRule | None,
+                  cache: EmbeddingCache | None, on_progress: ProgressCallback | None,
+                  command: str | None) -> BuildResult:
+    """``build_references`` in the embedder's regime (the only one, for most models)."""
     good, digests, failures = embed_hashed(embedder, every, options=options, on_progress=on_progress, cache=cache)
     good, digests, repeated = drop_repeats(good, digests, labels[[it.index for it in good]])
     good_labels = labels[[it.index for it in good]].astype(int)
@@ -190,6 +211,21 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
             method=f"provisional: {store.rule.held_out_method()} scores of the build images",
             target=acceptance, n_images=int(loo.size), chosen=now_iso()), command=command)
     return BuildResult(store=store, failures=failures, repeated=repeated, damaged=with_warnings(good))
+
+
+def shared_progress(on_progress: ProgressCallback | None, passes: int) -> ProgressCallback | None:
+    """A callback that reports ``passes`` passes over the same files as one pass (a regime each)."""
+    if on_progress is None or passes == 1:
+        return on_progress
+    done = [0, 0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        whole = done[0] // passes
+        if whole > done[1]:
+            on_progress(whole - done[1])
+            done[1] = whole
+    return advance
 
 
 def _unreadable(failures: Sequence[EmbeddedImage]) -> list[tuple[Path, str]]:
@@ -225,22 +261,30 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
     in ``already``, not enrolled twice. The store is checked before the (slow) hashing and
     embedding so a wrong name, model or store fails at once, and re-checked under the lock
     when the embeddings are added (a concurrent enrolment may have added the same images).
+    With JPEG regimes the images are described once per regime (re-encoded for it) and
+    enrolled in every regime's store in one write.
     """
     require_embedding_model(embedder.meta, "enroll a generator")
     store_path = Path(store_path)
     refuse_shipped(store_path)
     known: set[str] = set()
     if store_path.exists():
-        store = ReferenceStore.load(store_path)
+        store = load_store(store_path)
         store.check_weights(embedder.meta, store_path=store_path)
-        clean = store.check_enrollable(name, update=update)
-        if clean in store:
-            known = set(store.get(clean).image_sha256)
+        primary = each_store(store)[0]
+        clean = primary.check_enrollable(name, update=update)
+        if clean in primary:
+            known = set(primary.get(clean).image_sha256)
     files = hash_new_files(paths, known)
     if not files.paths and files.already:
-        return EnrollResult(reference=store.get(clean), n_added=0, failures=[], already=files.already)
-    good, digests, failures = embed_hashed(embedder, files, options=options, on_progress=on_progress)
-    good, digests, repeated = drop_repeats(good, digests)
+        return EnrollResult(reference=primary.get(clean), n_added=0, failures=[], already=files.already)
+    progress = shared_progress(on_progress, len(embedder.regimes))
+    per_regime = {}
+    for regime in embedder.regimes:
+        good, digests, failures = embed_hashed(embedder.for_regime(regime), files, options=options,
+                                               on_progress=progress)
+        per_regime[regime.name] = (*drop_repeats(good, digests), failures)
+    good, digests, repeated, failures = per_regime[embedder.regimes[0].name]
     if repeated and not update and len(good) < MIN_IMAGES and not failures:
         raise ReferenceStoreError(f"{name!r} needs at least {MIN_IMAGES} distinct images; the "
                                   f"{len(paths)} given hold {len(good)}",
@@ -249,17 +293,24 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
         raise TooFewReadable(f"only {len(good)} of {len(paths)} images of {name!r} could be read; "
                              f"a generator needs at least {MIN_IMAGES}", unreadable=_unreadable(failures),
                              hint="fix or replace the unreadable files listed above")
-    embeddings = (np.stack([it.embedding for it in good]) if good
-                  else np.zeros((0, embedder.embedding_dim), dtype=np.float32))
     already = files.already
     with open_store_for_update(store_path, create_for=embedder.meta) as store:
-        new = store.new_images(name, digests)
+        primary = each_store(store)[0]
+        new = primary.new_images(name, digests)
         already += len(new) - sum(new)
-        if any(new):
-            reference = store.enroll(name, embeddings[np.array(new, dtype=bool)], update=update,
-                                     image_sha256=[d for d, n in zip(digests, new) if n], command=command)
-        else:
-            reference = store.get(store.check_enrollable(name, update=update))
+        for regime, single in zip(embedder.regimes, each_store(store)):
+            items, regime_digests = per_regime[regime.name][:2]
+            if regime_digests != digests:
+                raise DataError(f"the images of {name!r} did not all decode alike in the {regime.name} "
+                                "regime; nothing was enrolled", hint="report this as a bug")
+            if any(new):
+                keep = np.array(new, dtype=bool)
+                embeddings = np.stack([it.embedding for it in items])[keep]
+                reference = single.enroll(name, embeddings, update=update,
+                                          image_sha256=[d for d, n in zip(digests, new) if n], command=command)
+            else:
+                reference = single.get(single.check_enrollable(name, update=update))
+        reference = primary.get(reference.name)
     return EnrollResult(reference=reference, n_added=sum(new), failures=failures, already=already,
                         repeated=repeated, damaged=with_warnings(good))
 
@@ -275,13 +326,16 @@ class FileAttribution:
     """Damage found in the file although it decoded: the attribution may be unreliable."""
     skipped: bool = False
     """Left out on purpose (``small="skip"``; ``error`` says why), not unreadable."""
+    regime: str | None = None
+    """The compression regime it was scored in, for a model with JPEG regimes (``osma_cli.regimes``)."""
 
 
-def scorer_for(embedder: Embedder, store: ReferenceStore | None = None) -> Scorer:
+def scorer_for(embedder: Embedder, store: AnyStore | None = None) -> Scorer:
     """How this model's vectors become candidates and rejection scores.
 
     A classifier scores by its own softmax (``store`` must be None); an embedding model
-    against ``store``, which must have been made with the same weights.
+    against ``store``, which must have been made with the same weights (with regimes: the
+    store of the embedder's regime).
     """
     if embedder.is_classifier:
         if store is not None:
@@ -291,6 +345,8 @@ def scorer_for(embedder: Embedder, store: ReferenceStore | None = None) -> Score
     if store is None:
         raise ReferenceStoreError("an embedding model needs a reference store",
                                   hint="build one with `osma build`, or pass --refs")
+    if isinstance(store, RegimeStores):
+        store = store.store_for(embedder.regime)
     store.check_weights(embedder.meta)
     if len(store) == 0:
         raise ReferenceStoreError("the reference store holds no generators",
@@ -298,13 +354,20 @@ def scorer_for(embedder: Embedder, store: ReferenceStore | None = None) -> Score
     return ReferenceScorer(store)
 
 
-def attribute_files(embedder: Embedder, store: ReferenceStore | None, paths: Sequence[Path], *,
-                    threshold: float, top_k: int = 1, options: EmbedOptions = EmbedOptions(),
+def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
+                    threshold: float | Mapping[str, float], top_k: int = 1,
+                    options: EmbedOptions = EmbedOptions(),
                     on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
     """Attribute files in order, streaming: bounded memory for any number of files.
 
-    ``store`` is the reference store of an embedding model, None for a classifier.
+    ``store`` is the reference store of an embedding model, None for a classifier. With
+    JPEG regimes (``RegimeStores``), each file is scored in the regime of its compression
+    and ``threshold`` maps each regime's name to its tau.
     """
+    if isinstance(store, RegimeStores):
+        yield from _attribute_routed(embedder, store, paths, thresholds=threshold, top_k=top_k,
+                                     options=options, on_progress=on_progress)
+        return
     scorer = scorer_for(embedder, store)
     stream = embedder.embed_files(paths, on_progress=on_progress, **options.kwargs())
     while chunk := list(itertools.islice(stream, max(1, options.batch_size))):
@@ -319,6 +382,35 @@ def attribute_files(embedder: Embedder, store: ReferenceStore | None, paths: Seq
                                       warnings=item.warnings, skipped=item.skipped)
 
 
+ROUTED_CHUNK = 256
+"""Files read ahead to group by regime: each group is one loader pass, started per chunk."""
+
+
+def _attribute_routed(embedder: Embedder, store: RegimeStores, paths: Sequence[Path], *,
+                      thresholds: Mapping[str, float], top_k: int, options: EmbedOptions,
+                      on_progress: ProgressCallback | None) -> Iterator[FileAttribution]:
+    """``attribute_files`` for a model with regimes: route each file by its header, keep the order."""
+    members = {regime.name: embedder.for_regime(regime) for regime in embedder.regimes}
+    regimes = {regime.name: regime for regime in embedder.regimes}
+    for start in range(0, len(paths), ROUTED_CHUNK):
+        chunk = list(paths[start:start + ROUTED_CHUNK])
+        routed = [route(file_jpeg_quality(path), embedder.regimes) for path in chunk]
+        results: dict[int, FileAttribution] = {}
+        for name, member in members.items():
+            mine = [i for i, (regime, _) in enumerate(routed) if regime.name == name]
+            if not mine:
+                continue
+            items = attribute_files(member, store.store_for(regimes[name]), [chunk[i] for i in mine],
+                                    threshold=thresholds[name], top_k=top_k, options=options,
+                                    on_progress=on_progress)
+            for i, item in zip(mine, items):
+                note = routed[i][1]
+                results[i] = dataclasses.replace(item, regime=name,
+                                                 warnings=item.warnings + ((note,) if note else ()))
+        for i in range(len(chunk)):
+            yield results[i]
+
+
 @dataclass
 class CalibrationResult:
     threshold: Threshold
@@ -330,6 +422,8 @@ class CalibrationResult:
     """The acceptance rate and CRR the new tau gives on the validation images."""
     old_threshold: Threshold | None = None
     """The tau it replaced (None: there was none)."""
+    by_regime: dict[str, "CalibrationResult"] = field(default_factory=dict)
+    """With JPEG regimes, each regime's result (this one is the lossless regime's)."""
 
 
 def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path | str, *,
@@ -341,20 +435,32 @@ def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path 
 
     Folders named after known generators are known images; any other folder holds images
     of unknown generators, used when the target is a correct-rejection rate. The change
-    (old and new tau) is recorded in the store's history with ``command``.
+    (old and new tau) is recorded in the store's history with ``command``. With JPEG regimes,
+    each regime's tau comes from the images re-encoded for it (``by_regime``).
     """
     require_embedding_model(embedder.meta, "calibrate a reference store")
     refuse_shipped(store_path)
-    store = ReferenceStore.load(store_path)
+    store = load_store(store_path)
     store.check_weights(embedder.meta, store_path=store_path)
-    threshold, known, unknown, failures, cost = _calibrated(embedder, scorer_for(embedder, store), root,
-                                                            acceptance=acceptance, target_crr=target_crr,
-                                                            options=options, on_progress=on_progress)
+    progress = shared_progress(on_progress, len(embedder.regimes))
+    chosen = {}
+    for regime in embedder.regimes:
+        member = embedder.for_regime(regime)
+        chosen[regime.name] = _calibrated(member, scorer_for(member, store), root, acceptance=acceptance,
+                                          target_crr=target_crr, options=options, on_progress=progress)
+    olds = {}
     with open_store_for_update(store_path, create_for=embedder.meta) as locked:
-        old = locked.threshold
-        locked.set_threshold(threshold, command=command)
-    return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
-                             failures=failures, written_to=Path(store_path), cost=cost, old_threshold=old)
+        for regime, single in zip(embedder.regimes, each_store(locked)):
+            olds[regime.name] = single.threshold
+            single.set_threshold(chosen[regime.name][0], command=command)
+    results = {name: CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
+                                       failures=failures, written_to=Path(store_path), cost=cost,
+                                       old_threshold=olds[name])
+               for name, (threshold, known, unknown, failures, cost) in chosen.items()}
+    first = next(iter(results.values()))
+    if embedder.is_routed:
+        first.by_regime = results
+    return first
 
 
 def calibrate_classifier(embedder: Embedder, root: Path | str, *, acceptance: float = DEFAULT_ACCEPTANCE,

@@ -125,8 +125,16 @@ def check_tau(value: float, *, nonnegative_scores: bool = True) -> float:
     return float(value)
 
 
-def resolve_threshold(store: ReferenceStore, override: float | None) -> float:
-    """``--threshold`` if given, else the store's calibrated tau."""
+def resolve_threshold(store, override: float | None) -> float | dict[str, float]:
+    """``--threshold`` if given, else the store's calibrated tau.
+
+    For a store with compression regimes (``RegimeStores``): each regime's name -> its tau
+    (``--threshold`` then applies to every regime).
+    """
+    from osma_cli.regime_store import RegimeStores
+
+    if isinstance(store, RegimeStores):
+        return {name: resolve_threshold(single, override) for name, single in store.stores.items()}
     if override is not None:
         return check_tau(override, nonnegative_scores=store.rule.nonnegative_scores)
     if store.threshold is None:

@@ -18,6 +18,8 @@ refitted without describing any image again.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -29,7 +31,9 @@ import torch.nn.functional as F
 from osma_cli.data import (DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader,
                            default_workers)
 from osma_cli.runtime import autocast_context, resolve_device
+from osma_cli.errors import UsageError
 from osma_cli.nets.base import DescriptorNet, InputPolicy
+from osma_cli.regimes import LOSSLESS, Regime
 from osma_cli.weights import WeightsMeta, feature_identity, load_weights
 
 
@@ -77,6 +81,9 @@ class Embedder:
         self.model = model.to(self.device).eval()
         self.policy = getattr(model, "input_policy", None) or InputPolicy()
         self.mixed_precision = mixed_precision and self.policy.mixed_precision
+        self.regime = LOSSLESS
+        """The regime this embedder describes in (``for_regime`` gives the others)."""
+        self._regimes: tuple[Regime, ...] = self.model_regimes
         self.feature_identity = feature_identity(model)
         if self.device.type == "cuda" and not self.is_descriptor:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -86,6 +93,38 @@ class Embedder:
         resolved = resolve_device(device)
         model, meta = load_weights(path, device=resolved)
         return cls(model, meta, resolved, weights_path=Path(path))
+
+    @property
+    def regimes(self) -> tuple[Regime, ...]:
+        """The compression regimes this embedder scores in (``osma_cli.regimes``): the model's,
+        lossless only for most; just its own for a ``for_regime`` view."""
+        return self._regimes
+
+    @property
+    def model_regimes(self) -> tuple[Regime, ...]:
+        """Every regime the model has, whatever this embedder is pinned to."""
+        return getattr(self.model, "regimes", (LOSSLESS,))
+
+    @property
+    def is_routed(self) -> bool:
+        """Whether files are routed to a regime by their compression (the model has JPEG regimes)."""
+        return len(self.regimes) > 1
+
+    def for_regime(self, regime: Regime) -> "Embedder":
+        """This embedder pinned to ``regime``: images re-encoded at its quality, its projection.
+
+        Shares the model; only the regime (and so the features' identity) differs. An
+        unprojected descriptor describes in any regime: that is how regimes' projections are fitted.
+        """
+        unprojected = self.is_descriptor and not self.model.projected
+        if regime not in self.regimes and not unprojected:
+            raise UsageError(f"the model has no {regime.name} regime",
+                             hint=f"its regimes: {', '.join(r.name for r in self.regimes)}")
+        view = copy.copy(self)
+        view.regime = regime
+        view._regimes = (regime,)
+        view.feature_identity = regime_feature_identity(feature_identity(self.model), regime)
+        return view
 
     @property
     def crop_size(self) -> int:
@@ -134,7 +173,7 @@ class Embedder:
         if not self.is_descriptor:
             return torch.as_tensor(features)
         raw = torch.as_tensor(features, device=self.device)
-        return finalize_embeddings(self.model.project(raw), self.meta.l2_normalize)
+        return finalize_embeddings(self.model.project(raw, self.regime.jpeg_quality), self.meta.l2_normalize)
 
     @torch.inference_mode()
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
@@ -171,7 +210,8 @@ class Embedder:
         policy = self.small_policy(small)
         dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=policy, max_pixels=max_pixels,
                                    min_size=self.model.min_input_size if policy == "keep" else 1,
-                                   note_compression=self.policy.compression_sensitive)
+                                   note_compression=self.policy.compression_sensitive and len(self.model_regimes) == 1,
+                                   reencode_quality=self.regime.jpeg_quality)
         loader = crop_loader(dataset, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers,
                              pin_memory=self.device.type == "cuda")
@@ -194,6 +234,13 @@ class Embedder:
                                 error=None if error is None else str(error),
                                 warnings=batch.warnings.get(index, ()),
                                 skipped=isinstance(error, SkipReason))
+
+
+def regime_feature_identity(identity: str, regime: Regime) -> str:
+    """Features of images re-encoded for a JPEG regime are other features than the lossless ones."""
+    if regime.jpeg_quality is None:
+        return identity
+    return hashlib.sha256(f"{identity}\0reencoded-jpeg\0{regime.jpeg_quality}".encode()).hexdigest()
 
 
 def embed_all(embedder: Embedder, paths: Sequence[Path], **kwargs) -> tuple[np.ndarray, list[EmbeddedImage]]:

@@ -64,6 +64,8 @@ from osma_cli.rules.fang import reference_spread
 
 STORE_FORMAT = "osma-references"
 STORE_FORMAT_VERSION = 2
+REGIME_FORMAT_VERSION = 3
+"""A file of one store per compression regime (``osma_cli.regime_store``); each is version 1 or 2."""
 MIN_IMAGES = 2
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 NO_PROVENANCE_NOTE = ("provenance not recorded: the store was last written by an osma that did not "
@@ -427,49 +429,54 @@ def _write_hdf5(store: ReferenceStore, path: Path) -> None:
 
 def _hdf5_bytes(store: ReferenceStore) -> bytes:
     buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        write_store_group(f, store)
+    return buffer.getvalue()
+
+
+def write_store_group(f: h5py.Group, store: ReferenceStore) -> None:
+    """The store's arrays and attributes into ``f`` (a file's root, or one regime's group)."""
     refs = list(store.generators.values())
     k, d = len(refs), store.embedding_dim
     text = h5py.string_dtype("utf-8")
     extras = sorted(store.rule.requires)
     legacy = store.rule.name == "fang" and not store.rule.params() and not extras
-    with h5py.File(buffer, "w") as f:
-        f.attrs["format"] = STORE_FORMAT
-        f.attrs["format_version"] = 1 if legacy else STORE_FORMAT_VERSION
-        if not legacy:
-            f.attrs["rule"] = json.dumps(store.rule.spec(), sort_keys=True)
-        f.attrs["weights_sha256"] = store.weights_sha256
-        f.attrs["architecture"] = store.architecture
-        f.attrs["embedding_dim"] = d
-        f.attrs["l2_normalize"] = store.l2_normalize
-        f.attrs["threshold"] = json.dumps(None if store.threshold is None else store.threshold.to_dict())
-        f.attrs["created"] = store.created
-        f.attrs["modified"] = store.modified
-        f.attrs["osma_version"] = store.osma_version
-        f.create_dataset("names", data=np.array([r.name for r in refs], dtype=object), dtype=text)
-        f.create_dataset("counts", data=np.array([r.count for r in refs], dtype=np.int64))
-        f.create_dataset("vector_sums", data=np.array([r.vector_sum for r in refs], dtype=np.float64).reshape(k, d))
-        f.create_dataset("sq_norm_sums", data=np.array([r.sq_norm_sum for r in refs], dtype=np.float64))
-        f.create_dataset("centroids", data=store.centroids().reshape(k, d))
-        f.create_dataset("sigmas", data=store.sigmas())
-        f.create_dataset("created", data=np.array([r.created for r in refs], dtype=object), dtype=text)
-        f.create_dataset("updated", data=np.array([r.updated for r in refs], dtype=object), dtype=text)
-        if "second_moment" in extras:
-            f.create_dataset("second_moments", data=np.array([r.second_moment for r in refs],
-                                                             dtype=np.float64).reshape(k, d, d))
-        if "vectors" in extras:
-            group = f.create_group("vectors")
-            for i, r in enumerate(refs):
-                group.create_dataset(str(i), data=np.asarray(r.vectors, dtype=np.float64).reshape(-1, d))
-        prov = f.create_group("provenance")
-        prov.attrs["since"] = store.provenance_since or now_iso()
-        prov.attrs["since_version"] = store.provenance_since_version
-        prov.create_dataset("history", dtype=text, data=np.array(
-            [json.dumps(e, sort_keys=True) for e in store.history], dtype=object))
-        hashes, events = prov.create_group("sha256"), prov.create_group("event")
+    f.attrs["format"] = STORE_FORMAT
+    f.attrs["format_version"] = 1 if legacy else STORE_FORMAT_VERSION
+    if not legacy:
+        f.attrs["rule"] = json.dumps(store.rule.spec(), sort_keys=True)
+    f.attrs["weights_sha256"] = store.weights_sha256
+    f.attrs["architecture"] = store.architecture
+    f.attrs["embedding_dim"] = d
+    f.attrs["l2_normalize"] = store.l2_normalize
+    f.attrs["threshold"] = json.dumps(None if store.threshold is None else store.threshold.to_dict())
+    f.attrs["created"] = store.created
+    f.attrs["modified"] = store.modified
+    f.attrs["osma_version"] = store.osma_version
+    f.create_dataset("names", data=np.array([r.name for r in refs], dtype=object), dtype=text)
+    f.create_dataset("counts", data=np.array([r.count for r in refs], dtype=np.int64))
+    f.create_dataset("vector_sums", data=np.array([r.vector_sum for r in refs], dtype=np.float64).reshape(k, d))
+    f.create_dataset("sq_norm_sums", data=np.array([r.sq_norm_sum for r in refs], dtype=np.float64))
+    f.create_dataset("centroids", data=store.centroids().reshape(k, d))
+    f.create_dataset("sigmas", data=store.sigmas())
+    f.create_dataset("created", data=np.array([r.created for r in refs], dtype=object), dtype=text)
+    f.create_dataset("updated", data=np.array([r.updated for r in refs], dtype=object), dtype=text)
+    if "second_moment" in extras:
+        f.create_dataset("second_moments", data=np.array([r.second_moment for r in refs],
+                                                         dtype=np.float64).reshape(k, d, d))
+    if "vectors" in extras:
+        group = f.create_group("vectors")
         for i, r in enumerate(refs):
-            hashes.create_dataset(str(i), data=np.array(r.image_sha256, dtype="S64").reshape(-1))
-            events.create_dataset(str(i), data=np.array(r.image_event, dtype=np.int64).reshape(-1))
-    return buffer.getvalue()
+            group.create_dataset(str(i), data=np.asarray(r.vectors, dtype=np.float64).reshape(-1, d))
+    prov = f.create_group("provenance")
+    prov.attrs["since"] = store.provenance_since or now_iso()
+    prov.attrs["since_version"] = store.provenance_since_version
+    prov.create_dataset("history", dtype=text, data=np.array(
+        [json.dumps(e, sort_keys=True) for e in store.history], dtype=object))
+    hashes, events = prov.create_group("sha256"), prov.create_group("event")
+    for i, r in enumerate(refs):
+        hashes.create_dataset(str(i), data=np.array(r.image_sha256, dtype="S64").reshape(-1))
+        events.create_dataset(str(i), data=np.array(r.image_event, dtype=np.int64).reshape(-1))
 
 
 def _text(values) -> list[str]:
@@ -487,50 +494,58 @@ def _read_hdf5(path: Path) -> tuple[ReferenceStore, dict[str, str]]:
     Shapes that make the file unreadable as a whole raise; a generator whose values are
     wrong is returned with its problem, so that it can be removed.
     """
-    problems: dict[str, str] = {}
     with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != STORE_FORMAT:
-            raise ReferenceStoreError(f"{path} is an HDF5 file but not an osma reference store")
-        version = int(f.attrs["format_version"])
-        if version > STORE_FORMAT_VERSION:
-            raise ReferenceStoreError(f"{path} has store format {version}, newer than this osma "
-                                      f"understands ({STORE_FORMAT_VERSION})", hint="upgrade osma")
-        threshold = json.loads(f.attrs["threshold"])
-        rule = rule_from_spec(json.loads(f.attrs["rule"]) if "rule" in f.attrs else None)
-        store = ReferenceStore(rule=rule,
-            weights_sha256=str(f.attrs["weights_sha256"]), architecture=str(f.attrs["architecture"]),
-            embedding_dim=int(f.attrs["embedding_dim"]), l2_normalize=bool(f.attrs["l2_normalize"]),
-            threshold=None if threshold is None else Threshold.from_dict(threshold),
-            created=str(f.attrs["created"]), modified=str(f.attrs["modified"]),
-            osma_version=str(f.attrs["osma_version"]), provenance_since=None)
-        if store.threshold is not None and not np.isfinite(store.threshold.value):
-            raise ReferenceStoreError(f"{path}: the threshold is {store.threshold.value}, not a finite number",
-                                      hint="set it again with `osma calibrate`")
-        names = _text(f["names"][()])
-        k, d = len(names), store.embedding_dim
-        if len(set(names)) != k:
-            raise ReferenceStoreError(f"{path}: a generator name appears twice", hint="rebuild it with `osma build`")
-        expected = {"counts": (k,), "vector_sums": (k, d), "sq_norm_sums": (k,), "created": (k,),
-                    "updated": (k,), "centroids": (k, d), "sigmas": (k,)}
-        if "second_moment" in rule.requires:
-            expected["second_moments"] = (k, d, d)
-        for key, shape in expected.items():
-            if key in f and f[key].shape != shape:
-                raise _shape_error(path, key, f[key].shape, shape)
-        counts, sums, sq = f["counts"][()], f["vector_sums"][()], f["sq_norm_sums"][()]
-        created, updated = _text(f["created"][()]), _text(f["updated"][()])
-        centroids = f["centroids"][()] if "centroids" in f else None
-        sigmas = f["sigmas"][()] if "sigmas" in f else None
-        moments = f["second_moments"][()] if "second_moment" in rule.requires else None
-        vectors = [f["vectors"][str(i)][()] for i in range(k)] if "vectors" in rule.requires else None
-        hashes, events = [[] for _ in range(k)], [[] for _ in range(k)]
-        if "provenance" in f:
-            prov = f["provenance"]
-            store.provenance_since = str(prov.attrs.get("since", store.created))
-            store.provenance_since_version = str(prov.attrs.get("since_version", store.osma_version))
-            store.history = [json.loads(e) for e in _text(prov["history"][()])]
-            hashes = [_text(prov["sha256"][str(i)][()]) for i in range(k)]
-            events = [[int(e) for e in prov["event"][str(i)][()]] for i in range(k)]
+        return read_store_group(f, path)
+
+
+def read_store_group(f: h5py.Group, path: Path) -> tuple[ReferenceStore, dict[str, str]]:
+    """One store from ``f`` (a file's root, or one regime's group); ``path`` names it in errors."""
+    problems: dict[str, str] = {}
+    if f.attrs.get("format") != STORE_FORMAT:
+        raise ReferenceStoreError(f"{path} is an HDF5 file but not an osma reference store")
+    version = int(f.attrs["format_version"])
+    if version == REGIME_FORMAT_VERSION and "regimes" in f.attrs:
+        raise ReferenceStoreError(f"{path} holds references per compression regime",
+                                  hint="read it with osma_cli.regime_store.load_store")
+    if version > STORE_FORMAT_VERSION:
+        raise ReferenceStoreError(f"{path} has store format {version}, newer than this osma "
+                                  f"understands ({STORE_FORMAT_VERSION})", hint="upgrade osma")
+    threshold = json.loads(f.attrs["threshold"])
+    rule = rule_from_spec(json.loads(f.attrs["rule"]) if "rule" in f.attrs else None)
+    store = ReferenceStore(rule=rule,
+        weights_sha256=str(f.attrs["weights_sha256"]), architecture=str(f.attrs["architecture"]),
+        embedding_dim=int(f.attrs["embedding_dim"]), l2_normalize=bool(f.attrs["l2_normalize"]),
+        threshold=None if threshold is None else Threshold.from_dict(threshold),
+        created=str(f.attrs["created"]), modified=str(f.attrs["modified"]),
+        osma_version=str(f.attrs["osma_version"]), provenance_since=None)
+    if store.threshold is not None and not np.isfinite(store.threshold.value):
+        raise ReferenceStoreError(f"{path}: the threshold is {store.threshold.value}, not a finite number",
+                                  hint="set it again with `osma calibrate`")
+    names = _text(f["names"][()])
+    k, d = len(names), store.embedding_dim
+    if len(set(names)) != k:
+        raise ReferenceStoreError(f"{path}: a generator name appears twice", hint="rebuild it with `osma build`")
+    expected = {"counts": (k,), "vector_sums": (k, d), "sq_norm_sums": (k,), "created": (k,),
+                "updated": (k,), "centroids": (k, d), "sigmas": (k,)}
+    if "second_moment" in rule.requires:
+        expected["second_moments"] = (k, d, d)
+    for key, shape in expected.items():
+        if key in f and f[key].shape != shape:
+            raise _shape_error(path, key, f[key].shape, shape)
+    counts, sums, sq = f["counts"][()], f["vector_sums"][()], f["sq_norm_sums"][()]
+    created, updated = _text(f["created"][()]), _text(f["updated"][()])
+    centroids = f["centroids"][()] if "centroids" in f else None
+    sigmas = f["sigmas"][()] if "sigmas" in f else None
+    moments = f["second_moments"][()] if "second_moment" in rule.requires else None
+    vectors = [f["vectors"][str(i)][()] for i in range(k)] if "vectors" in rule.requires else None
+    hashes, events = [[] for _ in range(k)], [[] for _ in range(k)]
+    if "provenance" in f:
+        prov = f["provenance"]
+        store.provenance_since = str(prov.attrs.get("since", store.created))
+        store.provenance_since_version = str(prov.attrs.get("since_version", store.osma_version))
+        store.history = [json.loads(e) for e in _text(prov["history"][()])]
+        hashes = [_text(prov["sha256"][str(i)][()]) for i in range(k)]
+        events = [[int(e) for e in prov["event"][str(i)][()]] for i in range(k)]
     for i, name in enumerate(names):
         ref = GeneratorReference(
             name=name, count=int(counts[i]), vector_sum=np.array(sums[i], dtype=np.float64),
@@ -564,21 +579,25 @@ def store_lock(path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> Iterator
 
 @contextlib.contextmanager
 def open_store_for_update(path: Path | str, *, create_for=None, timeout: float = LOCK_TIMEOUT_S,
-                          allow_invalid: Collection[str] = ()) -> Iterator[ReferenceStore]:
+                          allow_invalid: Collection[str] = ()) -> Iterator:
     """Lock, load (or create for the weights ``create_for``), yield, then save atomically.
+
+    The store is a ``ReferenceStore``, or ``RegimeStores`` for a model with JPEG regimes.
 
     Nothing is written when the body raises. Embedding images is slow and belongs before
     this block; only the read-modify-write happens under the lock. ``allow_invalid``: see
     ``ReferenceStore.load``.
     """
+    from osma_cli.regime_store import load_store, store_for_weights
+
     path = Path(path)
     with store_lock(path, timeout=timeout):
         if path.exists():
-            store = ReferenceStore.load(path, allow_invalid=allow_invalid)
+            store = load_store(path, allow_invalid=allow_invalid)
             if create_for is not None:
                 store.check_weights(create_for, store_path=path)
         elif create_for is not None:
-            store = ReferenceStore.for_weights(create_for)
+            store = store_for_weights(create_for)
         else:
             store = ReferenceStore.load(path)
         yield store

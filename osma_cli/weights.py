@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from osma_cli import __version__
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import UsageError, WeightsError
+from osma_cli.regimes import regimes_for
 from osma_cli.nets import ClassifierNet, DescriptorNet, EmbeddingNet, ImageModel, get_model, model_kind
 
 METADATA_KEY = "osma"
@@ -77,6 +78,11 @@ class WeightsMeta:
     @property
     def is_descriptor(self) -> bool:
         return self.kind == "descriptor"
+
+    @property
+    def regimes(self) -> tuple:
+        """The compression regimes its references are kept in (``osma_cli.regimes``)."""
+        return regimes_for(self.arch_kwargs.get("jpeg_regimes", ()) if self.is_descriptor else ())
 
     @property
     def output_dim(self) -> int:
@@ -119,7 +125,7 @@ def model_identity(model: nn.Module, tensors: Mapping[str, Tensor] | None = None
 def feature_identity(model: nn.Module) -> str:
     """Identity of the features the cache keeps: a descriptor's raw output (no projection)."""
     if isinstance(model, DescriptorNet):
-        return content_hash(model.feature_state(), {**model.identity_config(), "stage": "raw"})
+        return content_hash(model.feature_state(), {**model.feature_config(), "stage": "raw"})
     return model_identity(model)
 
 

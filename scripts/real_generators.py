@@ -17,7 +17,7 @@ figures mix traces and subject matter.
 
 Usage:
     python scripts/real_generators.py closed --work /tmp/osma-defaults \
-        --model weights/osma-default.safetensors --refs weights/references.h5
+        --model weights/osma-default.safetensors --refs weights/references.h5 [--jpeg 90]
     python scripts/real_generators.py loo --work /tmp/osma-defaults --epochs 30 --out /tmp/loo
 """
 
@@ -46,9 +46,25 @@ def osma(*args: str, log: Path | None = None) -> str:
     return done.stdout
 
 
-def closed(work: Path, model: Path, refs: Path, crops: int = 1) -> dict:
-    """``crops``: ``osma attribute --crops`` (the references stay as built)."""
+def jpeg_copy(test: Path, quality: int, out: Path) -> Path:
+    """The test part with every image re-encoded once as a JPEG of ``quality`` (Pillow, 4:2:0)."""
+    from PIL import Image
+
+    for folder in sorted(p for p in test.iterdir() if p.is_dir()):
+        (out / folder.name).mkdir(parents=True, exist_ok=True)
+        for image in sorted(folder.iterdir()):
+            with Image.open(image) as opened:
+                opened.convert("RGB").save(out / folder.name / (image.stem + ".jpg"), format="JPEG",
+                                           quality=quality, subsampling="4:2:0")
+    return out
+
+
+def closed(work: Path, model: Path, refs: Path, crops: int = 1, jpeg: int | None = None) -> dict:
+    """``crops``: ``osma attribute --crops`` (the references stay as built); ``jpeg``: the test
+    images re-encoded at this quality first (in ``work/test-q<jpeg>``)."""
     test = work / "shared" / "test"
+    if jpeg is not None:
+        test = jpeg_copy(test, jpeg, work / f"test-q{jpeg}")
     classes = ["real", *GENERATORS]
     records = [json.loads(line) for line in osma("attribute", "--model", str(model), "--refs", str(refs),
                                                   "--crops", str(crops), "--json",
@@ -124,12 +140,13 @@ def main() -> None:
     parser.add_argument("--init", type=Path, help="start from these weights (default: from scratch)")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--rule", help="loo: osma benchmark --rule")
+    parser.add_argument("--jpeg", type=int, help="closed: re-encode the test images at this JPEG quality first")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.what == "closed":
         if args.model is None or args.refs is None:
             parser.error("closed needs --model and --refs")
-        result = closed(args.work, args.model, args.refs, args.crops)
+        result = closed(args.work, args.model, args.refs, args.crops, args.jpeg)
     else:
         if args.out is None:
             parser.error("loo needs --out")

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Mapping, Optional
 
 import typer
 
@@ -36,7 +36,8 @@ def attribution_record(item, top_k: int, command: str = "attribute") -> dict:
     record = {"schema": SCHEMA, "command": command, "path": output.path_text(item.path),
               "path_bytes_b64": output.path_bytes_b64(item.path), "status": status_of(item),
               "verdict": None, "candidate": None, "score": None, "threshold": None,
-              "margin": None, "error": item.error, "warnings": list(item.warnings), "top": []}
+              "margin": None, "error": item.error, "warnings": list(item.warnings),
+              "regime": getattr(item, "regime", None), "top": []}
     if a is not None:
         record.update(verdict=a.verdict, candidate=a.candidate,
                       score=output.finite_or_none(a.score),
@@ -50,7 +51,7 @@ def attribution_record(item, top_k: int, command: str = "attribute") -> dict:
 
 def csv_fields(top_k: int) -> list[str]:
     fields = ["path", "path_bytes_b64", "status", "verdict", "candidate", "score", "threshold",
-              "margin", "error", "warnings"]
+              "margin", "error", "warnings", "regime"]
     for i in range(1, top_k + 1):
         fields += [f"top{i}", f"top{i}_distance", f"top{i}_normalized_distance"]
     return fields
@@ -122,7 +123,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
     from osma_cli.api import FileAttribution, attribute_files
     from osma_cli.attribution import resolve_threshold
     from osma_cli.classifier import refuse_refs_for_classifier, resolve_classifier_threshold
-    from osma_cli.references import ReferenceStore
+    from osma_cli.regime_store import load_store
 
     csv_to_stdout = is_stdout(csv_out)
     if json_out and csv_to_stdout:
@@ -140,7 +141,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
         tau = resolve_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
     else:
         store_file = refs_path(refs, write=False)
-        store = ReferenceStore.load(store_file)
+        store = load_store(store_file)
         store.check_weights(embedder.meta, store_path=store_file)
         tau = resolve_threshold(store, threshold)
 
@@ -200,9 +201,11 @@ CLASSIFIER_SCORE = "1 - max softmax"
 
 def score_name(embedder, store=None) -> str:
     """The table's score column: the classifier's, or the store's rule's."""
+    from osma_cli.regime_store import each_store
+
     if embedder.is_classifier:
         return CLASSIFIER_SCORE
-    return store.rule.score_name if store is not None else "norm. distance"
+    return each_store(store)[0].rule.score_name if store is not None else "norm. distance"
 
 
 def short_paths(paths: list[str]) -> tuple[str, list[str]]:
@@ -223,9 +226,18 @@ def top_ranking(score_name: str) -> str:
     return f"top list ranked by distance to each centroid; verdict on the {score_name}"
 
 
-def render_table(records: list[dict], top_k: int, tau: float, score_name: str = "norm. distance") -> None:
+def tau_text(tau: float | Mapping[str, float]) -> str:
+    """The table's caption of tau: one value, or one per compression regime."""
+    if isinstance(tau, Mapping):
+        return "threshold tau per regime: " + ", ".join(f"{name} {value:.3f}" for name, value in tau.items())
+    return f"threshold tau = {tau:.3f}"
+
+
+def render_table(records: list[dict], top_k: int, tau: float | Mapping[str, float],
+                 score_name: str = "norm. distance") -> None:
     root, names = short_paths([r["path"] for r in records])
-    columns = ["file", "verdict", "candidate", score_name, "margin"]
+    routed = any(r.get("regime") for r in records)
+    columns = ["file", "verdict", "candidate", score_name, "margin"] + (["regime"] if routed else [])
     if top_k > 1:
         columns.append(f"top {top_k} ({score_name})")
     with_notes = any(r["status"] != "ok" or r["warnings"] for r in records)
@@ -235,15 +247,17 @@ def render_table(records: list[dict], top_k: int, tau: float, score_name: str = 
     for r, name in zip(records, names):
         notes = ([r["error"]] if r["error"] else []) + r["warnings"]
         if r["status"] != "ok":
-            row = [name, r["status"], "", "", ""] + ([""] if top_k > 1 else [])
+            row = [name, r["status"], "", "", ""] + ([""] if routed else []) + ([""] if top_k > 1 else [])
         else:
             row = [name, r["verdict"], r["candidate"], f"{r['score']:.3f}", f"{r['margin']:+.3f}"]
+            if routed:
+                row.append(r.get("regime") or "")
             if top_k > 1:
                 row.append(", ".join(f"{c['name']} ({c['normalized_distance']:.2f})" for c in r["top"]))
         if with_notes:
             row.append("; ".join(notes))
         rows.append(row)
-    title = f"threshold tau = {tau:.3f}" + (f"; files under {root}" if root else "")
+    title = tau_text(tau) + (f"; files under {root}" if root else "")
     if top_k > 1:
         title += "\n" + top_ranking(score_name)
     output.print_table(output.simple_table(title, columns, rows))

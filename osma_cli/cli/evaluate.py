@@ -81,6 +81,15 @@ def calibrate(
 
 
 def calibration_record(result, unreadable: int) -> dict:
+    """The calibration as JSON; with regimes, the lossless regime's, plus ``regimes`` (each one's)."""
+    record = single_calibration_record(result, unreadable)
+    if result.by_regime:
+        record["regimes"] = [{"name": name, **single_calibration_record(each, unreadable)}
+                             for name, each in result.by_regime.items()]
+    return record
+
+
+def single_calibration_record(result, unreadable: int) -> dict:
     cost = result.cost
     return {"written_to": str(result.written_to), "threshold": result.threshold.to_dict(),
             "old_threshold": None if result.old_threshold is None else result.old_threshold.to_dict(),
@@ -91,10 +100,15 @@ def calibration_record(result, unreadable: int) -> dict:
 
 
 def render_calibration(result) -> None:
-    """tau, what it costs on the validation images and the tau it replaces, on stderr."""
+    """tau, what it costs on the validation images and the tau it replaces, on stderr (per regime)."""
+    for name, each in (result.by_regime or {"": result}).items():
+        render_single_calibration(each, f"{name}: " if name else "")
+
+
+def render_single_calibration(result, regime: str) -> None:
     t, cost, old = result.threshold, result.cost, result.old_threshold
     say = output.stderr.print
-    say(output.escape(f"tau = {t.value:.6g} in {output.path_text(result.written_to)} (was "
+    say(output.escape(f"{regime}tau = {t.value:.6g} in {output.path_text(result.written_to)} (was "
                       f"{'not set' if old is None else f'{old.value:.6g}'})\n  {t.method}, "
                       f"target {t.target}, {t.n_images} images"), soft_wrap=True)
     parts = [] if cost.acceptance is None else [

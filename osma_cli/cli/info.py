@@ -16,7 +16,7 @@ def gather_info(model, refs, device: str) -> dict:
     import osma_cli
     from osma_cli.errors import OsmaError
     from osma_cli.home import osma_home, shipped_dir
-    from osma_cli.references import ReferenceStore
+    from osma_cli.regime_store import load_store
     from osma_cli.runtime import resolve_device
     from osma_cli.cli.session import model_path, refs_path
     from osma_cli.cli.references import store_summary
@@ -47,7 +47,7 @@ def gather_info(model, refs, device: str) -> dict:
         return info
     try:
         path = refs_path(refs, write=False)
-        info["references"] = store_summary(ReferenceStore.load(path), path)
+        info["references"] = store_summary(load_store(path), path)
     except OsmaError as exc:
         info["references"] = {"error": str(exc)}
     return info

@@ -161,14 +161,37 @@ def store_rows(store) -> list[list[str]]:
     return [[g.name, str(g.count), f"{g.sigma:.4g}", g.updated] for g in store.generators.values()]
 
 
+def threshold_text(threshold) -> str:
+    return "not set" if threshold is None else f"{threshold.value:.4g} ({threshold.method})"
+
+
 def render_store_summary(store, path: Path) -> None:
-    tau = "not set" if store.threshold is None else f"{store.threshold.value:.4g} ({store.threshold.method})"
-    output.print_table(output.simple_table(
-        f"{path}: {len(store)} generators, rule {store.rule.name}, threshold {tau}",
-        ["generator", "images", "sigma", "updated"], store_rows(store)))
+    """The generators (with regimes: the lossless regime's counts) and each regime's threshold."""
+    from osma_cli.regime_store import RegimeStores
+
+    if isinstance(store, RegimeStores):
+        primary = store.primary
+        taus = "; ".join(f"{name} {threshold_text(single.threshold)}" for name, single in store.stores.items())
+        title = (f"{path}: {len(primary)} generators, rule {primary.rule.name}, {len(store.stores)} "
+                 f"compression regimes, thresholds: {taus}")
+    else:
+        primary = store
+        title = f"{path}: {len(store)} generators, rule {store.rule.name}, threshold {threshold_text(store.threshold)}"
+    output.print_table(output.simple_table(title, ["generator", "images", "sigma", "updated"], store_rows(primary)))
 
 
 def store_summary(store, path: Path) -> dict:
+    """The store as a JSON object; with regimes, the lossless regime's, plus ``regimes``."""
+    from osma_cli.regime_store import RegimeStores
+
+    if isinstance(store, RegimeStores):
+        return {**single_store_summary(store.primary, path),
+                "regimes": [{"name": name, "threshold": None if single.threshold is None else single.threshold.to_dict()}
+                            for name, single in store.stores.items()]}
+    return single_store_summary(store, path)
+
+
+def single_store_summary(store, path: Path) -> dict:
     return {"path": str(path), "architecture": store.architecture,
             "weights_sha256": store.weights_sha256, "embedding_dim": store.embedding_dim,
             "rule": store.rule.spec(), "score": store.rule.score_name, "score_meaning": store.rule.meaning,
@@ -181,13 +204,14 @@ def store_summary(store, path: Path) -> dict:
 
 def refs_list(refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
     """List the known generators and the threshold (--json adds the store's whole history)."""
-    from osma_cli.references import ReferenceStore
+    from osma_cli.regime_store import each_store, load_store
 
     path = refs_path(refs, write=False)
-    store = ReferenceStore.load(path)
+    store = load_store(path)
+    primary = each_store(store)[0]
     if json_out:
-        output.write_json({**store_summary(store, path), "provenance_note": provenance_note(store),
-                           "history": [{"index": i, **e} for i, e in enumerate(store.history)]},
+        output.write_json({**store_summary(store, path), "provenance_note": provenance_note(primary),
+                           "history": [{"index": i, **e} for i, e in enumerate(primary.history)]},
                           command="refs list")
     else:
         render_store_summary(store, path)
@@ -237,10 +261,10 @@ def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_d
     """Show one generator's reference and its provenance: the history of its enrolments
     (when, by which command, how many images) and of the store's thresholds; --json adds
     the sha256 of every image enrolled into it."""
-    from osma_cli.references import ReferenceStore
+    from osma_cli.regime_store import each_store, load_store
 
     path = refs_path(refs, write=False)
-    store = ReferenceStore.load(path)
+    store = each_store(load_store(path))[0]
     info = generator_record(store, store.get(name))
     if json_out:
         output.write_json(info, command="refs show")
@@ -276,10 +300,11 @@ def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show
     The removal is recorded in the store's history. A generator whose values are
     inconsistent (a store that refuses to load) can be removed this way.
     """
-    from osma_cli.references import ReferenceStore, open_store_for_update
+    from osma_cli.references import open_store_for_update
+    from osma_cli.regime_store import load_store
 
     path = refs_path(refs, write=True)
-    ref = ReferenceStore.load(path, allow_invalid=[name]).get(name)
+    ref = load_store(path, allow_invalid=[name]).get(name)
     if not yes:
         if not stdin_is_terminal():
             raise UsageError(f"not removing {name!r} ({ref.count} images) from {path} without confirmation",

@@ -134,6 +134,10 @@ def train(
     descriptor: Annotated[Optional[str], typer.Option(
         "--descriptor", help="With --method fsd: descriptor settings, key=value,... (filters, colour, block, "
                              "scales, mode, scale_mode, constrained, window).", show_default=False)] = None,
+    jpeg_regimes: Annotated[Optional[str], typer.Option(
+        "--jpeg-regimes", help="With --method fsd: JPEG qualities (e.g. 95,90,75) to fit a projection of "
+                               "their own for; each image is then scored in the regime of its compression "
+                               "(docs/descriptors.md). Default: lossless only.", show_default=False)] = None,
     rule: RuleOpt = None,
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
@@ -164,10 +168,11 @@ def train(
     if open_space_aug and method == "pose":
         raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
     if method == "fsd":
-        train_descriptor(data, out, photos, descriptor, rule, device, batch_size, workers, json_out)
+        train_descriptor(data, out, photos, descriptor, rule, device, batch_size, workers, json_out,
+                         jpeg_regimes=jpeg_regimes)
         return
-    if photos is not None or descriptor is not None:
-        raise UsageError("--photos and --descriptor are for --method fsd")
+    if photos is not None or descriptor is not None or jpeg_regimes is not None:
+        raise UsageError("--photos, --descriptor and --jpeg-regimes are for --method fsd")
     aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin,
                      warmup_steps=aug_warmup)
 
@@ -195,10 +200,12 @@ def train(
 
 
 def train_descriptor(data: Path | None, out: Path, photos: Path | None, descriptor: str | None,
-                     rule: str | None, device: str, batch_size: int, workers: int | None, json_out: bool) -> None:
+                     rule: str | None, device: str, batch_size: int, workers: int | None, json_out: bool,
+                     jpeg_regimes: str | None = None) -> None:
     """``osma train --method fsd``: fit filters and projection, write the weights, report."""
     from osma_cli.cli.session import parse_rule, parse_settings
     from osma_cli.errors import UsageError
+    from osma_cli.regimes import parse_regimes
     from osma_cli.training.fsd import DescriptorConfig, fit_fsd
 
     if data is None:
@@ -206,7 +213,8 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
     chosen = parse_rule(rule)
     config = DescriptorConfig(data=data, out=out, photos=photos, settings=parse_settings(descriptor, "--descriptor"),
                               rule=chosen.spec() if chosen is not None else {"name": "fang", "params": {}},
-                              device=device, batch_size=batch_size, workers=workers)
+                              device=device, batch_size=batch_size, workers=workers,
+                              jpeg_regimes=parse_regimes(jpeg_regimes or ""))
     with output.progress_bar("describing", None) as advance:
         result = fit_fsd(config, on_progress=advance)
     for item in result.failures:
@@ -215,14 +223,17 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
     summary_record = {"out": str(out), "kind": "descriptor", "sha256": result.meta.sha256,
                       "filters": result.meta.recipe["filters"], "n_photos": result.n_photos,
                       "classes": result.classes, "embedding_dim": result.meta.embedding_dim,
-                      "raw_dim": steps.get("input_dim"), "projection": steps, "rule": result.meta.rule}
+                      "raw_dim": steps.get("input_dim"), "projection": steps, "rule": result.meta.rule,
+                      "regimes": [r.name for r in result.meta.regimes]}
     if json_out:
         output.write_json(summary_record, command="train")
     else:
         output.stdout.print(f"wrote {out}: fsd descriptor, {result.meta.recipe['filters']} filters"
                             f"{f' (from {result.n_photos} photos)' if result.n_photos else ''}, "
                             f"{steps.get('input_dim')} -> {result.meta.embedding_dim} dims "
-                            f"({steps.get('method')}) on {len(result.classes)} classes")
+                            f"({steps.get('method')}) on {len(result.classes)} classes"
+                            + (f", regimes {', '.join(r.name for r in result.meta.regimes)}"
+                               if len(result.meta.regimes) > 1 else ""))
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from osma_cli.data.augment import jpeg_recompress
 from osma_cli.data.compression import note_for
 from osma_cli.data.crops import CropTooSmall, check_crop_policy, extract_crops
 from osma_cli.data.decode import DEFAULT_MAX_PIXELS, decode_image
@@ -84,13 +85,16 @@ class ImageCropDataset(Dataset):
 
     def __init__(self, paths: Iterable[str | Path], crop: int, n_crops: int = 1, *,
                  small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1,
-                 note_compression: bool = False) -> None:
+                 note_compression: bool = False, reencode_quality: int | None = None) -> None:
         """``min_size``: the smallest side a model can take unpadded (``small="keep"``); smaller is an error.
 
         ``note_compression``: add a warning to each JPEG's item, for models whose verdicts
-        depend on the compression (``compression.note_for``).
+        depend on the compression (``compression.note_for``). ``reencode_quality``: re-encode
+        each decoded image once as a JPEG of this quality before cropping (a model's JPEG
+        regime, ``osma_cli.regimes``), so that crops keep the whole image's block grid.
         """
         self.note_compression = note_compression
+        self.reencode_quality = reencode_quality
         check_crop_policy(crop, n_crops, small)
         self.min_size = min_size
         if max_pixels < 1:
@@ -128,8 +132,11 @@ class ImageCropDataset(Dataset):
         notes = decoded.warnings
         if self.note_compression and decoded.jpeg_quality is not None:
             notes = (*notes, note_for(decoded.jpeg_quality))
+        pixels = decoded.pixels
+        if self.reencode_quality is not None:
+            pixels = jpeg_recompress(pixels, self.reencode_quality)
         try:
-            crops = extract_crops(decoded.pixels, self.crop, self.n_crops, small=self.small)
+            crops = extract_crops(pixels, self.crop, self.n_crops, small=self.small)
         except CropTooSmall as exc:
             return index, SkipReason(f"{exc} (small images are skipped)"), notes
         return index, torch.from_numpy(crops), notes

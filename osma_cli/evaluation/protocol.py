@@ -40,6 +40,7 @@ from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
+from osma_cli.regimes import Regime, file_jpeg_quality, route
 from osma_cli.rules import OpenSetRule
 
 ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
@@ -74,10 +75,12 @@ class BenchmarkRun:
     seconds: dict[str, float] = field(default_factory=dict)
     model_kind: str = "embedding"
     score_name: str = "normalized distance"
+    regime: str | None = None
+    """The compression regime the test images were scored in, for a model with JPEG regimes."""
 
     def to_dict(self) -> dict:
         return {"split": self.split.name, "source": self.split.source,
-                "model_kind": self.model_kind, "score": self.score_name,
+                "model_kind": self.model_kind, "score": self.score_name, "regime": self.regime,
                 "classes": list(self.split.class_names),
                 "threshold": self.threshold.to_dict(),
                 "metrics": self.report.to_dict(),
@@ -110,7 +113,14 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     For a descriptor, ``refit_projection`` fits its projection on this split's own training
     images (seconds), so that no unknown generator of the split has shaped the space it is
     scored in; off, the projection saved in the weights is used.
+
+    A model with JPEG regimes is run in the regime its test images route to (``test_regime``):
+    references, tau and projection from the training and validation images re-encoded for it.
     """
+    regime = None
+    if embedder.is_routed:
+        chosen = test_regime(embedder, split)
+        embedder, regime = embedder.for_regime(chosen), chosen.name
     if embedder.is_classifier:
         return _run_classifier_benchmark(embedder, split, options=options, cache=cache, acceptance=acceptance,
                                          threshold=threshold, progress=progress)
@@ -154,7 +164,24 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     return BenchmarkRun(split=split, store=store, threshold=store.threshold, test_images=images,
                         y_true=y_true, candidates=scored.candidates, scores=scored.scores,
                         unknown_kind=kinds, report=report, failures=failures, seconds=seconds,
-                        score_name=store.rule.score_name)
+                        score_name=store.rule.score_name, regime=regime)
+
+
+def test_regime(embedder: Embedder, split: BenchmarkSplit) -> Regime:
+    """The one regime every test image of ``split`` routes to (by its own compression).
+
+    A test set mixing compressions would mix the regimes' scores, which are not on one scale;
+    it is refused, naming the regimes, rather than scored on a scale that does not exist.
+    """
+    counts: dict[Regime, int] = {}
+    for image in split.test_known + split.test_unknown:
+        regime, _ = route(file_jpeg_quality(image.path), embedder.regimes)
+        counts[regime] = counts.get(regime, 0) + 1
+    if len(counts) > 1:
+        found = ", ".join(f"{n} images in {r.name}" for r, n in counts.items())
+        raise DataError(f"{split.source}: the test images span several compression regimes ({found})",
+                        hint="benchmark a model with JPEG regimes on test images of one compression")
+    return next(iter(counts), embedder.regimes[0])
 
 
 def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: EmbeddedPart,

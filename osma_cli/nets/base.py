@@ -26,11 +26,13 @@ Embedding networks:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from osma_cli.errors import UsageError
+from osma_cli.regimes import regimes_for
 
 
 @dataclass(frozen=True)
@@ -183,25 +185,47 @@ class DescriptorNet(ImageModel):
     ``projection_matrix`` when the builder is asked for a projection; without one, the output is
     the raw descriptor. Raw descriptors are what the embedding cache keeps (``feature_state``
     leaves the projection out of their identity), so refitting a projection re-describes nothing.
+
+    ``jpeg_regimes`` (``osma_cli.regimes``): JPEG qualities for which the descriptor carries a
+    projection of its own (buffers ``projection_mean_jpeg<Q>``, ``projection_matrix_jpeg<Q>``),
+    fitted on images re-encoded at that quality; the plain buffers are the ``lossless`` regime's.
     """
 
     kind = "descriptor"
     input_policy = InputPolicy(small="keep", dtype=torch.float64, mixed_precision=False, compression_sensitive=True)
     embedding_dim: int
     raw_dim: int
-    PROJECTION_BUFFERS = ("projection_mean", "projection_matrix")
+    PROJECTION_PREFIX = "projection_"
 
-    def __init__(self, *, embedding_dim: int, raw_dim: int, projected: bool, min_input_size: int) -> None:
+    def __init__(self, *, embedding_dim: int, raw_dim: int, projected: bool, min_input_size: int,
+                 jpeg_regimes: Sequence[int] = ()) -> None:
         super().__init__(min_input_size=min_input_size)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.raw_dim = check_positive_int("raw_dim", raw_dim)
         self.projected = bool(projected)
+        self.regimes = regimes_for(jpeg_regimes)
+        if len(self.regimes) > 1 and not self.projected:
+            raise UsageError("JPEG regimes need a projection each", hint="build the descriptor with projected=True")
         if self.projected:
-            self.register_buffer("projection_mean", torch.zeros(raw_dim, dtype=torch.float64))
-            self.register_buffer("projection_matrix", torch.zeros(raw_dim, embedding_dim, dtype=torch.float64))
+            for regime in self.regimes:
+                mean, matrix = self._buffer_names(regime.jpeg_quality)
+                self.register_buffer(mean, torch.zeros(raw_dim, dtype=torch.float64))
+                self.register_buffer(matrix, torch.zeros(raw_dim, embedding_dim, dtype=torch.float64))
         elif embedding_dim != raw_dim:
             raise UsageError(f"an unprojected descriptor outputs its {raw_dim} raw values, "
                              f"not embedding_dim={embedding_dim}", hint=f"use embedding_dim={raw_dim}")
+
+    @staticmethod
+    def _buffer_names(jpeg_quality: int | None) -> tuple[str, str]:
+        suffix = "" if jpeg_quality is None else f"_jpeg{jpeg_quality}"
+        return f"projection_mean{suffix}", f"projection_matrix{suffix}"
+
+    def _projection(self, jpeg_quality: int | None) -> tuple[Tensor, Tensor]:
+        if jpeg_quality not in [r.jpeg_quality for r in self.regimes]:
+            raise UsageError(f"this descriptor has no JPEG regime of quality {jpeg_quality}",
+                             hint=f"its regimes: {', '.join(r.name for r in self.regimes)}")
+        mean, matrix = self._buffer_names(jpeg_quality)
+        return getattr(self, mean), getattr(self, matrix)
 
     @property
     def output_dim(self) -> int:
@@ -211,23 +235,30 @@ class DescriptorNet(ImageModel):
         """(B, 3, H, W) float64 in [0, 1] -> (B, raw_dim) float64."""
         raise NotImplementedError
 
-    def project(self, raw: Tensor) -> Tensor:
+    def project(self, raw: Tensor, jpeg_quality: int | None = None) -> Tensor:
+        """The projection of the regime of ``jpeg_quality`` (None: lossless)."""
         if not self.projected:
             return raw
-        return (raw.to(self.projection_mean.dtype) - self.projection_mean) @ self.projection_matrix
+        mean, matrix = self._projection(jpeg_quality)
+        return (raw.to(mean.dtype) - mean) @ matrix
 
-    def set_projection(self, mean: Tensor, matrix: Tensor) -> None:
+    def set_projection(self, mean: Tensor, matrix: Tensor, jpeg_quality: int | None = None) -> None:
         if not self.projected:
             raise UsageError("this descriptor was built without a projection", hint="build it with projected=True")
         if tuple(mean.shape) != (self.raw_dim,) or tuple(matrix.shape) != (self.raw_dim, self.embedding_dim):
             raise UsageError(f"projection of shape {tuple(mean.shape)}, {tuple(matrix.shape)} does not fit "
                              f"({self.raw_dim},), ({self.raw_dim}, {self.embedding_dim})")
-        self.projection_mean.copy_(mean.to(self.projection_mean))
-        self.projection_matrix.copy_(matrix.to(self.projection_matrix))
+        own_mean, own_matrix = self._projection(jpeg_quality)
+        own_mean.copy_(mean.to(own_mean))
+        own_matrix.copy_(matrix.to(own_matrix))
+
+    def feature_config(self) -> dict:
+        """The settings that make the raw descriptor: ``identity_config`` less the regimes."""
+        return {k: v for k, v in self.identity_config().items() if k != "jpeg_regimes"}
 
     def feature_state(self) -> dict[str, Tensor]:
-        """The tensors that make the raw descriptor (the state dict less the projection)."""
-        return {k: v for k, v in self.state_dict().items() if k not in self.PROJECTION_BUFFERS}
+        """The tensors that make the raw descriptor (the state dict less the projections)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.PROJECTION_PREFIX)}
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

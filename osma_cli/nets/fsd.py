@@ -53,7 +53,8 @@ class FSDDescriptor(DescriptorNet):
 
     def __init__(self, *, embedding_dim: int, filters: Sequence[str], colour: str, block: int,
                  scales: int, mode: str, scale_mode: str, constrained: bool, ridge: float,
-                 window: int, residual_precision: str, projected: bool) -> None:
+                 window: int, residual_precision: str, projected: bool,
+                 jpeg_regimes: Sequence[int] = ()) -> None:
         if residual_precision not in PRECISIONS:
             raise UsageError(f"unknown residual precision {residual_precision!r}",
                              hint=f"use {', '.join(PRECISIONS)}")
@@ -67,11 +68,13 @@ class FSDDescriptor(DescriptorNet):
         raw = raw_width(filters, colour, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
         support = bank.shape[-1]
         super().__init__(embedding_dim=embedding_dim, raw_dim=raw, projected=projected,
-                         min_input_size=support - 1 + block)
+                         min_input_size=support - 1 + block, jpeg_regimes=jpeg_regimes)
         self.register_buffer("filters", bank)
         self.settings = {"filters": list(filters), "colour": colour, "block": block, "scales": scales,
                          "mode": mode, "scale_mode": scale_mode, "constrained": bool(constrained),
                          "ridge": float(ridge), "window": int(window), "residual_precision": residual_precision}
+        if len(self.regimes) > 1:  # absent otherwise, so files from before regimes keep their identity
+            self.settings["jpeg_regimes"] = [r.jpeg_quality for r in self.regimes[1:]]
 
     def identity_config(self) -> dict:
         return {"architecture": "fsd", **self.settings}
@@ -90,7 +93,8 @@ class FSDDescriptor(DescriptorNet):
 def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FILTERS, colour: str = "rgb",
         block: int = 9, scales: int = 3, mode: str = "per-channel", scale_mode: str = "separate",
         constrained: bool = False, ridge: float = 1e-6, window: int = 256,
-        residual_precision: str = "float32", projected: bool | None = None) -> FSDDescriptor:
+        residual_precision: str = "float32", projected: bool | None = None,
+        jpeg_regimes: Sequence[int] = ()) -> FSDDescriptor:
     """A self-description extractor; ``embedding_dim`` is the projection's width (raw width without one).
 
     The defaults are the settings that measured best on the built-in benchmark's splits 1-3
@@ -98,6 +102,7 @@ def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FI
     predictor per residual channel, three fixed filters on each colour channel.
 
     ``projected`` defaults to whether ``embedding_dim`` asks for another width than the raw one.
+    ``jpeg_regimes``: JPEG qualities with a projection of their own (``osma_cli.regimes``).
     """
     raw = raw_width(filters, colour, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
     if embedding_dim is None:
@@ -107,4 +112,4 @@ def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FI
     return FSDDescriptor(embedding_dim=embedding_dim, filters=list(filters), colour=colour, block=block,
                          scales=scales, mode=mode, scale_mode=scale_mode, constrained=constrained,
                          ridge=ridge, window=window, residual_precision=residual_precision,
-                         projected=projected)
+                         projected=projected, jpeg_regimes=jpeg_regimes)

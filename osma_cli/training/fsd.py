@@ -7,7 +7,9 @@ Two fits, both seconds to minutes on a CPU:
    which is what keeps the descriptor generator-agnostic; without photos, the fixed filters;
 2. the projection: raw descriptors of the known generators' images (one folder each in
    ``data``) -> standardise, PCA, shrunk within-class covariance, LDA or whitening
-   (``osma_cli.projection``), saved in the weights with the recipe.
+   (``osma_cli.projection``), saved in the weights with the recipe; with ``jpeg_regimes``,
+   one more projection per JPEG quality, fitted on the same images re-encoded at it
+   (``osma_cli.regimes``).
 
 Enrolling a generator later needs no refit; refitting on more generators is the same
 command on a larger ``data`` (the raw descriptors come from the cache, so nothing already
@@ -23,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from osma_cli.api import shared_progress
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.data import class_folders, iter_image_files, load_rgb
 from osma_cli.embed import EmbeddedImage, Embedder
@@ -31,6 +34,7 @@ from osma_cli.nets import get_model
 from osma_cli.nets.fsd import FSDDescriptor
 from osma_cli.nets.residual_filters import learn_filters
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
+from osma_cli.regimes import LOSSLESS, regimes_for
 from osma_cli.runtime import resolve_device
 from osma_cli.weights import WeightsMeta, save_weights
 
@@ -47,15 +51,19 @@ class DescriptorConfig:
     batch_size: int = 16
     workers: int | None = None
     use_cache: bool = True
+    jpeg_regimes: tuple[int, ...] = ()
+    """JPEG qualities to fit a projection of their own for (``osma_cli.regimes``); () : lossless only."""
 
 
 @dataclass
 class DescriptorResult:
     meta: WeightsMeta
     projection: Projection
+    """The lossless regime's projection (``projections`` has every regime's)."""
     n_photos: int
     failures: list[EmbeddedImage]
     classes: list[str]
+    projections: dict[str, Projection] = field(default_factory=dict)
 
 
 def raw_descriptor(settings: dict, photos: Path | None = None) -> tuple[FSDDescriptor, int]:
@@ -110,21 +118,38 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
     raw_meta = WeightsMeta(architecture="fsd", embedding_dim=raw.raw_dim, crop_size=window,
                            l2_normalize=False, kind="descriptor")
     embedder = Embedder(raw, raw_meta, device)
-    features, labels, classes, failures = describe_folders(
-        embedder, config.data, batch_size=config.batch_size, workers=config.workers,
-        use_cache=config.use_cache, on_progress=on_progress)
-    projection = fit_projection(features, labels, **config.projection)
-    model = get_model("fsd", **{**raw.settings, "projected": True, "embedding_dim": projection.output_dim})
+    regimes = regimes_for(config.jpeg_regimes)
+    progress = shared_progress(on_progress, len(regimes))
+    projections: dict[str, Projection] = {}
+    for regime in regimes:
+        features, labels, classes, regime_failures = describe_folders(
+            embedder.for_regime(regime), config.data, batch_size=config.batch_size, workers=config.workers,
+            use_cache=config.use_cache, on_progress=progress)
+        failures = regime_failures if regime == LOSSLESS else failures
+        projections[regime.name] = fit_projection(features, labels, **config.projection)
+    projection = projections[LOSSLESS.name]
+    widths = {p.output_dim for p in projections.values()}
+    if len(widths) > 1:
+        raise DataError(f"{config.data}: the regimes' projections have different widths {sorted(widths)}",
+                        hint="set the projection's dimension explicitly")
+    settings = {**raw.settings, "projected": True, "jpeg_regimes": list(config.jpeg_regimes)}
+    model = get_model("fsd", **{**settings, "embedding_dim": projection.output_dim})
     with torch.no_grad():
         model.filters.copy_(raw.filters.cpu())
-    model.set_projection(torch.tensor(projection.mean), torch.tensor(projection.matrix))
+    for regime in regimes:
+        fitted = projections[regime.name]
+        model.set_projection(torch.tensor(fitted.mean), torch.tensor(fitted.matrix), regime.jpeg_quality)
     recipe = {"method": "fsd", "filters": "learned" if n_photos else "fixed",
               "filter_photos": None if config.photos is None else str(config.photos), "n_photos": n_photos,
               "data": {"root": str(config.data), "classes": classes, "n_images": int(len(labels))},
               "projection": {**config.projection, "fitted": projection.steps}}
+    if config.jpeg_regimes:
+        recipe["regimes"] = {name: {"fitted": p.steps} for name, p in projections.items()}
+    else:
+        settings.pop("jpeg_regimes")
     meta = WeightsMeta(architecture="fsd", embedding_dim=projection.output_dim, crop_size=window,
-                       l2_normalize=False, kind="descriptor",
-                       arch_kwargs={**raw.settings, "projected": True}, recipe=recipe, rule=dict(config.rule))
+                       l2_normalize=False, kind="descriptor", arch_kwargs=settings, recipe=recipe,
+                       rule=dict(config.rule))
     meta = save_weights(config.out, model.cpu(), meta)
     return DescriptorResult(meta=meta, projection=projection, n_photos=n_photos, failures=failures,
-                            classes=classes)
+                            classes=classes, projections=projections)

@@ -76,7 +76,7 @@ def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Pat
     assert len(records) == 10
     for r in records:
         assert set(r) == {"schema", "command", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
-                          "threshold", "margin", "error", "warnings", "top"}
+                          "threshold", "margin", "error", "warnings", "regime", "top"}
         assert r["schema"] == 1 and r["command"] == "attribute" and r["path_bytes_b64"] is None and r["warnings"] == []
         assert r["status"] == "ok" and r["error"] is None
         assert r["candidate"] in ("checkergan", "smoothgan")
