@@ -14,7 +14,7 @@ import re
 import struct
 import zlib
 
-from osma_cli.data.jpeg_scan import DEFAULT_BUDGET, scan_warnings
+from osma_cli.data.jpeg_scan import check_budget, scan_warnings
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -54,9 +54,9 @@ def png_warnings(data: bytes) -> list[str]:
         pos = end
 
 
-def jpeg_warnings(data: bytes, scan_budget: int | None = DEFAULT_BUDGET) -> list[str]:
+def jpeg_warnings(data: bytes) -> list[str]:
     """A JPEG's segments up to EOI (of the first image: later data, e.g. MPO frames, is not read),
-    then, if they are intact, its compressed data (``jpeg_scan``, up to ``scan_budget`` bytes)."""
+    then, if they are intact, its compressed data (``jpeg_scan``, up to ``check_budget()`` bytes)."""
     if not data.startswith(b"\xff\xd8"):
         return ["jpeg: no start-of-image marker"]
     pos = 2
@@ -69,7 +69,7 @@ def jpeg_warnings(data: bytes, scan_budget: int | None = DEFAULT_BUDGET) -> list
             return [f"jpeg: expected a marker at byte {pos}, found 0x{data[pos]:02x} (corrupt data)"]
         marker = data[pos + 1]
         if marker == 0xD9:
-            return scan_warnings(data, scan_budget)
+            return scan_warnings(data, check_budget())
         if marker in _JPEG_STANDALONE:
             pos += 2
             continue
