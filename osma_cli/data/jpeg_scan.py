@@ -245,8 +245,8 @@ def _block_tables(precision: int, dc_spec: bytes, ac_spec: bytes) -> _Tables:
 
 def _codes(spec: bytes) -> tuple[np.ndarray, np.ndarray]:
     """For each 16-bit value: the length of the Huffman code it starts with (0: none) and its symbol."""
-    lengths = np.zeros(65536, np.int64)
-    symbols = np.zeros(65536, np.int64)
+    lengths = np.zeros(65536, np.int32)
+    symbols = np.zeros(65536, np.int32)
     code = 0
     at = 16
     for length in range(1, 17):
@@ -280,24 +280,27 @@ def _greedy(bits: np.ndarray, step: np.ndarray, stop: np.ndarray, ac_bits: np.nd
             max_step: int) -> tuple[np.ndarray, np.ndarray]:
     """Each 16-bit value's first code (``bits``, ``step``), then the AC codes that follow it whole
     within the 16 bits, up to an end of block and while the index steps add up to ``max_step``."""
-    values = np.arange(65536, dtype=np.int64)
     bits, step = bits.copy(), step.copy()
-    active = ~stop & (step < _EOB) & (bits < 16)
-    while active.any():
-        more = (values << bits) & 0xFFFF
+    values = np.flatnonzero(~stop & (step < _EOB) & (bits < 16))
+    while values.size:
+        more = (values << bits[values]) & 0xFFFF
         next_bits, next_step = ac_bits[more], ac_step[more]
-        take = active & (bits + next_bits <= 16) & (next_step < _BAD_CODE) & (
-            (next_step == _EOB) | (step + next_step <= max_step))
-        bits = np.where(take, bits + next_bits, bits)
-        step = np.where(take, step + next_step, step)
-        active = take & (next_step < _EOB) & (bits < 16)
+        take = ((bits[values] + next_bits <= 16) & (next_step < _BAD_CODE)
+                & ((next_step == _EOB) | (step[values] + next_step <= max_step)))
+        values, next_bits, next_step = values[take], next_bits[take], next_step[take]
+        bits[values] += next_bits
+        step[values] += next_step
+        values = values[(next_step < _EOB) & (bits[values] < 16)]
     return bits, step
 
 
+_INTS = list(range(-1, 32 + (_BAD_CATEGORY + 64) * 32))
+"""Every entry value once, so that a table's 65536 entries share a few hundred int objects."""
+
+
 def _shared(values: np.ndarray) -> tuple[int, ...]:
-    """``values`` as a tuple whose equal entries are one int object (65536 distinct ints would take 1.8 MB)."""
-    unique, inverse = np.unique(values, return_inverse=True)
-    return operator.itemgetter(*inverse.tolist())(unique.tolist())
+    """``values`` as a tuple of shared int objects (65536 distinct ints would take 1.8 MB per table)."""
+    return operator.itemgetter(*(values + 1).tolist())(_INTS)
 
 
 def _pieces(data: bytes, start: int) -> tuple[int, list[_Piece]]:
