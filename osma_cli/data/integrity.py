@@ -2,8 +2,9 @@
 
 Pillow ignores a PNG cut short after its image data (no IEND chunk), never checks the
 CRC of the image data chunks, and libjpeg's warnings (a restart marker out of sequence, a
-marker in the middle of the compressed data) are discarded: such files decode, with
-wrong or missing pixels. These checks read the file's bytes again (the operating system
+marker in the middle of the compressed data, a bad Huffman code) are discarded: such files
+decode, with wrong or missing pixels. A JPEG whose markers are intact has its compressed
+data checked by ``jpeg_scan``. These checks read the file's bytes again (the operating system
 has them cached) and say what is wrong, so the result can carry it. Each returns at most
 one warning: after the first fault the rest of the structure is not trustworthy.
 """
