@@ -15,10 +15,11 @@ files get no finding here), nor scans that use a Huffman table the file never de
 (motion-JPEG frames rely on the standard tables), nor a frame whose height comes in a
 DNL marker.
 
-Speed: each Huffman table becomes a 65536-entry list indexed by the next 16 bits of the
-stream, giving at once how many bits the code and its magnitude take and how far the
-coefficient index moves, so one symbol costs one list lookup and a few integer operations.
-Bits are read through a list of 32-bit windows, one per byte of the de-stuffed data.
+Speed: each Huffman table becomes 65536-entry lookups indexed by the next 16 bits of the
+stream, giving at once how many bits the codes there and their magnitudes take and how far
+the coefficient index moves (as many whole codes as the 16 bits hold: two or three short
+ones per lookup), so a few codes cost one lookup and a few integer operations. Bits are
+read through a list of 32-bit windows, one per byte of the de-stuffed data.
 That is still Python (about 7 MB/s on one core), slower than libjpeg decoding the pixels:
 ``DEFAULT_BUDGET`` bounds the compressed bytes checked per file.
 """
@@ -54,8 +55,9 @@ _BAD_CATEGORY = 512
 """An AC entry is ``bits | step << 5``; these steps mark the ends that are not a coefficient.
 
 After a block's loop the index ``k`` tells how it ended: exactly 64 (coefficient 63 was
-coded), 65..79 (a coefficient past 63), 129..191 (end of block), 257.. (no such code),
-513.. (a category the precision does not allow)."""
+coded), 65..127 (a coefficient past 63, or several codes at once ran past the block's
+end), 129..191 (end of block), 192..255 (an end of block after such a run), 257.. (no such
+code), 513.. (a category the precision does not allow)."""
 
 
 _Tables = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
