@@ -43,8 +43,9 @@ of warnings for the file. They come from Pillow's own warnings during the decode
 not printed) and from a structure check of PNG and JPEG files (``integrity``): a PNG must
 end with its IEND chunk and every chunk must pass its CRC; a JPEG's segments must follow
 each other up to the end-of-image marker, with restart markers in sequence and no invalid
-marker inside the compressed data. JPEG has no checksum: a flipped bit that leaves that
-structure intact changes pixels undetectably. osma never sets Pillow's
+marker inside the compressed data, and a sequential JPEG's compressed data must decode
+to exactly its blocks (``jpeg_scan``). JPEG has no checksum: a flipped bit that leaves
+that structure intact changes pixels undetectably. osma never sets Pillow's
 ``ImageFile.LOAD_TRUNCATED_IMAGES``: data Pillow cannot decode stays an ``ImageError``;
 a caller who sets it gets the pixels of a cut-short file and the warning that it is.
 """

@@ -2,8 +2,9 @@
 
 Pillow ignores a PNG cut short after its image data (no IEND chunk), never checks the
 CRC of the image data chunks, and libjpeg's warnings (a restart marker out of sequence, a
-marker in the middle of the compressed data) are discarded: such files decode, with
-wrong or missing pixels. These checks read the file's bytes again (the operating system
+marker in the middle of the compressed data, a bad Huffman code) are discarded: such files
+decode, with wrong or missing pixels. A JPEG whose markers are intact has its compressed
+data checked by ``jpeg_scan``. These checks read the file's bytes again (the operating system
 has them cached) and say what is wrong, so the result can carry it. Each returns at most
 one warning: after the first fault the rest of the structure is not trustworthy.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+
+from osma_cli.data.jpeg_scan import check_budget, scan_warnings
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -53,7 +56,8 @@ def png_warnings(data: bytes) -> list[str]:
 
 
 def jpeg_warnings(data: bytes) -> list[str]:
-    """A JPEG's segments up to EOI (of the first image: later data, e.g. MPO frames, is not read)."""
+    """A JPEG's segments up to EOI (of the first image: later data, e.g. MPO frames, is not read),
+    then, if they are intact, its compressed data (``jpeg_scan``, up to ``check_budget()`` bytes)."""
     if not data.startswith(b"\xff\xd8"):
         return ["jpeg: no start-of-image marker"]
     pos = 2
@@ -66,7 +70,7 @@ def jpeg_warnings(data: bytes) -> list[str]:
             return [f"jpeg: expected a marker at byte {pos}, found 0x{data[pos]:02x} (corrupt data)"]
         marker = data[pos + 1]
         if marker == 0xD9:
-            return []
+            return scan_warnings(data, check_budget())
         if marker in _JPEG_STANDALONE:
             pos += 2
             continue
