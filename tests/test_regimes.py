@@ -262,5 +262,35 @@ def test_benchmark_of_a_model_with_regimes_runs_in_the_test_images_regime(tmp_pa
     assert json.loads(result.stdout)["regime"] == "jpeg90"
     first = split.test_known[0].path
     Image.open(first).convert("RGB").save(first, format="PNG")
-    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--no-cache")
-    assert result.exit_code != EXIT_OK and "several compression regimes" in result.output
+    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--no-cache",
+                    "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    mixed = json.loads(result.stdout)
+    assert mixed["regime"] == "lossless, jpeg90" and mixed["threshold"]["value"] == 1.0
+    assert mixed["score"].endswith("/ regime tau")
+
+
+def test_a_mixed_test_set_is_scored_relative_to_each_regimes_tau(tmp_path):
+    """Independent computation: each regime's run on its own test images, scores divided by its tau."""
+    from dataclasses import replace
+
+    from osma_cli.evaluation.protocol import run_benchmark, test_regimes
+    from osma_cli.evaluation.splits import load_pose_split
+
+    root = make_pose_fixture(tmp_path / "pose", n_per_class=4, size=48)
+    split = load_pose_split(root, SPLIT)
+    for image in split.test_unknown[::2] + split.test_known[::2]:
+        Image.open(image.path).convert("RGB").save(image.path, format="JPEG", quality=90)
+    from osma_cli.api import EmbedOptions
+
+    embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
+    options = EmbedOptions(workers=0)
+    groups = test_regimes(embedder, split)
+    assert [r.name for r in groups] == ["lossless", "jpeg90"]
+    run = run_benchmark(embedder, split, options=options)
+    expected = []
+    for regime, (known, unknown) in groups.items():
+        alone = run_benchmark(embedder.for_regime(regime), replace(split, test_known=known,
+                                                                    test_unknown=unknown), options=options)
+        expected.append(alone.scores / alone.threshold.value)
+    np.testing.assert_allclose(run.scores, np.concatenate(expected), rtol=1e-9)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import Callable, ContextManager, Sequence
 
@@ -40,6 +40,7 @@ from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
+from osma_cli.regime_store import RegimeStores
 from osma_cli.regimes import Regime, file_jpeg_quality, route
 from osma_cli.rules import OpenSetRule
 
@@ -114,16 +115,42 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     images (seconds), so that no unknown generator of the split has shaped the space it is
     scored in; off, the projection saved in the weights is used.
 
-    A model with JPEG regimes is run in the regime its test images route to (``test_regime``):
-    references, tau and projection from the training and validation images re-encoded for it.
+    A model with JPEG regimes is run in the regimes its test images route to (``test_regimes``):
+    each regime's references, tau and projection from the training and validation images
+    re-encoded for it; a test set mixing compressions is scored relative to each regime's tau
+    (``_report``).
     """
-    regime = None
-    if embedder.is_routed:
-        chosen = test_regime(embedder, split)
-        embedder, regime = embedder.for_regime(chosen), chosen.name
     if embedder.is_classifier:
         return _run_classifier_benchmark(embedder, split, options=options, cache=cache, acceptance=acceptance,
                                          threshold=threshold, progress=progress)
+    settings = dict(options=options, cache=cache, acceptance=acceptance, threshold=threshold, rule=rule,
+                    refit_projection=refit_projection, progress=progress)
+    if not embedder.is_routed:
+        return _report(split, [_score_split(embedder, split, **settings)])
+    groups = test_regimes(embedder, split)
+    scored = [_score_split(embedder.for_regime(regime), replace(split, test_known=known, test_unknown=unknown),
+                           **settings, regime=regime) for regime, (known, unknown) in groups.items()]
+    return _report(split, scored)
+
+
+@dataclass
+class _Scored:
+    """One regime's part of a run: its references and tau, and the scores of its test images."""
+
+    store: ReferenceStore
+    images: list[LabeledImage]
+    candidates: np.ndarray
+    scores: np.ndarray
+    failures: list[EmbeddedImage]
+    seconds: dict[str, float]
+    regime: Regime | None = None
+
+
+def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
+                 cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
+                 rule: OpenSetRule | None, refit_projection: bool, progress: ProgressFactory,
+                 regime: Regime | None = None) -> _Scored:
+    """Steps 1-3 of the protocol in the embedder's one regime."""
     seconds: dict[str, float] = {}
     refit = refit_projection and embedder.is_descriptor
     parts = _embed_parts(embedder, split, ("train", "val", "test known", "test unknown"), cache, options,
@@ -146,42 +173,68 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
                             f"training images; at least {MIN_IMAGES} are needed")
         store.enroll(name, mine)
     store.set_threshold(_calibrated_threshold(store, parts["val"], train, labels, acceptance))
-    tau = store.threshold.value if threshold is None else float(threshold)
     if threshold is not None:
-        store.set_threshold(Threshold(value=tau, method="given with --threshold", chosen=now_iso()))
-
+        store.set_threshold(Threshold(value=float(threshold), method="given with --threshold", chosen=now_iso()))
     known, unknown = parts["test known"], parts["test unknown"]
     images = known.images + unknown.images
+    embeddings = np.concatenate([known.embeddings, unknown.embeddings])
+    scored = store.fitted_rule().score(embeddings) if len(images) else None
+    return _Scored(store=store, images=images,
+                   candidates=np.zeros(0, np.int64) if scored is None else scored.candidates,
+                   scores=np.zeros(0) if scored is None else scored.scores,
+                   failures=[f for part in parts.values() for f in part.failures], seconds=seconds, regime=regime)
+
+
+def _report(split: BenchmarkSplit, scored: list[_Scored]) -> BenchmarkRun:
+    """Step 4 over every regime's test images.
+
+    With one regime, scores and tau are the store's. With several (a test set mixing
+    compressions), each score is divided by its regime's tau, so that the verdicts stay
+    each regime's and one threshold, 1, applies to all.
+    """
+    images = [im for part in scored for im in part.images]
     if not images:
         raise DataError(f"{split.source}: no readable test images")
-    embeddings = np.concatenate([known.embeddings, unknown.embeddings])
-    scored = store.fitted_rule().score(embeddings)
+    first = scored[0]
+    rule = first.store.rule
+    store: ReferenceStore | RegimeStores
+    if len(scored) == 1:
+        scores, tau = first.scores, first.store.threshold
+        score_name, store = rule.score_name, first.store
+    else:
+        scores = np.concatenate([part.scores / part.store.threshold.value for part in scored])
+        tau = Threshold(value=1.0, method="each regime's tau; scores divided by it",
+                        target=first.store.threshold.target, chosen=now_iso())
+        score_name = f"{rule.score_name} / regime tau"
+        store = RegimeStores({part.regime.name: part.store for part in scored if part.regime is not None})
+    candidates = np.concatenate([part.candidates for part in scored])
     y_true = np.array([im.label for im in images], dtype=np.int64)
     kinds = np.array([im.kind for im in images], dtype=object)
-    report = evaluate_open_set(y_true, scored.candidates, scored.scores, len(split.class_names), tau,
+    report = evaluate_open_set(y_true, candidates, scores, len(split.class_names), tau.value,
                                unknown_kind=kinds if any(kinds) else None)
-    failures = [f for part in parts.values() for f in part.failures]
-    return BenchmarkRun(split=split, store=store, threshold=store.threshold, test_images=images,
-                        y_true=y_true, candidates=scored.candidates, scores=scored.scores,
-                        unknown_kind=kinds, report=report, failures=failures, seconds=seconds,
-                        score_name=store.rule.score_name, regime=regime)
+    several = len(scored) > 1
+    seconds = {(f"{key} ({part.regime.name})" if several and part.regime is not None else key): value
+               for part in scored for key, value in part.seconds.items()}
+    regimes = [part.regime.name for part in scored if part.regime is not None]
+    return BenchmarkRun(split=split, store=store, threshold=tau, test_images=images, y_true=y_true,
+                        candidates=candidates, scores=scores, unknown_kind=kinds, report=report,
+                        failures=[f for part in scored for f in part.failures], seconds=seconds,
+                        score_name=score_name, regime=", ".join(regimes) or None)
 
 
-def test_regime(embedder: Embedder, split: BenchmarkSplit) -> Regime:
-    """The one regime every test image of ``split`` routes to (by its own compression).
+def test_regimes(embedder: Embedder, split: BenchmarkSplit
+                 ) -> dict[Regime, tuple[tuple[LabeledImage, ...], tuple[LabeledImage, ...]]]:
+    """The test images (known, unknown) that route to each regime, by their own compression.
 
-    A test set mixing compressions would mix the regimes' scores, which are not on one scale;
-    it is refused, naming the regimes, rather than scored on a scale that does not exist.
+    A file that cannot be read routes to ``lossless``, whose decoding then reports it.
     """
-    counts: dict[Regime, int] = {}
-    for image in split.test_known + split.test_unknown:
-        regime, _ = route(file_jpeg_quality(image.path), embedder.regimes)
-        counts[regime] = counts.get(regime, 0) + 1
-    if len(counts) > 1:
-        found = ", ".join(f"{n} images in {r.name}" for r, n in counts.items())
-        raise DataError(f"{split.source}: the test images span several compression regimes ({found})",
-                        hint="benchmark a model with JPEG regimes on test images of one compression")
-    return next(iter(counts), embedder.regimes[0])
+    groups: dict[Regime, tuple[list[LabeledImage], list[LabeledImage]]] = {}
+    for images, side in ((split.test_known, 0), (split.test_unknown, 1)):
+        for image in images:
+            regime, _ = route(file_jpeg_quality(image.path), embedder.regimes)
+            groups.setdefault(regime, ([], []))[side].append(image)
+    order = [r for r in embedder.regimes if r in groups] or [embedder.regimes[0]]
+    return {r: (tuple(groups.get(r, ([], []))[0]), tuple(groups.get(r, ([], []))[1])) for r in order}
 
 
 def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: EmbeddedPart,
