@@ -11,7 +11,7 @@ images with huge dimensions in their header (decompression-bomb guard), 1x1 and 
 - every damaged file that decoded carries a warning or an error (counted per kind).
 
 Usage:
-    python benchmarks/bad_files_stress.py [--n 2000] [--model weights/osma-default.safetensors] [--keep DIR]
+    python benchmarks/bad_files_stress.py [--n 2000] [--model weights/osma-mislnet.safetensors] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ process, so that its peak resident memory (``ru_maxrss``, workers included) is i
 first batch is a warm-up and not timed. Prints one line per model and the ratio.
 
 Usage:
-    python benchmarks/descriptor_speed.py --model mislnet=weights/osma-default.safetensors \\
+    python benchmarks/descriptor_speed.py --model mislnet=weights/osma-mislnet.safetensors \\
         --model fsd=weights/osma-fsd.safetensors --images ~/.osma/benchmarks/zoo/dataset/zoo/real [--n 256]
 """
 

@@ -223,8 +223,8 @@ def concurrent_phase(osma: Osma, store: Path, folders: list[Path], args, tally: 
 def seeding_phase(model: Path, work: Path, base: Path, folders: list[Path], args, tally: Tally) -> None:
     shipped = work / "shipped"
     shipped.mkdir()
-    shutil.copyfile(base, shipped / "references.h5")
-    before = hashlib.sha256((shipped / "references.h5").read_bytes()).hexdigest()
+    shutil.copyfile(base, shipped / "references-fsd.h5")
+    before = hashlib.sha256((shipped / "references-fsd.h5").read_bytes()).hexdigest()
     for r in range(args.rounds):
         home = work / f"home-seed{r}"
         osma = Osma(model, home, shipped)
@@ -233,11 +233,11 @@ def seeding_phase(model: Path, work: Path, base: Path, folders: list[Path], args
         tally.seeded_started += len(names)
         for n, p in zip(names, procs):
             finish(p, f"seeding {n}", tally)
-        store = home / "references.h5"
+        store = home / "references-fsd.h5"
         got = check_store(store, {"base-a", "base-b", *names}, set(), f"seeding round {r}", tally)
         tally.seeded_landed += len(got & set(names))
         tally.temporaries_at_end += temporaries(home)
-    after = hashlib.sha256((shipped / "references.h5").read_bytes()).hexdigest()
+    after = hashlib.sha256((shipped / "references-fsd.h5").read_bytes()).hexdigest()
     tally.shipped_changed = before != after
 
 
@@ -267,7 +267,7 @@ def main() -> None:
     empty = work / "no-shipped"
     empty.mkdir()
     osma = Osma(model, work / "home", empty)
-    store = work / "stores" / "references.h5"
+    store = work / "stores" / "references-fsd.h5"
     store.parent.mkdir()
     tally = Tally()
     for name, folder in (("base-a", folders[6]), ("base-b", folders[7])):

@@ -38,8 +38,8 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and safetensors, rewriting it) make 0600
         _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

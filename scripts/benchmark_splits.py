@@ -6,7 +6,7 @@ shape (closed-set accuracy; AUC and OSCR per unknown kind and overall) plus Fang
 and CRR at the calibrated tau and the aF1-CRR area, one row per split and their mean.
 
 Usage:
-    python scripts/benchmark_splits.py --model weights/osma-default.safetensors --out /tmp/bench
+    python scripts/benchmark_splits.py --model weights/osma-mislnet.safetensors --out /tmp/bench
     python scripts/benchmark_splits.py --model M --splits 1 2 3 --out /tmp/bench --label "osma"
 """
 

@@ -10,7 +10,7 @@ the embedding cache, so a second rule or split describes no image again.
 whose test images are JPEG re-compressed); default: the built-in one.
 
 Usage:
-    python scripts/descriptor_comparison.py --model mislnet=weights/osma-default.safetensors \\
+    python scripts/descriptor_comparison.py --model mislnet=weights/osma-mislnet.safetensors \\
         --model fsd=/tmp/fsd.safetensors --rules fang mahalanobis gmm --splits 1 2 3 4 5 --out table.md
 """
 

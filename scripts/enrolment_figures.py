@@ -14,7 +14,7 @@ still rejected. With osma's own commands:
    (per-generator accuracy), and CRR of the unknowns that were not enrolled, before/after.
 
 Usage:
-    python scripts/enrolment_figures.py --model weights/osma-default.safetensors \
+    python scripts/enrolment_figures.py --model weights/osma-mislnet.safetensors \
         --split split1 --enroll resup-kair-s0 --enroll tconv-cameras-s1 --out /tmp/enrol
 """
 

@@ -17,7 +17,7 @@ figures mix traces and subject matter.
 
 Usage:
     python scripts/real_generators.py closed --work /tmp/osma-defaults \
-        --model weights/osma-default.safetensors --refs weights/references.h5 [--jpeg 90]
+        --model weights/osma-mislnet.safetensors --refs weights/references-mislnet.h5 [--jpeg 90]
     python scripts/real_generators.py loo --work /tmp/osma-defaults --epochs 30 --out /tmp/loo
 """
 

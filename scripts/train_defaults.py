@@ -1,4 +1,4 @@
-"""Train osma's shipped default model and references with osma's own commands.
+"""Train osma's shipped MISLNet model (`--model mislnet`) and its references with osma's own commands.
 
 What it does, in order (each step is skipped when its output is already there, so an
 interrupted run resumes; every command it runs is printed):
@@ -19,7 +19,8 @@ interrupted run resumes; every command it runs is printed):
 5. ``osma train``: ProxyNCA++ (from scratch, or from the pre-trained network).
 6. ``osma build`` and ``osma calibrate``: the references of ``real`` and the six real
    generators, tau accepting 95% of their validation images.
-7. With ``--install``: copy weights and references into ``weights/``.
+7. With ``--install``: copy weights and references into ``weights/`` (``osma-mislnet.safetensors``,
+   ``references-mislnet.h5``). The default model, ``fsd``, is made by ``scripts/train_fsd_default.py``.
 
 CPU budget (this is what the shipped defaults used, on 2 cores): 128-pixel crops; see
 docs/defaults.md. The paper's recipe (256-pixel crops, 30 long epochs) is ``osma train``'s
@@ -144,9 +145,9 @@ def main() -> None:
         run(osma + ["calibrate", str(work / "refs-val"), "--model", str(model), "--refs", str(refs),
                     "--acceptance", "0.95"], work / "calibrate.log")
     if args.install:
-        for f in (model, refs):
-            shutil.copyfile(f, REPO / "weights" / f.name)
-            print(f"installed {REPO / 'weights' / f.name}")
+        for f, name in ((model, "osma-mislnet.safetensors"), (refs, "references-mislnet.h5")):
+            shutil.copyfile(f, REPO / "weights" / name)
+            print(f"installed {REPO / 'weights' / name}")
 
 
 if __name__ == "__main__":

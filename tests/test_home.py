@@ -25,8 +25,8 @@ def test_seeded_from_shipped_store_and_shipped_untouched(tmp_path, tiny_weights,
     meta = read_meta(tiny_weights)
     store = ReferenceStore.for_weights(meta)
     store.enroll("realgan", np.random.default_rng(0).normal(size=(3, meta.embedding_dim)))
-    store.save(shipped / "references.h5")
-    (shipped / "osma-default.safetensors").write_bytes(tiny_weights.read_bytes())
+    store.save(shipped / "references-fsd.h5")
+    (shipped / "osma-fsd.safetensors").write_bytes(tiny_weights.read_bytes())
     monkeypatch.setenv("OSMA_WEIGHTS_DIR", str(shipped))
     before = {p.name: digest(p) for p in shipped.iterdir()}
 
@@ -35,7 +35,7 @@ def test_seeded_from_shipped_store_and_shipped_untouched(tmp_path, tiny_weights,
                                       "--workers", "0"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     user = default_references_path()
-    assert user == isolated_home / "references.h5"
+    assert user == isolated_home / "references-fsd.h5"
     assert ReferenceStore.load(user).names == ["realgan", "stripegan"]
     assert {p.name: digest(p) for p in shipped.iterdir()} == before
 

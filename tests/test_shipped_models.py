@@ -6,21 +6,30 @@ from pathlib import Path
 
 import pytest
 
-from osma_cli.references import ReferenceStore
+from osma_cli.home import DEFAULT_MODEL, SHIPPED_MODELS
+from osma_cli.regime_store import each_store, load_store
 from osma_cli.weights import load_weights
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-PAIRS = [("osma-default.safetensors", "references.h5"), ("osma-fsd.safetensors", "references-fsd.h5")]
 
 
-@pytest.mark.parametrize("model,store", PAIRS)
-def test_shipped_model_and_store_belong_together(model, store):
-    _, meta = load_weights(WEIGHTS / model)
-    refs = ReferenceStore.load(WEIGHTS / store)
-    refs.check_weights(meta, store_path=WEIGHTS / store)
-    assert len(refs) == 7 and refs.threshold is not None
-    if meta.rule:
-        assert refs.rule.name == meta.rule["name"]
+@pytest.mark.parametrize("name", list(SHIPPED_MODELS))
+def test_shipped_model_and_store_belong_together(name):
+    shipped = SHIPPED_MODELS[name]
+    _, meta = load_weights(WEIGHTS / shipped.weights)
+    refs = load_store(WEIGHTS / shipped.references)
+    refs.check_weights(meta, store_path=WEIGHTS / shipped.references)
+    assert len(refs) == 7
+    for single in each_store(refs):
+        assert single.names == each_store(refs)[0].names and single.threshold is not None
+        if meta.rule:
+            assert single.rule.name == meta.rule["name"]
+
+
+def test_the_default_scores_jpegs_in_jpeg_regimes():
+    """The default must not score a JPEG against references of lossless images (docs/defaults.md)."""
+    _, meta = load_weights(WEIGHTS / SHIPPED_MODELS[DEFAULT_MODEL].weights)
+    assert [r.jpeg_quality for r in meta.regimes][1:], "the default model has no JPEG regime"
 
 
 def test_shipped_weights_and_references_stay_small():

@@ -40,7 +40,7 @@ def shipped(tmp_path: Path, monkeypatch) -> Path:
     """A shipped folder holding a store with one generator (``realgan``)."""
     folder = tmp_path / "shipped"
     folder.mkdir()
-    small_store("realgan").save(folder / "references.h5")
+    small_store("realgan").save(folder / "references-fsd.h5")
     monkeypatch.setenv("OSMA_WEIGHTS_DIR", str(folder))
     return folder
 
@@ -91,7 +91,7 @@ def test_slow_seed_never_overwrites_a_confirmed_enrolment(shipped, isolated_home
     def enrol() -> None:  # another process's `osma enroll --refs ~/.osma/references.h5`
         try:
             at_rename.wait(5)
-            with open_store_for_update(isolated_home / "references.h5", create_for=FakeMeta()) as store:
+            with open_store_for_update(isolated_home / "references-fsd.h5", create_for=FakeMeta()) as store:
                 store.enroll("mine", np.random.default_rng(3).normal(size=(5, 8)))
             enrolled.set()
         except BaseException as exc:  # pragma: no cover - reported below
@@ -105,8 +105,8 @@ def test_slow_seed_never_overwrites_a_confirmed_enrolment(shipped, isolated_home
     seeding.join(10)
     other.join(10)
     assert not errors
-    assert sorted(ReferenceStore.load(isolated_home / "references.h5").names) == ["mine", "realgan"]
-    assert any(".references.h5." in p and p.endswith(".tmp") for p in fsynced), "seed copy not fsynced"
+    assert sorted(ReferenceStore.load(isolated_home / "references-fsd.h5").names) == ["mine", "realgan"]
+    assert any(".references-fsd.h5." in p and p.endswith(".tmp") for p in fsynced), "seed copy not fsynced"
     assert leftovers(isolated_home) == []
 
 
@@ -121,7 +121,7 @@ def test_seed_copy_failing_leaves_nothing(shipped, isolated_home, monkeypatch):
     with pytest.raises(ReferenceStoreError, match="no space left") as info:
         default_references_path()
     assert isinstance(info.value, OSError)  # callers catching OSError still do
-    assert not (isolated_home / "references.h5").exists()
+    assert not (isolated_home / "references-fsd.h5").exists()
     assert leftovers(isolated_home) == []
 
 
@@ -284,20 +284,20 @@ def test_identical_images_are_refused_at_enrolment():
 # 6. shipped files ----------------------------------------------------------------------------
 
 def test_shipped_store_is_never_written(shipped, monkeypatch):
-    target = shipped / "references.h5"
+    target = shipped / "references-fsd.h5"
     before = target.read_bytes()
     with pytest.raises(ReferenceStoreError, match="osma ships"):
         with open_store_for_update(target) as store:
             store.remove("realgan")
     with pytest.raises(ReferenceStoreError, match="osma ships") as info:
-        small_store("x").save(shipped / "sub" / ".." / "references.h5")
+        small_store("x").save(shipped / "sub" / ".." / "references-fsd.h5")
     assert "copy" in info.value.hint and "OSMA_HOME" in info.value.hint
     monkeypatch.setenv("OSMA_HOME", str(shipped))
     with pytest.raises(ReferenceStoreError, match="osma ships"):
         with open_store_for_update(default_references_path()) as store:
             store.remove("realgan")
     assert target.read_bytes() == before
-    assert not (shipped / "references.h5.lock").exists()
+    assert not (shipped / "references-fsd.h5.lock").exists()
 
 
 # 8. provenance -----------------------------------------------------------------------------------

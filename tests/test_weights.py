@@ -303,3 +303,12 @@ def test_a_reference_store_given_as_weights_says_so(folder: Path) -> None:
     error = assert_fails(path, "reference store", "--refs", loader=read_meta)
     assert "download" not in str(error)
     assert_fails(path, "reference store")  # load_weights reads the header first
+
+
+def test_saved_weights_have_umask_permissions(saved: Path) -> None:
+    """safetensors writes its file 0600; a weights file osma writes is readable like any other file."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -140,7 +140,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
         store = None
         tau = resolve_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
     else:
-        store_file = refs_path(refs, write=False)
+        store_file = refs_path(refs, write=False, model=model)
         store = load_store(store_file)
         store.check_weights(embedder.meta, store_path=store_file)
         tau = resolve_threshold(store, threshold)

@@ -70,7 +70,7 @@ def calibrate(
             result = calibrate_classifier(embedder, root, acceptance=acceptance, target_crr=target_crr,
                                           options=options, on_progress=advance)
         else:
-            result = calibrate_references(embedder, refs_path(refs, write=True), root, acceptance=acceptance,
+            result = calibrate_references(embedder, refs_path(refs, write=True, model=model), root, acceptance=acceptance,
                                           target_crr=target_crr, options=options, on_progress=advance,
                                           command=command_line("calibrate"))
     unreadable = output.report_failures(result.failures)

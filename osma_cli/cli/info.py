@@ -46,7 +46,7 @@ def gather_info(model, refs, device: str) -> dict:
                               "threshold_file": str(threshold_path(path))}
         return info
     try:
-        path = refs_path(refs, write=False)
+        path = refs_path(refs, write=False, model=model)
         info["references"] = store_summary(load_store(path), path)
     except OsmaError as exc:
         info["references"] = {"error": str(exc)}

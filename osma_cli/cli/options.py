@@ -10,8 +10,8 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 ModelOpt = Annotated[Optional[Path], typer.Option(
-    "--model", help="Weights file (.safetensors). Default: the shipped model.",
-    exists=True, dir_okay=False, show_default=False)]
+    "--model", help="Weights file (.safetensors), or a shipped model by name: fsd (the default), mislnet.",
+    dir_okay=False, show_default=False)]
 RefsOpt = Annotated[Optional[Path], typer.Option(
     "--refs", help="Reference store (.h5). Default: $OSMA_HOME/references.h5, seeded from the shipped one.",
     dir_okay=False, show_default=False)]

@@ -79,7 +79,7 @@ def build(
     if out is not None and out.suffix.lower() not in STORE_SUFFIXES:
         raise UsageError(f"--out {output.path_text(out)}: a reference store is an HDF5 file ending in .h5",
                          hint=f"e.g. --out {output.path_text(out.with_suffix('.h5'))}")
-    target = out if out is not None else refs_path(None, write=True)
+    target = out if out is not None else refs_path(None, write=True, model=model)
     refuse_shipped(target)
     if target.exists() and not force:
         raise UsageError(f"{target} exists", hint="pass --force to replace it, or --out another file")
@@ -130,7 +130,7 @@ def enroll(
     if not files:
         raise UsageError("no image files found in " + ", ".join(output.path_text(d) for d in dirs))
     options = embed_options(crops, batch_size, workers, small, max_pixels)
-    store_file = refs_path(refs, write=True)
+    store_file = refs_path(refs, write=True, model=model)
     embedder = load_embedder(model, device)
     with output.progress_bar("embedding", len(files)) as advance:
         result = enroll_generator(embedder, store_file, name, files, update=update,
@@ -202,11 +202,16 @@ def single_store_summary(store, path: Path) -> dict:
                            for g in store.generators.values()]}
 
 
-def refs_list(refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
+StoreModelOpt = Annotated[Optional[Path], typer.Option(
+    "--model", help="Without --refs: the user store of this shipped model (fsd, the default, or mislnet).",
+    dir_okay=False, show_default=False)]
+
+
+def refs_list(refs: RefsOpt = None, json_out: JsonOpt = False, model: StoreModelOpt = None) -> None:
     """List the known generators and the threshold (--json adds the store's whole history)."""
     from osma_cli.regime_store import each_store, load_store
 
-    path = refs_path(refs, write=False)
+    path = refs_path(refs, write=False, model=model)
     store = load_store(path)
     primary = each_store(store)[0]
     if json_out:
@@ -257,13 +262,13 @@ def history_rows(events) -> list[list[str]]:
 
 
 def refs_show(name: Annotated[str, typer.Argument(help="Generator name.", show_default=False)],
-              refs: RefsOpt = None, json_out: JsonOpt = False) -> None:
+              refs: RefsOpt = None, json_out: JsonOpt = False, model: StoreModelOpt = None) -> None:
     """Show one generator's reference and its provenance: the history of its enrolments
     (when, by which command, how many images) and of the store's thresholds; --json adds
     the sha256 of every image enrolled into it."""
     from osma_cli.regime_store import each_store, load_store
 
-    path = refs_path(refs, write=False)
+    path = refs_path(refs, write=False, model=model)
     store = each_store(load_store(path))[0]
     info = generator_record(store, store.get(name))
     if json_out:
@@ -294,7 +299,8 @@ def stdin_is_terminal() -> bool:
 
 
 def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show_default=False)],
-                refs: RefsOpt = None, yes: YesOpt = False, json_out: JsonOpt = False) -> None:
+                refs: RefsOpt = None, yes: YesOpt = False, json_out: JsonOpt = False,
+                model: StoreModelOpt = None) -> None:
     """Remove a generator from the store, after asking (--yes: without).
 
     The removal is recorded in the store's history. A generator whose values are
@@ -303,7 +309,7 @@ def refs_remove(name: Annotated[str, typer.Argument(help="Generator name.", show
     from osma_cli.references import open_store_for_update
     from osma_cli.regime_store import load_store
 
-    path = refs_path(refs, write=True)
+    path = refs_path(refs, write=True, model=model)
     ref = load_store(path, allow_invalid=[name]).get(name)
     if not yes:
         if not stdin_is_terminal():

@@ -6,15 +6,36 @@ import shlex
 import sys
 from pathlib import Path
 
-from osma_cli.home import default_model_path, default_references_path, references_for_reading
+from osma_cli.home import (DEFAULT_MODEL, SHIPPED_MODELS, default_model_path, default_references_path,
+                           references_for_reading, shipped_model_of)
 
 
 def model_path(model: Path | None) -> Path:
-    return model if model is not None else default_model_path()
+    """``--model``: a weights file, or the name of a shipped model; the default one when None."""
+    from osma_cli.errors import UsageError
+
+    if model is None:
+        return default_model_path()
+    if model.exists():
+        return model
+    if str(model) in SHIPPED_MODELS:
+        return default_model_path(str(model))
+    raise UsageError(f"--model {model}: no such file, and osma ships no model of that name",
+                     hint=f"give a .safetensors weights file, or a shipped model: {', '.join(SHIPPED_MODELS)}")
 
 
-def refs_path(refs: Path | None, *, write: bool) -> Path:
-    """``--refs``, else the user's store (seeded from the shipped one on first use).
+def shipped_name(model: Path | None) -> str:
+    """Which shipped model's user store goes with ``--model`` (the default's for other weights)."""
+    if model is None:
+        return DEFAULT_MODEL
+    if str(model) in SHIPPED_MODELS and not model.exists():
+        return str(model)
+    return shipped_model_of(model) or DEFAULT_MODEL
+
+
+def refs_path(refs: Path | None, *, write: bool, model: Path | None = None) -> Path:
+    """``--refs``, else the user's store of the shipped model in use (seeded from its shipped one
+    on first use; other weights get the default model's user store).
 
     A command that only reads falls back to the shipped store, read-only, when the user's
     cannot be made (read-only or full ``$OSMA_HOME``), and says so on stderr; a command
@@ -23,9 +44,10 @@ def refs_path(refs: Path | None, *, write: bool) -> Path:
     """
     if refs is not None:
         return refs
+    name = shipped_name(model)
     if write:
-        return default_references_path()
-    path, note = references_for_reading()
+        return default_references_path(name=name)
+    path, note = references_for_reading(name)
     if note:
         from osma_cli.cli import output
 

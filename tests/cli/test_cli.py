@@ -171,7 +171,7 @@ def test_enroll_into_user_home_creates_store(tmp_path, tiny_weights, isolated_ho
     write_images(new, "stripes", 3, seed=5)
     result = invoke("enroll", new, "--name", "stripegan", "--model", tiny_weights, "--workers", 0)
     assert result.exit_code == EXIT_OK, result.output
-    assert ReferenceStore.load(isolated_home / "references.h5").names == ["stripegan"]
+    assert ReferenceStore.load(isolated_home / "references-fsd.h5").names == ["stripegan"]
 
 
 def test_refs_list_show_remove(built_store):

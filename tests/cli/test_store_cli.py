@@ -39,8 +39,8 @@ def shipped(tmp_path: Path, store: Path, tiny_weights: Path, monkeypatch) -> Pat
     """A shipped folder with the tiny model as default and a store made with it."""
     folder = tmp_path / "shipped"
     folder.mkdir()
-    shutil.copyfile(store, folder / "references.h5")
-    shutil.copyfile(tiny_weights, folder / "osma-default.safetensors")
+    shutil.copyfile(store, folder / "references-fsd.h5")
+    shutil.copyfile(tiny_weights, folder / "osma-fsd.safetensors")
     monkeypatch.setenv("OSMA_WEIGHTS_DIR", str(folder))
     return folder
 
@@ -124,7 +124,7 @@ def test_full_disk_while_seeding(shipped, isolated_home, new_images, monkeypatch
     monkeypatch.setattr(shutil, "copyfile", half_copy)
     enrolled = invoke("enroll", new_images, "--name", "stripegan", "--workers", 0)
     assert enrolled.exit_code == EXIT_ERROR and says(enrolled.stderr, "no space left on device")
-    assert leftovers(isolated_home) == [] and not (isolated_home / "references.h5").exists()
+    assert leftovers(isolated_home) == [] and not (isolated_home / "references-fsd.h5").exists()
     attributed = invoke("attribute", new_images, "--workers", 0, "--json")  # reading still works
     assert attributed.exit_code == EXIT_OK, attributed.stderr
     assert says(attributed.stderr, "shipped reference store") and says(attributed.stderr, "read-only")
@@ -169,7 +169,7 @@ def test_a_count_set_to_zero_is_refused_not_scored_as_unknown(store, tiny_weight
 # 6. shipped files ------------------------------------------------------------------------------------
 
 def test_shipped_store_is_never_written(shipped, tmp_path, new_images, image_tree, monkeypatch):
-    target = shipped / "references.h5"
+    target = shipped / "references-fsd.h5"
     before = digest(target)
     for args in (["enroll", new_images, "--name", "stripegan", "--refs", target, "--workers", 0],
                  ["refs", "remove", "smoothgan", "--refs", target, "--yes"],
@@ -182,7 +182,7 @@ def test_shipped_store_is_never_written(shipped, tmp_path, new_images, image_tre
     result = invoke("enroll", new_images, "--name", "stripegan", "--workers", 0)
     assert result.exit_code == EXIT_ERROR and says(result.stderr, "osma ships")
     assert digest(target) == before
-    assert sorted(p.name for p in shipped.iterdir()) == ["osma-default.safetensors", "references.h5"]
+    assert sorted(p.name for p in shipped.iterdir()) == ["osma-fsd.safetensors", "references-fsd.h5"]
 
 
 # 7. removal asks --------------------------------------------------------------------------------------
