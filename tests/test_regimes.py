@@ -243,6 +243,8 @@ def test_cli_train_build_enroll_calibrate_attribute_benchmark_with_regimes(tmp_p
     assert records["b.jpg"]["threshold"] == pytest.approx(stored.stores["jpeg90"].threshold.value)
     table = invoke("attribute", inputs, "--model", model, "--refs", refs, "--workers", 0)
     assert "jpeg90" in table.stdout and "per regime" in table.stdout
+    info = invoke("info", "--model", model, "--refs", refs)
+    assert "per regime" in info.stdout and "jpeg90" in info.stdout
 
 
 def test_benchmark_of_a_model_with_regimes_runs_in_the_test_images_regime(tmp_path, tree):

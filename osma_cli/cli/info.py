@@ -118,7 +118,14 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
     else:
         gens = refs_info["generators"]
         tau = refs_info["threshold"]
+        if "regimes" in refs_info:
+            taus = ", ".join(f"{r['name']} {r['threshold']['value']:.4g}" if r["threshold"] else f"{r['name']} not set"
+                             for r in refs_info["regimes"])
+            caption = f"references: {refs_info['path']} (tau per regime: {taus})"
+        elif tau:
+            caption = f"references: {refs_info['path']} (tau {tau['value']:.4g})"
+        else:
+            caption = f"references: {refs_info['path']} (no threshold)"
         output.print_table(output.simple_table(
-            f"references: {refs_info['path']} (tau {tau['value']:.4g})" if tau else
-            f"references: {refs_info['path']} (no threshold)",
+            caption,
             ["generator", "images", "sigma"], [[g["name"], g["count"], f"{g['sigma']:.4g}"] for g in gens]))
