@@ -32,7 +32,7 @@ from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
 from osma_cli.regime_store import AnyStore, RegimeStores, each_store, load_store
-from osma_cli.regimes import file_jpeg_quality, route
+from osma_cli.regimes import route_file
 from osma_cli.rules import OpenSetRule
 
 ProgressCallback = Callable[[int], None]
@@ -394,7 +394,7 @@ def _attribute_routed(embedder: Embedder, store: RegimeStores, paths: Sequence[P
     regimes = {regime.name: regime for regime in embedder.regimes}
     for start in range(0, len(paths), ROUTED_CHUNK):
         chunk = list(paths[start:start + ROUTED_CHUNK])
-        routed = [route(file_jpeg_quality(path), embedder.regimes) for path in chunk]
+        routed = [route_file(path, embedder.regimes) for path in chunk]
         results: dict[int, FileAttribution] = {}
         for name, member in members.items():
             mine = [i for i, (regime, _) in enumerate(routed) if regime.name == name]

@@ -87,11 +87,17 @@ def route(jpeg_quality: int | None, regimes: Sequence[Regime]) -> tuple[Regime, 
     return best, None
 
 
-def file_jpeg_quality(path: Path | str) -> int | None:
-    """A file's JPEG quality from its header (tables only, no pixels decoded); None otherwise.
+LOSSY_FORMATS = {"JPEG2000": "JPEG 2000 (usually lossy)", "AVIF": "AVIF (usually lossy)",
+                 "HEIF": "HEIF (usually lossy)"}
+"""Formats whose header does not say whether they are lossy, usually are, and have no regime."""
 
-    A file that cannot be opened, or is not a regular file, gives None: it is then routed as lossless, where decoding
-    reports what is wrong with it.
+
+def file_compression(path: Path | str) -> tuple[int | None, str | None]:
+    """(JPEG quality or None, the name of another lossy compression or None), from the header.
+
+    Tables and headers only, no pixels decoded. A file that cannot be opened, or is not a
+    regular file, gives (None, None): it is routed as lossless, where decoding reports what
+    is wrong with it.
     """
     import os
     import stat
@@ -102,8 +108,38 @@ def file_jpeg_quality(path: Path | str) -> int | None:
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            return None  # a FIFO would block here; decoding refuses it with its reason
+            return None, None  # a FIFO would block here; decoding refuses it with its reason
         with Image.open(path) as image:
-            return jpeg_quality(image)
+            if image.format == "WEBP":
+                return None, "lossy WebP" if _webp_is_lossy(path) else None
+            return jpeg_quality(image), LOSSY_FORMATS.get(image.format or "")
     except Exception:  # any unreadable file: decoding names the problem later
-        return None
+        return None, None
+
+
+def _webp_is_lossy(path: Path | str) -> bool:
+    """A WebP's image chunk: ``VP8 `` is lossy, ``VP8L`` lossless (RIFF chunks after the header)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    pos = 12
+    while pos + 8 <= len(head):
+        kind, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8 "
+        pos += 8 + size + (size & 1)
+    return False
+
+
+def file_jpeg_quality(path: Path | str) -> int | None:
+    """A file's JPEG quality from its header (``file_compression``); None for anything else."""
+    return file_compression(path)[0]
+
+
+def route_file(path: Path | str, regimes: Sequence[Regime]) -> tuple[Regime, str | None]:
+    """``route`` for a file, by its own header; a lossy compression no regime covers is scored
+    as lossless, with a warning."""
+    quality, lossy = file_compression(path)
+    if lossy is not None and quality is None:
+        return LOSSLESS, (f"{lossy} compression: this model has no regime for it; scored as lossless, "
+                          "less reliable (docs/descriptors.md)")
+    return route(quality, regimes)

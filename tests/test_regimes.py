@@ -99,6 +99,19 @@ def test_file_jpeg_quality_reads_the_tables_and_never_blocks(tmp_path):
     assert file_jpeg_quality(fifo) is None  # would block forever if opened
 
 
+def test_lossy_compressions_without_a_regime_are_flagged(tmp_path):
+    from osma_cli.regimes import file_compression, route_file
+
+    pixels = pattern_image("dots", np.random.default_rng(2), 48)
+    regimes = regimes_for([90])
+    lossless = write(tmp_path / "a.webp", pixels, lossless=True)
+    lossy = write(tmp_path / "b.webp", pixels, quality=80)
+    assert file_compression(lossless) == (None, None) and route_file(lossless, regimes) == (LOSSLESS, None)
+    regime, note = route_file(lossy, regimes)
+    assert regime == LOSSLESS and "lossy WebP" in note and "less reliable" in note
+    assert route_file(write(tmp_path / "c.jpg", pixels, quality=90), regimes) == (Regime(90), None)
+
+
 def test_the_dataset_reencodes_the_whole_image_before_cropping(tmp_path):
     pixels = pattern_image("checker", np.random.default_rng(1), 64)
     path = write(tmp_path / "a.png", pixels)

@@ -26,6 +26,7 @@ def handle_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
+            check_environment()
             return func(*args, **kwargs)
         except OsmaError as exc:
             from osma_cli.cli import output
@@ -39,6 +40,14 @@ def handle_errors(func: Callable) -> Callable:
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
 
     return wrapper
+
+
+def check_environment() -> None:
+    """Settings read from the environment, checked before any work (decode workers read them too,
+    where a bad value would surface per file instead of once, as a usage error)."""
+    from osma_cli.data.jpeg_scan import check_budget
+
+    check_budget()
 
 
 def silence_stdout() -> None:

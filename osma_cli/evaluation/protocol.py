@@ -41,7 +41,7 @@ from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.regime_store import RegimeStores
-from osma_cli.regimes import Regime, file_jpeg_quality, route
+from osma_cli.regimes import Regime, route_file
 from osma_cli.rules import OpenSetRule
 
 ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
@@ -231,7 +231,7 @@ def test_regimes(embedder: Embedder, split: BenchmarkSplit
     groups: dict[Regime, tuple[list[LabeledImage], list[LabeledImage]]] = {}
     for images, side in ((split.test_known, 0), (split.test_unknown, 1)):
         for image in images:
-            regime, _ = route(file_jpeg_quality(image.path), embedder.regimes)
+            regime, _ = route_file(image.path, embedder.regimes)
             groups.setdefault(regime, ([], []))[side].append(image)
     order = [r for r in embedder.regimes if r in groups] or [embedder.regimes[0]]
     return {r: (tuple(groups.get(r, ([], []))[0]), tuple(groups.get(r, ([], []))[1])) for r in order}

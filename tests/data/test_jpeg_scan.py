@@ -296,3 +296,15 @@ def test_extended_sequential_12_bit_allows_wider_categories():
 @pytest.mark.skipif(os.environ.get("OSMA_SLOW_TESTS") != "1", reason="all camera photos: set OSMA_SLOW_TESTS=1")
 def test_all_camera_photos_pass_in_full():
     assert [p for p in camera_photos(1) if scan_warnings(p.read_bytes(), None)] == []
+
+
+def test_a_bad_budget_in_the_environment_is_a_usage_error_before_any_work(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from osma_cli.cli.app import app
+    from osma_cli.errors import EXIT_USAGE
+
+    monkeypatch.setenv(BUDGET_VARIABLE, "lots")
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.jpg")
+    result = CliRunner().invoke(app, ["attribute", str(tmp_path / "a.jpg")])
+    assert result.exit_code == EXIT_USAGE and BUDGET_VARIABLE in result.stderr and "Traceback" not in result.output
