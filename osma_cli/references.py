@@ -49,7 +49,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Collection, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -62,6 +62,7 @@ from osma_cli.home import lock_timeout_error, refuse_shipped, write_error
 from osma_cli.rules import OpenSetRule, get_rule, rule_from_spec
 from osma_cli.rules.fang import reference_spread
 
+T = TypeVar("T")
 STORE_FORMAT = "osma-references"
 STORE_FORMAT_VERSION = 2
 REGIME_FORMAT_VERSION = 3
@@ -362,21 +363,31 @@ class ReferenceStore:
             raise ReferenceStoreError(f"no reference store at {path}",
                                       hint="build one with `osma build ROOT --out FILE` or "
                                            "enroll a generator with `osma enroll`")
-        try:
-            store, problems = _read_hdf5(path)
-        except ReferenceStoreError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
-            raise ReferenceStoreError(f"{path} is not a readable osma reference store ({exc})",
-                                      hint="rebuild it with `osma build`") from None
+        store, problems = read_store_file(path, _read_hdf5)
         problems.update(store.problems())  # a value that cannot be right says more than a mismatch
-        for name, problem in problems.items():
-            if name not in allow_invalid:
-                raise ReferenceStoreError(
-                    f"{path}: generator {name!r} is inconsistent ({problem}); the store is not used",
-                    hint=f"rebuild the store with `osma build`, or remove the generator with "
-                         f"`osma refs remove {name} --refs {path}`")
+        refuse_inconsistent(path, problems, allow_invalid)
         return store
+
+
+def read_store_file(path: Path, reader: Callable[[Path], T]) -> T:
+    """``reader(path)``, with any failure to read the file as a store said as one."""
+    try:
+        return reader(path)
+    except ReferenceStoreError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ReferenceStoreError(f"{path} is not a readable osma reference store ({exc})",
+                                  hint="rebuild it with `osma build`") from None
+
+
+def refuse_inconsistent(path: Path, problems: dict[str, str], allow_invalid: Collection[str]) -> None:
+    """Refuse a store with an inconsistent generator, unless it is one ``allow_invalid`` names."""
+    for name, problem in problems.items():
+        if name not in allow_invalid:
+            raise ReferenceStoreError(
+                f"{path}: generator {name!r} is inconsistent ({problem}); the store is not used",
+                hint=f"rebuild the store with `osma build`, or remove the generator with "
+                     f"`osma refs remove {name} --refs {path}`")
 
 
 def validate_name(name: str) -> str:

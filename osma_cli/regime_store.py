@@ -27,7 +27,7 @@ from osma_cli.atomic import atomic_write
 from osma_cli.errors import ReferenceStoreError
 from osma_cli.home import refuse_shipped, write_error
 from osma_cli.references import (REGIME_FORMAT_VERSION, STORE_FORMAT, GeneratorReference, ReferenceStore,
-                                 read_store_group, write_store_group)
+                                 read_store_file, read_store_group, refuse_inconsistent, write_store_group)
 from osma_cli.regimes import LOSSLESS, Regime
 from osma_cli.rules import OpenSetRule
 
@@ -124,25 +124,16 @@ class RegimeStores:
     @classmethod
     def load(cls, path: Path | str, *, allow_invalid: Collection[str] = ()) -> "RegimeStores":
         path = Path(path)
-        try:
-            with h5py.File(path, "r") as f:
-                regimes = json.loads(f.attrs["regimes"])
-                read = {name: read_store_group(f[GROUP][name], path) for name in regimes}
-        except ReferenceStoreError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
-            raise ReferenceStoreError(f"{path} is not a readable osma reference store ({exc})",
-                                      hint="rebuild it with `osma build`") from None
-        stores = cls({name: store for name, (store, _) in read.items()})
+
+        def read(source: Path) -> dict[str, tuple[ReferenceStore, dict[str, str]]]:
+            with h5py.File(source, "r") as f:
+                return {name: read_store_group(f[GROUP][name], source) for name in json.loads(f.attrs["regimes"])}
+        found = read_store_file(path, read)
+        stores = cls({name: store for name, (store, _) in found.items()})
         problems = {name: f"{problem} (in the {regime} regime)"
-                    for regime, (_, found) in read.items() for name, problem in found.items()}
+                    for regime, (_, each) in found.items() for name, problem in each.items()}
         problems.update(stores.problems())
-        for name, problem in problems.items():
-            if name not in allow_invalid:
-                raise ReferenceStoreError(
-                    f"{path}: generator {name!r} is inconsistent ({problem}); the store is not used",
-                    hint=f"rebuild the store with `osma build`, or remove the generator with "
-                         f"`osma refs remove {name} --refs {path}`")
+        refuse_inconsistent(path, problems, allow_invalid)
         return stores
 
 
