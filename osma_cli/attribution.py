@@ -1,4 +1,4 @@
-"""The attribution rule (Fang et al., DESIGN.md section 1), in one place, for both kinds of model.
+"""The attribution rule (Fang et al.; README, "How it decides"), in one place, for both kinds of model.
 
 A ``Scorer`` turns the per-image vectors a model gives into a candidate and a **rejection
 score** (higher means more likely unknown) for each image; the decision is the same for

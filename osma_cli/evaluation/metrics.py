@@ -1,4 +1,4 @@
-"""Open-set attribution metrics (DESIGN.md section 4), each formula in one place.
+"""Open-set attribution metrics (docs/metrics.md), each formula in one place.
 
 Every function is pure: arrays in, a float or a small frozen dataclass out. Conventions
 (``docs/metrics.md`` has the full text and the reasons):
@@ -107,7 +107,7 @@ class KindReport:
 
 @dataclass(frozen=True)
 class OpenSetReport:
-    """Every figure of DESIGN.md section 4 for one run; ``crr`` and ``af1`` are at ``tau``."""
+    """Every figure of docs/metrics.md for one run; ``crr`` and ``af1`` are at ``tau``."""
 
     n_classes: int
     tau: float
@@ -472,7 +472,7 @@ def breakdown_by_kind(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLik
 
 def evaluate_open_set(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike, n_classes: int,
                       tau: float, unknown_kind: ArrayLike | None = None) -> OpenSetReport:
-    """Every figure of DESIGN.md section 4 for one set of scored images.
+    """Every figure of docs/metrics.md for one set of scored images.
 
     ``tau`` must be finite so the report stays valid JSON.
     """

@@ -1,4 +1,4 @@
-"""Fang et al.'s rule (DESIGN.md section 1): nearest centroid, L2 distance normalised by spread.
+"""Fang et al.'s rule (README, "How it decides"): nearest centroid, L2 distance normalised by spread.
 
 Per generator ``i`` with running sums ``n_i``, ``s_i = sum h`` and ``q_i = sum ||h||^2``::
 

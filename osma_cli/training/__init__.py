@@ -1,4 +1,4 @@
-"""Training osma's embedding networks (DESIGN.md section 2).
+"""Training osma's embedding networks (docs/training.md).
 
 - ``losses``: ProxyNCA++ and the pre-training classifier head, with injected distances and a
   reducer (pytorch-metric-learning's separation); losses own their parameters;

@@ -1,4 +1,4 @@
-"""Metric learning of the attribution embedding with ProxyNCA++ (Fang et al., DESIGN.md section 2).
+"""Metric learning of the attribution embedding with ProxyNCA++ (Fang et al.; docs/training.md).
 
 ``train_embedding(config)``:
 

@@ -1,6 +1,6 @@
 """Learning-rate schedules (step decay, per epoch) and the optimiser's parameter groups.
 
-Paper defaults (Fang, Nguyen & Stamm, BMVC 2023; DESIGN.md section 2), all with AdamW:
+Paper defaults (Fang, Nguyen & Stamm, BMVC 2023; docs/training.md), all with AdamW:
 
 - camera-model pre-training: lr 1e-3, x0.65 every 3 epochs (``PRETRAIN``);
 - metric learning from pre-trained weights: lr 1e-4, x0.6 every 2 epochs, 30 epochs
