@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from osma_cli.cli import output
+from osma_cli.cli.boundary import handle_errors
 from osma_cli.cli.options import Command, Group, JsonOpt
 from osma_cli.errors import EXIT_ERROR
 
@@ -19,17 +19,10 @@ zoo_app = typer.Typer(
 
 
 def _command(name: str) -> Callable[[Callable], Callable]:
-    """Register on ``zoo_app`` behind the CLI's error boundary (``app.handle_errors``,
-    looked up at call time: ``app`` imports this module)."""
+    """Register on ``zoo_app`` behind the CLI's error boundary (``boundary.handle_errors``)."""
 
     def decorate(func: Callable) -> Callable:
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            from osma_cli.cli.app import handle_errors
-
-            return handle_errors(func)(*args, **kwargs)
-
-        zoo_app.command(name, cls=Command)(wrapper)
+        zoo_app.command(name, cls=Command)(handle_errors(func))
         return func
 
     return decorate
