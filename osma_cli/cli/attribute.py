@@ -120,7 +120,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
                     command: str = "attribute", extra: dict | None = None) -> None:
     """``osma attribute``'s work; ``command`` names the records, ``extra`` (path -> fields)
     adds fields to the records of those files (``osma demo``: the expected verdict)."""
-    from osma_cli.api import FileAttribution, attribute_files
+    from osma_cli.api import FileAttribution, attribute_files, scorer_for
     from osma_cli.attribution import resolve_threshold
     from osma_cli.classifier import refuse_refs_for_classifier, resolve_classifier_threshold
     from osma_cli.regime_store import load_store
@@ -144,6 +144,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
         store = load_store(store_file)
         store.check_weights(embedder.meta, store_path=store_file)
         tau = resolve_threshold(store, threshold)
+    scorer = scorer_for(embedder, store)
 
     records: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
@@ -179,12 +180,12 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
             done = sum(counts.values())
             where = ("" if csv_out is None or csv_to_stdout else f"; {done} results in {output.path_text(csv_out)}")
             if records:
-                render_table(records, top, tau, score_name(embedder, store))
+                render_table(records, top, tau, scorer.score_name)
             output.stderr.print(f"interrupted after {done} of {len(files)} files{where}", soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     if records:
-        render_table(records, top, tau, score_name(embedder, store))
+        render_table(records, top, tau, scorer.score_name)
     if counts["skipped"]:
         output.stderr.print(f"{counts['skipped']} of {len(files)} files skipped on purpose (--small skip).")
     if unlisted:
@@ -194,18 +195,6 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
     if counts["error"] or unlisted:
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
     raise typer.Exit(EXIT_OK)
-
-
-CLASSIFIER_SCORE = "1 - max softmax"
-
-
-def score_name(embedder, store=None) -> str:
-    """The table's score column: the classifier's, or the store's rule's."""
-    from osma_cli.regime_store import each_store
-
-    if embedder.is_classifier:
-        return CLASSIFIER_SCORE
-    return each_store(store)[0].rule.score_name if store is not None else "norm. distance"
 
 
 def short_paths(paths: list[str]) -> tuple[str, list[str]]:
