@@ -26,7 +26,7 @@ from osma_cli.classifier import require_embedding_model, save_classifier_thresho
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores,
                                   threshold_for_acceptance)
 from osma_cli.data import class_folders
-from osma_cli.embed import EmbeddedImage, Embedder, embed_all
+from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions, embed_all
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
@@ -113,24 +113,6 @@ def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOption
         else:
             failures.append(item)
     return good, digests, failures
-
-
-@dataclass(frozen=True)
-class EmbedOptions:
-    """How files are turned into crops and batched; shared by every command."""
-
-    n_crops: int = 1
-    batch_size: int = 32
-    workers: int | None = None
-    small: str = "pad"
-    max_pixels: int | None = None
-
-    def kwargs(self) -> dict:
-        out = {"n_crops": self.n_crops, "batch_size": self.batch_size,
-               "workers": self.workers, "small": self.small}
-        if self.max_pixels is not None:
-            out["max_pixels"] = self.max_pixels
-        return out
 
 
 @dataclass

@@ -70,6 +70,24 @@ class EmbeddedImage:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How files are turned into crops and batched; shared by every command and the benchmark."""
+
+    n_crops: int = 1
+    batch_size: int = 32
+    workers: int | None = None
+    small: str = "pad"
+    max_pixels: int | None = None
+
+    def kwargs(self) -> dict:
+        out = {"n_crops": self.n_crops, "batch_size": self.batch_size,
+               "workers": self.workers, "small": self.small}
+        if self.max_pixels is not None:
+            out["max_pixels"] = self.max_pixels
+        return out
+
+
 class Embedder:
     """A feature extractor and its metadata on a device, ready to embed crops or files."""
 

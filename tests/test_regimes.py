@@ -151,7 +151,7 @@ def test_each_regime_projects_with_its_own_projection(tmp_path, tree):
 
 def test_build_gives_one_store_per_regime_and_enrolment_equals_building(tmp_path, tree):
     embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
-    from osma_cli.api import EmbedOptions
+    from osma_cli.embed import EmbedOptions
 
     options = EmbedOptions(workers=0)
     built = build_references(embedder, tree, options=options).store
@@ -178,7 +178,7 @@ def test_build_gives_one_store_per_regime_and_enrolment_equals_building(tmp_path
 
 
 def test_a_regime_file_is_refused_where_a_single_store_is_expected_and_by_other_models(tmp_path, tree):
-    from osma_cli.api import EmbedOptions
+    from osma_cli.embed import EmbedOptions
 
     embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
     path = tmp_path / "refs.h5"
@@ -193,7 +193,7 @@ def test_a_regime_file_is_refused_where_a_single_store_is_expected_and_by_other_
 
 
 def test_routed_attribution_scores_each_file_in_its_regime(tmp_path, tree):
-    from osma_cli.api import EmbedOptions
+    from osma_cli.embed import EmbedOptions
 
     embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
     options = EmbedOptions(workers=0)
@@ -296,7 +296,7 @@ def test_a_mixed_test_set_is_scored_relative_to_each_regimes_tau(tmp_path):
     split = load_pose_split(root, SPLIT)
     for image in split.test_unknown[::2] + split.test_known[::2]:
         Image.open(image.path).convert("RGB").save(image.path, format="JPEG", quality=90)
-    from osma_cli.api import EmbedOptions
+    from osma_cli.embed import EmbedOptions
 
     embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
     options = EmbedOptions(workers=0)

@@ -76,7 +76,7 @@ def load_embedder(model: Path | None, device: str):
 
 def embed_options(crops: int, batch_size: int, workers: int | None, small: str,
                   max_pixels: int | None):
-    from osma_cli.api import EmbedOptions
+    from osma_cli.embed import EmbedOptions
     from osma_cli.errors import UsageError
 
     if small not in ("pad", "skip"):

@@ -29,12 +29,11 @@ from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 
-from osma_cli.api import EmbedOptions
 from osma_cli.attribution import ClassifierScorer
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
                                   threshold_for_acceptance)
-from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage

@@ -170,7 +170,7 @@ def test_benchmark_fits_the_projection_on_the_split_training_images_only(tmp_pat
     monkeypatch.setattr(protocol, "fit_projection", recording_fit)
     split = load_pose_split(pose_root, SPLIT)
     embedder = Embedder.from_file(save_descriptor(tmp_path / "m.safetensors"), device="cpu")
-    from osma_cli.api import EmbedOptions
+    from osma_cli.embed import EmbedOptions
 
     run = protocol.run_benchmark(embedder, split, options=EmbedOptions(workers=0))
     assert seen == [(len(split.train), sorted({im.label for im in split.train}))]
