@@ -43,11 +43,20 @@ def file_key(path: Path) -> bytes | None:
 
 
 class EmbeddingCache:
-    """Embeddings of one model under one crop policy, keyed by file identity."""
+    """Embeddings of one model under one crop policy, keyed by file identity.
 
-    def __init__(self, path: Path | str, embedding_dim: int) -> None:
+    A cache made ``for_embedder`` knows whose features it holds: asked to serve another
+    embedder (a compression regime of the same model, whose features are those of the file
+    re-encoded), ``serving`` hands over that embedder's own file in the same folder, so a
+    file's features in one regime are never served in another.
+    """
+
+    def __init__(self, path: Path | str, embedding_dim: int, *, feature_identity: str | None = None,
+                 policy: tuple[int, str] | None = None) -> None:
         self.path = Path(path)
         self.embedding_dim = embedding_dim
+        self.feature_identity = feature_identity
+        self.policy = policy
         self.index: dict[bytes, int] = {}
         self._load_index()
 
@@ -57,7 +66,15 @@ class EmbeddingCache:
         folder = folder if folder is not None else osma_home() / "cache"
         name = (f"embeddings-{embedder.feature_identity[:16]}-c{embedder.crop_size}"
                 f"-n{n_crops}-{embedder.small_policy(small)}.h5")
-        return cls(folder / name, embedder.feature_dim)
+        return cls(folder / name, embedder.feature_dim, feature_identity=embedder.feature_identity,
+                   policy=(n_crops, small))
+
+    def serving(self, embedder: Embedder) -> "EmbeddingCache":
+        """This cache, or the one of ``embedder``'s features under the same crop policy and folder."""
+        if self.feature_identity is None or self.policy is None or self.feature_identity == embedder.feature_identity:
+            return self
+        n_crops, small = self.policy
+        return EmbeddingCache.for_embedder(embedder, n_crops=n_crops, small=small, folder=self.path.parent)
 
     def _load_index(self) -> None:
         if not self.path.exists():
@@ -121,6 +138,7 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     if cache is None:
         yield from embedder.embed_files(paths, **options)
         return
+    cache = cache.serving(embedder)
     features_only = options.pop("features_only", False)
     on_progress = options.pop("on_progress", None)
     keys = [file_key(p) for p in paths]

@@ -73,3 +73,43 @@ def test_keys_survive_storage_whatever_their_bytes(tmp_path: Path):
     cache = EmbeddingCache(tmp_path / "cache.h5", 2)
     cache.add(keys, np.arange(80, dtype=float).reshape(40, 2))
     assert len(EmbeddingCache(tmp_path / "cache.h5", 2).lookup(keys)) == 40
+
+
+def test_a_regime_of_a_model_is_served_its_own_features(tmp_path: Path):
+    """One cache made for a model with JPEG regimes: each regime's features from its own file."""
+    from osma_cli.regimes import LOSSLESS, Regime
+    from tests.test_regimes import routed_model
+
+    embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
+    paths = write_images(tmp_path / "imgs", "smooth", 3, size=48, seed=2)
+    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="pad", folder=tmp_path / "cache")
+    lossless, jpeg = embedder.for_regime(LOSSLESS), embedder.for_regime(Regime(90))
+    for member in (lossless, jpeg, lossless, jpeg):  # the second round is served from the cache
+        cached = [it.embedding for it in embed_with_cache(member, paths, cache, workers=0, features_only=True)]
+        direct = [it.embedding for it in member.embed_files(paths, workers=0, features_only=True)]
+        np.testing.assert_allclose(np.stack(cached), np.stack(direct), rtol=1e-6)
+    assert cache.serving(lossless) is cache and cache.serving(jpeg).path != cache.path
+    assert len(cache) == 3 and len(cache.serving(jpeg)) == 3
+    assert not np.allclose(np.stack(direct), np.stack(
+        [it.embedding for it in lossless.embed_files(paths, workers=0, features_only=True)]))
+
+
+def test_a_routed_benchmark_with_the_cache_equals_one_without(tmp_path: Path):
+    from osma_cli.api import EmbedOptions
+    from osma_cli.data.perturb import Jpeg
+    from osma_cli.evaluation.perturbed import perturbed_split
+    from osma_cli.evaluation.protocol import run_benchmark
+    from osma_cli.evaluation.splits import load_pose_split
+    from tests.pose_fixture import SPLIT, make_pose_fixture
+    from tests.test_regimes import routed_model
+
+    embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
+    clean = load_pose_split(make_pose_fixture(tmp_path / "pose"), SPLIT)
+    options = EmbedOptions(workers=0)
+    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="pad")
+    run_benchmark(embedder, clean, options=options, cache=cache)  # caches the training images' lossless features
+    split = perturbed_split(clean, Jpeg(90))
+    cached = run_benchmark(embedder, split, options=options, cache=cache)
+    direct = run_benchmark(embedder, split, options=options)
+    assert cached.regime == direct.regime == "jpeg90"
+    np.testing.assert_allclose(cached.scores, direct.scores, rtol=1e-6)
