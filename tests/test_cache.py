@@ -95,20 +95,22 @@ def test_a_regime_of_a_model_is_served_its_own_features(tmp_path: Path):
 
 
 def test_a_routed_benchmark_with_the_cache_equals_one_without(tmp_path: Path):
-    from osma_cli.api import EmbedOptions
-    from osma_cli.data.perturb import Jpeg
-    from osma_cli.evaluation.perturbed import perturbed_split
+    from PIL import Image
+
+    from osma_cli.embed import EmbedOptions
     from osma_cli.evaluation.protocol import run_benchmark
     from osma_cli.evaluation.splits import load_pose_split
     from tests.pose_fixture import SPLIT, make_pose_fixture
     from tests.test_regimes import routed_model
 
     embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
-    clean = load_pose_split(make_pose_fixture(tmp_path / "pose"), SPLIT)
+    root = make_pose_fixture(tmp_path / "pose")
     options = EmbedOptions(workers=0)
-    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="pad")
-    run_benchmark(embedder, clean, options=options, cache=cache)  # caches the training images' lossless features
-    split = perturbed_split(clean, Jpeg(90))
+    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="pad", folder=tmp_path / "cache")
+    run_benchmark(embedder, load_pose_split(root, SPLIT), options=options, cache=cache)  # lossless features cached
+    split = load_pose_split(root, SPLIT)
+    for image in split.test_known + split.test_unknown:  # the test images become JPEGs: the jpeg90 regime
+        Image.open(image.path).convert("RGB").save(image.path, format="JPEG", quality=90)
     cached = run_benchmark(embedder, split, options=options, cache=cache)
     direct = run_benchmark(embedder, split, options=options)
     assert cached.regime == direct.regime == "jpeg90"
