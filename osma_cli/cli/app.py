@@ -16,7 +16,7 @@ from typing import Annotated, Callable
 
 import typer
 
-from osma_cli.cli import attribute, demo, evaluate, info, references, train
+from osma_cli.cli import attribute, demo, detect, evaluate, info, references, train
 from osma_cli.cli.options import HELP_SETTINGS, Command, Group
 from osma_cli.cli.zoo import zoo_app
 from osma_cli.errors import EXIT_BROKEN_PIPE, OsmaError, TooFewReadable
@@ -81,6 +81,7 @@ def main_options(version: Annotated[bool, typer.Option(
     pass
 
 command(app, "attribute", attribute.attribute)
+command(app, "detect", detect.detect)
 command(app, "build", references.build)
 command(app, "enroll", references.enroll)
 command(app, "calibrate", evaluate.calibrate)
