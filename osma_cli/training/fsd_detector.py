@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from osma_cli.cache import EmbeddingCache, file_key
 from osma_cli.data import DEFAULT_MAX_PIXELS, extract_crops, iter_image_files, load_rgb
 from osma_cli.data.resave import Resave, parse_resaves
 from osma_cli.detection import COVARIANCES, DEFAULT_ACCEPTANCE, Detector, fit_detector
@@ -52,6 +53,7 @@ class DetectorConfig:
     seed: int = 0
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    use_cache: bool = True
 
 
 @dataclass
@@ -106,30 +108,59 @@ def split_held_out(groups: Sequence[str], share: float, seed: int) -> np.ndarray
     return np.array([g in chosen for g in groups])
 
 
+def copy_cache(embedder: Embedder, copy: Resave, folder: Path | None = None) -> EmbeddingCache:
+    """The embedding cache of one kind of copy: the descriptor's own cache for ``original`` (rows
+    ``osma detect``, ``build`` and ``attribute`` share), a sibling file per other copy."""
+    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="keep", folder=folder)
+    if copy.kind == "original":
+        return cache
+    suffix = copy.name.replace(":", "-")
+    return EmbeddingCache(cache.path.with_name(f"{cache.path.stem}-copy-{suffix}.h5"), embedder.feature_dim)
+
+
 def describe_photos(embedder: Embedder, paths: Sequence[Path], copies: Sequence[Resave], *,
-                    max_pixels: int = DEFAULT_MAX_PIXELS,
+                    max_pixels: int = DEFAULT_MAX_PIXELS, use_cache: bool = True,
                     on_progress: Callable[[int], None] | None = None) -> DescribedPhotos:
     """Raw descriptors of every readable photo and each of its copies, described as the embedder would.
 
     A copy smaller than the descriptor's minimum input is left out (a small photo's half-size copy).
+    With ``use_cache``, descriptors are served from and added to one cache per kind of copy
+    (keyed by the file's identity, as every cache row), so refitting with other settings
+    describes nothing again.
     """
+    caches = [copy_cache(embedder, c) for c in copies] if use_cache else None
+    keys = [file_key(p) for p in paths]
+    found = [c.lookup(keys) for c in caches] if caches else [{} for _ in copies]
     rows, photo, copy_index, failures = [], [], [], []
+    fresh: list[tuple[list[bytes], list[np.ndarray]]] = [([], []) for _ in copies]
     minimum = embedder.model.min_input_size
     for i, path in enumerate(paths):
-        try:
-            pixels = load_rgb(path, max_pixels=max_pixels)
-        except ImageError as exc:
-            failures.append((Path(path), exc.reason))
-            continue
-        for j, copy in enumerate(copies):
-            crop = extract_crops(copy.apply(pixels), embedder.crop_size, 1, small="keep")
-            if min(crop.shape[-2:]) < minimum:
+        pixels = None
+        if not all(i in f for f in found):
+            try:
+                pixels = load_rgb(path, max_pixels=max_pixels)
+            except ImageError as exc:
+                failures.append((Path(path), exc.reason))
                 continue
-            rows.append(embedder.features_of_crops(torch.from_numpy(crop)).cpu().numpy()[0].astype(np.float64))
+        for j, copy in enumerate(copies):
+            if i in found[j]:
+                vector = found[j][i]
+            else:
+                crop = extract_crops(copy.apply(pixels), embedder.crop_size, 1, small="keep")
+                if min(crop.shape[-2:]) < minimum:
+                    continue
+                vector = embedder.features_of_crops(torch.from_numpy(crop)).cpu().numpy()[0]
+                if keys[i] is not None:
+                    fresh[j][0].append(keys[i])
+                    fresh[j][1].append(vector)
+            rows.append(np.asarray(vector, dtype=np.float64))
             photo.append(i)
             copy_index.append(j)
         if on_progress is not None:
             on_progress(1)
+    for cache, (new_keys, vectors) in zip(caches or [], fresh):
+        if new_keys:
+            cache.add(new_keys, np.stack(vectors))
     raw = np.stack(rows) if rows else np.zeros((0, embedder.feature_dim))
     return DescribedPhotos(photos=list(map(Path, paths)), copies=tuple(copies), raw=raw, photo=np.array(photo, int),
                            copy_index=np.array(copy_index, int), failures=failures)
@@ -159,7 +190,8 @@ def train_detector(config: DetectorConfig, on_progress: Callable[[int], None] | 
         raise DataError(f"{config.real}: no image files", hint="point REAL_DIR at a folder of real photographs")
     groups = photo_groups(paths, config.real)
     held = split_held_out(groups, config.held_out, config.seed)
-    described = describe_photos(embedder, paths, copies, max_pixels=config.max_pixels, on_progress=on_progress)
+    described = describe_photos(embedder, paths, copies, max_pixels=config.max_pixels,
+                                use_cache=config.use_cache, on_progress=on_progress)
     readable = np.zeros(len(paths), bool)
     readable[described.photo] = True
     if not (readable & held).any() or not (readable & ~held).any():
