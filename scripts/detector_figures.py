@@ -40,13 +40,15 @@ sys.path.insert(0, str(REPO))
 
 from osma_cli.data import iter_image_files  # noqa: E402
 from osma_cli.data.resave import Resave, parse_resave  # noqa: E402
-from osma_cli.errors import UsageError  # noqa: E402
 from osma_cli.detect_files import load  # noqa: E402
 from osma_cli.detection import Detector, fit_detector  # noqa: E402
 from osma_cli.evaluation.metrics import roc_auc  # noqa: E402
 from osma_cli.training.fsd_detector import (DEFAULT_COPIES, describe_photos, photo_groups,  # noqa: E402
                                             split_held_out)
 
+TEST_LIST = REPO / "docs" / "shared_data_test_files.txt"
+"""The development data's fixed test part (``scripts/shared_data_split.py``): the six generators'
+figures are reported on it; the other files of the six generators may be used by ``--select``."""
 REAL_COPIES = ("original", "resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:75")
 GENERATED_COPIES = ("original", "jpeg:95", "jpeg:90")
 ZOO_COPIES = ("original", "jpeg:90")
@@ -73,6 +75,11 @@ def zoo_tiles(zoo: Path, part: str) -> list[str]:
     """Names of the zoo's real tiles of one part (split1's lists; every split cuts the same tiles)."""
     listing = zoo / "dataset" / f"split1_{part}" / "annotations" / f"split1_{part}.txt"
     return [line.split("\t")[0].rsplit("/", 1)[1] for line in listing.read_text().splitlines() if "/real/" in line]
+
+
+def test_part(data: Path) -> set[str]:
+    """Paths of the six generators' test files (``TEST_LIST``), under ``data``."""
+    return {str(data / line.strip()) for line in TEST_LIST.read_text().splitlines() if line.startswith("generated/")}
 
 
 def figures(detector: Detector, positives: np.ndarray, negatives: np.ndarray) -> dict:
@@ -110,14 +117,19 @@ def measure(args, loaded) -> dict:
                  "n_real": len(test_real),
                  "zoo_real": {c: share_real(detector, zoo_real.by_copy[c]) for c in ZOO_COPIES},
                  "generated": {}, "zoo": {}}
+    test_files = test_part(args.data)
     for name, d in generators.items():
-        out["generated"][name] = {c: figures(detector, d.by_copy[c], real.by_copy["original"]) for c in GENERATED_COPIES}
+        rows = np.array([str(p) in test_files for p in d.paths])
+        out["generated"][name] = {c: figures(detector, d.by_copy[c][rows], real.by_copy["original"])
+                                  for c in GENERATED_COPIES}
         for c in ("jpeg:95", "jpeg:90"):
-            out["generated"][name][f"{c} vs real {c}"] = figures(detector, d.by_copy[c], real.by_copy[c])
+            out["generated"][name][f"{c} vs real {c}"] = figures(detector, d.by_copy[c][rows], real.by_copy[c])
+        out["generated"][name]["all images"] = figures(detector, d.by_copy["original"], real.by_copy["original"])
     for name, d in zoo.items():
         out["zoo"][name] = {c: figures(detector, d.by_copy[c], zoo_real.by_copy[c]) for c in ZOO_COPIES}
     out["mean"] = {
         "generated_auc": float(np.mean([g["original"]["auc"] for g in out["generated"].values()])),
+        "generated_all_images_auc": float(np.mean([g["all images"]["auc"] for g in out["generated"].values()])),
         "generated_balanced_accuracy": float(np.mean([g["original"]["balanced_accuracy"]
                                                       for g in out["generated"].values()])),
         "generated_jpeg90_auc": float(np.mean([g["jpeg:90 vs real jpeg:90"]["auc"] for g in out["generated"].values()])),
@@ -139,19 +151,23 @@ def markdown(out: dict) -> str:
              f"**Real test camera photos** ({out['n_real']} photos of camera models never seen), share called real, %:",
              "", "| " + " | ".join(REAL_COPIES) + " |", "|" + "---|" * len(REAL_COPIES),
              "| " + " | ".join(pct(out["real"][c]) for c in REAL_COPIES) + " |", "",
-             "**Six real generators** against the real test camera photos (AUC %, share called synthetic %, "
-             "balanced accuracy %); JPEG columns: the generated images compressed at that quality, against the "
-             "real photos as they are / re-compressed at the same quality:", "",
+             "**Six real generators**, their test part (`docs/shared_data_test_files.txt`), against the real "
+             "test camera photos (AUC %, share called synthetic %, balanced accuracy %); JPEG columns: the "
+             "generated images compressed at that quality, against the real photos as they are / re-compressed "
+             "at the same quality; last column: AUC over all of the generator's images (its other images may "
+             "have been used to choose settings, `--select`):", "",
              "| generator | n | AUC | synthetic | bal. acc. | q95: synthetic | q95: AUC vs real / vs real q95 "
-             "| q90: synthetic | q90: AUC vs real / vs real q90 |", "|---|---|---|---|---|---|---|---|---|"]
+             "| q90: synthetic | q90: AUC vs real / vs real q90 | all images: AUC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in out["generated"].items():
         o, a, b = g["original"], g["jpeg:95"], g["jpeg:90"]
         lines.append(f"| {name} | {o['n']} | {pct(o['auc'])} | {pct(o['detected'])} | {pct(o['balanced_accuracy'])} "
                      f"| {pct(a['detected'])} | {pct(a['auc'])} / {pct(g['jpeg:95 vs real jpeg:95']['auc'])} "
-                     f"| {pct(b['detected'])} | {pct(b['auc'])} / {pct(g['jpeg:90 vs real jpeg:90']['auc'])} |")
+                     f"| {pct(b['detected'])} | {pct(b['auc'])} / {pct(g['jpeg:90 vs real jpeg:90']['auc'])} "
+                     f"| {pct(g['all images']['auc'])} ({g['all images']['n']}) |")
     lines.append(f"| **mean** | | **{pct(m['generated_auc'])}** | | {pct(m['generated_balanced_accuracy'])} "
                  f"| {pct(m['generated_jpeg95_detected'])} | | {pct(m['generated_jpeg90_detected'])} "
-                 f"| / {pct(m['generated_jpeg90_auc'])} |")
+                 f"| / {pct(m['generated_jpeg90_auc'])} | {pct(m['generated_all_images_auc'])} |")
     lines += ["", f"**Zoo generators** ({out['zoo_tiles_per_generator']} test tiles each) against the zoo's real "
                   f"test tiles (same photos; called real: {pct(out['zoo_real']['original'])}% as they are, "
                   f"{pct(out['zoo_real']['jpeg:90'])}% at q90); q90: both sides compressed:", "",
@@ -165,8 +181,14 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SELECT_GRID = ((64, 1), (128, 1), (64, 2), (64, 4), (128, 4))
+SELECT_COPIES = {"all copies": ("original",) + DEFAULT_COPIES,
+                 "no resized copies": ("original", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")}
+
+
 def select(args, loaded) -> None:
-    """Detector settings compared on the zoo's validation tiles (not the test figures' images)."""
+    """Detector settings compared on selection data only: the zoo's validation tiles, and the six
+    generators' files outside their test part; the criterion is the mean of the two mean AUCs."""
     embedder = loaded.embedder
     real_root = args.work / "real"
     paths = sorted(iter_image_files([real_root]))
@@ -178,29 +200,32 @@ def select(args, loaded) -> None:
     val_real = Described(embedder, [zoo_root / "real" / t for t in tiles], ZOO_COPIES, "zoo real val tiles")
     fakes = {g.name: Described(embedder, [g / t for t in tiles], ZOO_COPIES, g.name)
              for g in sorted((zoo_root / "fake").iterdir()) if (g / tiles[0]).exists()}
-    subsets = {"all copies": np.ones(len(copies), bool),
-               "no JPEG copies": np.array([not c.startswith("jpeg") for c in copies]),
-               "originals only": np.array([c == "original" for c in copies])}
-    print("| copies | PCA | K | covariance | zoo val AUC | q90 AUC | val real passed | val fakes synthetic |")
-    print("|---|---|---|---|---|---|---|---|")
-    for subset, keep in subsets.items():
-        rows = keep[train.copy_index]
-        fit_rows, held_rows = rows & ~held[train.photo], rows & held[train.photo]
-        for pca_dim in args.grid_pca:
-            for components, covariance in ((1, "full"), (2, "full"), (4, "full"), (4, "diag"), (8, "diag")):
-                try:
-                    d = fit_detector(train.raw[fit_rows], train.raw[held_rows], pca_dim=pca_dim,
-                                     components=components, covariance=covariance)
-                except UsageError as exc:  # a setting that cannot be fitted is reported, not fatal
-                    print(f"| {subset} | {pca_dim} | {components} | {covariance} | {exc} |")
-                    continue
-                auc = np.mean([figures(d, f.by_copy["original"], val_real.by_copy["original"])["auc"]
+    test_files = test_part(args.data)
+    generated = {}
+    for g in sorted((args.data / "generated").iterdir()):
+        d = Described(embedder, sorted(p for p in g.iterdir() if p.is_file()), GENERATED_COPIES, g.name)
+        generated[g.name] = d.by_copy["original"][[str(p) not in test_files for p in d.paths]]
+    # real negatives for the six generators: the calibration part's originals (not the test cameras)
+    print("| copies | PCA | K | zoo val AUC | zoo val q90 AUC | six (non-test) AUC | criterion "
+          "| zoo val synthetic | six (non-test) synthetic |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for subset, names in SELECT_COPIES.items():
+        keep = np.isin(np.array(copies), names)[train.copy_index]
+        fit_rows, held_rows = keep & ~held[train.photo], keep & held[train.photo]
+        negatives = train.raw[held_rows & (train.copy_index == 0)]
+        for pca_dim, components in SELECT_GRID:
+            d = fit_detector(train.raw[fit_rows], train.raw[held_rows], pca_dim=pca_dim, components=components,
+                             covariance="full")
+            zoo_auc = np.mean([figures(d, f.by_copy["original"], val_real.by_copy["original"])["auc"]
                                for f in fakes.values()])
-                auc90 = np.mean([figures(d, f.by_copy["jpeg:90"], val_real.by_copy["jpeg:90"])["auc"]
-                                 for f in fakes.values()])
-                detected = np.mean([np.mean(d.score_raw(f.by_copy["original"]) >= d.threshold) for f in fakes.values()])
-                print(f"| {subset} | {pca_dim} | {components} | {covariance} | {pct(auc)} | {pct(auc90)} "
-                      f"| {pct(share_real(d, val_real.by_copy['original']))} | {pct(detected)} |", flush=True)
+            zoo90 = np.mean([figures(d, f.by_copy["jpeg:90"], val_real.by_copy["jpeg:90"])["auc"]
+                             for f in fakes.values()])
+            six = [figures(d, raw, negatives) for raw in generated.values()]
+            six_auc = np.mean([f["auc"] for f in six])
+            zoo_det = np.mean([np.mean(d.score_raw(f.by_copy["original"]) >= d.threshold) for f in fakes.values()])
+            print(f"| {subset} | {pca_dim} | {components} | {pct(zoo_auc)} | {pct(zoo90)} | {pct(six_auc)} "
+                  f"| {pct((zoo_auc + six_auc) / 2)} | {pct(zoo_det)} | {pct(np.mean([f['detected'] for f in six]))} |",
+                  flush=True)
 
 
 def main() -> None:
@@ -213,7 +238,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the tables (markdown) here")
     parser.add_argument("--json", type=Path, help="also write every figure (JSON) here")
     parser.add_argument("--select", action="store_true", help="compare settings on the zoo's validation tiles")
-    parser.add_argument("--grid-pca", type=int, nargs="+", default=[16, 32, 64])
     args = parser.parse_args()
     detector = args.detector or args.work / "detector-fsd.safetensors"
     loaded = load(detector, REPO / "weights" / "osma-fsd.safetensors", "cpu")

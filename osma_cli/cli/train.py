@@ -153,9 +153,9 @@ def train(
         "--acceptance", min=0.5, max=1.0, help="With --method fsd-detector: share of the held-out real photos "
                                                "(and copies) the threshold passes as real.")] = 0.95,
     pca_dim: Annotated[int, typer.Option(
-        "--pca-dim", min=1, help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = 32,
+        "--pca-dim", min=1, help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = 64,
     components: Annotated[int, typer.Option(
-        "--components", min=1, help="With --method fsd-detector: Gaussian mixture components.")] = 1,
+        "--components", min=1, help="With --method fsd-detector: Gaussian mixture components.")] = 4,
     covariance: Annotated[str, typer.Option(
         "--covariance", help="With --method fsd-detector: full, diag, tied or spherical.")] = "full",
 ) -> None:

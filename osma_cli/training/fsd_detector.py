@@ -35,7 +35,8 @@ from osma_cli.errors import DataError, ImageError, UsageError
 
 DEFAULT_COPIES = ("resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
 """The re-saved copies the shipped detector is fitted with (docs/detection.md says why)."""
-DEFAULT_MIXTURE = {"pca_dim": 32, "components": 1, "covariance": "full"}
+DEFAULT_MIXTURE = {"pca_dim": 64, "components": 4, "covariance": "full"}
+"""Chosen on selection data only (`scripts/detector_figures.py --select`, docs/detection.md)."""
 
 
 @dataclass
