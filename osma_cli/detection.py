@@ -198,11 +198,6 @@ class Detector:
         return [Detection(verdict=verdict_of(s, t), score=float(s), threshold=t, nll=float(n))
                 for s, n in zip(scores, nll)]
 
-    def with_threshold(self, scores: np.ndarray, acceptance: float) -> "Detector":
-        """The same detector with its threshold re-set on other held-out real scores."""
-        return Detector(self.projection, self.density, self.standardisation,
-                        threshold_for_acceptance(scores, acceptance), acceptance, self.descriptor, self.fit)
-
 
 def verdict_of(score: float, threshold: float) -> str:
     """``real`` below the threshold, ``synthetic`` at or above it (as ``unknown`` in attribution)."""
