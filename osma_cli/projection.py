@@ -140,7 +140,8 @@ def fit_projection(
     n, d_in = x.shape
     classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
     n_classes = len(classes)
-    _check_classes(classes, counts)
+    if method != "pca":  # "pca" uses no labels: one class (e.g. real photos only) is enough
+        _check_classes(classes, counts)
 
     # 1. standardise
     mu = x.mean(axis=0)

@@ -35,3 +35,14 @@ def test_the_default_scores_jpegs_in_jpeg_regimes():
 def test_shipped_weights_and_references_stay_small():
     size = sum(p.stat().st_size for p in WEIGHTS.iterdir() if p.is_file())
     assert size < 20 * 2**20
+
+
+def test_shipped_detector_belongs_to_the_shipped_descriptor_and_calls_its_calibration_real(tmp_path):
+    from osma_cli.detect_files import load
+
+    loaded = load(WEIGHTS / "detector-fsd.safetensors", WEIGHTS / "osma-fsd.safetensors", "cpu")
+    meta = loaded.meta
+    assert (WEIGHTS / "detector-fsd.safetensors").stat().st_size < 2 * 2**20
+    assert meta.acceptance == 0.95 and meta.recipe["method"] == "fsd-detector"
+    assert "Sony_A6400" not in meta.recipe["held_out_groups"]  # a test camera (scripts/train_detector.py)
+    assert min(meta.metrics["held_out_acceptance"].values()) > 0.8

@@ -51,7 +51,9 @@ CacheOpt = Annotated[bool, typer.Option(
     "--cache-decoded", help="Keep decoded training images in memory (decode once; for data that fits).")]
 
 
-METHODS = ("metric", "pose", "fsd")
+METHODS = ("metric", "pose", "fsd", "fsd-detector")
+DEFAULT_OUT = {"fsd-detector": Path("detector.safetensors")}
+"""Where --out goes when not given, per method (the rest: osma-embedding.safetensors)."""
 
 
 def train(
@@ -70,8 +72,9 @@ def train(
         help="Validation images of the training generators (annotation files); replaces --val-fraction.",
         show_default=False)] = None,
     val_fraction: ValFractionOpt = 0.1,
-    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Weights file to write.")] =
-    Path("osma-embedding.safetensors"),
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", dir_okay=False, help="Weights file to write. Default: osma-embedding.safetensors "
+                                      "(fsd-detector: detector.safetensors).", show_default=False)] = None,
     refs_out: Annotated[Optional[Path], typer.Option(
         "--refs-out", dir_okay=False, help="Also build a reference store of the training generators "
                                            "with the new weights.", show_default=False)] = None,
@@ -139,6 +142,26 @@ def train(
                                "their own for; each image is then scored in the regime of its compression "
                                "(docs/descriptors.md). Default: lossless only.", show_default=False)] = None,
     rule: RuleOpt = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", exists=True, dir_okay=False,
+        help="With --method fsd-detector: the descriptor whose raw self-descriptions are modelled. "
+             "Default: the shipped weights/osma-fsd.safetensors.", show_default=False)] = None,
+    copies: Annotated[Optional[str], typer.Option(
+        "--copies", help="With --method fsd-detector: re-saved copies of each real photo fitted too, comma-"
+                         "separated: resize:F, offgrid:N, jpeg:Q. Default: resize:0.5,resize:0.75,offgrid:3,"
+                         "jpeg:95,jpeg:90,jpeg:85 ('original' alone: none).", show_default=False)] = None,
+    held_out: Annotated[float, typer.Option(
+        "--held-out", min=0.01, max=0.9, help="With --method fsd-detector: share of the real photos (whole "
+                                             "sub-folders, e.g. camera models) held out to calibrate.")] = 0.2,
+    acceptance: Annotated[float, typer.Option(
+        "--acceptance", min=0.5, max=1.0, help="With --method fsd-detector: share of the held-out real photos "
+                                               "(and copies) the threshold passes as real.")] = 0.95,
+    pca_dim: Annotated[int, typer.Option(
+        "--pca-dim", min=1, help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = 64,
+    components: Annotated[int, typer.Option(
+        "--components", min=1, help="With --method fsd-detector: Gaussian mixture components.")] = 4,
+    covariance: Annotated[str, typer.Option(
+        "--covariance", help="With --method fsd-detector: full, diag, tied or spherical.")] = "full",
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
@@ -156,6 +179,11 @@ def train(
     filters are learned in closed form on --photos (camera photographs only), and a linear
     projection (standardise, PCA, shrunk LDA) is fitted on DATA's generators; seconds to
     minutes on a CPU. --rule names the rule its reference stores use by default.
+
+    Zero-shot detector (--method fsd-detector REAL_DIR, Nguyen et al.): a Gaussian mixture of
+    the raw self-descriptions of real photographs only (and of their re-saved copies, so that
+    JPEG compression alone does not decide), calibrated on held-out photos; for `osma detect`
+    (docs/detection.md).
     """
     from osma_cli.errors import UsageError
     from osma_cli.training.metric import TrainConfig, train_embedding
@@ -163,7 +191,18 @@ def train(
 
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    out = out if out is not None else DEFAULT_OUT.get(method, Path("osma-embedding.safetensors"))
     check_output_file(out, "--out")
+    if method == "fsd-detector":
+        from osma_cli.cli.train_detector import train_detector_command
+
+        train_detector_command(data, out, model=model, copies=copies, held_out=held_out, acceptance=acceptance,
+                               pca_dim=pca_dim, components=components, covariance=covariance, seed=seed,
+                               device=device, json_out=json_out)
+        return
+    if model is not None or copies is not None:
+        raise UsageError("--model and --copies are for --method fsd-detector",
+                         hint="start other methods from weights with --init")
     check_output_file(refs_out, "--refs-out")
     if open_space_aug and method == "pose":
         raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
