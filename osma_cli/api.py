@@ -16,7 +16,7 @@ import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -31,9 +31,13 @@ from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, Usag
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
+from osma_cli.detection import REAL, Detection
 from osma_cli.regime_store import AnyStore, RegimeStores, each_store, load_store
 from osma_cli.regimes import route_file
 from osma_cli.rules import OpenSetRule
+
+if TYPE_CHECKING:
+    from osma_cli.detect_files import LoadedDetector
 
 ProgressCallback = Callable[[int], None]
 
@@ -310,6 +314,17 @@ class FileAttribution:
     """Left out on purpose (``small="skip"``; ``error`` says why), not unreadable."""
     regime: str | None = None
     """The compression regime it was scored in, for a model with JPEG regimes (``osma_cli.regimes``)."""
+    detection: "Detection | None" = None
+    """The zero-shot detector's verdict, when attribution was chained after it (``attribute_detected``)."""
+
+    @property
+    def verdict(self) -> str | None:
+        """The answer: ``real`` when the detector says so, else the attribution's (None: not attributed)."""
+        if self.attribution is None:
+            return None
+        if self.detection is not None and self.detection.verdict == REAL:
+            return REAL
+        return self.attribution.verdict
 
 
 def scorer_for(embedder: Embedder, store: AnyStore | None = None) -> Scorer:
@@ -362,6 +377,27 @@ def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[
             else:
                 yield FileAttribution(path=item.path, attribution=None, error=item.error,
                                       warnings=item.warnings, skipped=item.skipped)
+
+
+def attribute_detected(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
+                       detector: "LoadedDetector", threshold: float | Mapping[str, float], top_k: int = 1,
+                       options: EmbedOptions = EmbedOptions(),
+                       on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
+    """``attribute_files`` chained after the zero-shot detector (``osma detect``).
+
+    A file the detector calls real is answered ``real`` (``FileAttribution.verdict``), whatever
+    its nearest reference: a real photo is not forced into a generator's reference. The others
+    keep their attribution, a known generator or unknown. Both verdicts are in the result.
+    """
+    from osma_cli.detect_files import detect_files
+
+    detections = detect_files(detector, paths, batch_size=options.batch_size, workers=options.workers,
+                              max_pixels=options.max_pixels)
+    attributions = attribute_files(embedder, store, paths, threshold=threshold, top_k=top_k, options=options,
+                                   on_progress=on_progress)
+    for attribution, detection in zip(attributions, detections):
+        extra = tuple(w for w in detection.warnings if w not in attribution.warnings)
+        yield dataclasses.replace(attribution, detection=detection.detection, warnings=attribution.warnings + extra)
 
 
 ROUTED_CHUNK = 256

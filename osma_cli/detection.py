@@ -40,7 +40,8 @@ COVARIANCES = ("full", "diag", "tied", "spherical")
 MAD_TO_SIGMA = 1.4826
 """Median absolute deviation times this estimates a normal distribution's standard deviation."""
 DEFAULT_ACCEPTANCE = 0.95
-VERDICTS = ("real", "synthetic")
+REAL, SYNTHETIC = "real", "synthetic"
+VERDICTS = (REAL, SYNTHETIC)
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from osma_cli.cli import output
 from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
                                   RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
-from osma_cli.cli.session import embed_options, load_embedder, refs_path
+from osma_cli.cli.session import embed_options, load_embedder, model_path, refs_path
 from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 
@@ -30,7 +30,7 @@ def status_of(item) -> str:
     return "skipped" if item.skipped else "error"
 
 
-def attribution_record(item, top_k: int, command: str = "attribute") -> dict:
+def attribution_record(item, top_k: int, command: str = "attribute", detect: bool = False) -> dict:
     """One file's result as a flat-ish dict: the JSON object and the CSV row (docs/output.md)."""
     a = item.attribution
     record = {"schema": SCHEMA, "command": command, "path": output.path_text(item.path),
@@ -38,8 +38,13 @@ def attribution_record(item, top_k: int, command: str = "attribute") -> dict:
               "verdict": None, "candidate": None, "score": None, "threshold": None,
               "margin": None, "error": item.error, "warnings": list(item.warnings),
               "regime": getattr(item, "regime", None), "top": []}
+    if detect:
+        d = getattr(item, "detection", None)
+        record["detection"] = None if d is None else {
+            "verdict": d.verdict, "score": output.finite_or_none(d.score),
+            "threshold": output.finite_or_none(d.threshold)}
     if a is not None:
-        record.update(verdict=a.verdict, candidate=a.candidate,
+        record.update(verdict=item.verdict, candidate=a.candidate,
                       score=output.finite_or_none(a.score),
                       threshold=output.finite_or_none(a.threshold),
                       margin=output.finite_or_none(a.margin),
@@ -49,17 +54,22 @@ def attribution_record(item, top_k: int, command: str = "attribute") -> dict:
     return record
 
 
-def csv_fields(top_k: int) -> list[str]:
+def csv_fields(top_k: int, detect: bool = False) -> list[str]:
     fields = ["path", "path_bytes_b64", "status", "verdict", "candidate", "score", "threshold",
               "margin", "error", "warnings", "regime"]
+    if detect:
+        fields += ["detection_verdict", "detection_score", "detection_threshold"]
     for i in range(1, top_k + 1):
         fields += [f"top{i}", f"top{i}_distance", f"top{i}_normalized_distance"]
     return fields
 
 
 def csv_row(record: dict) -> dict:
-    row = {k: v for k, v in record.items() if k not in ("top", "schema", "command")}
+    row = {k: v for k, v in record.items() if k not in ("top", "schema", "command", "detection")}
     row["warnings"] = "; ".join(record["warnings"])
+    if "detection" in record:
+        for key in ("verdict", "score", "threshold"):
+            row[f"detection_{key}"] = (record["detection"] or {}).get(key)
     for i, cand in enumerate(record["top"], start=1):
         row[f"top{i}"] = cand["name"]
         row[f"top{i}_distance"] = cand["distance"]
@@ -98,6 +108,12 @@ def attribute(
     crops: CropsOpt = 1,
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
+    detect: Annotated[bool, typer.Option(
+        "--detect", help="Ask the zero-shot detector first (`osma detect`): an image it calls real is "
+                         "answered real; the others are attributed or called unknown.")] = False,
+    detector: Annotated[Optional[Path], typer.Option(
+        "--detector", help="With --detect: the detector file. Default: the shipped one.",
+        exists=True, dir_okay=False, show_default=False)] = None,
 ) -> None:
     """Attribute images to known generators, or say unknown.
 
@@ -109,18 +125,21 @@ def attribute(
     errors, 130 when interrupted, 141 when the reader of stdout went away. The records
     and CSV columns are described in docs/output.md.
     """
+    if detector is not None and not detect:
+        raise UsageError("--detector is for --detect", hint="add --detect, or leave --detector out")
     attribute_paths(paths, top=top, threshold=threshold, json_out=json_out, csv_out=csv_out, model=model,
                     refs=refs, device=device, batch_size=batch_size, workers=workers, crops=crops,
-                    small=small, max_pixels=max_pixels)
+                    small=small, max_pixels=max_pixels, detect=detect, detector=detector)
 
 
 def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, json_out: bool,
                     csv_out: Path | None, model: Path | None, refs: Path | None, device: str,
                     batch_size: int, workers: int | None, crops: int, small: str, max_pixels: int | None,
-                    command: str = "attribute", extra: dict | None = None) -> None:
+                    command: str = "attribute", extra: dict | None = None, detect: bool = False,
+                    detector: Path | None = None) -> None:
     """``osma attribute``'s work; ``command`` names the records, ``extra`` (path -> fields)
     adds fields to the records of those files (``osma demo``: the expected verdict)."""
-    from osma_cli.api import FileAttribution, attribute_files, scorer_for
+    from osma_cli.api import FileAttribution, attribute_detected, attribute_files, scorer_for
     from osma_cli.attribution import resolve_threshold
     from osma_cli.classifier import refuse_refs_for_classifier, resolve_classifier_threshold
     from osma_cli.regime_store import load_store
@@ -145,6 +164,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
         store.check_weights(embedder.meta, store_path=store_file)
         tau = resolve_threshold(store, threshold)
     scorer = scorer_for(embedder, store)
+    loaded = load_chained_detector(detector, model, embedder, device) if detect else None
 
     records: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
@@ -153,10 +173,10 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
         if csv_out is not None:
             handle = sys.stdout if csv_to_stdout else stack.enter_context(
                 open(csv_out, "w", newline="", encoding="utf-8"))
-            csv_writer = output.CsvWriter(handle, csv_fields(top))
+            csv_writer = output.CsvWriter(handle, csv_fields(top, detect))
 
         def emit(item) -> None:
-            record = attribution_record(item, top, command)
+            record = attribution_record(item, top, command, detect)
             record.update((extra or {}).get(item.path, {}))
             report(item)
             if json_out:
@@ -172,8 +192,11 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
             with output.progress_bar("attributing", len(files), enabled=len(files) > 1,
                                      streams_stdout=json_out or csv_to_stdout) as advance:
                 if files:
-                    for item in attribute_files(embedder, store, files, threshold=tau, top_k=top,
-                                                options=options, on_progress=advance):
+                    results = (attribute_files(embedder, store, files, threshold=tau, top_k=top, options=options,
+                                               on_progress=advance) if loaded is None else
+                               attribute_detected(embedder, store, files, detector=loaded, threshold=tau,
+                                                  top_k=top, options=options, on_progress=advance))
+                    for item in results:
                         emit(item)
                         counts[status_of(item)] += 1
         except KeyboardInterrupt:
@@ -195,6 +218,20 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
     if counts["error"] or unlisted:
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
     raise typer.Exit(EXIT_OK)
+
+
+def load_chained_detector(detector: Path | None, model: Path | None, embedder, device: str):
+    """The detector for ``--detect``, on the attribution model's own descriptor when the detector
+    was fitted on it (described once more, not loaded twice from elsewhere), else on the shipped one."""
+    from osma_cli.detect_files import load
+    from osma_cli.errors import OsmaError
+
+    if embedder.is_descriptor:
+        try:
+            return load(detector, model_path(model), device)
+        except OsmaError:
+            pass  # fitted on another descriptor: the shipped one, which load checks in turn
+    return load(detector, None, device)
 
 
 def short_paths(paths: list[str]) -> tuple[str, list[str]]:
@@ -226,7 +263,9 @@ def render_table(records: list[dict], top_k: int, tau: float | Mapping[str, floa
                  score_name: str = "norm. distance") -> None:
     root, names = short_paths([r["path"] for r in records])
     routed = any(r.get("regime") for r in records)
-    columns = ["file", "verdict", "candidate", score_name, "margin"] + (["regime"] if routed else [])
+    detected = any("detection" in r for r in records)
+    columns = (["file", "verdict", "candidate", score_name, "margin"] + (["regime"] if routed else [])
+               + (["detector"] if detected else []))
     if top_k > 1:
         columns.append(f"top {top_k} ({score_name})")
     with_notes = any(r["status"] != "ok" or r["warnings"] for r in records)
@@ -236,11 +275,14 @@ def render_table(records: list[dict], top_k: int, tau: float | Mapping[str, floa
     for r, name in zip(records, names):
         notes = ([r["error"]] if r["error"] else []) + r["warnings"]
         if r["status"] != "ok":
-            row = [name, r["status"], "", "", ""] + ([""] if routed else []) + ([""] if top_k > 1 else [])
+            row = ([name, r["status"], "", "", ""] + ([""] if routed else []) + ([""] if detected else [])
+                   + ([""] if top_k > 1 else []))
         else:
             row = [name, r["verdict"], r["candidate"], f"{r['score']:.3f}", f"{r['margin']:+.3f}"]
             if routed:
                 row.append(r.get("regime") or "")
+            if detected:
+                row.append((r.get("detection") or {}).get("verdict") or "")
             if top_k > 1:
                 row.append(", ".join(f"{c['name']} ({c['normalized_distance']:.2f})" for c in r["top"]))
         if with_notes:

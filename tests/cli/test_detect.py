@@ -139,3 +139,33 @@ def test_train_options_of_the_detector_are_checked(trained, tmp_path):
     result = invoke("train", trained["real"], "--method", "fsd-detector", "--model", trained["descriptor"],
                     "--out", tmp_path / "d.safetensors", "--covariance", "round")
     assert result.exit_code == 2 and "covariance" in result.stderr
+
+
+def test_attribute_detect_answers_real_for_what_the_detector_calls_real(trained, tmp_path):
+    """``osma attribute --detect``: the detector's ``real`` wins; the others keep their attribution."""
+    gens = tmp_path / "gens"
+    write_images(gens / "checkergan", "checker", 4, seed=7, size=56)
+    write_images(gens / "dotsgan", "dots", 4, seed=8, size=56)
+    refs = tmp_path / "refs.h5"
+    assert invoke("build", gens, "--out", refs, "--model", trained["descriptor"], "--workers", 0).exit_code == EXIT_OK
+    inputs = [*sorted((trained["real"] / "camera0").iterdir())[:3], *sorted((gens / "checkergan").iterdir())[:2]]
+    common = ["--model", trained["descriptor"], "--refs", refs, "--detect", "--detector", trained["detector"],
+              "--workers", 0]
+    result = invoke("attribute", *inputs, *common, "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    plain = [json.loads(line) for line in invoke("attribute", *inputs, "--model", trained["descriptor"], "--refs",
+                                                 refs, "--json", "--workers", 0).stdout.splitlines()]
+    assert len(records) == len(plain) == 5
+    for chained, alone in zip(records, plain):
+        detection = chained["detection"]
+        assert detection["verdict"] == ("synthetic" if detection["score"] >= detection["threshold"] else "real")
+        expected = "real" if detection["verdict"] == "real" else alone["verdict"]
+        assert chained["verdict"] == expected and chained["candidate"] == alone["candidate"]
+    assert any(r["detection"]["verdict"] == "real" for r in records[:3])
+    assert all(r["verdict"] == r["candidate"] or r["verdict"] == "unknown" for r in records[3:])
+    csv_out = tmp_path / "out.csv"
+    assert invoke("attribute", *inputs, *common, "--csv", csv_out).exit_code == EXIT_OK
+    header = csv_out.read_text().splitlines()[0].split(",")
+    assert {"detection_verdict", "detection_score", "detection_threshold"} <= set(header)
+    assert "--detect" in invoke("attribute", *inputs, "--detector", trained["detector"]).stderr
