@@ -26,7 +26,7 @@ ModelsOpt = Annotated[Optional[list[Path]], typer.Option(
 PerturbOpt = Annotated[Optional[list[str]], typer.Option(
     "--perturb", help="Also run with the test images perturbed (references clean): jpeg:Q, resize:S, "
                       "blur:SIGMA, noise:SIGMA, crop:F, or standard (the sweep of docs/robustness.md). "
-                      "Repeatable.", show_default=False)]
+                      "Repeatable.", show_default=False, metavar="NAME:STRENGTH")]
 
 AcceptanceOpt = Annotated[float, typer.Option(
     "--acceptance", min=0.0, max=1.0,

@@ -424,9 +424,10 @@ def write_robustness_plots(out_dir: Path, rows: Sequence[RobustnessRow]) -> dict
                 ax.set_ylim(-1, 101)
                 ax.grid(True, alpha=0.3)
             axes[0].set_ylabel(f"{ROBUSTNESS_TITLES[metric]} (%)")
-            if not kinds:
+            if kinds:
+                axes[0].legend(loc="lower left", fontsize="small")
+            else:
                 _say_in_axes(axes[0], "no perturbation")
-            axes[0].legend(loc="lower left", fontsize="small")
             axes[0].figure.suptitle(f"{ROBUSTNESS_TITLES[metric]}: test images perturbed, references clean")
         written[metric] = path
     return written

@@ -22,7 +22,7 @@ from osma_cli.calibration import DEFAULT_ACCEPTANCE
 from osma_cli.data.perturb import Perturbation
 from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.evaluation.perturbed import perturbed_split
-from osma_cli.evaluation.protocol import BenchmarkRun, ProgressFactory, _no_progress, run_benchmark
+from osma_cli.evaluation.protocol import BenchmarkRun, ProgressFactory, no_progress, run_benchmark
 from osma_cli.evaluation.splits import BenchmarkSplit
 from osma_cli.rules import OpenSetRule
 
@@ -68,7 +68,7 @@ def run_perturbed(embedder: Embedder, split: BenchmarkSplit, perturbations: Sequ
                   model: str, options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
                   acceptance: float = DEFAULT_ACCEPTANCE, threshold: float | None = None,
                   rule: OpenSetRule | None = None, refit_projection: bool = True,
-                  progress: ProgressFactory = _no_progress, root: Path | None = None) -> list[RobustnessRow]:
+                  progress: ProgressFactory = no_progress, root: Path | None = None) -> list[RobustnessRow]:
     """The clean run, then one run per perturbation of the test images; ``model`` names the rows.
 
     ``root`` is where perturbed files are kept (default ``$OSMA_HOME/cache/perturbed/v1``).
