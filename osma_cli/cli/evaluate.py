@@ -255,8 +255,7 @@ def render_robustness(bench_split, data: list[dict]) -> None:
                                                    pct(row["oscr"]), pct(row["crr"])]
             + ([row["regime"] or ""] if routed else []) for row in data]
     output.stdout.print(f"{bench_split.name} ({bench_split.source}): {len(bench_split.class_names)} known "
-                        f"generators; references, projection and tau from the clean training and "
-                        f"validation images")
+                        f"generators; references and tau from the clean training and validation images")
     output.print_table(output.simple_table("robustness: the test images perturbed (CRR at tau)", columns, rows))
 
 
