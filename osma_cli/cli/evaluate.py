@@ -20,9 +20,9 @@ BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
 recipe (a test checks they are the recipe's)."""
 
 ModelsOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--model", help="Weights file (.safetensors). Default: the shipped model. With --perturb, repeat it "
-                    "to compare models in one table and one plot per figure.",
-    exists=True, dir_okay=False, show_default=False)]
+    "--model", help="Weights file (.safetensors), or a shipped model by name: fsd (the default), mislnet. "
+                    "With --perturb, repeat it to compare models in one table and one plot per figure.",
+    dir_okay=False, show_default=False)]
 PerturbOpt = Annotated[Optional[list[str]], typer.Option(
     "--perturb", help="Also run with the test images perturbed (references clean): jpeg:Q, resize:S, "
                       "blur:SIGMA, noise:SIGMA, crop:F, or standard (the sweep of docs/robustness.md). "

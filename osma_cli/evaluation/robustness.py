@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from osma_cli.api import EmbedOptions
 from osma_cli.cache import EmbeddingCache
 from osma_cli.calibration import DEFAULT_ACCEPTANCE
 from osma_cli.data.perturb import Perturbation
-from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.evaluation.perturbed import perturbed_split
 from osma_cli.evaluation.protocol import BenchmarkRun, ProgressFactory, no_progress, run_benchmark
 from osma_cli.evaluation.splits import BenchmarkSplit

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osma_cli.api import EmbedOptions
 from osma_cli.cache import EmbeddingCache, file_key
 from osma_cli.data.augment import jpeg_recompress
 from osma_cli.data.compression import jpeg_quality
 from osma_cli.data.decode import load_rgb
 from osma_cli.data.perturb import (STANDARD_SPECS, Blur, Crop, Jpeg, Noise, Perturbation, Resize,
                                    parse_perturbation, parse_perturbations, register_perturbation)
-from osma_cli.embed import Embedder
+from osma_cli.embed import Embedder, EmbedOptions
 from osma_cli.errors import UsageError
 from osma_cli.evaluation.perturbed import folder_name, perturbed_file, perturbed_root, perturbed_split, seed_rng
 from osma_cli.evaluation.protocol import run_benchmark
