@@ -19,6 +19,15 @@ BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
 """The built-in benchmark's splits, named in ``benchmark --help`` without loading the zoo's
 recipe (a test checks they are the recipe's)."""
 
+ModelsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--model", help="Weights file (.safetensors), or a shipped model by name: fsd (the default), mislnet. "
+                    "With --perturb, repeat it to compare models in one table and one plot per figure.",
+    dir_okay=False, show_default=False)]
+PerturbOpt = Annotated[Optional[list[str]], typer.Option(
+    "--perturb", help="Also run with the test images perturbed (references clean): jpeg:Q, resize:S, "
+                      "blur:SIGMA, noise:SIGMA, crop:F, or standard (the sweep of docs/robustness.md). "
+                      "Repeatable.", show_default=False, metavar="NAME:STRENGTH")]
+
 AcceptanceOpt = Annotated[float, typer.Option(
     "--acceptance", min=0.0, max=1.0,
     help="Fraction of known validation images to accept (sets tau).")]
@@ -145,7 +154,8 @@ def benchmark(
         "--keep-projection", help="Descriptor models: use the projection in the weights instead of fitting "
                                   "one on the split's own training images.")] = False,
     json_out: JsonOpt = False,
-    model: ModelOpt = None,
+    perturb: PerturbOpt = None,
+    model: ModelsOpt = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
     workers: WorkersOpt = None,
@@ -153,16 +163,35 @@ def benchmark(
     small: SmallOpt = "pad",
     max_pixels: MaxPixelsOpt = None,
 ) -> None:
-    """Run the open-set protocol on a benchmark split and report every metric."""
+    """Run the open-set protocol on a benchmark split and report every metric.
+
+    With --perturb, the protocol is run on the split as it is and once per perturbation of
+    its test images (known and unknown; training and validation images stay clean), and
+    the table has one row per model and perturbation (docs/robustness.md).
+    """
     from osma_cli.cache import EmbeddingCache
     from osma_cli.evaluation.protocol import run_benchmark
 
     if out is not None and not out.is_dir():
         check_output_file(out, "--out")  # a new folder: its parent must exist
+    models = list(model or [None])
+    if perturb:
+        from osma_cli.data.perturb import parse_perturbations
+
+        perturbations = parse_perturbations(perturb)
+    elif len(models) > 1:
+        raise UsageError("several --model are compared only with --perturb",
+                         hint="give one --model, or add e.g. --perturb standard")
     bench_split = load_split(split, data_root, manifest)
     chosen_rule = parse_rule(rule)
     options = embed_options(crops, batch_size, workers, small, max_pixels)
-    embedder = load_embedder(model, device)
+    if perturb:
+        settings = dict(options=options, acceptance=acceptance, threshold=threshold, rule=chosen_rule,
+                        refit_projection=not keep_projection)
+        robustness(bench_split, models, perturbations, settings, device=device, no_cache=no_cache,
+                   crops=crops, small=small, out=out, json_out=json_out)
+        return
+    embedder = load_embedder(models[0], device)
     cache = None if no_cache else EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small)
     run = run_benchmark(embedder, bench_split, options=options, cache=cache, acceptance=acceptance,
                         threshold=threshold, rule=chosen_rule, refit_projection=not keep_projection,
@@ -177,6 +206,57 @@ def benchmark(
         if out is not None:
             output.stdout.print(f"wrote metrics.json, scores.csv, references.h5 and plots to {out}")
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
+
+
+def robustness(bench_split, models: list, perturbations, settings: dict, *, device: str, no_cache: bool,
+               crops: int, small: str, out: Path | None, json_out: bool) -> None:
+    """``benchmark --perturb``: every model's clean and perturbed runs, one table (or JSON line) per row."""
+    from osma_cli.cache import EmbeddingCache
+    from osma_cli.evaluation.robustness import model_labels, records, run_perturbed, unique_failures
+
+    rows = []
+    for label, path in zip(model_labels(models), models):
+        embedder = load_embedder(path, device)
+        cache = None if no_cache else EmbeddingCache.for_embedder(embedder, n_crops=crops, small=small)
+        rows += run_perturbed(embedder, bench_split, perturbations, model=label, cache=cache,
+                              progress=output.progress_bar, **settings)
+    unreadable = output.report_failures(unique_failures(rows))
+    data = records(rows)
+    if out is not None:
+        write_robustness_outputs(rows, data, out)
+    if json_out:
+        for row in data:
+            output.write_json_line(output.record("benchmark", row))
+    else:
+        render_robustness(bench_split, data)
+        if out is not None:
+            output.stdout.print(f"wrote robustness.json and robustness_*.png plots to {out}")
+    raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
+
+
+def write_robustness_outputs(rows, data: list[dict], out: Path) -> None:
+    """robustness.json (the JSON records) and one plot per figure against strength."""
+    from osma_cli.atomic import atomic_write_bytes
+    from osma_cli.evaluation.plots import write_robustness_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = [output.record("benchmark", row) for row in data]
+    atomic_write_bytes(out / "robustness.json", (json.dumps(records, indent=2) + "\n").encode("utf-8"))
+    write_robustness_plots(out, rows)
+
+
+def render_robustness(bench_split, data: list[dict]) -> None:
+    """One row per model and perturbation: accuracy, AUC, OSCR and CRR at tau, in percent."""
+    several = len({row["model"] for row in data}) > 1
+    routed = any(row["regime"] for row in data)
+    columns = (["model"] if several else []) + ["test images", "accuracy %", "AUC %", "OSCR %", "CRR %"] + (
+        ["regime"] if routed else [])
+    rows = [([row["model"]] if several else []) + [row["perturbation"], pct(row["accuracy"]), pct(row["auc"]),
+                                                   pct(row["oscr"]), pct(row["crr"])]
+            + ([row["regime"] or ""] if routed else []) for row in data]
+    output.stdout.print(f"{bench_split.name} ({bench_split.source}): {len(bench_split.class_names)} known "
+                        f"generators; references and tau from the clean training and validation images")
+    output.print_table(output.simple_table("robustness: the test images perturbed (CRR at tau)", columns, rows))
 
 
 def load_split(split: str | None, data_root: Path | None, manifest: Path | None):

@@ -39,16 +39,20 @@ def _check_quality(quality: object) -> int:
     return int(quality)
 
 
-def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
-    """``(H, W, 3) uint8`` pixels after one JPEG round trip in memory at ``quality``."""
+def jpeg_encode(image: np.ndarray, quality: int) -> bytes:
+    """The JPEG file of ``(H, W, 3) uint8`` pixels at ``quality``: the one encoder osma uses."""
     quality = _check_quality(quality)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise UsageError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality,
                                 subsampling=JPEG_SUBSAMPLING)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
+    return buffer.getvalue()
+
+
+def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` pixels after one JPEG round trip in memory at ``quality``."""
+    with Image.open(io.BytesIO(jpeg_encode(image, quality))) as decoded:
         return np.array(decoded.convert("RGB"), dtype=np.uint8)
 
 

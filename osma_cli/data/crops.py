@@ -75,7 +75,7 @@ def _check_image(image: np.ndarray) -> None:
         raise UsageError(f"image has no pixels: {image.shape}")
 
 
-def _centred(size: int, extent: int) -> int:
+def centred_origin(size: int, extent: int) -> int:
     """Origin that centres ``extent`` on ``size``, truncated toward zero to the grid.
 
     Truncating toward zero keeps a negative origin (padding) inside ``[size - extent, 0]``
@@ -88,7 +88,7 @@ def _centred(size: int, extent: int) -> int:
 def _tile_origins(size: int, crop: int) -> list[int]:
     step = -(-crop // GRID) * GRID
     count = (size - crop) // step + 1
-    start = _centred(size, (count - 1) * step + crop)
+    start = centred_origin(size, (count - 1) * step + crop)
     return [start + k * step for k in range(count)]
 
 
@@ -102,7 +102,7 @@ def crop_origins(height: int, width: int, crop: int, n_crops: int = 1) -> list[t
     if height < 1 or width < 1:
         raise UsageError(f"image has no pixels: {height}x{width}")
     if n_crops == 1 or height < crop or width < crop:
-        return [(_centred(height, crop), _centred(width, crop))]
+        return [(centred_origin(height, crop), centred_origin(width, crop))]
     lefts = _tile_origins(width, crop)
     tiles = [(top, left) for top in _tile_origins(height, crop) for left in lefts]
 
@@ -134,8 +134,8 @@ def _window(image: np.ndarray, top: int, left: int, crop: int) -> np.ndarray:
 def _unpadded_window(image: np.ndarray, crop: int) -> np.ndarray:
     """The centred window of at most ``crop`` per side, never padded (the ``keep`` policy)."""
     height, width = image.shape[:2]
-    top = _centred(height, crop) if height >= crop else 0
-    left = _centred(width, crop) if width >= crop else 0
+    top = centred_origin(height, crop) if height >= crop else 0
+    left = centred_origin(width, crop) if width >= crop else 0
     return image[top:top + min(height, crop), left:left + min(width, crop)]
 
 
@@ -173,7 +173,7 @@ def random_crop(image: np.ndarray, crop: int, rng: np.random.Generator) -> np.nd
 
     def origin(size: int) -> int:
         if size < crop:
-            return _centred(size, crop)
+            return centred_origin(size, crop)
         return GRID * int(rng.integers(0, (size - crop) // GRID + 1))
 
     top = origin(image.shape[0])

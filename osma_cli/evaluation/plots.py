@@ -10,7 +10,7 @@ Files are written with ``atomic_write``, so a reader never sees a half-written P
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +37,8 @@ from osma_cli.evaluation.metrics import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from osma_cli.evaluation.robustness import RobustnessRow
 
 DPI = 150
 FIGSIZE = (6.0, 4.5)
@@ -77,7 +79,14 @@ def colours(names: Iterable[str]) -> dict[str, str]:
 
 @contextmanager
 def _figure(path: Path) -> Iterator[Axes]:
-    """One axes on a fresh Agg figure, saved to ``path`` at ``DPI`` when the block ends.
+    """One axes on a fresh Agg figure, saved to ``path`` at ``DPI`` when the block ends."""
+    with _panels(path, 1) as axes:
+        yield axes[0]
+
+
+@contextmanager
+def _panels(path: Path, n: int) -> Iterator[list[Axes]]:
+    """``n`` axes side by side on a fresh Agg figure, saved to ``path`` when the block ends.
 
     The figure is never registered with pyplot, so it is freed with its last reference;
     ``clear()`` drops the artists at once rather than waiting for the garbage collector.
@@ -85,10 +94,11 @@ def _figure(path: Path) -> Iterator[Axes]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig: Figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    width = FIGSIZE[0] if n == 1 else max(FIGSIZE[0], 3.0 * n)
+    fig: Figure = Figure(figsize=(width, FIGSIZE[1]), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     try:
-        yield fig.add_subplot()
+        yield [fig.add_subplot(1, n, k + 1) for k in range(n)]
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
         fig.clear()
@@ -367,3 +377,57 @@ def write_benchmark_plots(out_dir: Path, *, y_true: ArrayLike, candidates: Array
         "scores": plot_score_histograms(s[known], unknown_groups, out_dir / "scores.png", tau=tau,
                                         title=f"Rejection scores\n{counts}"),
     }
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+ROBUSTNESS_TITLES = {"accuracy": "Closed-set accuracy", "auc": "AUC (known vs unknown)",
+                     "oscr": "OSCR", "crr": "CRR at tau"}
+_MODEL_COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
+
+
+def write_robustness_plots(out_dir: Path, rows: Sequence[RobustnessRow]) -> dict[str, Path]:
+    """``robustness_<figure>.png`` per figure of ``robustness.METRICS``: one panel per
+    perturbation, its strengths from mildest to strongest after ``clean``, one line per model.
+
+    The x axis is categorical: ``clean`` is not a strength of any perturbation (JPEG at 100
+    is not lossless, a 1.0 resize is not a Lanczos pass), so it stands on its own tick.
+    """
+    from osma_cli.evaluation.robustness import METRICS
+
+    out_dir = Path(out_dir)
+    models = list(dict.fromkeys(row.model for row in rows))
+    kinds: dict[str, list] = {}
+    for row in rows:
+        if row.perturbation is not None:
+            kinds.setdefault(row.perturbation.name, [])
+            if row.perturbation not in kinds[row.perturbation.name]:
+                kinds[row.perturbation.name].append(row.perturbation)
+    for perturbations in kinds.values():
+        perturbations.sort(key=lambda p: p.severity())
+    written = {}
+    for metric in METRICS:
+        path = out_dir / f"robustness_{metric}.png"
+        with _panels(path, max(1, len(kinds))) as axes:
+            for ax, (name, perturbations) in zip(axes, kinds.items()):
+                labels = ["clean", *(p.spec.partition(":")[2] for p in perturbations)]
+                for k, model in enumerate(models):
+                    mine = {row.perturbation: row.metrics()[metric] for row in rows if row.model == model}
+                    values = [mine.get(p) for p in (None, *perturbations)]
+                    ax.plot(range(len(labels)), [np.nan if v is None else 100 * v for v in values],
+                            marker="o", color=_MODEL_COLOURS[k % len(_MODEL_COLOURS)], label=model,
+                            linewidth=1.8)
+                ax.set_xticks(range(len(labels)), labels)
+                ax.set_xlabel(perturbations[0].axis)
+                ax.set_title(name)
+                ax.set_ylim(-1, 101)
+                ax.grid(True, alpha=0.3)
+            axes[0].set_ylabel(f"{ROBUSTNESS_TITLES[metric]} (%)")
+            if kinds:
+                axes[0].legend(loc="lower left", fontsize="small")
+            else:
+                _say_in_axes(axes[0], "no perturbation")
+            axes[0].figure.suptitle(f"{ROBUSTNESS_TITLES[metric]}: test images perturbed, references clean")
+        written[metric] = path
+    return written

@@ -47,7 +47,7 @@ ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
 
 
 @contextlib.contextmanager
-def _no_progress(description: str, total: int):
+def no_progress(description: str, total: int):
     yield lambda n: None
 
 
@@ -106,7 +106,7 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
                   cache: EmbeddingCache | None = None, acceptance: float = DEFAULT_ACCEPTANCE,
                   threshold: float | None = None, rule: OpenSetRule | None = None,
                   refit_projection: bool = True,
-                  progress: ProgressFactory = _no_progress) -> BenchmarkRun:
+                  progress: ProgressFactory = no_progress) -> BenchmarkRun:
     """Run the whole protocol; ``threshold`` overrides the calibrated tau.
 
     ``rule`` scores the references (default: the one the weights recommend, else ``fang``).
