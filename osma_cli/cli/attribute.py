@@ -166,7 +166,6 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
     scorer = scorer_for(embedder, store)
     loaded = load_chained_detector(detector, model, embedder, device) if detect else None
 
-    records: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
     with contextlib.ExitStack() as stack:
         csv_writer = None
@@ -175,16 +174,15 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
                 open(csv_out, "w", newline="", encoding="utf-8"))
             csv_writer = output.CsvWriter(handle, csv_fields(top, detect))
 
+        sink = output.RecordSink(json_out=json_out, csv_writer=csv_writer, csv_to_stdout=csv_to_stdout,
+                                 csv_row=csv_row)
+        records = sink.records
+
         def emit(item) -> None:
             record = attribution_record(item, top, command, detect)
             record.update((extra or {}).get(item.path, {}))
             report(item)
-            if json_out:
-                output.write_json_line(record)
-            elif not csv_to_stdout:
-                records.append(record)
-            if csv_writer is not None:
-                csv_writer.write(csv_row(record))
+            sink.write(record)
 
         for folder, reason in unlisted:
             emit(FileAttribution(path=folder, attribution=None, error=reason))

@@ -97,7 +97,6 @@ def detect(
     loaded = load(detector, model, device)
     tau = loaded.detector.threshold if threshold is None else threshold
 
-    records: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
     with contextlib.ExitStack() as stack:
         csv_writer = None
@@ -106,15 +105,14 @@ def detect(
                 open(csv_out, "w", newline="", encoding="utf-8"))
             csv_writer = output.CsvWriter(handle, CSV_FIELDS)
 
+        sink = output.RecordSink(json_out=json_out, csv_writer=csv_writer, csv_to_stdout=csv_to_stdout,
+                                 csv_row=csv_row)
+        records = sink.records
+
         def emit(item) -> None:
             record = detection_record(item)
             report(item)
-            if json_out:
-                output.write_json_line(record)
-            elif not csv_to_stdout:
-                records.append(record)
-            if csv_writer is not None:
-                csv_writer.write(csv_row(record))
+            sink.write(record)
 
         for folder, reason in unlisted:
             emit(FileDetection(path=folder, detection=None, error=reason))

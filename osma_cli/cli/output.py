@@ -15,7 +15,7 @@ import json
 import math
 import os
 import sys
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -161,6 +161,27 @@ class CsvWriter:
     def write(self, row: dict) -> None:
         self.writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         self.stream.flush()
+
+
+class RecordSink:
+    """Where a command's per-file records go: JSON lines on stdout, or kept for the table (not
+    when the CSV goes to stdout), and the CSV when one is asked for; each record as it comes."""
+
+    def __init__(self, *, json_out: bool, csv_writer: CsvWriter | None, csv_to_stdout: bool,
+                 csv_row: Callable[[dict], dict]) -> None:
+        self.json_out = json_out
+        self.csv_writer = csv_writer
+        self.keep = not json_out and not csv_to_stdout
+        self.csv_row = csv_row
+        self.records: list[dict] = []
+
+    def write(self, record: dict) -> None:
+        if self.json_out:
+            write_json_line(record)
+        elif self.keep:
+            self.records.append(record)
+        if self.csv_writer is not None:
+            self.csv_writer.write(self.csv_row(record))
 
 
 def print_table(table: Table) -> None:
