@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
+from osma_cli.data.compression import is_compression_note
 from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.home import osma_home
 
@@ -133,7 +134,8 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
 
     The cache holds features; results are embeddings (the head applied) unless
     ``features_only=True``. Results come in input order. ``on_progress`` (if given) counts
-    cached files too.
+    cached files too. A damaged file (warnings other than the compression note) is never
+    stored, so that every run describes it again and its record says what is wrong with it.
     """
     if cache is None:
         yield from embedder.embed_files(paths, **options)
@@ -152,7 +154,7 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
                                      features_only=True, **options):
         original = missing[item.index]
         computed[original] = dataclasses.replace(item, index=original)
-        if item.ok and keys[original] is not None:
+        if item.ok and keys[original] is not None and not is_damaged(item):
             new_keys.append(keys[original])
             new_vectors.append(item.embedding)
     if new_keys:
@@ -163,6 +165,11 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     if not features_only:
         items = _with_head(embedder, items)
     yield from items
+
+
+def is_damaged(item: EmbeddedImage) -> bool:
+    """A file whose record carries damage warnings is not cached: a cache hit would lose them."""
+    return any(not is_compression_note(w) for w in item.warnings)
 
 
 def _with_head(embedder: Embedder, items: list[EmbeddedImage]) -> list[EmbeddedImage]:

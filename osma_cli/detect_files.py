@@ -9,7 +9,6 @@ an exception: a batch goes past bad files.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.data import DEFAULT_MAX_PIXELS
 from osma_cli.detection import Detection, Detector
+from osma_cli.data.compression import is_compression_note
 from osma_cli.regimes import file_jpeg_quality
 from osma_cli.detector_file import (DetectorMeta, check_descriptor, default_descriptor_path,
                                     default_detector_path, load_detector)
@@ -28,7 +28,6 @@ from osma_cli.home import shipped_dir
 
 CHUNK = 64
 """Files described per call to the cache (results stream chunk by chunk)."""
-_DESCRIPTOR_NOTE = re.compile(r"^JPEG \(quality about \d+\): this model is reliable only")
 
 
 class MissingDetectorError(OsmaError):
@@ -118,7 +117,7 @@ def detect_files(loaded: LoadedDetector, paths: Sequence[Path], *, threshold: fl
                       if good else [])
         by_index = {it.index: d for it, d in zip(good, detections)}
         for item in items:
-            warnings = [w for w in item.warnings if not _DESCRIPTOR_NOTE.match(w)]
+            warnings = [w for w in item.warnings if not is_compression_note(w)]
             if item.ok:
                 note = compression_warning(item.path, qualities)
                 warnings += [note] if note else []

@@ -115,3 +115,17 @@ def test_a_routed_benchmark_with_the_cache_equals_one_without(tmp_path: Path):
     direct = run_benchmark(embedder, split, options=options)
     assert cached.regime == direct.regime == "jpeg90"
     np.testing.assert_allclose(cached.scores, direct.scores, rtol=1e-6)
+
+
+def test_a_damaged_file_keeps_its_warning_on_every_run(tmp_path: Path, tiny_weights: Path):
+    """A cache hit has no decode, so a damaged file is never cached: its record says so each time."""
+    paths = write_images(tmp_path / "imgs", "checker", 2, seed=4)
+    damaged = tmp_path / "imgs" / "cut.png"
+    damaged.write_bytes(paths[0].read_bytes()[:-12])  # IEND cut off: decodes, with a warning
+    embedder = Embedder.from_file(tiny_weights, device="cpu")
+    cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="pad", folder=tmp_path / "cache")
+    for _ in range(2):
+        items = list(embed_with_cache(embedder, [*paths, damaged], cache, workers=0))
+        assert all(it.ok for it in items)
+        assert items[2].warnings and not items[0].warnings
+    assert len(cache) == 2

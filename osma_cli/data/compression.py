@@ -44,9 +44,16 @@ def jpeg_quality(image: Image.Image) -> int | None:
     return int(errors.argmin()) + 1
 
 
+NOTE_SUFFIX = "this model is reliable only on images compressed like its references (docs/descriptors.md)"
+
+
 def note_for(quality: int | None) -> str | None:
     """The warning a compression-sensitive model adds to a JPEG's record."""
     if quality is None:
         return None
-    return (f"JPEG (quality about {quality}): this model is reliable only on images compressed like "
-            "its references (docs/descriptors.md)")
+    return f"JPEG (quality about {quality}): {NOTE_SUFFIX}"
+
+
+def is_compression_note(warning: str) -> bool:
+    """Whether a record's warning is ``note_for``'s (about the model, not damage to the file)."""
+    return warning.startswith("JPEG (quality about ") and warning.endswith(NOTE_SUFFIX)
