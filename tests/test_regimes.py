@@ -258,6 +258,10 @@ def test_cli_train_build_enroll_calibrate_attribute_benchmark_with_regimes(tmp_p
     assert "jpeg90" in table.stdout and "per regime" in table.stdout
     info = invoke("info", "--model", model, "--refs", refs)
     assert "per regime" in info.stdout and "jpeg90" in info.stdout
+    assert invoke("refs", "remove", "stripesgan", "--refs", refs, "--yes").exit_code == EXIT_OK
+    after = load_store(refs)
+    assert all("stripesgan" not in single for single in after.stores.values())
+    assert all(single.history[-1]["event"] == "remove" for single in after.stores.values())
 
 
 def test_benchmark_of_a_model_with_regimes_runs_in_the_test_images_regime(tmp_path, tree):
