@@ -26,7 +26,7 @@ from osma_cli.classifier import require_embedding_model, save_classifier_thresho
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores,
                                   threshold_for_acceptance)
 from osma_cli.data import class_folders
-from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions, embed_all
+from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,

@@ -25,7 +25,8 @@ import numpy as np
 from osma_cli.errors import ReferenceStoreError, UsageError
 from osma_cli.references import ReferenceStore
 from osma_cli.rules.base import ScoredBatch
-from osma_cli.rules.fang import MIN_SIGMA, l2_distances, normalized_distances, score_embeddings
+# Fang's rule's functions are re-exported here: attribution's callers use them as its API.
+from osma_cli.rules.fang import MIN_SIGMA, l2_distances, normalized_distances, score_embeddings  # noqa: F401
 
 UNKNOWN = "unknown"
 

@@ -121,12 +121,13 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
     regimes = regimes_for(config.jpeg_regimes)
     progress = shared_progress(on_progress, len(regimes))
     projections: dict[str, Projection] = {}
+    failures_of: dict[str, list[EmbeddedImage]] = {}
     for regime in regimes:
-        features, labels, classes, regime_failures = describe_folders(
+        features, labels, classes, failures_of[regime.name] = describe_folders(
             embedder.for_regime(regime), config.data, batch_size=config.batch_size, workers=config.workers,
             use_cache=config.use_cache, on_progress=progress)
-        failures = regime_failures if regime == LOSSLESS else failures
         projections[regime.name] = fit_projection(features, labels, **config.projection)
+    failures = failures_of[LOSSLESS.name]  # the same files fail in every regime: reported once
     projection = projections[LOSSLESS.name]
     widths = {p.output_dim for p in projections.values()}
     if len(widths) > 1:
