@@ -28,7 +28,8 @@ NOISE = -1
 def cluster_embeddings(embeddings: np.ndarray, min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE) -> np.ndarray:
     """HDBSCAN labels (0..k-1, ordered by cluster size, largest first; -1: noise) for (N, D) vectors.
 
-    Fewer points than ``min_cluster_size`` cannot form a cluster: all noise, without asking HDBSCAN
+    One dense group is one cluster (``allow_single_cluster``): the unknowns may all come from
+    a single new generator. Fewer points than ``min_cluster_size`` cannot form a cluster: all noise, without asking HDBSCAN
     (which refuses too few samples).
     """
     from sklearn.cluster import HDBSCAN
@@ -36,7 +37,8 @@ def cluster_embeddings(embeddings: np.ndarray, min_cluster_size: int = DEFAULT_M
     n = len(embeddings)
     if n < max(2, min_cluster_size):
         return np.full(n, NOISE, dtype=int)
-    raw = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(np.asarray(embeddings, np.float64))
+    clusterer = HDBSCAN(min_cluster_size=min_cluster_size, allow_single_cluster=True, copy=True)
+    raw = clusterer.fit_predict(np.asarray(embeddings, np.float64))
     found = [label for label in np.unique(raw) if label != NOISE]
     order = sorted(found, key=lambda label: (-int((raw == label).sum()), int(np.flatnonzero(raw == label)[0])))
     labels = np.full(n, NOISE, dtype=int)

@@ -29,6 +29,11 @@ def test_two_blobs_and_noise_give_two_clusters_largest_first():
     assert (labels[truth == NOISE] == NOISE).all()
 
 
+def test_one_blob_is_one_cluster():
+    points = np.random.default_rng(4).normal(0, 0.3, (12, 8))
+    assert (cluster_embeddings(points, min_cluster_size=5) == 0).all()
+
+
 def test_too_few_points_are_noise_and_empty_input_is_no_cluster():
     assert cluster_embeddings(np.zeros((0, 4)), 5).shape == (0,)
     assert (cluster_embeddings(np.ones((3, 4)), 5) == NOISE).all()
@@ -96,3 +101,35 @@ def test_all_known_and_no_files_give_no_clusters(tiny_weights: Path, image_tree:
     assert (known.n_files, known.n_unknown, known.clusters, known.unclustered) == (10, 0, [], [])
     empty = discover_files(embedder, store, [], threshold=1e9, options=EmbedOptions(workers=0))
     assert (empty.n_files, empty.clusters, empty.failures) == (0, [], [])
+
+
+def test_a_routed_model_clusters_each_regime_in_its_own_space(tmp_path: Path):
+    from osma_cli.api import build_references
+    from osma_cli.discovery import discover_files
+    from osma_cli.embed import EmbedOptions, Embedder, embed_all
+    from osma_cli.regimes import LOSSLESS, Regime
+    from tests.conftest import pattern_image
+    from tests.test_regimes import routed_model, write
+
+    embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
+    options = EmbedOptions(workers=0)
+    rng = np.random.default_rng(5)
+    for kind in ("checker", "smooth"):
+        for i in range(5):
+            write(tmp_path / "train" / f"{kind}gan" / f"{i}.png", pattern_image(kind, rng, 48))
+    store = build_references(embedder, tmp_path / "train", options=options).store
+    paths = ([write(tmp_path / "new" / f"{i}.png", pattern_image("stripes", rng, 48)) for i in range(6)]
+             + [write(tmp_path / "new" / f"{i}.jpg", pattern_image("stripes", rng, 48), quality=90)
+                for i in range(6)])
+    found = discover_files(embedder, store, paths, threshold={name: 1e-9 for name in store.stores},
+                           min_cluster_size=3, options=options)
+    assert found.n_unknown == 12 and found.clusters
+    assert sorted([f for c in found.clusters for f in c.files] + found.unclustered) == sorted(paths)
+    regimes = {"lossless": LOSSLESS, "jpeg90": Regime(90)}
+    for cluster in found.clusters:
+        assert {f.suffix for f in cluster.files} == {".png" if cluster.regime == "lossless" else ".jpg"}
+        single = store.store_for(regimes[cluster.regime])
+        vectors, _ = embed_all(embedder.for_regime(regimes[cluster.regime]), list(cluster.files), workers=0)
+        direct = np.linalg.norm(vectors.mean(axis=0) - single.centroids(), axis=1)
+        assert cluster.nearest == single.names[int(direct.argmin())]
+        assert np.isclose(cluster.distance, direct.min(), rtol=1e-5)
