@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
 from osma_cli.attribution import UNKNOWN
 from osma_cli.embed import Embedder, EmbedOptions
+from osma_cli.references import ReferenceStore
 from osma_cli.regime_store import AnyStore, RegimeStores
+
+if TYPE_CHECKING:
+    from osma_cli.api import FileAttribution
 
 DEFAULT_MIN_CLUSTER_SIZE = 5
 NOISE = -1
@@ -81,11 +85,11 @@ class Discovery:
     unclustered: list[Path] = field(default_factory=list)
     n_files: int = 0
     n_unknown: int = 0
-    failures: list = field(default_factory=list)
+    failures: list["FileAttribution"] = field(default_factory=list)
     """``FileAttribution``s without an attribution (unreadable, or skipped on purpose)."""
 
 
-def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store, *, regime: str | None,
+def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store: ReferenceStore, *, regime: str | None,
                    min_cluster_size: int, first_id: int = 0) -> tuple[list[Cluster], list[Path]]:
     """Clusters (ids from ``first_id``) and unclustered files of one space's unknowns."""
     labels = cluster_embeddings(embeddings, min_cluster_size)
@@ -105,7 +109,8 @@ def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store, *, regi
 def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *,
                    threshold: float | Mapping[str, float],
                    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
-                   options: EmbedOptions = EmbedOptions(), on_progress=None) -> Discovery:
+                   options: EmbedOptions = EmbedOptions(),
+                   on_progress: Callable[[int], None] | None = None) -> Discovery:
     """Attribute ``paths``, then cluster the unknowns' embeddings, per regime.
 
     The unknowns are embedded a second time (``attribute_files`` streams its verdicts and
