@@ -10,7 +10,7 @@ from typing import Annotated, Callable
 
 import typer
 
-from osma_cli.cli import attribute, demo, detect, evaluate, info, references, train
+from osma_cli.cli import attribute, demo, detect, discover, evaluate, info, references, train
 from osma_cli.cli.boundary import handle_errors
 from osma_cli.cli.options import HELP_SETTINGS, Command, Group
 from osma_cli.cli.zoo import zoo_app
@@ -47,6 +47,7 @@ def main_options(version: Annotated[bool, typer.Option(
 
 command(app, "attribute", attribute.attribute)
 command(app, "detect", detect.detect)
+command(app, "discover", discover.discover)
 command(app, "build", references.build)
 command(app, "enroll", references.enroll)
 command(app, "calibrate", evaluate.calibrate)

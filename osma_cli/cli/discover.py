@@ -1,0 +1,135 @@
+"""``osma discover``: group the images rejected as unknown, perhaps a few new generators."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from osma_cli.cli import output
+from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
+                                  RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
+from osma_cli.cli.paths import list_image_inputs
+from osma_cli.cli.session import embed_options, load_embedder, refs_path
+from osma_cli.discovery import DEFAULT_MIN_CLUSTER_SIZE, Discovery
+from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+
+COMMAND = "discover"
+EXAMPLES = 3
+
+
+def discover(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).",
+                                                exists=True, show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Folder for clusters.json and one contact sheet per cluster (cluster-ID.png).",
+        file_okay=False, show_default=False)] = None,
+    min_cluster_size: Annotated[int, typer.Option(
+        "--min-cluster-size", min=2, help="Fewest images HDBSCAN calls a cluster.")] = DEFAULT_MIN_CLUSTER_SIZE,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", help="Override tau (as for `osma attribute`): images scoring at or above it are unknown.",
+        show_default=False, callback=finite_threshold)] = None,
+    json_out: JsonOpt = False,
+    model: ModelOpt = None,
+    refs: RefsOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    crops: CropsOpt = 1,
+    small: SmallOpt = "pad",
+    max_pixels: MaxPixelsOpt = None,
+) -> None:
+    """Group the images the store calls unknown: clusters of look-alikes may be new generators.
+
+    Attributes the images as `osma attribute` does, clusters the unknowns' embeddings with
+    HDBSCAN (per JPEG regime for a model with regimes) and shows each cluster's size, its
+    nearest known generator with the distance of the cluster's mean to that generator's
+    centroid, and a few of its files. Exit code 0 when every file was processed, 3 when some
+    could not be read (each is reported), 2 for usage errors. See docs/discovery.md.
+    """
+    from osma_cli.attribution import resolve_threshold
+    from osma_cli.classifier import require_embedding_model
+    from osma_cli.discovery import discover_files
+    from osma_cli.regime_store import load_store
+
+    options = embed_options(crops, batch_size, workers, small, max_pixels)
+    files, unlisted = list_image_inputs(paths)
+    if not files and not unlisted:
+        raise UsageError("no image files found in " + ", ".join(output.path_text(p) for p in paths),
+                         hint="pass image files or folders holding .jpg/.png/... images")
+    embedder = load_embedder(model, device)
+    require_embedding_model(embedder.meta, "group unknown images")
+    store_file = refs_path(refs, write=False, model=model)
+    store = load_store(store_file)
+    store.check_weights(embedder.meta, store_path=store_file)
+    with output.progress_bar("attributing", len(files), enabled=len(files) > 1) as advance:
+        found = discover_files(embedder, store, files, threshold=resolve_threshold(store, threshold),
+                               min_cluster_size=min_cluster_size, options=options, on_progress=advance)
+    unreadable = report_failures(found, unlisted)
+    data = clusters_record(found, min_cluster_size)
+    if out is not None:
+        write_outputs(out, found, data)
+    if json_out:
+        output.write_json(data)
+    else:
+        render(found)
+    if unreadable:
+        output.stderr.print(f"{unreadable} of {len(files) + len(unlisted)} inputs could not be read.")
+        raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
+    raise typer.Exit(EXIT_OK)
+
+
+def report_failures(found: Discovery, unlisted: list[tuple[Path, str]]) -> int:
+    """Each file that was not attributed, and each folder that could not be listed, on stderr;
+    returns how many were unreadable (files skipped on purpose are noted, not counted)."""
+    for folder, reason in unlisted:
+        output.file_problem(folder, reason)
+    unreadable = len(unlisted)
+    for item in found.failures:
+        if item.skipped:
+            output.file_problem(item.path, item.error or "skipped", level="note")
+        else:
+            unreadable += 1
+            output.file_problem(item.path, f"{item.error} (not attributed)")
+    return unreadable
+
+
+def clusters_record(found: Discovery, min_cluster_size: int) -> dict:
+    """The clusters as one JSON record (``--json``, and clusters.json under ``--out``)."""
+    return output.record(COMMAND, {
+        "min_cluster_size": min_cluster_size, "n_files": found.n_files, "n_unknown": found.n_unknown,
+        "clusters": [{"id": c.id, "regime": c.regime, "size": c.size, "nearest": c.nearest,
+                      "distance": output.finite_or_none(c.distance),
+                      "files": [output.path_text(f) for f in c.files]} for c in found.clusters],
+        "unclustered": [output.path_text(f) for f in found.unclustered],
+        "failures": [{"path": output.path_text(item.path), "error": item.error, "skipped": item.skipped}
+                     for item in found.failures]})
+
+
+def write_outputs(out: Path, found: Discovery, data: dict) -> None:
+    """One contact sheet per cluster and clusters.json in ``out``, each written atomically."""
+    from osma_cli.atomic import atomic_write_bytes
+    from osma_cli.contact_sheet import write_contact_sheet
+
+    for cluster in found.clusters:
+        write_contact_sheet(out / f"cluster-{cluster.id}.png", cluster.files)
+    atomic_write_bytes(out / "clusters.json", (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    output.note(f"wrote clusters.json and {len(found.clusters)} contact sheet(s) in {output.path_text(out)}")
+
+
+def render(found: Discovery) -> None:
+    """A row per cluster, and how many unknowns fell in none."""
+    routed = any(c.regime for c in found.clusters)
+    columns = ["cluster", "size"] + (["regime"] if routed else []) + ["nearest known", "distance", "files"]
+    rows = [[c.id, c.size] + ([c.regime or ""] if routed else [])
+            + [c.nearest, f"{c.distance:.3f}", ", ".join(f.name for f in c.files[:EXAMPLES])
+               + (", ..." if c.size > EXAMPLES else "")]
+            for c in found.clusters]
+    title = (f"{found.n_unknown} of {found.n_files} images unknown; {len(found.clusters)} cluster(s), "
+             f"{len(found.unclustered)} unclustered")
+    if rows:
+        output.print_table(output.simple_table(title, columns, rows))
+    else:
+        typer.echo(title)
