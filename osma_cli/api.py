@@ -314,6 +314,8 @@ class FileAttribution:
     """Left out on purpose (``small="skip"``; ``error`` says why), not unreadable."""
     regime: str | None = None
     """The compression regime it was scored in, for a model with JPEG regimes (``osma_cli.regimes``)."""
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The vector it was scored with (in its regime's space), for callers that go on from it."""
     detection: "Detection | None" = None
     """The zero-shot detector's verdict, when attribution was chained after it (``attribute_detected``)."""
 
@@ -373,7 +375,8 @@ def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[
                                              threshold=threshold, top_k=top_k) if good else [])
         for item in chunk:
             if item.ok:
-                yield FileAttribution(path=item.path, attribution=next(verdicts), warnings=item.warnings)
+                yield FileAttribution(path=item.path, attribution=next(verdicts), warnings=item.warnings,
+                                      embedding=item.embedding)
             else:
                 yield FileAttribution(path=item.path, attribution=None, error=item.error,
                                       warnings=item.warnings, skipped=item.skipped)

@@ -111,37 +111,26 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
                    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
                    options: EmbedOptions = EmbedOptions(),
                    on_progress: Callable[[int], None] | None = None) -> Discovery:
-    """Attribute ``paths``, then cluster the unknowns' embeddings, per regime.
-
-    The unknowns are embedded a second time (``attribute_files`` streams its verdicts and
-    keeps no vectors); only they are, so the cost is at most twice one attribution pass.
-    """
-    from osma_cli.api import FileAttribution, attribute_files
+    """Attribute ``paths``, then cluster the unknowns' embeddings (those they were scored with), per regime."""
+    from osma_cli.api import attribute_files
     from osma_cli.classifier import require_embedding_model
 
     require_embedding_model(embedder.meta, "group unknown images")
     result = Discovery()
-    unknown: dict[str | None, list[Path]] = {}
+    unknown: dict[str | None, list] = {}
     for item in attribute_files(embedder, store, paths, threshold=threshold, options=options,
                                 on_progress=on_progress):
         result.n_files += 1
         if item.attribution is None:
             result.failures.append(item)
         elif item.verdict == UNKNOWN:
-            unknown.setdefault(item.regime, []).append(item.path)
-    result.n_unknown = sum(len(files) for files in unknown.values())
+            unknown.setdefault(item.regime, []).append(item)
+    result.n_unknown = sum(len(items) for items in unknown.values())
     regimes = {regime.name: regime for regime in embedder.regimes}
-    for name, files in unknown.items():
-        member = embedder if name is None else embedder.for_regime(regimes[name])
+    for name, items in unknown.items():
         single = store.store_for(regimes[name]) if isinstance(store, RegimeStores) else store
-        embedded = list(member.embed_files(files, **options.kwargs()))
-        good = [item for item in embedded if item.ok]
-        result.failures += [FileAttribution(path=item.path, attribution=None, error=item.error,
-                                            warnings=item.warnings, skipped=item.skipped, regime=name)
-                            for item in embedded if not item.ok]
-        embeddings = (np.stack([item.embedding for item in good]) if good
-                      else np.zeros((0, member.embedding_dim)))
-        clusters, rest = group_unknowns(embeddings, [item.path for item in good], single, regime=name,
+        embeddings = np.stack([item.embedding for item in items])
+        clusters, rest = group_unknowns(embeddings, [item.path for item in items], single, regime=name,
                                         min_cluster_size=min_cluster_size, first_id=len(result.clusters))
         result.clusters += clusters
         result.unclustered += rest
