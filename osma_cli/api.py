@@ -31,13 +31,13 @@ from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, Usag
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
                                  now_iso, open_store_for_update)
-from osma_cli.detection import REAL, Detection
 from osma_cli.regime_store import AnyStore, RegimeStores, each_store, load_store
 from osma_cli.regimes import route_file
 from osma_cli.rules import OpenSetRule
 
 if TYPE_CHECKING:
     from osma_cli.detect_files import LoadedDetector
+    from osma_cli.detection import Detection
 
 ProgressCallback = Callable[[int], None]
 
@@ -324,8 +324,11 @@ class FileAttribution:
         """The answer: ``real`` when the detector says so, else the attribution's (None: not attributed)."""
         if self.attribution is None:
             return None
-        if self.detection is not None and self.detection.verdict == REAL:
-            return REAL
+        if self.detection is not None:
+            from osma_cli.detection import REAL  # loaded already: the detection came from it
+
+            if self.detection.verdict == REAL:
+                return REAL
         return self.attribution.verdict
 
 
