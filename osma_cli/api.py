@@ -12,8 +12,8 @@ a classifier with the reason (``osma_cli.classifier``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
@@ -26,6 +26,7 @@ from osma_cli.classifier import require_embedding_model, save_classifier_thresho
 from osma_cli.calibration import (DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores,
                                   threshold_for_acceptance)
 from osma_cli.data import class_folders
+from osma_cli.data.files import file_sha256
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.home import refuse_shipped
@@ -41,19 +42,6 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[int], None]
 
-HASH_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path | str) -> str | None:
-    """sha256 of a file's bytes, streamed (provenance); None when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -356,22 +344,33 @@ def scorer_for(embedder: Embedder, store: AnyStore | None = None) -> Scorer:
     return ReferenceScorer(store)
 
 
+CACHED_CHUNK = 1024
+"""Files looked up in the embedding cache at a time when attributing through it."""
+
+
 def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
                     threshold: float | Mapping[str, float], top_k: int = 1,
-                    options: EmbedOptions = EmbedOptions(),
+                    options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
+                    cached_only: bool = False,
                     on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
     """Attribute files in order, streaming: bounded memory for any number of files.
 
     ``store`` is the reference store of an embedding model, None for a classifier. With
     JPEG regimes (``RegimeStores``), each file is scored in the regime of its compression
-    and ``threshold`` maps each regime's name to its tau.
+    and ``threshold`` maps each regime's name to its tau. With ``cache`` (``osma_cli.cache``),
+    features computed before are reused and new ones kept, so re-scoring after an enrolment
+    or with another tau describes nothing again; ``cached_only`` decodes nothing at all, and a
+    file the cache lacks is a failure that says so.
     """
     if isinstance(store, RegimeStores):
         yield from _attribute_routed(embedder, store, paths, thresholds=threshold, top_k=top_k,
-                                     options=options, on_progress=on_progress)
+                                     options=options, cache=cache, cached_only=cached_only,
+                                     on_progress=on_progress)
         return
     scorer = scorer_for(embedder, store)
-    stream = embedder.embed_files(paths, on_progress=on_progress, **options.kwargs())
+    stream = (embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()) if cache is None else
+              _through_cache(embedder, paths, cache, cached_only=cached_only, options=options,
+                             on_progress=on_progress))
     while chunk := list(itertools.islice(stream, max(1, options.batch_size))):
         good = [it for it in chunk if it.ok]
         verdicts = iter(attribute_embeddings(np.stack([it.embedding for it in good]), scorer,
@@ -385,9 +384,33 @@ def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[
                                       warnings=item.warnings, skipped=item.skipped)
 
 
+def batch_granule(embedder: Embedder, options: EmbedOptions, cache: EmbeddingCache | None = None) -> int:
+    """A run of ``attribute_files`` started at a multiple of this many files forms the same batches
+    (and chunks) as one started at the first file, from there on.
+
+    Floating-point results can depend on which images share a batch (a convolution's algorithm
+    is picked per batch shape), so a resumed run restarts at such a multiple to give exactly the
+    records of one uninterrupted run (``results_file``).
+    """
+    granule = max(1, options.batch_size)
+    if embedder.is_routed:
+        granule = math.lcm(granule, ROUTED_CHUNK)
+    if cache is not None:
+        granule = math.lcm(granule, CACHED_CHUNK)
+    return granule
+
+
+def _through_cache(embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCache, *, cached_only: bool,
+                   options: EmbedOptions, on_progress: ProgressCallback | None) -> Iterator[EmbeddedImage]:
+    """``embed_with_cache`` a chunk of files at a time: one cache lookup per chunk, bounded memory."""
+    for start in range(0, len(paths), CACHED_CHUNK):
+        yield from embed_with_cache(embedder, list(paths[start:start + CACHED_CHUNK]), cache,
+                                    cached_only=cached_only, on_progress=on_progress, **options.kwargs())
+
+
 def attribute_detected(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
                        detector: "LoadedDetector", threshold: float | Mapping[str, float], top_k: int = 1,
-                       options: EmbedOptions = EmbedOptions(),
+                       options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
                        on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
     """``attribute_files`` chained after the zero-shot detector (``osma detect``).
 
@@ -400,7 +423,7 @@ def attribute_detected(embedder: Embedder, store: AnyStore | None, paths: Sequen
     detections = detect_files(detector, paths, batch_size=options.batch_size, workers=options.workers,
                               max_pixels=options.max_pixels)
     attributions = attribute_files(embedder, store, paths, threshold=threshold, top_k=top_k, options=options,
-                                   on_progress=on_progress)
+                                   cache=cache, on_progress=on_progress)
     for attribution, detection in zip(attributions, detections):
         extra = tuple(w for w in detection.warnings if w not in attribution.warnings)
         yield dataclasses.replace(attribution, detection=detection.detection, warnings=attribution.warnings + extra)
@@ -412,6 +435,7 @@ ROUTED_CHUNK = 256
 
 def _attribute_routed(embedder: Embedder, store: RegimeStores, paths: Sequence[Path], *,
                       thresholds: Mapping[str, float], top_k: int, options: EmbedOptions,
+                      cache: EmbeddingCache | None, cached_only: bool,
                       on_progress: ProgressCallback | None) -> Iterator[FileAttribution]:
     """``attribute_files`` for a model with regimes: route each file by its header, keep the order."""
     members = {regime.name: embedder.for_regime(regime) for regime in embedder.regimes}
@@ -425,8 +449,8 @@ def _attribute_routed(embedder: Embedder, store: RegimeStores, paths: Sequence[P
             if not mine:
                 continue
             items = attribute_files(member, store.store_for(regimes[name]), [chunk[i] for i in mine],
-                                    threshold=thresholds[name], top_k=top_k, options=options,
-                                    on_progress=on_progress)
+                                    threshold=thresholds[name], top_k=top_k, options=options, cache=cache,
+                                    cached_only=cached_only, on_progress=on_progress)
             for i, item in zip(mine, items):
                 note = routed[i][1]
                 results[i] = dataclasses.replace(item, regime=name,

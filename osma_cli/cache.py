@@ -25,9 +25,10 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
-from osma_cli.data.compression import is_compression_note
+from osma_cli.data.compression import is_compression_note, note_for
 from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.home import osma_home
+from osma_cli.regimes import file_jpeg_quality
 
 KEY_BYTES = 64  # hex sha256: numpy's fixed-width bytes would strip a trailing NUL of a raw digest
 
@@ -59,6 +60,7 @@ class EmbeddingCache:
         self.feature_identity = feature_identity
         self.policy = policy
         self.index: dict[bytes, int] = {}
+        self._served: dict[str, EmbeddingCache] = {}
         self._load_index()
 
     @classmethod
@@ -74,8 +76,11 @@ class EmbeddingCache:
         """This cache, or the one of ``embedder``'s features under the same crop policy and folder."""
         if self.feature_identity is None or self.policy is None or self.feature_identity == embedder.feature_identity:
             return self
-        n_crops, small = self.policy
-        return EmbeddingCache.for_embedder(embedder, n_crops=n_crops, small=small, folder=self.path.parent)
+        if embedder.feature_identity not in self._served:  # its index is read once, not once per chunk of files
+            n_crops, small = self.policy
+            self._served[embedder.feature_identity] = EmbeddingCache.for_embedder(
+                embedder, n_crops=n_crops, small=small, folder=self.path.parent)
+        return self._served[embedder.feature_identity]
 
     def _load_index(self) -> None:
         if not self.path.exists():
@@ -128,14 +133,20 @@ class EmbeddingCache:
         self.index = {bytes(k): i for i, k in enumerate(stored)}
 
 
+NOT_CACHED = "not in the embedding cache (--from-cache reads no image: run once with --cache to fill it)"
+
+
 def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCache | None,
-                     **options) -> Iterator[EmbeddedImage]:
+                     *, cached_only: bool = False, **options) -> Iterator[EmbeddedImage]:
     """Like ``Embedder.embed_files`` but serving what the cache has and storing the rest.
 
     The cache holds features; results are embeddings (the head applied) unless
     ``features_only=True``. Results come in input order. ``on_progress`` (if given) counts
     cached files too. A damaged file (warnings other than the compression note) is never
     stored, so that every run describes it again and its record says what is wrong with it.
+    A hit carries the compression note an uncached run would give it (read from the file's
+    header), so records are the same with or without the cache. ``cached_only``: decode
+    nothing; a file the cache lacks is a failure saying so (``NOT_CACHED``).
     """
     if cache is None:
         yield from embedder.embed_files(paths, **options)
@@ -149,6 +160,11 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
         on_progress(len(hits))
     missing = [i for i in range(len(paths)) if i not in hits]
     computed: dict[int, EmbeddedImage] = {}
+    if cached_only:
+        computed = {i: EmbeddedImage(index=i, path=Path(paths[i]), embedding=None, error=NOT_CACHED) for i in missing}
+        if on_progress is not None and missing:
+            on_progress(len(missing))
+        missing = []
     new_keys, new_vectors = [], []
     for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress,
                                      features_only=True, **options):
@@ -160,11 +176,17 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     if new_keys:
         cache.add(new_keys, np.stack(new_vectors))
 
-    items = [EmbeddedImage(index=i, path=Path(path), embedding=hits[i]) if i in hits else computed[i]
+    items = [_hit(embedder, i, Path(path), hits[i]) if i in hits else computed[i]
              for i, path in enumerate(paths)]
     if not features_only:
         items = _with_head(embedder, items)
     yield from items
+
+
+def _hit(embedder: Embedder, index: int, path: Path, features: np.ndarray) -> EmbeddedImage:
+    """A cached file's item, with the compression note its decoding would have given."""
+    note = note_for(file_jpeg_quality(path)) if embedder.notes_compression else None
+    return EmbeddedImage(index=index, path=path, embedding=features, warnings=(note,) if note else ())
 
 
 def is_damaged(item: EmbeddedImage) -> bool:

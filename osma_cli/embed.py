@@ -166,6 +166,12 @@ class Embedder:
         """Width of the cached stage: the embedding, or a descriptor's raw self-description."""
         return self.model.raw_dim if self.is_descriptor else self.embedding_dim
 
+    @property
+    def notes_compression(self) -> bool:
+        """Whether a JPEG's record gets a note that this model's verdicts depend on compression:
+        a compression-sensitive model with no regimes to route it to (``data.compression.note_for``)."""
+        return self.policy.compression_sensitive and len(self.model_regimes) == 1
+
     def small_policy(self, requested: str) -> str:
         """The model's own small-image policy where it has one (``skip`` is always honoured)."""
         if self.policy.small is None or requested == "skip":
@@ -228,7 +234,7 @@ class Embedder:
         policy = self.small_policy(small)
         dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=policy, max_pixels=max_pixels,
                                    min_size=self.model.min_input_size if policy == "keep" else 1,
-                                   note_compression=self.policy.compression_sensitive and len(self.model_regimes) == 1,
+                                   note_compression=self.notes_compression,
                                    reencode_quality=self.regime.jpeg_quality)
         loader = crop_loader(dataset, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers,

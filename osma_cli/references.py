@@ -43,6 +43,7 @@ refuses an inconsistent store, naming the generator, rather than scoring with it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import re
@@ -213,6 +214,24 @@ class ReferenceStore:
 
     def sigmas(self) -> np.ndarray:
         return np.array([g.sigma for g in self.generators.values()], dtype=np.float64)
+
+    def content_identity(self) -> str:
+        """sha256 of what decides a verdict: the weights, the rule, tau and each generator's statistics.
+
+        Not the history or the timestamps: a store re-saved unchanged keeps its identity, and any
+        enrolment, removal or new tau changes it. Results files record it (``results_file``), so
+        that a run is never resumed against other references.
+        """
+        digest = hashlib.sha256()
+        head = {"weights": self.weights_sha256, "rule": self.rule.spec(),
+                "tau": None if self.threshold is None else self.threshold.value}
+        digest.update(json.dumps(head, sort_keys=True).encode("utf-8"))
+        for name, ref in self.generators.items():
+            digest.update(json.dumps([name, ref.count, float(ref.sq_norm_sum)]).encode("utf-8"))
+            for array in (ref.vector_sum, ref.second_moment, ref.vectors):
+                if array is not None:
+                    digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        return digest.hexdigest()
 
     def check_weights(self, meta, *, store_path: Path | str | None = None) -> None:
         """Refuse to compare embeddings from other weights than the store's."""

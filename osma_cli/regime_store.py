@@ -15,6 +15,7 @@ never disagree on which generators are enrolled.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -167,3 +168,13 @@ def store_for_weights(meta, rule: OpenSetRule | None = None) -> AnyStore:
 def each_store(store: AnyStore) -> list[ReferenceStore]:
     """The single stores a store is made of (itself, or one per regime)."""
     return list(store.stores.values()) if isinstance(store, RegimeStores) else [store]
+
+
+def store_identity(store: AnyStore) -> str:
+    """sha256 of every regime's ``ReferenceStore.content_identity``, in the model's regime order."""
+    if isinstance(store, ReferenceStore):
+        return store.content_identity()
+    digest = hashlib.sha256()
+    for name, single in store.stores.items():
+        digest.update(f"{name}\0{single.content_identity()}\0".encode("utf-8"))
+    return digest.hexdigest()

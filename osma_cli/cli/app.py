@@ -10,7 +10,7 @@ from typing import Annotated, Callable
 
 import typer
 
-from osma_cli.cli import attribute, demo, detect, discover, evaluate, info, references, train
+from osma_cli.cli import attribute, demo, detect, discover, evaluate, info, merge, references, train
 from osma_cli.cli.boundary import handle_errors
 from osma_cli.cli.options import HELP_SETTINGS, Command, Group
 from osma_cli.cli.zoo import zoo_app
@@ -46,6 +46,7 @@ def main_options(version: Annotated[bool, typer.Option(
     pass
 
 command(app, "attribute", attribute.attribute)
+command(app, "merge", merge.merge)
 command(app, "detect", detect.detect)
 command(app, "discover", discover.discover)
 command(app, "build", references.build)

@@ -165,17 +165,21 @@ class CsvWriter:
 
 class RecordSink:
     """Where a command's per-file records go: JSON lines on stdout, or kept for the table (not
-    when the CSV goes to stdout), and the CSV when one is asked for; each record as it comes."""
+    when the CSV goes to stdout, nor with a results file, whose runs may be of any length),
+    the CSV when one is asked for, and the results file (``--out``); each record as it comes."""
 
     def __init__(self, *, json_out: bool, csv_writer: CsvWriter | None, csv_to_stdout: bool,
-                 csv_row: Callable[[dict], dict]) -> None:
+                 csv_row: Callable[[dict], dict], results: Any = None) -> None:
         self.json_out = json_out
         self.csv_writer = csv_writer
-        self.keep = not json_out and not csv_to_stdout
+        self.results = results
+        self.keep = not json_out and not csv_to_stdout and results is None
         self.csv_row = csv_row
         self.records: list[dict] = []
 
     def write(self, record: dict) -> None:
+        if self.results is not None:
+            self.results.append(record)
         if self.json_out:
             write_json_line(record)
         elif self.keep:

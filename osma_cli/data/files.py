@@ -6,6 +6,7 @@ input is reported once, in one way, by ``load_rgb``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -16,6 +17,20 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
 )
 """Suffixes (compared in lower case) of the files taken from a folder walk."""
+
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path | str) -> str | None:
+    """sha256 of a file's bytes, streamed (provenance, ``--hash``); None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 ListingErrorHandler = Callable[[Path, str], None]
 """Told (folder, reason) for a folder that cannot be listed, when the walk is to go on."""

@@ -76,7 +76,11 @@ def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Pat
     assert len(records) == 10
     for r in records:
         assert set(r) == {"schema", "command", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
-                          "threshold", "margin", "error", "warnings", "regime", "top"}
+                          "threshold", "margin", "error", "warnings", "regime", "top", "file_id", "model",
+                          "references", "settings"}
+        st = Path(r["path"]).stat()
+        assert r["file_id"] == f"stat:{st.st_size}:{st.st_mtime_ns}"
+        assert len(r["model"]) == len(r["references"]) == len(r["settings"]) == 16
         assert r["schema"] == 1 and r["command"] == "attribute" and r["path_bytes_b64"] is None and r["warnings"] == []
         assert r["status"] == "ok" and r["error"] is None
         assert r["candidate"] in ("checkergan", "smoothgan")
