@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, TypeVar
 
 from osma_cli.errors import UsageError
