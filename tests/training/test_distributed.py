@@ -55,22 +55,24 @@ def null_directions(model: nn.Module) -> set[str]:
     return names
 
 
-def train_state(ctx: DistContext, batch_size: int) -> dict[str, torch.Tensor]:
+def train_state(ctx: DistContext, batch_size: int, *, mixed_precision: bool = True) -> dict[str, torch.Tensor]:
     model, loss = new_parts()
     data = PatternCrops(n_per_class=8, seed=SEED)
     fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-        schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=EPOCHS, batch_size=batch_size, seed=SEED),
+        schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=EPOCHS, batch_size=batch_size, seed=SEED,
+                                                             mixed_precision=mixed_precision),
         ctx=ctx)
-    return {**{f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()},
-            "proxies": loss.proxies.detach().clone()}
+    return {**{f"model.{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            "proxies": loss.proxies.detach().to("cpu", copy=True)}
 
 
-def _worker(rank: int, world: int, port: int, out: str, batch_size: int) -> None:
+def _worker(rank: int, world: int, port: int, out: str, batch_size: int, device: str = "cpu") -> None:
+    """One process of ``world``, as torchrun starts it (NCCL on ``device="cuda"``, in float32)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    with distributed("cpu") as ctx:
-        save_file(train_state(ctx, batch_size), f"{out}/rank{rank}.safetensors")
+    with distributed(device) as ctx:
+        save_file(train_state(ctx, batch_size, mixed_precision=False), f"{out}/rank{rank}.safetensors")
 
 
 def assert_close_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, prefix: str = "") -> None:
