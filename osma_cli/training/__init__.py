@@ -7,6 +7,8 @@
 - ``checkpoint``: the training state for ``--resume`` (safetensors + JSON, never pickle);
 - ``loop``: the epoch loop both trainings share (devices, mixed precision, DDP under torchrun,
   the constraint after each step, validation, best-network keeping, checkpoints);
+- ``sync_bn``: batch normalisation with statistics pooled over the processes under torchrun,
+  so that ``w`` processes train the model one process trains (Gloo and NCCL alike);
 - ``metric``: ``train_embedding(TrainConfig)``, ProxyNCA++ metric learning (``osma train``);
 - ``pretrain``: ``pretrain(PretrainConfig)``, camera-model pre-training (``osma pretrain``).
 

@@ -29,6 +29,15 @@ out: process ``r`` of ``w`` takes positions ``r, r + w, ...``, truncated to the 
 everywhere. ``--batch-size`` is per process. Only rank 0 validates, writes checkpoints and
 weights and reports; the others wait at a barrier. A single process (no torchrun) never
 touches ``torch.distributed``.
+
+What is the same as one process. Step ``j`` of ``w`` processes at batch size ``b`` uses
+positions ``j w b ... (j + 1) w b - 1`` of the epoch's order, the very items of step ``j`` of
+one process at batch size ``w b``; DDP averages the per-process mean losses' gradients, which
+is the gradient of the whole batch's mean loss; and batch normalisation pools its statistics
+over the processes while training (``sync_bn.GlobalBatchNorm``), so the layers see the whole
+batch too. So ``torchrun --nproc-per-node w ... --batch-size b`` trains the model one process
+trains with ``--batch-size`` ``w b``, to float32 rounding (the sums are added in another order);
+tests/training/test_distributed.py measures how close.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from osma_cli.training.checkpoint import (TrainingState, capture_rng, check_fing
                                           load_checkpoint, restore_rng, save_checkpoint)
 from osma_cli.training.losses import ClassLoss, MeanReducer
 from osma_cli.training.schedule import DEFAULT_WEIGHT_DECAY, PROXY_LR_FACTOR, StepDecay, make_optimizer
+from osma_cli.training.sync_bn import synchronised_batch_norm
 
 
 class TrainingError(OsmaError):
@@ -415,86 +425,87 @@ def fit(model: EmbeddingNet, loss: ClassLoss, dataset: Dataset, *,
     if best_state is None:
         best_state = cpu_state(model)
 
-    runner: nn.Module = step_module
-    if ctx.is_distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        runner = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
-
     checkpoint = (checkpoint_path(settings.checkpoint_dir) if settings.resume else None)
-    for epoch in range(start_epoch, settings.epochs):
-        lr = schedule.apply(optimizer, epoch)
-        batches = epoch_batches(epoch_indices(epoch), settings.batch_size, rank=ctx.rank,
-                                world_size=ctx.world_size, max_steps=settings.steps_per_epoch)
-        if not batches:
-            raise TrainingError(f"epoch {epoch + 1} has no batch: too few training images "
-                                f"for {ctx.world_size} process(es)",
-                                hint="add images, or lower --batch-size")
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=settings.workers,
-                            pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(epoch_seed(settings.seed, epoch)),
-                            prefetch_factor=4 if settings.workers > 0 else None)
-        if on_epoch_start is not None and ctx.is_main:
-            on_epoch_start(epoch, settings.epochs, len(batches))
-        step_module.train()
-        if expander is not None:
-            expander.start_epoch()
-        started = time.perf_counter()
-        loss_sum, images = 0.0, 0
-        for step, (crops, labels) in enumerate(loader):
-            x = to_device_batch(crops, device)
-            y = labels.to(device, non_blocking=True)
-            if expander is not None:
-                x, y = expander.expand(model, x, y)
-            with autocast_context(device, settings.mixed_precision):
-                per_item = runner(x, y)
-            value_t = reducer(per_item)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(value_t).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            model.constrain()
-            value = float(value_t.detach())
-            if not math.isfinite(value):
-                raise TrainingError(f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}",
-                                    hint="lower --lr, or check the training images")
-            loss_sum += value * len(labels)
-            images += len(labels)
-            if on_step is not None and ctx.is_main:
-                on_step(StepInfo(epoch, settings.epochs, step + 1, len(batches), value))
-        seconds = time.perf_counter() - started
-        if expander is not None:
-            expander.end_epoch()
-        total_loss, total_images = ctx.sum([loss_sum, float(images)])
+    with synchronised_batch_norm(step_module, enabled=ctx.is_distributed):
+        runner: nn.Module = step_module
+        if ctx.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
 
-        val_accuracy = None
-        if validate is not None and ctx.is_main:
-            devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                val_accuracy = float(validate(model))
+            runner = DistributedDataParallel(step_module,
+                                             device_ids=[device.index] if device.type == "cuda" else None)
+        for epoch in range(start_epoch, settings.epochs):
+            lr = schedule.apply(optimizer, epoch)
+            batches = epoch_batches(epoch_indices(epoch), settings.batch_size, rank=ctx.rank,
+                                    world_size=ctx.world_size, max_steps=settings.steps_per_epoch)
+            if not batches:
+                raise TrainingError(f"epoch {epoch + 1} has no batch: too few training images "
+                                    f"for {ctx.world_size} process(es)",
+                                    hint="add images, or lower --batch-size")
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=settings.workers,
+                                pin_memory=device.type == "cuda",
+                                generator=torch.Generator().manual_seed(epoch_seed(settings.seed, epoch)),
+                                prefetch_factor=4 if settings.workers > 0 else None)
+            if on_epoch_start is not None and ctx.is_main:
+                on_epoch_start(epoch, settings.epochs, len(batches))
             step_module.train()
-        is_best = False
-        if validate is None:
-            is_best, best_epoch, best_state = True, epoch, cpu_state(model)
-        elif val_accuracy is not None and (best_accuracy is None or val_accuracy > best_accuracy):
-            is_best, best_accuracy, best_epoch, best_state = True, val_accuracy, epoch, cpu_state(model)
-        stats = EpochStats(epoch=epoch, epochs=settings.epochs, loss=total_loss / max(total_images, 1.0),
-                           steps=len(batches), images=int(total_images), seconds=seconds,
-                           images_per_second=total_images / seconds if seconds > 0 else 0.0, lr=lr,
-                           val_accuracy=val_accuracy, best_accuracy=best_accuracy, best_epoch=best_epoch,
-                           is_best=is_best)
-        history.append(stats)
-        if ctx.is_main and settings.checkpoint_dir is not None:
-            checkpoint = save_checkpoint(settings.checkpoint_dir, TrainingState(
-                epoch=epoch + 1, model=model.state_dict(), loss=loss.state_dict(),
-                optimizer=optimizer.state_dict(), fingerprint=fingerprint, best_model=best_state,
-                best_accuracy=best_accuracy, best_epoch=best_epoch, history=[h.to_dict() for h in history],
-                scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=capture_rng()))
-        if on_epoch is not None and ctx.is_main:
-            on_epoch(stats)
-        ctx.barrier()
+            if expander is not None:
+                expander.start_epoch()
+            started = time.perf_counter()
+            loss_sum, images = 0.0, 0
+            for step, (crops, labels) in enumerate(loader):
+                x = to_device_batch(crops, device)
+                y = labels.to(device, non_blocking=True)
+                if expander is not None:
+                    x, y = expander.expand(model, x, y)
+                with autocast_context(device, settings.mixed_precision):
+                    per_item = runner(x, y)
+                value_t = reducer(per_item)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(value_t).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                model.constrain()
+                value = float(value_t.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}",
+                                        hint="lower --lr, or check the training images")
+                loss_sum += value * len(labels)
+                images += len(labels)
+                if on_step is not None and ctx.is_main:
+                    on_step(StepInfo(epoch, settings.epochs, step + 1, len(batches), value))
+            seconds = time.perf_counter() - started
+            if expander is not None:
+                expander.end_epoch()
+            total_loss, total_images = ctx.sum([loss_sum, float(images)])
+
+            val_accuracy = None
+            if validate is not None and ctx.is_main:
+                devices = [device.index or 0] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    val_accuracy = float(validate(model))
+                step_module.train()
+            is_best = False
+            if validate is None:
+                is_best, best_epoch, best_state = True, epoch, cpu_state(model)
+            elif val_accuracy is not None and (best_accuracy is None or val_accuracy > best_accuracy):
+                is_best, best_accuracy, best_epoch, best_state = True, val_accuracy, epoch, cpu_state(model)
+            stats = EpochStats(epoch=epoch, epochs=settings.epochs, loss=total_loss / max(total_images, 1.0),
+                               steps=len(batches), images=int(total_images), seconds=seconds,
+                               images_per_second=total_images / seconds if seconds > 0 else 0.0, lr=lr,
+                               val_accuracy=val_accuracy, best_accuracy=best_accuracy, best_epoch=best_epoch,
+                               is_best=is_best)
+            history.append(stats)
+            if ctx.is_main and settings.checkpoint_dir is not None:
+                checkpoint = save_checkpoint(settings.checkpoint_dir, TrainingState(
+                    epoch=epoch + 1, model=model.state_dict(), loss=loss.state_dict(),
+                    optimizer=optimizer.state_dict(), fingerprint=fingerprint, best_model=best_state,
+                    best_accuracy=best_accuracy, best_epoch=best_epoch, history=[h.to_dict() for h in history],
+                    scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=capture_rng()))
+            if on_epoch is not None and ctx.is_main:
+                on_epoch(stats)
+            ctx.barrier()
 
     return FitResult(best_state=best_state, best_accuracy=best_accuracy, best_epoch=best_epoch,
                      history=history, resumed_from=resumed_from, checkpoint=checkpoint)

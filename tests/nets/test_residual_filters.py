@@ -169,6 +169,7 @@ def test_learn_filters_refuses_bad_input() -> None:
         learn_filters([rand(3, 4, 4)], supports=["square24"])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_equals_cpu() -> None:
     photos = [rand(3, 40, 44, seed=30), rand(3, 33, 30, seed=31)]

@@ -307,6 +307,7 @@ def test_descriptor_dim() -> None:
     assert descriptor_dim(3, block=3, scales=4, scale_mode="joint") == 3 * 8
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_equals_cpu() -> None:
     x = rand(2, 3, 70, 66, seed=17) - 0.5
