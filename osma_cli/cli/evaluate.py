@@ -260,30 +260,18 @@ def render_robustness(bench_split, data: list[dict]) -> None:
 
 
 def load_split(split: str | None, data_root: Path | None, manifest: Path | None):
-    from osma_cli.evaluation.splits import load_manifest, load_pose_split
+    """The split the options name: which source reads it (``evaluation.sources``), and from where."""
+    from osma_cli.evaluation.sources import open_split
 
     if data_root is not None and manifest is not None:
         raise UsageError("pass either --data-root or --manifest, not both")
     if manifest is not None:
-        return load_manifest(manifest)
+        return open_split("manifest", manifest)
     if split is None:
         raise UsageError("name a split, e.g. `osma benchmark split1 --data-root DIR`")
     if data_root is None:
-        data_root = builtin_benchmark_root(split)
-    return load_pose_split(data_root, split)
-
-
-def builtin_benchmark_root(split: str) -> Path:
-    """The built-in benchmark's data root, built on first use (saying so on stderr)."""
-    from osma_cli.zoo import ensure_builtin_benchmark
-    from osma_cli.zoo.recipe import default_recipe
-
-    names = [s.name for s in default_recipe().splits]
-    if split not in names:
-        raise UsageError(f"the built-in benchmark has no split {split!r}",
-                         hint=f"choose one of {', '.join(names)}, or pass --data-root DIR "
-                              f"(the POSE benchmark layout) or --manifest FILE")
-    return ensure_builtin_benchmark(progress=output.progress_bar, log=output.note)
+        return open_split("builtin", None, split, progress=output.progress_bar, log=output.note)
+    return open_split("pose", data_root, split)
 
 
 def write_outputs(run, out: Path) -> None:

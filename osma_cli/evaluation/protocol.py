@@ -20,12 +20,11 @@ metric) embeds nothing. Unreadable files are reported and left out of the figure
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,20 +35,13 @@ from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
-from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
+from osma_cli.evaluation.sources import BenchmarkSplit, LabeledImage
+from osma_cli.progress import ProgressFactory, no_progress
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.regime_store import RegimeStores
 from osma_cli.regimes import Regime, route_file
 from osma_cli.rules import OpenSetRule
-
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
-
-
-@contextlib.contextmanager
-def no_progress(description: str, total: int):
-    yield lambda n: None
-
 
 @dataclass
 class EmbeddedPart:
