@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -170,6 +169,7 @@ def benchmark(
     the table has one row per model and perturbation (docs/robustness.md).
     """
     from osma_cli.cache import EmbeddingCache
+    from osma_cli.evaluation.outputs import write_benchmark_outputs
     from osma_cli.evaluation.protocol import run_benchmark
 
     if out is not None and not out.is_dir():
@@ -198,7 +198,7 @@ def benchmark(
                         progress=output.progress_bar)
     unreadable = output.report_failures(run.failures)
     if out is not None:
-        write_outputs(run, out)
+        write_benchmark_outputs(run, out)
     if json_out:
         output.write_json(run.to_dict(), command="benchmark")
     else:
@@ -212,6 +212,7 @@ def robustness(bench_split, models: list, perturbations, settings: dict, *, devi
                crops: int, small: str, out: Path | None, json_out: bool) -> None:
     """``benchmark --perturb``: every model's clean and perturbed runs, one table (or JSON line) per row."""
     from osma_cli.cache import EmbeddingCache
+    from osma_cli.evaluation.outputs import write_robustness_outputs
     from osma_cli.evaluation.robustness import model_labels, records, run_perturbed, unique_failures
 
     rows = []
@@ -223,7 +224,7 @@ def robustness(bench_split, models: list, perturbations, settings: dict, *, devi
     unreadable = output.report_failures(unique_failures(rows))
     data = records(rows)
     if out is not None:
-        write_robustness_outputs(rows, data, out)
+        write_robustness_outputs(rows, out)
     if json_out:
         for row in data:
             output.write_json_line(output.record("benchmark", row))
@@ -232,17 +233,6 @@ def robustness(bench_split, models: list, perturbations, settings: dict, *, devi
         if out is not None:
             output.stdout.print(f"wrote robustness.json and robustness_*.png plots to {out}")
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
-
-
-def write_robustness_outputs(rows, data: list[dict], out: Path) -> None:
-    """robustness.json (the JSON records) and one plot per figure against strength."""
-    from osma_cli.atomic import atomic_write_bytes
-    from osma_cli.evaluation.plots import write_robustness_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    records = [output.record("benchmark", row) for row in data]
-    atomic_write_bytes(out / "robustness.json", (json.dumps(records, indent=2) + "\n").encode("utf-8"))
-    write_robustness_plots(out, rows)
 
 
 def render_robustness(bench_split, data: list[dict]) -> None:
@@ -272,28 +262,6 @@ def load_split(split: str | None, data_root: Path | None, manifest: Path | None)
     if data_root is None:
         return open_split("builtin", None, split, progress=output.progress_bar, log=output.note)
     return open_split("pose", data_root, split)
-
-
-def write_outputs(run, out: Path) -> None:
-    """metrics.json, per-image scores.csv, the split's references and the plots."""
-    from osma_cli.evaluation.plots import write_benchmark_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(output.record("benchmark", run.to_dict()), indent=2) + "\n")
-    names = list(run.split.class_names)
-    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = output.CsvWriter(handle, ["path", "label", "true_class", "unknown_kind",
-                                           "candidate", "score", "accepted"])
-        for im, cand, score in zip(run.test_images, run.candidates, run.scores):
-            writer.write({"path": str(im.path), "label": im.label,
-                          "true_class": names[im.label] if im.label >= 0 else "unknown",
-                          "unknown_kind": im.kind, "candidate": names[cand],
-                          "score": f"{score:.6g}", "accepted": int(score < run.threshold.value)})
-    if run.store is not None:  # a classifier's run has no references
-        run.store.save(out / "references.h5")
-    write_benchmark_plots(out, y_true=run.y_true, candidates=run.candidates, scores=run.scores,
-                          n_classes=len(names), tau=run.threshold.value,
-                          unknown_kind=run.unknown_kind if any(run.unknown_kind) else None)
 
 
 def pct(value: float) -> str:
