@@ -12,6 +12,7 @@ from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPix
                                   RefsOpt, RuleOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
+from osma_cli.defaults import DEFAULT_ACCEPTANCE, DEVICE, EMBED_BATCH_SIZE, N_CROPS, SMALL
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
@@ -38,17 +39,17 @@ def calibrate(
         exists=True, file_okay=False, show_default=False)],
     acceptance: Annotated[Optional[float], typer.Option(
         "--acceptance", min=0.0, max=1.0, show_default=False,
-        help="Fraction of known validation images to accept (sets tau). Default: 0.95.")] = None,
+        help=f"Fraction of known validation images to accept (sets tau). Default: {DEFAULT_ACCEPTANCE}.")] = None,
     target_crr: Annotated[Optional[float], typer.Option(
         "--target-crr", min=0.0, max=1.0, show_default=False,
         help="Instead: reject this fraction of the images in folders of unknown generators.")] = None,
     refs: RefsOpt = None,
     model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 32,
+    device: DeviceOpt = DEVICE,
+    batch_size: BatchOpt = EMBED_BATCH_SIZE,
     workers: WorkersOpt = None,
-    crops: CropsOpt = 1,
-    small: SmallOpt = "pad",
+    crops: CropsOpt = N_CROPS,
+    small: SmallOpt = SMALL,
     max_pixels: MaxPixelsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -61,7 +62,6 @@ def calibrate(
     replaces.
     """
     from osma_cli.api import calibrate_classifier, calibrate_references
-    from osma_cli.calibration import DEFAULT_ACCEPTANCE
     from osma_cli.classifier import refuse_refs_for_classifier
     from osma_cli.cli.references import class_folders_or_usage
 
@@ -143,7 +143,7 @@ def benchmark(
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write metrics.json, scores.csv, references.h5 and PNG plots here.",
         file_okay=False, show_default=False)] = None,
-    acceptance: AcceptanceOpt = 0.95,
+    acceptance: AcceptanceOpt = DEFAULT_ACCEPTANCE,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="Use this tau instead of calibrating.", show_default=False,
         callback=finite_threshold)] = None,
@@ -155,11 +155,11 @@ def benchmark(
     json_out: JsonOpt = False,
     perturb: PerturbOpt = None,
     model: ModelsOpt = None,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 32,
+    device: DeviceOpt = DEVICE,
+    batch_size: BatchOpt = EMBED_BATCH_SIZE,
     workers: WorkersOpt = None,
-    crops: CropsOpt = 1,
-    small: SmallOpt = "pad",
+    crops: CropsOpt = N_CROPS,
+    small: SmallOpt = SMALL,
     max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Run the open-set protocol on a benchmark split and report every metric.

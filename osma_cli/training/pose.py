@@ -51,6 +51,7 @@ import osma_cli
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, threshold_for_acceptance
 from osma_cli.data import default_workers
 from osma_cli.data.augment import JPEG_QUALITIES
+from osma_cli.defaults import POSE_VARIANT
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
 from osma_cli.embed import Embedder
 from osma_cli.errors import UsageError
@@ -83,7 +84,7 @@ class PoseOptions:
     linear augmentation models, for comparing with the published figures.
     """
 
-    variant: str = "paper"
+    variant: str = POSE_VARIANT
     triplet_margin: float = DEFAULT_TRIPLET_MARGIN
     aug: AugOptions = field(default_factory=AugOptions)
     acceptance: float = DEFAULT_ACCEPTANCE
