@@ -64,6 +64,7 @@ from osma_cli.training.loop import (EpochCallback, EpochStartCallback, EpochStat
 from osma_cli.training.losses import DEFAULT_TRIPLET_MARGIN, BatchHardTripletLoss, MeanReducer
 from osma_cli.training.metric import TrainConfig, TrainResult, check_output_paths, files_digest, load_data
 from osma_cli.training.pose_aug import AugOptions, ProgressiveAugmenter, expanded_labels
+from osma_cli.training.schedule import StepDecay
 from osma_cli.weights import WeightsMeta, save_weights
 
 POSE_ARCH = "pose_dct_cnn"
@@ -150,6 +151,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
     lr = POSE_LR if config.lr is None else config.lr
     factor = 1.0 if config.lr_decay is None else config.lr_decay
     every = 1 if config.decay_every is None else config.decay_every
+    schedule = StepDecay(lr=lr, factor=factor, every=every)
     workers = default_workers() if config.workers is None else config.workers
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -178,9 +180,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
     best_epoch: int | None = None
     best_state = cpu_state(model)
     for epoch in range(config.epochs):
-        epoch_lr = lr * factor ** (epoch // every)
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr
+        epoch_lr = schedule.apply(optimizer, epoch)
         batches = epoch_batches(balanced_indices(train.labels, epoch_rng(config.seed, epoch)), config.batch_size,
                                 max_steps=config.steps_per_epoch)
         if not batches:
