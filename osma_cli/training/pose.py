@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 import osma_cli
+from osma_cli.attribution import score_probabilities
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, threshold_for_acceptance
 from osma_cli.data import default_workers
 from osma_cli.data.augment import JPEG_QUALITIES
@@ -245,7 +246,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
     probs, _ = validation_probabilities(model, meta, threshold_files, device,
                                         batch_size=config.batch_size, workers=workers)
     threshold = Threshold(
-        value=threshold_for_acceptance(1.0 - probs.max(axis=1), options.acceptance),
+        value=threshold_for_acceptance(score_probabilities(probs).scores, options.acceptance),
         method=("acceptance rate on the validation images" if val is not None else
                 "acceptance rate on the training images (no validation images): optimistic"),
         target=options.acceptance, n_images=len(probs), chosen=now_iso())
