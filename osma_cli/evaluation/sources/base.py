@@ -11,7 +11,6 @@ benchmark embeds images for hours, and a typo found after that is a wasted day.
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import UNKNOWN_LABEL
+from osma_cli.names import unknown_name
 from osma_cli.progress import Log, ProgressFactory, no_log, no_progress
 
 UNKNOWN_KINDS: tuple[str, ...] = ("seed", "arch", "dataset")
@@ -170,10 +170,7 @@ def get_source(name: str) -> SourceLoader:
     try:
         return _SOURCES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_SOURCES), n=2, cutoff=0.5)
-        suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UsageError(f"unknown benchmark source {name!r}{suggestion}",
-                         hint=f"available sources: {', '.join(list_sources())}") from None
+        raise unknown_name("benchmark source", name, _SOURCES, listing="sources") from None
 
 
 def open_split(source: str, location: Path | None = None, split: str | None = None, *,
