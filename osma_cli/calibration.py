@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from osma_cli.defaults import DEFAULT_ACCEPTANCE
 from osma_cli.errors import UsageError
 from osma_cli.rules import OpenSetRule, get_rule
-
-DEFAULT_ACCEPTANCE = 0.95
 
 
 def threshold_for_acceptance(scores: np.ndarray, rate: float = DEFAULT_ACCEPTANCE) -> float:

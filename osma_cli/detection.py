@@ -33,13 +33,14 @@ import numpy as np
 from scipy.special import logsumexp
 
 from osma_cli.calibration import threshold_for_acceptance
+from osma_cli.defaults import DETECTOR_ACCEPTANCE
 from osma_cli.errors import UsageError
 from osma_cli.projection import Projection, fit_projection
 
 COVARIANCES = ("full", "diag", "tied", "spherical")
 MAD_TO_SIGMA = 1.4826
 """Median absolute deviation times this estimates a normal distribution's standard deviation."""
-DEFAULT_ACCEPTANCE = 0.95
+DEFAULT_ACCEPTANCE = DETECTOR_ACCEPTANCE
 REAL, SYNTHETIC = "real", "synthetic"
 VERDICTS = (REAL, SYNTHETIC)
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from osma_cli.data import (DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader,
                            default_workers)
+from osma_cli.defaults import EMBED_BATCH_SIZE, N_CROPS, SMALL
 from osma_cli.runtime import autocast_context, resolve_device
 from osma_cli.errors import UsageError
 from osma_cli.nets.base import DescriptorNet, InputPolicy
@@ -74,10 +75,10 @@ class EmbeddedImage:
 class EmbedOptions:
     """How files are turned into crops and batched; shared by every command and the benchmark."""
 
-    n_crops: int = 1
-    batch_size: int = 32
+    n_crops: int = N_CROPS
+    batch_size: int = EMBED_BATCH_SIZE
     workers: int | None = None
-    small: str = "pad"
+    small: str = SMALL
     max_pixels: int | None = None
 
     def kwargs(self) -> dict:

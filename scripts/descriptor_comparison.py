@@ -26,7 +26,7 @@ from osma_cli.api import EmbedOptions
 from osma_cli.cache import EmbeddingCache
 from osma_cli.embed import Embedder
 from osma_cli.evaluation.protocol import run_benchmark
-from osma_cli.evaluation.splits import load_pose_split
+from osma_cli.evaluation.sources import load_pose_split
 from osma_cli.home import osma_home
 from osma_cli.rules import get_rule
 

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    from osma_cli.evaluation.splits import load_pose_split
+    from osma_cli.evaluation.sources import load_pose_split
     from osma_cli.zoo import ensure_builtin_benchmark
 
     zoo_root = ensure_builtin_benchmark()

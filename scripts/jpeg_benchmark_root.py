@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from osma_cli.evaluation.splits import load_pose_split
+from osma_cli.evaluation.sources import load_pose_split
 from osma_cli.home import osma_home
 
 

@@ -76,7 +76,7 @@ def zoo_photos_in_benchmark_val_test() -> set[str]:
 
 def compose_trees(work: Path, zoo_root: Path, shared: Path) -> list[str]:
     """The training and validation trees; returns the training class names (label order)."""
-    from osma_cli.evaluation.splits import load_pose_split
+    from osma_cli.evaluation.sources import load_pose_split
 
     split = load_pose_split(zoo_root, ZOO_SPLIT)
     names = split.class_names

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from osma_cli.data.decode import load_rgb
 from osma_cli.evaluation.metrics import evaluate_open_set
-from osma_cli.evaluation.splits import load_pose_split
+from osma_cli.evaluation.sources import load_pose_split
 from osma_cli.zoo.materialise import default_root
 
 GRID = 8

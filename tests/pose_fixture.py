@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from osma_cli.evaluation.splits import PoseAnnotations, write_pose_annotations
+from osma_cli.evaluation.sources import PoseAnnotations, write_pose_annotations
 
 SPLIT = "split1"
 CLASS_NAMES = ("real", "ProGAN/multiseed_celeba/seed_v0", "styleGAN/cat")

@@ -99,7 +99,7 @@ def test_a_routed_benchmark_with_the_cache_equals_one_without(tmp_path: Path):
 
     from osma_cli.embed import EmbedOptions
     from osma_cli.evaluation.protocol import run_benchmark
-    from osma_cli.evaluation.splits import load_pose_split
+    from osma_cli.evaluation.sources import load_pose_split
     from tests.pose_fixture import SPLIT, make_pose_fixture
     from tests.test_regimes import routed_model
 

@@ -270,7 +270,7 @@ def test_benchmark_of_a_model_with_regimes_runs_in_the_test_images_regime(tmp_pa
     result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--json")
     assert result.exit_code == EXIT_OK, result.output
     assert json.loads(result.stdout)["regime"] == "lossless"
-    from osma_cli.evaluation.splits import load_pose_split
+    from osma_cli.evaluation.sources import load_pose_split
 
     split = load_pose_split(root, SPLIT)
     for image in split.test_known + split.test_unknown:
@@ -294,7 +294,7 @@ def test_a_mixed_test_set_is_scored_relative_to_each_regimes_tau(tmp_path):
     from dataclasses import replace
 
     from osma_cli.evaluation.protocol import run_benchmark, test_regimes
-    from osma_cli.evaluation.splits import load_pose_split
+    from osma_cli.evaluation.sources import load_pose_split
 
     root = make_pose_fixture(tmp_path / "pose", n_per_class=4, size=48)
     split = load_pose_split(root, SPLIT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +12,7 @@ from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPix
                                   RefsOpt, RuleOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
+from osma_cli.defaults import DEFAULT_ACCEPTANCE, DEVICE, EMBED_BATCH_SIZE, N_CROPS, SMALL
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
@@ -39,17 +39,17 @@ def calibrate(
         exists=True, file_okay=False, show_default=False)],
     acceptance: Annotated[Optional[float], typer.Option(
         "--acceptance", min=0.0, max=1.0, show_default=False,
-        help="Fraction of known validation images to accept (sets tau). Default: 0.95.")] = None,
+        help=f"Fraction of known validation images to accept (sets tau). Default: {DEFAULT_ACCEPTANCE}.")] = None,
     target_crr: Annotated[Optional[float], typer.Option(
         "--target-crr", min=0.0, max=1.0, show_default=False,
         help="Instead: reject this fraction of the images in folders of unknown generators.")] = None,
     refs: RefsOpt = None,
     model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 32,
+    device: DeviceOpt = DEVICE,
+    batch_size: BatchOpt = EMBED_BATCH_SIZE,
     workers: WorkersOpt = None,
-    crops: CropsOpt = 1,
-    small: SmallOpt = "pad",
+    crops: CropsOpt = N_CROPS,
+    small: SmallOpt = SMALL,
     max_pixels: MaxPixelsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -62,7 +62,6 @@ def calibrate(
     replaces.
     """
     from osma_cli.api import calibrate_classifier, calibrate_references
-    from osma_cli.calibration import DEFAULT_ACCEPTANCE
     from osma_cli.classifier import refuse_refs_for_classifier
     from osma_cli.cli.references import class_folders_or_usage
 
@@ -144,7 +143,7 @@ def benchmark(
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write metrics.json, scores.csv, references.h5 and PNG plots here.",
         file_okay=False, show_default=False)] = None,
-    acceptance: AcceptanceOpt = 0.95,
+    acceptance: AcceptanceOpt = DEFAULT_ACCEPTANCE,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="Use this tau instead of calibrating.", show_default=False,
         callback=finite_threshold)] = None,
@@ -156,11 +155,11 @@ def benchmark(
     json_out: JsonOpt = False,
     perturb: PerturbOpt = None,
     model: ModelsOpt = None,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 32,
+    device: DeviceOpt = DEVICE,
+    batch_size: BatchOpt = EMBED_BATCH_SIZE,
     workers: WorkersOpt = None,
-    crops: CropsOpt = 1,
-    small: SmallOpt = "pad",
+    crops: CropsOpt = N_CROPS,
+    small: SmallOpt = SMALL,
     max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Run the open-set protocol on a benchmark split and report every metric.
@@ -170,6 +169,7 @@ def benchmark(
     the table has one row per model and perturbation (docs/robustness.md).
     """
     from osma_cli.cache import EmbeddingCache
+    from osma_cli.evaluation.outputs import write_benchmark_outputs
     from osma_cli.evaluation.protocol import run_benchmark
 
     if out is not None and not out.is_dir():
@@ -198,7 +198,7 @@ def benchmark(
                         progress=output.progress_bar)
     unreadable = output.report_failures(run.failures)
     if out is not None:
-        write_outputs(run, out)
+        write_benchmark_outputs(run, out)
     if json_out:
         output.write_json(run.to_dict(), command="benchmark")
     else:
@@ -212,6 +212,7 @@ def robustness(bench_split, models: list, perturbations, settings: dict, *, devi
                crops: int, small: str, out: Path | None, json_out: bool) -> None:
     """``benchmark --perturb``: every model's clean and perturbed runs, one table (or JSON line) per row."""
     from osma_cli.cache import EmbeddingCache
+    from osma_cli.evaluation.outputs import write_robustness_outputs
     from osma_cli.evaluation.robustness import model_labels, records, run_perturbed, unique_failures
 
     rows = []
@@ -223,7 +224,7 @@ def robustness(bench_split, models: list, perturbations, settings: dict, *, devi
     unreadable = output.report_failures(unique_failures(rows))
     data = records(rows)
     if out is not None:
-        write_robustness_outputs(rows, data, out)
+        write_robustness_outputs(rows, out)
     if json_out:
         for row in data:
             output.write_json_line(output.record("benchmark", row))
@@ -232,17 +233,6 @@ def robustness(bench_split, models: list, perturbations, settings: dict, *, devi
         if out is not None:
             output.stdout.print(f"wrote robustness.json and robustness_*.png plots to {out}")
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if unreadable else EXIT_OK)
-
-
-def write_robustness_outputs(rows, data: list[dict], out: Path) -> None:
-    """robustness.json (the JSON records) and one plot per figure against strength."""
-    from osma_cli.atomic import atomic_write_bytes
-    from osma_cli.evaluation.plots import write_robustness_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    records = [output.record("benchmark", row) for row in data]
-    atomic_write_bytes(out / "robustness.json", (json.dumps(records, indent=2) + "\n").encode("utf-8"))
-    write_robustness_plots(out, rows)
 
 
 def render_robustness(bench_split, data: list[dict]) -> None:
@@ -260,52 +250,18 @@ def render_robustness(bench_split, data: list[dict]) -> None:
 
 
 def load_split(split: str | None, data_root: Path | None, manifest: Path | None):
-    from osma_cli.evaluation.splits import load_manifest, load_pose_split
+    """The split the options name: which source reads it (``evaluation.sources``), and from where."""
+    from osma_cli.evaluation.sources import open_split
 
     if data_root is not None and manifest is not None:
         raise UsageError("pass either --data-root or --manifest, not both")
     if manifest is not None:
-        return load_manifest(manifest)
+        return open_split("manifest", manifest)
     if split is None:
         raise UsageError("name a split, e.g. `osma benchmark split1 --data-root DIR`")
     if data_root is None:
-        data_root = builtin_benchmark_root(split)
-    return load_pose_split(data_root, split)
-
-
-def builtin_benchmark_root(split: str) -> Path:
-    """The built-in benchmark's data root, built on first use (saying so on stderr)."""
-    from osma_cli.zoo import ensure_builtin_benchmark
-    from osma_cli.zoo.recipe import default_recipe
-
-    names = [s.name for s in default_recipe().splits]
-    if split not in names:
-        raise UsageError(f"the built-in benchmark has no split {split!r}",
-                         hint=f"choose one of {', '.join(names)}, or pass --data-root DIR "
-                              f"(the POSE benchmark layout) or --manifest FILE")
-    return ensure_builtin_benchmark(progress=output.progress_bar, log=output.note)
-
-
-def write_outputs(run, out: Path) -> None:
-    """metrics.json, per-image scores.csv, the split's references and the plots."""
-    from osma_cli.evaluation.plots import write_benchmark_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(output.record("benchmark", run.to_dict()), indent=2) + "\n")
-    names = list(run.split.class_names)
-    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = output.CsvWriter(handle, ["path", "label", "true_class", "unknown_kind",
-                                           "candidate", "score", "accepted"])
-        for im, cand, score in zip(run.test_images, run.candidates, run.scores):
-            writer.write({"path": str(im.path), "label": im.label,
-                          "true_class": names[im.label] if im.label >= 0 else "unknown",
-                          "unknown_kind": im.kind, "candidate": names[cand],
-                          "score": f"{score:.6g}", "accepted": int(score < run.threshold.value)})
-    if run.store is not None:  # a classifier's run has no references
-        run.store.save(out / "references.h5")
-    write_benchmark_plots(out, y_true=run.y_true, candidates=run.candidates, scores=run.scores,
-                          n_classes=len(names), tau=run.threshold.value,
-                          unknown_kind=run.unknown_kind if any(run.unknown_kind) else None)
+        return open_split("builtin", None, split, progress=output.progress_bar, log=output.note)
+    return open_split("pose", data_root, split)
 
 
 def pct(value: float) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import json
 import math
 import os
@@ -22,6 +21,8 @@ from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
+
+from osma_cli.records import SCHEMA, CsvWriter, record  # noqa: F401  (the commands' names for them)
 
 stdout = Console(highlight=False, soft_wrap=False)
 stderr = Console(stderr=True, highlight=False)
@@ -132,35 +133,12 @@ def write_json_line(record: dict, stream: IO[str] | None = None) -> None:
     target.flush()
 
 
-SCHEMA = 1
-"""Version of every command's JSON record (docs/output.md); raised on any change that is
-not a new field."""
-
-
-def record(command: str, data: dict) -> dict:
-    """A command's JSON record: ``schema`` and ``command`` first, then its fields."""
-    return {"schema": SCHEMA, "command": command, **data}
-
-
 def write_json(data: Any, *, command: str | None = None) -> None:
     """One indented JSON document on the real stdout; ``command`` makes it a record (``record``)."""
     if command is not None:
         data = record(command, data)
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-class CsvWriter:
-    """Rows as dicts through the csv module, header from the first row's keys."""
-
-    def __init__(self, stream: IO[str], fieldnames: Sequence[str]) -> None:
-        self.writer = csv.DictWriter(stream, fieldnames=list(fieldnames), extrasaction="ignore")
-        self.writer.writeheader()
-        self.stream = stream
-
-    def write(self, row: dict) -> None:
-        self.writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        self.stream.flush()
 
 
 class RecordSink:

@@ -16,6 +16,11 @@ import typer
 from osma_cli.cli import output
 from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, RuleOpt, WorkersOpt
 from osma_cli.cli.paths import check_output_file
+from osma_cli.defaults import (ALPHA, AUG_LR, BATCH_SIZE, BETA, CROP, DEFAULT_COPIES, DEFAULT_MIXTURE,
+                               DEFAULT_TEMPERATURE, DEFAULT_TRIPLET_MARGIN, DEFAULT_VAL_FRACTION, DEFAULT_WEIGHT_DECAY,
+                               DETECTOR_ACCEPTANCE, DETECTOR_HELD_OUT, DETECTOR_OUT, DEVICE, EMBEDDING_OUT, MARGIN,
+                               METRIC_EPOCHS, POSE_VARIANT, PRETRAIN_EPOCHS, PRETRAINED_OUT, PROXY_LR_FACTOR, SEED,
+                               WARMUP_STEPS)
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 ArchOpt = Annotated[Optional[str], typer.Option(
@@ -52,8 +57,8 @@ CacheOpt = Annotated[bool, typer.Option(
 
 
 METHODS = ("metric", "pose", "fsd", "fsd-detector")
-DEFAULT_OUT = {"fsd-detector": Path("detector.safetensors")}
-"""Where --out goes when not given, per method (the rest: osma-embedding.safetensors)."""
+DEFAULT_OUT = {"fsd-detector": DETECTOR_OUT}
+"""Where --out goes when not given, per method (the rest: ``EMBEDDING_OUT``)."""
 
 
 def train(
@@ -71,10 +76,10 @@ def train(
         "--val-annotations", metavar="FILE", exists=True, dir_okay=False,
         help="Validation images of the training generators (annotation files); replaces --val-fraction.",
         show_default=False)] = None,
-    val_fraction: ValFractionOpt = 0.1,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", dir_okay=False, help="Weights file to write. Default: osma-embedding.safetensors "
-                                      "(fsd-detector: detector.safetensors).", show_default=False)] = None,
+        "--out", dir_okay=False, help=f"Weights file to write. Default: {EMBEDDING_OUT} "
+                                      f"(fsd-detector: {DETECTOR_OUT}).", show_default=False)] = None,
     refs_out: Annotated[Optional[Path], typer.Option(
         "--refs-out", dir_okay=False, help="Also build a reference store of the training generators "
                                            "with the new weights.", show_default=False)] = None,
@@ -83,26 +88,26 @@ def train(
         "--init", exists=True, dir_okay=False, help="Start from these weights (e.g. from `osma pretrain`). "
                                        "Default: from scratch.", show_default=False)] = None,
     embedding_dim: EmbeddingDimOpt = None,
-    epochs: EpochsOpt = 30,
+    epochs: EpochsOpt = METRIC_EPOCHS,
     lr: Annotated[Optional[float], typer.Option(
         "--lr", help="Learning rate. Default: 1e-4 with --init or --method pose, 7e-4 from scratch.",
         show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
     proxy_lr_factor: Annotated[float, typer.Option(
-        "--proxy-lr-factor", min=0.0, help="Proxies learn this many times faster than the network.")] = 100.0,
-    weight_decay: WeightDecayOpt = 0.01,
+        "--proxy-lr-factor", min=0.0, help="Proxies learn this many times faster than the network.")] = PROXY_LR_FACTOR,
+    weight_decay: WeightDecayOpt = DEFAULT_WEIGHT_DECAY,
     temperature: Annotated[float, typer.Option(
-        "--temperature", min=0.0, help="ProxyNCA++ softmax temperature.", show_default="1/9")] = 1.0 / 9.0,
-    batch_size: BatchOpt = 32,
-    crop: CropOpt = 256,
-    seed: SeedOpt = 0,
+        "--temperature", min=0.0, help="ProxyNCA++ softmax temperature.", show_default="1/9")] = DEFAULT_TEMPERATURE,
+    batch_size: BatchOpt = BATCH_SIZE,
+    crop: CropOpt = CROP,
+    seed: SeedOpt = SEED,
     steps_per_epoch: StepsOpt = None,
     checkpoint_dir: CheckpointDirOpt = None,
     resume: ResumeOpt = None,
     force: ForceOpt = False,
     cache_decoded: CacheOpt = False,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEVICE,
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
     method: Annotated[str, typer.Option(
@@ -115,21 +120,21 @@ def train(
     pose_variant: Annotated[str, typer.Option(
         "--pose-variant", help="With --method pose: 'paper' (cross-entropy on logits, ReLU in the augmentation "
                                "models) or 'released-code' (its double softmax and linear augmentation "
-                               "models).")] = "paper",
+                               "models).")] = POSE_VARIANT,
     aug_lr: Annotated[float, typer.Option(
-        "--aug-lr", min=0.0, help="Adam learning rate of each augmentation model.")] = 1e-2,
+        "--aug-lr", min=0.0, help="Adam learning rate of each augmentation model.")] = AUG_LR,
     aug_warmup: Annotated[int, typer.Option(
         "--aug-warmup", min=0, help="Reconstruction-only steps of each new augmentation model before it "
-                                    "joins training (osma's; 0 is POSE's schedule).")] = 100,
+                                    "joins training (osma's; 0 is POSE's schedule).")] = WARMUP_STEPS,
     diversity_alpha: Annotated[float, typer.Option(
-        "--diversity-alpha", min=0.0, help="Weight of an augmentation model's similarity to an earlier one.")] = 1e-4,
+        "--diversity-alpha", min=0.0, help="Weight of an augmentation model's similarity to an earlier one.")] = ALPHA,
     diversity_beta: Annotated[float, typer.Option(
-        "--diversity-beta", min=0.0, help="Weight of its pull towards the known images' features.")] = 1e-2,
+        "--diversity-beta", min=0.0, help="Weight of its pull towards the known images' features.")] = BETA,
     diversity_margin: Annotated[float, typer.Option(
         "--diversity-margin", min=-1.0, max=1.0,
-        help="Cosine similarity to the known features beyond which the pull stops.")] = 0.95,
+        help="Cosine similarity to the known features beyond which the pull stops.")] = MARGIN,
     triplet_margin: Annotated[float, typer.Option(
-        "--triplet-margin", min=0.0, help="With --method pose: margin of the triplet loss.")] = 0.3,
+        "--triplet-margin", min=0.0, help="With --method pose: margin of the triplet loss.")] = DEFAULT_TRIPLET_MARGIN,
     photos: Annotated[Optional[Path], typer.Option(
         "--photos", file_okay=False, help="With --method fsd: camera photographs (no generated images) to learn "
                                           "the residual filters from. Default: fixed filters.",
@@ -148,20 +153,20 @@ def train(
              "Default: the shipped weights/osma-fsd.safetensors.", show_default=False)] = None,
     copies: Annotated[Optional[str], typer.Option(
         "--copies", help="With --method fsd-detector: re-saved copies of each real photo fitted too, comma-"
-                         "separated: resize:F, offgrid:N, jpeg:Q. Default: resize:0.5,resize:0.75,offgrid:3,"
-                         "jpeg:95,jpeg:90,jpeg:85 ('original' alone: none).", show_default=False)] = None,
+                         f"separated: resize:F, offgrid:N, jpeg:Q. Default: {','.join(DEFAULT_COPIES)} "
+                         "('original' alone: none).", show_default=False)] = None,
     held_out: Annotated[float, typer.Option(
         "--held-out", min=0.01, max=0.9, help="With --method fsd-detector: share of the real photos (whole "
-                                             "sub-folders, e.g. camera models) held out to calibrate.")] = 0.2,
+                                             "sub-folders, e.g. camera models) held out to calibrate.")] = DETECTOR_HELD_OUT,
     acceptance: Annotated[float, typer.Option(
         "--acceptance", min=0.5, max=1.0, help="With --method fsd-detector: share of the held-out real photos "
-                                               "(and copies) the threshold passes as real.")] = 0.95,
+                                               "(and copies) the threshold passes as real.")] = DETECTOR_ACCEPTANCE,
     pca_dim: Annotated[int, typer.Option(
-        "--pca-dim", min=1, help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = 64,
+        "--pca-dim", min=1, help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = DEFAULT_MIXTURE["pca_dim"],
     components: Annotated[int, typer.Option(
-        "--components", min=1, help="With --method fsd-detector: Gaussian mixture components.")] = 4,
+        "--components", min=1, help="With --method fsd-detector: Gaussian mixture components.")] = DEFAULT_MIXTURE["components"],
     covariance: Annotated[str, typer.Option(
-        "--covariance", help="With --method fsd-detector: full, diag, tied or spherical.")] = "full",
+        "--covariance", help="With --method fsd-detector: full, diag, tied or spherical.")] = DEFAULT_MIXTURE["covariance"],
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
@@ -191,7 +196,7 @@ def train(
 
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}", hint=f"use one of {', '.join(METHODS)}")
-    out = out if out is not None else DEFAULT_OUT.get(method, Path("osma-embedding.safetensors"))
+    out = out if out is not None else DEFAULT_OUT.get(method, EMBEDDING_OUT)
     check_output_file(out, "--out")
     if method == "fsd-detector":
         from osma_cli.cli.train_detector import train_detector_command
@@ -288,28 +293,28 @@ def pretrain(
     samples_per_epoch: Annotated[Optional[int], typer.Option(
         "--samples-per-epoch", min=1, help="With --simulate-cameras: rendered crops per epoch.",
         show_default=False)] = None,
-    val_fraction: ValFractionOpt = 0.1,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     balanced: Annotated[bool, typer.Option(
         "--balanced", help="Under-sample camera models to the smallest each epoch (default: all images).")] = False,
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Weights file to write (the backbone).")] =
-    Path("osma-pretrained.safetensors"),
+    PRETRAINED_OUT,
     arch: ArchOpt = None,
     embedding_dim: EmbeddingDimOpt = None,
-    epochs: EpochsOpt = 30,
+    epochs: EpochsOpt = PRETRAIN_EPOCHS,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate. Default: 1e-3.",
                                                 show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
-    weight_decay: WeightDecayOpt = 0.01,
-    batch_size: BatchOpt = 32,
-    crop: CropOpt = 256,
-    seed: SeedOpt = 0,
+    weight_decay: WeightDecayOpt = DEFAULT_WEIGHT_DECAY,
+    batch_size: BatchOpt = BATCH_SIZE,
+    crop: CropOpt = CROP,
+    seed: SeedOpt = SEED,
     steps_per_epoch: StepsOpt = None,
     checkpoint_dir: CheckpointDirOpt = None,
     resume: ResumeOpt = None,
     force: ForceOpt = False,
     cache_decoded: CacheOpt = False,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEVICE,
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

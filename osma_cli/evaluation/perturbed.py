@@ -25,7 +25,7 @@ from osma_cli.atomic import atomic_write_bytes
 from osma_cli.data.decode import DEFAULT_MAX_PIXELS, load_rgb
 from osma_cli.data.perturb import Perturbation
 from osma_cli.errors import ImageError
-from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
+from osma_cli.evaluation.sources import BenchmarkSplit, LabeledImage
 from osma_cli.home import osma_home
 
 LAYOUT_VERSION = "v1"

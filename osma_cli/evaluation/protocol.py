@@ -20,12 +20,11 @@ metric) embeds nothing. Unreadable files are reported and left out of the figure
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,20 +35,13 @@ from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
-from osma_cli.evaluation.splits import BenchmarkSplit, LabeledImage
+from osma_cli.evaluation.sources import BenchmarkSplit, LabeledImage
+from osma_cli.progress import ProgressFactory, no_progress
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.regime_store import RegimeStores
 from osma_cli.regimes import Regime, route_file
-from osma_cli.rules import OpenSetRule
-
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
-
-
-@contextlib.contextmanager
-def no_progress(description: str, total: int):
-    yield lambda n: None
-
+from osma_cli.rules import OpenSetRule, ScoredBatch
 
 @dataclass
 class EmbeddedPart:
@@ -118,10 +110,14 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     each regime's references, tau and projection from the training and validation images
     re-encoded for it; a test set mixing compressions is scored relative to each regime's tau
     (``_report``).
+
+    A closed-set classifier (POSE) is scored by its own classes instead of references
+    (``_score_classifier``); the rest of the run is the same.
     """
     if embedder.is_classifier:
-        return _run_classifier_benchmark(embedder, split, options=options, cache=cache, acceptance=acceptance,
-                                         threshold=threshold, progress=progress)
+        return _report(split, [_score_classifier(embedder, split, options=options, cache=cache,
+                                                 acceptance=acceptance, threshold=threshold,
+                                                 progress=progress)])
     settings = dict(options=options, cache=cache, acceptance=acceptance, threshold=threshold, rule=rule,
                     refit_projection=refit_projection, progress=progress)
     if not embedder.is_routed:
@@ -134,15 +130,19 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
 
 @dataclass
 class _Scored:
-    """One regime's part of a run: its references and tau, and the scores of its test images."""
+    """One regime's part of a run: its references (none for a classifier) and tau, and the
+    scores of its test images."""
 
-    store: ReferenceStore
+    store: ReferenceStore | None
+    threshold: Threshold
+    score_name: str
     images: list[LabeledImage]
     candidates: np.ndarray
     scores: np.ndarray
     failures: list[EmbeddedImage]
     seconds: dict[str, float]
     regime: Regime | None = None
+    model_kind: str = "embedding"
 
 
 def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
@@ -173,15 +173,26 @@ def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOpt
         store.enroll(name, mine)
     store.set_threshold(_calibrated_threshold(store, parts["val"], train, labels, acceptance))
     if threshold is not None:
-        store.set_threshold(Threshold(value=float(threshold), method="given with --threshold", chosen=now_iso()))
+        store.set_threshold(given_threshold(threshold))
+    images, candidates, scores = _test_scores(parts, store.fitted_rule().score)
+    return _Scored(store=store, threshold=store.threshold, score_name=store.rule.score_name, images=images,
+                   candidates=candidates, scores=scores, failures=[f for part in parts.values() for f in part.failures], seconds=seconds, regime=regime)
+
+
+def given_threshold(value: float) -> Threshold:
+    """tau as the caller gave it (``--threshold``), in place of the calibrated one."""
+    return Threshold(value=float(value), method="given with --threshold", chosen=now_iso())
+
+
+def _test_scores(parts: dict[str, EmbeddedPart], score: Callable[[np.ndarray], ScoredBatch]
+                 ) -> tuple[list[LabeledImage], np.ndarray, np.ndarray]:
+    """The readable test images (known, then unknown) with their candidates and scores."""
     known, unknown = parts["test known"], parts["test unknown"]
     images = known.images + unknown.images
-    embeddings = np.concatenate([known.embeddings, unknown.embeddings])
-    scored = store.fitted_rule().score(embeddings) if len(images) else None
-    return _Scored(store=store, images=images,
-                   candidates=np.zeros(0, np.int64) if scored is None else scored.candidates,
-                   scores=np.zeros(0) if scored is None else scored.scores,
-                   failures=[f for part in parts.values() for f in part.failures], seconds=seconds, regime=regime)
+    if not images:
+        return images, np.zeros(0, np.int64), np.zeros(0)
+    scored = score(np.concatenate([known.embeddings, unknown.embeddings]))
+    return images, scored.candidates, scored.scores
 
 
 def _report(split: BenchmarkSplit, scored: list[_Scored]) -> BenchmarkRun:
@@ -195,17 +206,17 @@ def _report(split: BenchmarkSplit, scored: list[_Scored]) -> BenchmarkRun:
     if not images:
         raise DataError(f"{split.source}: no readable test images")
     first = scored[0]
-    rule = first.store.rule
-    store: ReferenceStore | RegimeStores
+    store: ReferenceStore | RegimeStores | None
     if len(scored) == 1:
-        scores, tau = first.scores, first.store.threshold
-        score_name, store = rule.score_name, first.store
+        scores, tau = first.scores, first.threshold
+        score_name, store = first.score_name, first.store
     else:
-        scores = np.concatenate([part.scores / part.store.threshold.value for part in scored])
+        scores = np.concatenate([part.scores / part.threshold.value for part in scored])
         tau = Threshold(value=1.0, method="each regime's tau; scores divided by it",
-                        target=first.store.threshold.target, chosen=now_iso())
-        score_name = f"{rule.score_name} / regime tau"
-        store = RegimeStores({part.regime.name: part.store for part in scored if part.regime is not None})
+                        target=first.threshold.target, chosen=now_iso())
+        score_name = f"{first.score_name} / regime tau"
+        store = RegimeStores({part.regime.name: part.store for part in scored
+                              if part.regime is not None and part.store is not None})
     candidates = np.concatenate([part.candidates for part in scored])
     y_true = np.array([im.label for im in images], dtype=np.int64)
     kinds = np.array([im.kind for im in images], dtype=object)
@@ -218,7 +229,7 @@ def _report(split: BenchmarkSplit, scored: list[_Scored]) -> BenchmarkRun:
     return BenchmarkRun(split=split, store=store, threshold=tau, test_images=images, y_true=y_true,
                         candidates=candidates, scores=scores, unknown_kind=kinds, report=report,
                         failures=[f for part in scored for f in part.failures], seconds=seconds,
-                        score_name=score_name, regime=", ".join(regimes) or None)
+                        model_kind=first.model_kind, score_name=score_name, regime=", ".join(regimes) or None)
 
 
 def test_regimes(embedder: Embedder, split: BenchmarkSplit
@@ -320,10 +331,10 @@ def _check_label_folders(label_folders: Sequence[str | None] | None, split: Benc
                                   "split whose training files it was trained on")
 
 
-def _run_classifier_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
-                              cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
-                              progress: ProgressFactory) -> BenchmarkRun:
-    """The protocol for a closed-set classifier: its own classes, tau on 1 - max softmax."""
+def _score_classifier(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
+                      cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
+                      progress: ProgressFactory) -> _Scored:
+    """Steps 1-3 for a closed-set classifier: its own classes, tau on 1 - max softmax."""
     order = classifier_class_order(embedder.meta.class_names, split,
                                    embedder.meta.recipe.get("data", {}).get("label_folders"))
     scorer = ClassifierScorer(embedder.meta.class_names)
@@ -338,19 +349,8 @@ def _run_classifier_benchmark(embedder: Embedder, split: BenchmarkSplit, *, opti
     chosen = Threshold(value=threshold_for_acceptance(scorer.score(calibration.embeddings).scores, acceptance),
                        method=method, target=acceptance, n_images=len(calibration.images), chosen=now_iso())
     if threshold is not None:
-        chosen = Threshold(value=float(threshold), method="given with --threshold", chosen=now_iso())
-    known, unknown = parts["test known"], parts["test unknown"]
-    images = known.images + unknown.images
-    if not images:
-        raise DataError(f"{split.source}: no readable test images")
-    scored = scorer.score(np.concatenate([known.embeddings, unknown.embeddings]))
-    candidates = order[scored.candidates]
-    y_true = np.array([im.label for im in images], dtype=np.int64)
-    kinds = np.array([im.kind for im in images], dtype=object)
-    report = evaluate_open_set(y_true, candidates, scored.scores, len(split.class_names), chosen.value,
-                               unknown_kind=kinds if any(kinds) else None)
-    failures = [f for part in parts.values() for f in part.failures]
-    return BenchmarkRun(split=split, store=None, threshold=chosen, test_images=images, y_true=y_true,
-                        candidates=candidates, scores=scored.scores, unknown_kind=kinds, report=report,
-                        failures=failures, seconds=seconds, model_kind="classifier",
-                        score_name=scorer.score_name)
+        chosen = given_threshold(threshold)
+    images, candidates, scores = _test_scores(parts, scorer.score)
+    return _Scored(store=None, threshold=chosen, score_name=scorer.score_name, images=images,
+                   candidates=order[candidates], scores=scores, failures=[f for part in parts.values() for f in part.failures], seconds=seconds,
+                   model_kind="classifier")

@@ -22,7 +22,7 @@ from osma_cli.data.perturb import Perturbation
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.evaluation.perturbed import perturbed_split
 from osma_cli.evaluation.protocol import BenchmarkRun, ProgressFactory, no_progress, run_benchmark
-from osma_cli.evaluation.splits import BenchmarkSplit
+from osma_cli.evaluation.sources import BenchmarkSplit
 from osma_cli.rules import OpenSetRule
 
 CLEAN = "clean"

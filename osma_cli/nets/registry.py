@@ -15,11 +15,11 @@ settings). Weights files record the kind too, and loading checks the two agree.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Callable, TypeVar
 
 from osma_cli.errors import UsageError
+from osma_cli.names import unknown_name
 from osma_cli.nets.base import ClassifierNet, DescriptorNet, EmbeddingNet, ImageModel
 
 Builder = Callable[..., ImageModel]
@@ -62,10 +62,7 @@ def get_model_builder(name: str) -> Builder:
     try:
         return _BUILDERS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_BUILDERS), n=3, cutoff=0.5)
-        suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UsageError(f"unknown model {name!r}{suggestion}",
-                         hint=f"available models: {', '.join(list_models()) or 'none'}") from None
+        raise unknown_name("model", name, _BUILDERS, listing="models", n=3) from None
 
 
 def model_kind(name: str) -> str:

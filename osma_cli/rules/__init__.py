@@ -8,9 +8,8 @@ plus one line in ``_RULES`` below.
 
 from __future__ import annotations
 
-import difflib
-
 from osma_cli.errors import UsageError
+from osma_cli.names import unknown_name
 from osma_cli.rules.base import STATISTICS, FittedRule, GeneratorStats, OpenSetRule, ScoredBatch
 from osma_cli.rules.fang import FangRule
 from osma_cli.rules.gmm import GMMRule
@@ -43,10 +42,7 @@ def get_rule(name: str = DEFAULT_RULE, **params) -> OpenSetRule:
     try:
         cls = _RULES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_RULES), n=2, cutoff=0.5)
-        suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UsageError(f"unknown rule {name!r}{suggestion}",
-                         hint=f"available rules: {', '.join(list_rules())}") from None
+        raise unknown_name("rule", name, _RULES, listing="rules") from None
     try:
         return cls(**params)
     except TypeError as exc:

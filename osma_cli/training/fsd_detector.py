@@ -28,15 +28,11 @@ import torch
 from osma_cli.cache import EmbeddingCache, file_key
 from osma_cli.data import DEFAULT_MAX_PIXELS, extract_crops, iter_image_files, load_rgb
 from osma_cli.data.resave import Resave, parse_resaves
+from osma_cli.defaults import DEFAULT_COPIES, DEFAULT_MIXTURE, DETECTOR_HELD_OUT, DEVICE, SEED
 from osma_cli.detection import COVARIANCES, DEFAULT_ACCEPTANCE, Detector, fit_detector
 from osma_cli.detector_file import DetectorMeta, descriptor_record, save_detector
 from osma_cli.embed import Embedder
 from osma_cli.errors import DataError, ImageError, UsageError
-
-DEFAULT_COPIES = ("resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
-"""The re-saved copies the shipped detector is fitted with (docs/detection.md says why)."""
-DEFAULT_MIXTURE = {"pca_dim": 64, "components": 4, "covariance": "full"}
-"""Chosen on selection data only (`scripts/detector_figures.py --select`, docs/detection.md)."""
 
 
 @dataclass
@@ -45,14 +41,14 @@ class DetectorConfig:
     out: Path
     descriptor: Path
     copies: tuple[str, ...] = DEFAULT_COPIES
-    held_out: float = 0.2
+    held_out: float = DETECTOR_HELD_OUT
     acceptance: float = DEFAULT_ACCEPTANCE
     pca_dim: int = DEFAULT_MIXTURE["pca_dim"]
     components: int = DEFAULT_MIXTURE["components"]
     covariance: str = DEFAULT_MIXTURE["covariance"]
     reg_covar: float = 1e-6
-    seed: int = 0
-    device: str = "auto"
+    seed: int = SEED
+    device: str = DEVICE
     max_pixels: int = DEFAULT_MAX_PIXELS
     use_cache: bool = True
 

@@ -46,10 +46,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from osma_cli.defaults import DEFAULT_TEMPERATURE, DEFAULT_TRIPLET_MARGIN
 from osma_cli.errors import UsageError
 
-DEFAULT_TEMPERATURE = 1.0 / 9.0
-"""Teh et al.'s low temperature (their official configs: scale 3 = sqrt(1/T))."""
 
 
 # --------------------------------------------------------------------------- distances
@@ -208,8 +207,6 @@ class CrossEntropyClassifier(ClassLoss):
         return F.linear(embeddings, self.head.weight.float(), self.head.bias.float())
 
 
-DEFAULT_TRIPLET_MARGIN = 0.3
-"""POSE's triplet margin (Yang et al., CVPR 2023; their code's default)."""
 
 
 class BatchHardTripletLoss(nn.Module):

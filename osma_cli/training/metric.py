@@ -37,6 +37,7 @@ import osma_cli
 from osma_cli.attribution import score_embeddings
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
 from osma_cli.data import default_workers
+from osma_cli.defaults import BATCH_SIZE, CROP, DEFAULT_VAL_FRACTION, DEVICE, EMBEDDING_OUT, SEED
 from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform
 from osma_cli.data.training_sets import LabeledFiles, TrainingDataset, balanced_indices
 from osma_cli.embed import EmbeddedImage, Embedder
@@ -54,7 +55,6 @@ from osma_cli.training.schedule import (DEFAULT_WEIGHT_DECAY, METRIC_EPOCHS, PRO
                                         metric_schedule)
 from osma_cli.weights import WeightsMeta, save_weights
 
-DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_VAL_REFS_PER_CLASS = 200
 
 
@@ -67,7 +67,7 @@ class TrainConfig:
     data_root: Path | None = None
     val_annotations: tuple[Path, ...] = ()
     val_fraction: float = DEFAULT_VAL_FRACTION
-    out: Path = Path("osma-embedding.safetensors")
+    out: Path = EMBEDDING_OUT
     arch: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
     embedding_dim: int | None = None
@@ -78,13 +78,13 @@ class TrainConfig:
     decay_every: int | None = None
     proxy_lr_factor: float = PROXY_LR_FACTOR
     weight_decay: float = DEFAULT_WEIGHT_DECAY
-    batch_size: int = 32
-    crop: int = 256
+    batch_size: int = BATCH_SIZE
+    crop: int = CROP
     temperature: float = DEFAULT_TEMPERATURE
     distance: str = "squared_l2"
-    seed: int = 0
+    seed: int = SEED
     workers: int | None = None
-    device: str = "auto"
+    device: str = DEVICE
     mixed_precision: bool = True
     steps_per_epoch: int | None = None
     checkpoint_dir: Path | None = None

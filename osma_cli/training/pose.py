@@ -48,9 +48,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 import osma_cli
+from osma_cli.attribution import score_probabilities
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, threshold_for_acceptance
 from osma_cli.data import default_workers
 from osma_cli.data.augment import JPEG_QUALITIES
+from osma_cli.defaults import POSE_VARIANT
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
 from osma_cli.embed import Embedder
 from osma_cli.errors import UsageError
@@ -63,6 +65,7 @@ from osma_cli.training.loop import (EpochCallback, EpochStartCallback, EpochStat
 from osma_cli.training.losses import DEFAULT_TRIPLET_MARGIN, BatchHardTripletLoss, MeanReducer
 from osma_cli.training.metric import TrainConfig, TrainResult, check_output_paths, files_digest, load_data
 from osma_cli.training.pose_aug import AugOptions, ProgressiveAugmenter, expanded_labels
+from osma_cli.training.schedule import StepDecay
 from osma_cli.weights import WeightsMeta, save_weights
 
 POSE_ARCH = "pose_dct_cnn"
@@ -83,7 +86,7 @@ class PoseOptions:
     linear augmentation models, for comparing with the published figures.
     """
 
-    variant: str = "paper"
+    variant: str = POSE_VARIANT
     triplet_margin: float = DEFAULT_TRIPLET_MARGIN
     aug: AugOptions = field(default_factory=AugOptions)
     acceptance: float = DEFAULT_ACCEPTANCE
@@ -149,6 +152,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
     lr = POSE_LR if config.lr is None else config.lr
     factor = 1.0 if config.lr_decay is None else config.lr_decay
     every = 1 if config.decay_every is None else config.decay_every
+    schedule = StepDecay(lr=lr, factor=factor, every=every)
     workers = default_workers() if config.workers is None else config.workers
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -177,9 +181,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
     best_epoch: int | None = None
     best_state = cpu_state(model)
     for epoch in range(config.epochs):
-        epoch_lr = lr * factor ** (epoch // every)
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr
+        epoch_lr = schedule.apply(optimizer, epoch)
         batches = epoch_batches(balanced_indices(train.labels, epoch_rng(config.seed, epoch)), config.batch_size,
                                 max_steps=config.steps_per_epoch)
         if not batches:
@@ -244,7 +246,7 @@ def train_pose(config: TrainConfig, options: PoseOptions = PoseOptions(), *,
     probs, _ = validation_probabilities(model, meta, threshold_files, device,
                                         batch_size=config.batch_size, workers=workers)
     threshold = Threshold(
-        value=threshold_for_acceptance(1.0 - probs.max(axis=1), options.acceptance),
+        value=threshold_for_acceptance(score_probabilities(probs).scores, options.acceptance),
         method=("acceptance rate on the validation images" if val is not None else
                 "acceptance rate on the training images (no validation images): optimistic"),
         target=options.acceptance, n_images=len(probs), chosen=now_iso())

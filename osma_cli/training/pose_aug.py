@@ -45,19 +45,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from osma_cli.defaults import ALPHA, AUG_LR, BETA, MARGIN, WARMUP_STEPS
 from osma_cli.errors import UsageError
 
 AUG_HIDDEN = 32
 AUG_KERNEL = 3
-AUG_LR = 1e-2
-ALPHA = 1e-4
-"""Weight of the similarity to an earlier augmentation model's output (POSE's w_dist_pre)."""
-BETA = 1e-2
-"""Weight of the pull towards the known features (POSE's w_close_known)."""
-MARGIN = 0.95
-"""Cosine similarity to the known features beyond which the pull stops (POSE's d)."""
-WARMUP_STEPS = 100
-"""Reconstruction-only steps a new augmentation model takes on its first batch (see ``AugOptions``)."""
 
 FeatureFn = Callable[[Tensor], Tensor]
 

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import osma_cli
 from osma_cli.data import default_workers, iter_image_files
+from osma_cli.defaults import BATCH_SIZE, CROP, DEFAULT_VAL_FRACTION, DEVICE, PRETRAINED_OUT, SEED
 from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform, eval_transform
 from osma_cli.data.camera_sim import SimulatedCameraDataset, make_pipelines
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
@@ -50,7 +51,6 @@ from osma_cli.training.schedule import (DEFAULT_WEIGHT_DECAY, PRETRAIN_EPOCHS, S
                                         pretrain_schedule)
 from osma_cli.weights import WeightsMeta, save_weights
 
-DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_VAL_SAMPLES_PER_PIPELINE = 20
 
 
@@ -62,7 +62,7 @@ class PretrainConfig:
     photos: Path | None = None
     simulate_cameras: int | None = None
     val_fraction: float = DEFAULT_VAL_FRACTION
-    out: Path = Path("osma-pretrained.safetensors")
+    out: Path = PRETRAINED_OUT
     arch: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
     embedding_dim: int | None = None
@@ -71,11 +71,11 @@ class PretrainConfig:
     lr_decay: float | None = None
     decay_every: int | None = None
     weight_decay: float = DEFAULT_WEIGHT_DECAY
-    batch_size: int = 32
-    crop: int = 256
-    seed: int = 0
+    batch_size: int = BATCH_SIZE
+    crop: int = CROP
+    seed: int = SEED
     workers: int | None = None
-    device: str = "auto"
+    device: str = DEVICE
     mixed_precision: bool = True
     steps_per_epoch: int | None = None
     samples_per_epoch: int | None = None

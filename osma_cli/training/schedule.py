@@ -32,13 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from osma_cli.defaults import (DEFAULT_WEIGHT_DECAY, METRIC_EPOCHS, PRETRAIN_EPOCHS,  # noqa: F401  (imported from here)
+                               PROXY_LR_FACTOR)
 from osma_cli.errors import UsageError
 
-PROXY_LR_FACTOR = 100.0
-"""Loss parameters (proxies) learn this many times faster than the network (see above)."""
-
-DEFAULT_WEIGHT_DECAY = 0.01
-"""AdamW's own default decoupled weight decay, for the network; loss parameters get none."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +72,6 @@ class StepDecay:
 PRETRAIN = StepDecay(lr=1e-3, factor=0.65, every=3)
 METRIC_FROM_INIT = StepDecay(lr=1e-4, factor=0.6, every=2)
 METRIC_FROM_SCRATCH = StepDecay(lr=7e-4, factor=0.6, every=2)
-METRIC_EPOCHS = 30
-PRETRAIN_EPOCHS = 30
-"""Fang et al. do not state the pre-training length; 30 epochs is osma's choice."""
 
 
 def metric_schedule(*, from_init: bool, lr: float | None = None, factor: float | None = None,

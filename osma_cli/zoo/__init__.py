@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from osma_cli.zoo.materialise import Log, ProgressFactory
+    from osma_cli.progress import Log, ProgressFactory
 
 __all__ = ["builtin_benchmark_root", "ensure_builtin_benchmark"]
 

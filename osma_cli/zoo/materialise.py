@@ -27,7 +27,6 @@ digest of every image already there. A finished build is recognised by its manif
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -35,9 +34,8 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,13 +46,14 @@ from osma_cli import __version__
 from osma_cli.atomic import atomic_write
 from osma_cli.data.decode import load_rgb
 from osma_cli.errors import ImageError, OsmaError
-from osma_cli.evaluation.splits import (
+from osma_cli.evaluation.sources import (
     UNKNOWN_KINDS,
     PoseAnnotations,
     pose_annotation_files,
     write_pose_annotations,
 )
 from osma_cli.home import osma_home
+from osma_cli.progress import Log, ProgressFactory, no_log, no_progress
 from osma_cli.runtime import cpu_count
 from osma_cli.zoo.photos import PhotoSet, Tile, cut
 from osma_cli.zoo.recipe import REAL, ZooRecipe, default_recipe
@@ -74,19 +73,6 @@ JOURNAL = ".build-journal.tsv"
 DIGESTS = "benchmark-digests.json"
 """The shipped digests of osma's own build, beside the generator weights."""
 IMAGE_DIR = "dataset/zoo"
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
-Log = Callable[[str], None]
-
-
-@contextlib.contextmanager
-def _no_progress(description: str, total: int):
-    yield lambda n: None
-
-
-def _no_log(message: str) -> None:
-    pass
-
 
 class BenchmarkError(OsmaError):
     """The built-in benchmark cannot be built or is not intact."""
@@ -425,7 +411,7 @@ def _kept(root: Path, image: PlannedImage, journal: dict[str, str]) -> bool:
 
 def build_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
                     force: bool = False, workers: int | None = None,
-                    progress: ProgressFactory = _no_progress, log: Log = _no_log) -> BuildReport:
+                    progress: ProgressFactory = no_progress, log: Log = no_log) -> BuildReport:
     """Materialise the benchmark of ``plan`` (default: osma's shipped zoo) under ``root``.
 
     Images already there with the digest recorded for them (by a finished build of the
@@ -535,7 +521,7 @@ class VerifyReport:
 
 def verify_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
                      weights_dir: Path | None = None,
-                     progress: ProgressFactory = _no_progress) -> VerifyReport:
+                     progress: ProgressFactory = no_progress) -> VerifyReport:
     """Re-read every file of a finished build and compare it with the manifest; compare
     the manifest with the shipped digests and its fingerprint with the installed zoo's."""
     root = Path(root) if root is not None else default_root()
@@ -585,7 +571,7 @@ def is_built(root: Path, plan: BuildPlan) -> bool:
     return all((root / relpath).is_file() for relpath in manifest.annotations)
 
 
-def ensure_builtin_benchmark(*, progress: ProgressFactory = _no_progress, log: Log = _no_log,
+def ensure_builtin_benchmark(*, progress: ProgressFactory = no_progress, log: Log = no_log,
                              root: Path | None = None) -> Path:
     """The data root of the built-in benchmark (for ``load_pose_split``), built on first use.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from osma_cli.errors import UsageError
-from osma_cli.evaluation.splits import UNKNOWN_KINDS
+from osma_cli.evaluation.sources import UNKNOWN_KINDS
 from osma_cli.zoo.recipe import GeneratorSpec, SplitPlan, ZooRecipe
 
 KNOWN = "known"

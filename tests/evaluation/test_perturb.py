@@ -23,7 +23,7 @@ from osma_cli.errors import UsageError
 from osma_cli.evaluation.perturbed import folder_name, perturbed_file, perturbed_root, perturbed_split, seed_rng
 from osma_cli.evaluation.protocol import run_benchmark
 from osma_cli.evaluation.robustness import records, run_perturbed
-from osma_cli.evaluation.splits import load_pose_split
+from osma_cli.evaluation.sources import load_pose_split
 from osma_cli.regimes import file_jpeg_quality
 from tests.conftest import save_tiny_model
 from tests.pose_fixture import SPLIT, make_pose_fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from osma_cli.errors import DataError, UsageError
-from osma_cli.evaluation.splits import (
+from osma_cli.evaluation.sources import (
     UNKNOWN_KINDS,
     BenchmarkSplit,
     LabeledImage,
@@ -422,9 +422,9 @@ def test_manifest_file_errors(manifest_data: Path) -> None:
 def test_manifest_toml_without_a_toml_reader(manifest_data: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Python 3.10 without tomli: a clear error that says what to do, JSON still works."""
-    from osma_cli.evaluation import splits
+    from osma_cli.evaluation.sources import manifest
 
-    monkeypatch.setattr(splits, "tomllib", None)
+    monkeypatch.setattr(manifest, "tomllib", None)
     toml_file = manifest_data / "bench.toml"
     toml_file.write_text(TOML)
     with pytest.raises(DataError, match="tomli") as info:

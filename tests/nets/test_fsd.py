@@ -159,7 +159,7 @@ def test_float32_residual_filtering_stays_within_float64s_tolerance():
 
 def test_benchmark_fits_the_projection_on_the_split_training_images_only(tmp_path, pose_root, monkeypatch):
     from osma_cli.evaluation import protocol
-    from osma_cli.evaluation.splits import load_pose_split
+    from osma_cli.evaluation.sources import load_pose_split
 
     seen = []
     real_fit = protocol.fit_projection

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osma_cli.evaluation.splits import UNKNOWN_KINDS, load_pose_split
+from osma_cli.evaluation.sources import UNKNOWN_KINDS, load_pose_split
 from osma_cli.zoo.materialise import (
     JOURNAL,
     MANIFEST,

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from osma_cli.errors import UsageError
-from osma_cli.evaluation.splits import UNKNOWN_KINDS
+from osma_cli.evaluation.sources import UNKNOWN_KINDS
 from osma_cli.zoo.recipe import DATASETS, SplitPlan, default_recipe
 from osma_cli.zoo.splits import KNOWN, all_roles, split_roles
 

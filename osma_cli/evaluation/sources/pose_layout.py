@@ -1,25 +1,15 @@
-"""Where a benchmark's images come from: one typed description, two sources.
+"""Benchmark source ``pose``: the annotation files of the POSE benchmark (Yang et al., CVPR 2023).
 
-An open-set benchmark needs, for one split, the training, validation and closed-set test
-images of the known generators, and the images of unknown generators with their kind
-(unseen seed, architecture or dataset). Two sources give them, both as a ``BenchmarkSplit``:
-
-- ``load_pose_split``: the annotation files of the POSE benchmark (Yang et al., CVPR 2023),
-  read as released, unchanged; ``write_pose_annotations`` writes the same layout.
-- ``load_manifest``: a small TOML or JSON file of folders, for a user's own benchmark.
-
-Both check everything before returning: every line, every label and every image file. A
-benchmark embeds images for hours; a typo found after that is a wasted day.
-``docs/benchmarks.md`` describes both formats and what was found in POSE's release.
+``load_pose_split`` reads them as released, unchanged; ``write_pose_annotations`` writes the
+same layout (the built-in benchmark is written with it). Every line, every label and every
+image file is checked before a split is returned. ``docs/benchmarks.md`` describes the
+layout and what was found in POSE's release.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 import re
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,118 +17,11 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from osma_cli.atomic import atomic_write
-from osma_cli.data.files import IMAGE_SUFFIXES, iter_image_files
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import UNKNOWN_LABEL
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    try:
-        import tomli as tomllib
-    except ImportError:
-        tomllib = None
-
-UNKNOWN_KINDS: tuple[str, ...] = ("seed", "arch", "dataset")
-"""The unknown kinds of the POSE protocol: unseen seed, architecture, training dataset."""
-
-PARTS: tuple[str, ...] = ("train", "val", "test_known", "test_unknown")
-
-
-# --------------------------------------------------------------------------- types
-
-
-@dataclass(frozen=True, slots=True)
-class LabeledImage:
-    """One image of a benchmark and what the benchmark says about it."""
-
-    path: Path
-    """Absolute and normalised (the root is resolved; links inside it are kept as named)."""
-    label: int
-    """Known class index ``0..K-1``, or ``-1`` (``UNKNOWN_LABEL``) for an unknown generator."""
-    kind: str = ""
-    """Unknown kind (``"seed"``, ``"arch"``, ``"dataset"``) or ``""``; always ``""`` when known."""
-    generator: str = ""
-    """The source's name for the generator that made the image: the class name for a known
-    image, a name per unknown generator (a manifest table, a POSE folder) so results can
-    also be broken down per unknown generator; ``""`` when the source gives none."""
-
-
-@dataclass(frozen=True)
-class BenchmarkSplit:
-    """The images of one benchmark split, by part, with the names of the known classes."""
-
-    name: str
-    class_names: tuple[str, ...]
-    """Known classes; a known image's label is its index here."""
-    train: tuple[LabeledImage, ...]
-    """Known images the references are built from."""
-    val: tuple[LabeledImage, ...]
-    """Known images the threshold is calibrated on; may be empty."""
-    test_known: tuple[LabeledImage, ...]
-    test_unknown: tuple[LabeledImage, ...]
-    source: str
-    """Where it was read from, for people: e.g. ``POSE layout at /data/pose (split1)``."""
-
-    def __post_init__(self) -> None:
-        """Refuse an inconsistent split, so every consumer can trust labels and kinds."""
-        k = len(self.class_names)
-        if k == 0:
-            raise UsageError(f"benchmark split {self.name!r} has no known classes")
-        duplicated = [n for n, c in Counter(self.class_names).items() if c > 1]
-        if duplicated:
-            raise UsageError(f"benchmark split {self.name!r}: class names repeated: {duplicated}")
-        for part in ("train", "val", "test_known"):
-            for image in getattr(self, part):
-                if not 0 <= image.label < k or image.kind:
-                    raise UsageError(
-                        f"benchmark split {self.name!r}: {part} holds {image.path} with label "
-                        f"{image.label} and kind {image.kind!r}; known images need a label in "
-                        f"0..{k - 1} and no kind")
-        for image in self.test_unknown:
-            if image.label != UNKNOWN_LABEL or image.kind not in ("", *UNKNOWN_KINDS):
-                raise UsageError(
-                    f"benchmark split {self.name!r}: test_unknown holds {image.path} with label "
-                    f"{image.label} and kind {image.kind!r}; unknown images need label "
-                    f"{UNKNOWN_LABEL} and a kind among {('', *UNKNOWN_KINDS)}")
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def test(self) -> tuple[LabeledImage, ...]:
-        """Every test image, known then unknown: the open-set test set."""
-        return self.test_known + self.test_unknown
-
-    def summary(self) -> dict[str, Any]:
-        """Counts per part, per class, per unknown kind and unknown generator (JSON-able).
-
-        Kind ``""`` (unspecified) is counted under ``""``, as the metrics spell it.
-        """
-        per_class = {name: {"train": 0, "val": 0, "test": 0} for name in self.class_names}
-        for part, key in (("train", "train"), ("val", "val"), ("test_known", "test")):
-            for label, count in Counter(i.label for i in getattr(self, part)).items():
-                per_class[self.class_names[label]][key] = count
-        kinds = Counter(i.kind for i in self.test_unknown)
-        generators: dict[str, dict[str, Any]] = {}
-        for image in self.test_unknown:
-            entry = generators.setdefault(image.generator, {"kind": image.kind, "count": 0})
-            entry["count"] += 1
-            if entry["kind"] != image.kind:
-                entry["kind"] = "mixed"
-        return {
-            "name": self.name,
-            "source": self.source,
-            "classes": list(self.class_names),
-            "counts": {part: len(getattr(self, part)) for part in PARTS},
-            "per_class": per_class,
-            "unknown_kinds": {kind: kinds[kind] for kind in (*UNKNOWN_KINDS, "") if kinds[kind]},
-            "unknown_generators": generators,
-        }
-
-
-# --------------------------------------------------------------------------- POSE layout
+from osma_cli.evaluation.sources.base import (UNKNOWN_KINDS, BenchmarkSplit, LabeledImage, check_disjoint,
+                                              register_source)
+from osma_cli.progress import Log, ProgressFactory
 
 AnnotationLine = tuple["str | PurePath", int]
 """One line of an annotation file as a builder gives it: (image path, integer label)."""
@@ -353,16 +236,6 @@ def _derived_names(commons: Mapping[Any, str], top: str, fallback: Callable[[Any
             for key, name in names.items()}
 
 
-def _check_disjoint(entries: Iterable[tuple[str, str]], source: str) -> None:
-    """Refuse an image listed twice (in one part or two): it would be counted twice or leak
-    training images into the test."""
-    seen: dict[str, str] = {}
-    for path, where in entries:
-        if path in seen:
-            raise DataError(f"{source}: {path} is listed twice: {seen[path]} and {where}",
-                            hint="each image may appear once across train, val, test and unknown")
-        seen[path] = where
-
 
 def _find_annotations(root: Path, name: str) -> dict[str, Path]:
     """The split's annotation files under ``root/dataset`` or ``root``, checked to exist."""
@@ -497,7 +370,7 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
             hint=f"image paths were read as {resolver} (chosen among: "
                  f"{', '.join(str(c) for c in candidates)}); check that the download is complete")
     source = f"POSE layout at {dataset_dir.parent} ({name})"
-    _check_disjoint(((path, line.where) for path, line in everything), source)
+    check_disjoint(((path, line.where) for path, line in everything), source)
 
     by_label: dict[int, list[str]] = defaultdict(list)
     for path, line in (entry for part in known.values() for entry in part):
@@ -583,185 +456,11 @@ def write_pose_annotations(root: Path | str, split: str | int, parts: PoseAnnota
         atomic_write(files[key], lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
 
 
-# --------------------------------------------------------------------------- manifests
-
-_TOP_KEYS = ("name", "root", "known", "unknown")
-_KNOWN_KEYS = ("train", "val", "test")
-_UNKNOWN_KEYS = ("kind", "test")
-_MANIFEST_HINT = "docs/benchmarks.md (section Manifest) shows a complete example"
-
-
-class _Manifest:
-    """Error messages that name the manifest and the key, for every check."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, reason: str, hint: str | None = _MANIFEST_HINT) -> DataError:
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        return DataError(where + reason, hint=hint)
-
-    def check_keys(self, key: str, table: Mapping[str, Any], allowed: Sequence[str]) -> None:
-        for name in table:
-            if name not in allowed:
-                close = difflib.get_close_matches(name, allowed, n=1)
-                hint = (f"did you mean {close[0]!r}?" if close else
-                        f"allowed here: {', '.join(allowed)}")
-                raise self.error(f"{key}.{name}" if key else name, "unknown key", hint=hint)
-
-    def table(self, key: str, value: Any) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.error(key, f"must be a table (JSON object), not {type(value).__name__}")
-        return value
-
-    def text(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"must be a non-empty string, not {value!r}")
-        return value.strip()
-
-    def generator_name(self, key: str, name: str) -> str:
-        clean = name.strip()
-        if not clean or not clean.isprintable() or clean.lower() == "unknown":
-            raise self.error(key, f"invalid generator name {name!r}",
-                             hint="use a non-empty printable name other than 'unknown'")
-        return clean
-
-    def images(self, key: str, value: Any, base: Path) -> list[Path]:
-        """The images of one entry: a folder (searched recursively), a file, or a list."""
-        entries = [value] if isinstance(value, str) else value
-        if not isinstance(entries, list) or not entries:
-            raise self.error(key, f"must be a path or a non-empty list of paths, not {value!r}")
-        found: list[Path] = []
-        for entry in entries:
-            path = Path(self.text(key, entry)).expanduser()
-            path = (path if path.is_absolute() else base / path)
-            if not path.exists():
-                raise self.error(key, f"no such folder or file: {path}",
-                                 hint=f"relative paths are read from {base}")
-            path = path.resolve()
-            images = list(iter_image_files([path]))
-            if not images:
-                raise self.error(key, f"no images in {path}",
-                                 hint="images are files ending in "
-                                      + ", ".join(sorted(IMAGE_SUFFIXES)) + ", found recursively")
-            found.extend(images)
-        return found
-
-
-def _parse_manifest(path: Path) -> Any:
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise DataError(f"{path}: a manifest must be a .toml or a .json file",
-                        hint=_MANIFEST_HINT)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"no such manifest: {path}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    if suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                            f"{exc.msg}") from None
-    if tomllib is None:
-        raise DataError(f"{path}: reading TOML on Python 3.10 needs the tomli package",
-                        hint="pip install tomli, or write the manifest as JSON")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{path}: invalid TOML: {exc}") from None
-
-
-def load_manifest(path: Path | str) -> BenchmarkSplit:
-    """A user's benchmark from a manifest (TOML or JSON, by suffix; docs/benchmarks.md).
-
-    One table per known generator (``train``, ``test``, optional ``val``) and per unknown
-    generator (``test``, optional ``kind``); each value is a folder searched recursively, an
-    image file, or a list of them. Relative paths are read from ``root`` (default: the
-    manifest's folder). Known class order is the order in the file.
-    """
-    path = Path(path).expanduser()
-    m = _Manifest(path)
-    data = _parse_manifest(path)
-    top = m.table("", data)
-    m.check_keys("", top, _TOP_KEYS)
-    name = m.text("name", top["name"]) if "name" in top else path.stem
-    base = path.resolve().parent
-    if "root" in top:
-        root = Path(m.text("root", top["root"])).expanduser()
-        base = (root if root.is_absolute() else base / root)
-        if not base.is_dir():
-            raise m.error("root", f"no such folder: {base}")
-        base = base.resolve()
-    for section in ("known", "unknown"):
-        if section not in top:
-            raise m.error(section, "missing: a benchmark needs at least one "
-                                   f"{section} generator")
-        if not m.table(section, top[section]):
-            raise m.error(section, f"no {section} generators")
-
-    known = m.table("known", top["known"])
-    unknown = m.table("unknown", top["unknown"])
-    class_names: list[str] = []
-    parts: dict[str, list[LabeledImage]] = {part: [] for part in PARTS}
-    where: list[tuple[str, str]] = []
-    for raw_name, entry in known.items():
-        key = f"known.{raw_name}"
-        name_k = m.generator_name(key, raw_name)
-        if name_k in class_names:
-            raise m.error(key, f"generator {name_k!r} is listed twice")
-        entry = m.table(key, entry)
-        m.check_keys(key, entry, _KNOWN_KEYS)
-        for required in ("train", "test"):
-            if required not in entry:
-                raise m.error(f"{key}.{required}", "missing",
-                              hint="a known generator needs train and test images (val is optional)")
-        label = len(class_names)
-        class_names.append(name_k)
-        for field_name, part in (("train", "train"), ("val", "val"), ("test", "test_known")):
-            if field_name in entry:
-                images = m.images(f"{key}.{field_name}", entry[field_name], base)
-                parts[part].extend(LabeledImage(p, label, "", name_k) for p in images)
-                where.extend((str(p), f"{key}.{field_name}") for p in images)
-
-    folded = {n.casefold(): n for n in class_names}
-    seen_unknown: set[str] = set()
-    for raw_name, entry in unknown.items():
-        key = f"unknown.{raw_name}"
-        name_u = m.generator_name(key, raw_name)
-        if name_u.casefold() in folded:
-            raise m.error(key, f"{name_u!r} is also a known generator "
-                               f"(known.{folded[name_u.casefold()]})",
-                          hint="a generator is either known or unknown in one benchmark")
-        if name_u in seen_unknown:
-            raise m.error(key, f"generator {name_u!r} is listed twice")
-        seen_unknown.add(name_u)
-        entry = m.table(key, entry)
-        m.check_keys(key, entry, _UNKNOWN_KEYS)
-        if "test" not in entry:
-            raise m.error(f"{key}.test", "missing", hint="an unknown generator needs test images")
-        kind = entry.get("kind", "")
-        if not isinstance(kind, str) or kind.strip() not in ("", *UNKNOWN_KINDS):
-            raise m.error(f"{key}.kind", f"{kind!r} is not an unknown kind",
-                          hint=f"use one of {', '.join(UNKNOWN_KINDS)}, or leave it out")
-        images = m.images(f"{key}.test", entry["test"], base)
-        parts["test_unknown"].extend(
-            LabeledImage(p, UNKNOWN_LABEL, kind.strip(), name_u) for p in images)
-        where.extend((str(p), f"{key}.test") for p in images)
-
-    _check_disjoint(where, str(path))
-    return BenchmarkSplit(
-        name=name,
-        class_names=tuple(class_names),
-        train=tuple(parts["train"]),
-        val=tuple(parts["val"]),
-        test_known=tuple(parts["test_known"]),
-        test_unknown=tuple(parts["test_unknown"]),
-        source=f"manifest {path.resolve()}",
-    )
+@register_source("pose")
+def open_pose_split(location: Path | None, split: str | None, *, progress: ProgressFactory,
+                    log: Log) -> BenchmarkSplit:
+    """``osma benchmark SPLIT --data-root DIR``: one split of a folder in the POSE layout."""
+    if location is None or split is None:
+        raise UsageError("the POSE layout needs a data root and a split name",
+                         hint="e.g. `osma benchmark split1 --data-root DIR`")
+    return load_pose_split(location, split)
