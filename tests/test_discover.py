@@ -64,7 +64,7 @@ def test_group_unknowns_names_each_clusters_nearest_generator_at_its_means_dista
     points, truth = blobs(np.random.default_rng(3))
     store = store_with({"near_a": np.r_[12.0, np.zeros(7)], "near_b": np.r_[-13.0, np.zeros(7)]})
     files = [Path(f"f{i}.png") for i in range(len(points))]
-    clusters, rest = group_unknowns(points, files, store, regime=None, min_cluster_size=5, first_id=3)
+    clusters, rest, ids = group_unknowns(points, files, store, regime=None, min_cluster_size=5, first_id=3)
     assert [c.id for c in clusters] == [3, 4] and [c.size for c in clusters] == [30, 20]
     assert [c.nearest for c in clusters] == ["near_a", "near_b"]
     for cluster, label in zip(clusters, (0, 1)):
@@ -73,11 +73,13 @@ def test_group_unknowns_names_each_clusters_nearest_generator_at_its_means_dista
         assert np.isclose(cluster.distance, np.linalg.norm(mean - centroid))
         assert list(cluster.files) == [f for f, t in zip(files, truth) if t == label]
     assert rest == [f for f, t in zip(files, truth) if t == NOISE]
+    assert (ids == np.where(truth == NOISE, NOISE, truth + 3)).all()
 
 
 def test_group_unknowns_of_nothing_is_nothing():
     store = store_with({"a": np.zeros(8)})
-    assert group_unknowns(np.zeros((0, 8)), [], store, regime=None, min_cluster_size=5) == ([], [])
+    clusters, rest, ids = group_unknowns(np.zeros((0, 8)), [], store, regime=None, min_cluster_size=5)
+    assert (clusters, rest, ids.shape) == ([], [], (0,))
 
 
 def test_contact_sheet_has_one_thumbnail_per_image_up_to_the_limit(tmp_path: Path):
