@@ -33,13 +33,16 @@ NOISE = -1
 HDBSCAN_METHOD = "hdbscan"
 AGGLOMERATIVE = "agglomerative"
 METHODS = (HDBSCAN_METHOD, AGGLOMERATIVE)
+DEFAULT_METHOD = AGGLOMERATIVE
+"""Chosen by measurement (docs/discovery.md): on the zoo's unknown generators and on six real
+ones, agglomerative clustering beat HDBSCAN on NMI and ARI for both shipped models."""
 DEFAULT_CUT_SCALE = 2.0
 """Agglomerative cut = this x the median spread (Fang's sigma) of the known generators.
 
 sigma is the RMS distance of a generator's images to its centroid, so two images of one
 generator lie about sqrt(2) sigma apart, and the average linkage of two groups of one
-generator is about that; 2 sigma leaves room for a new generator a little wider than the
-known ones (docs/discovery.md has the measurement)."""
+generator is about that. Measured best: 1.5 for MISLNet, 3 for the descriptor; 2 is near
+both (docs/discovery.md)."""
 
 
 def cluster_embeddings(embeddings: np.ndarray, min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE, *,
@@ -136,7 +139,7 @@ class Discovery:
     """``FileAttribution``s without an attribution (unreadable, or skipped on purpose)."""
     views: list[SpaceView] = field(default_factory=list)
     """Per space (regime), the accepted and unknown embeddings, for the map."""
-    method: str = HDBSCAN_METHOD
+    method: str = DEFAULT_METHOD
     distance_cuts: dict[str | None, float] = field(default_factory=dict)
     """The agglomerative cut used in each space (empty for HDBSCAN)."""
 
@@ -150,14 +153,14 @@ def distance_cut(store: ReferenceStore, scale: float = DEFAULT_CUT_SCALE) -> flo
 
 
 def group_labels(embeddings: np.ndarray, store: ReferenceStore, *, min_cluster_size: int,
-                 method: str = HDBSCAN_METHOD, cut_scale: float = DEFAULT_CUT_SCALE) -> np.ndarray:
+                 method: str = DEFAULT_METHOD, cut_scale: float = DEFAULT_CUT_SCALE) -> np.ndarray:
     """Cluster labels of one space's unknowns, the cut (for ``agglomerative``) from ``store``'s spread."""
     cut = distance_cut(store, cut_scale) if method == AGGLOMERATIVE else None
     return cluster_embeddings(embeddings, min_cluster_size, method=method, distance_cut=cut)
 
 
 def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store: ReferenceStore, *, regime: str | None,
-                   min_cluster_size: int, first_id: int = 0, method: str = HDBSCAN_METHOD,
+                   min_cluster_size: int, first_id: int = 0, method: str = DEFAULT_METHOD,
                    cut_scale: float = DEFAULT_CUT_SCALE, hash_files: bool = False
                    ) -> tuple[list[Cluster], list[Path], np.ndarray]:
     """Clusters (ids from ``first_id``), unclustered files and each file's cluster id (-1: none)
@@ -185,7 +188,7 @@ def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store: Referen
 def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *,
                    threshold: float | Mapping[str, float],
                    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
-                   method: str = HDBSCAN_METHOD, cut_scale: float = DEFAULT_CUT_SCALE,
+                   method: str = DEFAULT_METHOD, cut_scale: float = DEFAULT_CUT_SCALE,
                    options: EmbedOptions = EmbedOptions(),
                    on_progress: Callable[[int], None] | None = None) -> Discovery:
     """Attribute ``paths``, then cluster the unknowns' embeddings (those they were scored with), per regime.

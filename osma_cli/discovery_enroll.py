@@ -83,7 +83,8 @@ def check_same_run(data: dict, path: Path, store_path: Path, meta) -> None:
     recorded = data["store"] or {}
     now = file_sha256(store_path)
     if now is None:
-        raise ReferenceStoreError(f"the reference store {store_path} cannot be read", hint="pass the --refs of that run")
+        raise ReferenceStoreError(f"the reference store {store_path} cannot be read",
+                                  hint="pass the --refs of that run")
     if recorded.get("sha256") != now:
         raise ReferenceStoreError(
             f"the reference store {store_path} is not the one {path} was made with ({recorded.get('path')}, "

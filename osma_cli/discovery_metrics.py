@@ -45,7 +45,8 @@ class ClusteringScores:
 def _labels(truth: ArrayLike, found: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     truth_arr, found_arr = np.asarray(truth), np.asarray(found)
     if truth_arr.ndim != 1 or truth_arr.shape != found_arr.shape:
-        raise UsageError(f"true and found labels must be 1-D of one length; got {truth_arr.shape} and {found_arr.shape}")
+        raise UsageError("true and found labels must be 1-D of one length; "
+                         f"got {truth_arr.shape} and {found_arr.shape}")
     return truth_arr, found_arr
 
 

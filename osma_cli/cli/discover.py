@@ -13,7 +13,7 @@ from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPix
                                   RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import list_image_inputs
 from osma_cli.cli.session import command_line, embed_options, load_embedder, refs_path
-from osma_cli.discovery import DEFAULT_CUT_SCALE, DEFAULT_MIN_CLUSTER_SIZE, HDBSCAN_METHOD, METHODS, Discovery
+from osma_cli.discovery import DEFAULT_CUT_SCALE, DEFAULT_METHOD, DEFAULT_MIN_CLUSTER_SIZE, METHODS, Discovery
 from osma_cli.discovery_enroll import RECORD_NAME
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
@@ -32,8 +32,8 @@ def discover(
     min_cluster_size: Annotated[int, typer.Option(
         "--min-cluster-size", min=2, help="Fewest images that make a cluster.")] = DEFAULT_MIN_CLUSTER_SIZE,
     method: Annotated[str, typer.Option(
-        "--method", help="hdbscan, or agglomerative (average linkage cut at --cut-scale x the known "
-                         "generators' median sigma).")] = HDBSCAN_METHOD,
+        "--method", help="agglomerative (average linkage cut at --cut-scale x the known generators' "
+                         "median sigma), or hdbscan (density-based, needs no cut).")] = DEFAULT_METHOD,
     cut_scale: Annotated[float, typer.Option(
         "--cut-scale", min=0.01,
         help="With --method agglomerative: the distance cut in units of the known generators' median sigma.")
@@ -61,10 +61,10 @@ def discover(
 ) -> None:
     """Group the images the store calls unknown: clusters of look-alikes may be new generators.
 
-    Attributes the images as `osma attribute` does, clusters the unknowns' embeddings with
-    HDBSCAN (per JPEG regime for a model with regimes) and shows each cluster's size, its
-    nearest known generator with the distance of the cluster's mean to that generator's
-    centroid, and a few of its files. `--enroll N --name NAME --from DIR` then enrols
+    Attributes the images as `osma attribute` does, clusters the unknowns' embeddings
+    (agglomerative by default, or HDBSCAN; per JPEG regime for a model with regimes) and
+    shows each cluster's size, its nearest known generator with the distance of the
+    cluster's mean to that generator's centroid, and a few of its files. `--enroll N --name NAME --from DIR` then enrols
     cluster N of that run, refusing if its files, the model or the store changed since.
     Exit code 0 when every file was processed, 3 when some could not be read (each is
     reported), 2 for usage errors. See docs/discovery.md.

@@ -33,9 +33,11 @@ def unknowns(tmp_path: Path) -> Path:
 
 
 def discover(paths, built_store: Path, tiny_weights: Path, *extra):
-    """A tau below every score: every image is unknown, whatever the tiny model's distances."""
+    """A tau below every score: every image is unknown, whatever the tiny model's distances.
+
+    HDBSCAN, whose grouping of the tiny model's vectors needs no distance cut to be right."""
     return invoke("discover", *paths, "--model", tiny_weights, "--refs", built_store, "--workers", 0,
-                  "--min-cluster-size", 3, "--threshold", 1e-9, *extra)
+                  "--min-cluster-size", 3, "--threshold", 1e-9, "--method", "hdbscan", *extra)
 
 
 def test_json_groups_the_two_kinds_apart(unknowns, built_store, tiny_weights):
@@ -97,7 +99,7 @@ def test_out_writes_a_png_map_and_a_record_that_identifies_the_run(unknowns, bui
     with Image.open(out / "map.png") as image:
         assert image.format == "PNG"
     data = json.loads((out / "clusters.json").read_text())
-    assert data["method"] == "hdbscan" and len(data["clusters"]) == 2
+    assert data["method"] == "hdbscan" and data["distance_cut"] is None and len(data["clusters"]) == 2
     assert data["store"]["sha256"] == hashlib.sha256(built_store.read_bytes()).hexdigest()
     assert data["model_sha256"] == Embedder.from_file(tiny_weights, device="cpu").meta.sha256
     for cluster in data["clusters"]:
@@ -174,7 +176,8 @@ def test_a_changed_or_vanished_file_is_refused_by_name_and_nothing_is_written(ru
     files[1].unlink()
     result = enroll_cluster(run, built_store, tiny_weights)
     assert result.exit_code == 1
-    assert says(result.stderr, f"{files[0].name}: its bytes changed") and says(result.stderr, f"{files[1].name}: vanished")
+    assert says(result.stderr, f"{files[0].name}: its bytes changed")
+    assert says(result.stderr, f"{files[1].name}: vanished")
     assert built_store.read_bytes() == before
 
 
