@@ -25,6 +25,11 @@ from osma_cli.discovery import NOISE, SpaceView
 SEED = 0
 PCA_DIMS = 50
 PERPLEXITY = 30.0
+ITERATIONS = 500
+"""Half scikit-learn's default: the map is a picture to look at, and t-SNE's cost grows with it."""
+MAX_CONTEXT = 1000
+"""At most this many accepted images, and as many store vectors, are drawn (a seeded sample):
+they are context, and t-SNE's time grows with every point. Every unknown image is drawn."""
 NOISE_COLOUR = "#9e9e9e"
 ACCEPTED_COLOUR = "#5b7fa6"
 
@@ -49,8 +54,15 @@ def embed_2d(points: np.ndarray, *, seed: int = SEED) -> np.ndarray:
         out[:, :min(2, reduced.shape[1])] = reduced[:, :2]
         return out
     perplexity = min(PERPLEXITY, (n - 1) / 3.0)
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=ITERATIONS,
                 method="barnes_hut" if n > 200 else "exact").fit_transform(reduced)
+
+
+def sample(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` of ``n`` items, the same ones for the same seed."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,9 @@ class MapPoints:
     """True when the store keeps no vectors and the references are its centroids."""
 
 
-def map_points(view: SpaceView, *, seed: int = SEED) -> MapPoints:
-    """Place the store's references, the accepted and the unknown images of one space on one t-SNE map."""
+def map_points(view: SpaceView, *, seed: int = SEED, max_context: int = MAX_CONTEXT) -> MapPoints:
+    """Place the store's references, the accepted and the unknown images of one space on one t-SNE map
+    (at most ``max_context`` accepted images and store vectors, every unknown)."""
     store = view.store
     kept = [g for g in store.generators.values() if g.vectors is not None and len(g.vectors)]
     centroids_only = len(kept) != len(store.generators) or not kept
@@ -79,12 +92,17 @@ def map_points(view: SpaceView, *, seed: int = SEED) -> MapPoints:
         refs = np.concatenate([g.vectors for g in kept])
         names = [g.name for g in kept for _ in range(len(g.vectors))]
     dim = store.embedding_dim
-    groups = [np.asarray(refs, np.float64).reshape(-1, dim), np.asarray(view.accepted, np.float64).reshape(-1, dim),
-              np.asarray(view.unknown, np.float64).reshape(-1, dim)]
+    refs = np.asarray(refs, np.float64).reshape(-1, dim)
+    accepted = np.asarray(view.accepted, np.float64).reshape(-1, dim)
+    keep_refs = sample(len(refs), max_context, seed) if not centroids_only else np.arange(len(refs))
+    keep_accepted = sample(len(accepted), max_context, seed)
+    names = [names[i] for i in keep_refs]
+    accepted_as = [view.accepted_as[i] for i in keep_accepted]
+    groups = [refs[keep_refs], accepted[keep_accepted], np.asarray(view.unknown, np.float64).reshape(-1, dim)]
     xy = embed_2d(np.concatenate(groups), seed=seed)
     a, b = len(groups[0]), len(groups[0]) + len(groups[1])
     return MapPoints(references=xy[:a], reference_names=list(names), accepted=xy[a:b],
-                     accepted_as=list(view.accepted_as), unknown=xy[b:], labels=np.asarray(view.labels, int),
+                     accepted_as=accepted_as, unknown=xy[b:], labels=np.asarray(view.labels, int),
                      centroids_only=centroids_only)
 
 
@@ -142,8 +160,9 @@ def write_map(path: Path | str, view: SpaceView, *, seed: int = SEED) -> MapPoin
     """The map of one space as a PNG at ``path``, written atomically; returns what it placed."""
     points = map_points(view, seed=seed)
     space = "" if view.regime is None else f", {view.regime} regime"
-    title = (f"t-SNE of the scored vectors{space}: {len(points.accepted)} accepted, {len(points.unknown)} unknown "
-             f"in {len(set(points.labels.tolist()) - {NOISE})} cluster(s)")
+    shown = "" if len(points.accepted) == len(view.accepted) else f" (of {len(view.accepted)})"
+    title = (f"t-SNE of the scored vectors{space}: {len(points.accepted)}{shown} accepted, "
+             f"{len(points.unknown)} unknown in {len(set(points.labels.tolist()) - {NOISE})} cluster(s)")
     figure = draw_map(points, title)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return points

@@ -48,6 +48,14 @@ def test_a_store_without_vectors_is_drawn_by_its_centroids_one_with_by_its_vecto
     assert gmm.reference_names == ["alpha"] * 6 + ["beta"] * 6
 
 
+def test_context_is_sampled_and_every_unknown_is_kept():
+    seen = view(store("gmm"))
+    points = map_points(seen, max_context=5)
+    assert len(points.references) == 5 and len(points.accepted) == 5 and len(points.unknown) == 16
+    again = map_points(seen, max_context=5)
+    assert points.reference_names == again.reference_names and np.array_equal(points.unknown, again.unknown)
+
+
 def test_the_clusters_stay_apart_on_the_map():
     points = map_points(view(store()))
     a, b = points.unknown[points.labels == 0], points.unknown[points.labels == 1]
