@@ -24,12 +24,13 @@ from osma_cli.errors import DataError, ReferenceStoreError, UsageError
 if TYPE_CHECKING:
     from osma_cli.api import EnrollResult
     from osma_cli.embed import Embedder
+    from osma_cli.weights import WeightsMeta
 
 RECORD_NAME = "clusters.json"
 RERUN = "run `osma discover ... --out DIR` again and look at the new contact sheets"
 
 
-def run_identity(store_path: Path | str, meta) -> dict:
+def run_identity(store_path: Path | str, meta: "WeightsMeta") -> dict:
     """What a discover run was made with, for ``clusters.json``: weights, store bytes, working folder."""
     from osma_cli.api import file_sha256
 
@@ -71,7 +72,7 @@ def cluster_of(data: dict, cluster_id: int, path: Path) -> dict:
                      hint="pick a number from the run's table or its cluster-ID.png sheets")
 
 
-def check_same_run(data: dict, path: Path, store_path: Path, meta) -> None:
+def check_same_run(data: dict, path: Path, store_path: Path, meta: "WeightsMeta") -> None:
     """Refuse when the model or the store is not the one the record was made with."""
     from osma_cli.api import file_sha256
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -16,6 +16,9 @@ from osma_cli.cli.session import command_line, embed_options, load_embedder, ref
 from osma_cli.discovery import DEFAULT_CUT_SCALE, DEFAULT_METHOD, DEFAULT_MIN_CLUSTER_SIZE, METHODS, Discovery
 from osma_cli.discovery_enroll import RECORD_NAME
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+
+if TYPE_CHECKING:
+    from osma_cli.embed import EmbedOptions
 
 COMMAND = "discover"
 EXAMPLES = 3
@@ -126,7 +129,7 @@ def report_failures(found: Discovery, unlisted: list[tuple[Path, str]]) -> int:
 
 
 def enroll_from_run(cluster: int | None, name: str | None, source: Path | None, paths: list[Path] | None,
-                    options, *, model: Path | None, refs: Path | None, device: str, json_out: bool) -> None:
+                    options: "EmbedOptions", *, model: Path | None, refs: Path | None, device: str, json_out: bool) -> None:
     """``--enroll N --name NAME --from DIR``: one cluster of a recorded run, through `osma enroll`'s path."""
     from osma_cli.cli.references import check_generator_name, plural
     from osma_cli.discovery_enroll import enroll_cluster
