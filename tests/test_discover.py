@@ -64,7 +64,8 @@ def test_group_unknowns_names_each_clusters_nearest_generator_at_its_means_dista
     points, truth = blobs(np.random.default_rng(3))
     store = store_with({"near_a": np.r_[12.0, np.zeros(7)], "near_b": np.r_[-13.0, np.zeros(7)]})
     files = [Path(f"f{i}.png") for i in range(len(points))]
-    clusters, rest = group_unknowns(points, files, store, regime=None, min_cluster_size=5, first_id=3)
+    clusters, rest, ids = group_unknowns(points, files, store, regime=None, min_cluster_size=5, first_id=3,
+                                         method="hdbscan")
     assert [c.id for c in clusters] == [3, 4] and [c.size for c in clusters] == [30, 20]
     assert [c.nearest for c in clusters] == ["near_a", "near_b"]
     for cluster, label in zip(clusters, (0, 1)):
@@ -73,11 +74,13 @@ def test_group_unknowns_names_each_clusters_nearest_generator_at_its_means_dista
         assert np.isclose(cluster.distance, np.linalg.norm(mean - centroid))
         assert list(cluster.files) == [f for f, t in zip(files, truth) if t == label]
     assert rest == [f for f, t in zip(files, truth) if t == NOISE]
+    assert (ids == np.where(truth == NOISE, NOISE, truth + 3)).all()
 
 
 def test_group_unknowns_of_nothing_is_nothing():
     store = store_with({"a": np.zeros(8)})
-    assert group_unknowns(np.zeros((0, 8)), [], store, regime=None, min_cluster_size=5) == ([], [])
+    clusters, rest, ids = group_unknowns(np.zeros((0, 8)), [], store, regime=None, min_cluster_size=5)
+    assert (clusters, rest, ids.shape) == ([], [], (0,))
 
 
 def test_contact_sheet_has_one_thumbnail_per_image_up_to_the_limit(tmp_path: Path):
@@ -125,10 +128,14 @@ def test_a_routed_model_clusters_each_regime_in_its_own_space(tmp_path: Path):
              + [write(tmp_path / "new" / f"{i}.jpg", pattern_image("stripes", rng, 48), quality=90)
                 for i in range(6)])
     found = discover_files(embedder, store, paths, threshold={name: 1e-9 for name in store.stores},
-                           min_cluster_size=3, options=options)
+                           min_cluster_size=3, method="hdbscan", options=options)
     assert found.n_unknown == 12 and found.clusters
     assert sorted([f for c in found.clusters for f in c.files] + found.unclustered) == sorted(paths)
     regimes = {"lossless": LOSSLESS, "jpeg90": Regime(90)}
+    assert sorted(view.regime for view in found.views) == ["jpeg90", "lossless"]
+    for view in found.views:
+        mine = {c.id for c in found.clusters if c.regime == view.regime}
+        assert set(view.labels.tolist()) - {-1} == mine and len(view.labels) == 6 and len(view.accepted) == 0
     for cluster in found.clusters:
         assert {f.suffix for f in cluster.files} == {".png" if cluster.regime == "lossless" else ".jpg"}
         single = store.store_for(regimes[cluster.regime])
