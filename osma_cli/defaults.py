@@ -84,3 +84,15 @@ DEFAULT_COPIES = ("resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90"
 """The re-saved copies the shipped detector is fitted with (docs/detection.md says why)."""
 DEFAULT_MIXTURE = {"pca_dim": 64, "components": 4, "covariance": "full"}
 """Chosen on selection data only (`scripts/detector_figures.py --select`, docs/detection.md)."""
+
+
+# --------------------------------------------------------------------------- discovery (docs/discovery.md)
+
+DISCOVERY_MIN_CLUSTER_SIZE = 5
+"""Fewest images that make a cluster of ``osma discover``."""
+DISCOVERY_METHODS = ("hdbscan", "agglomerative")
+DISCOVERY_METHOD = "agglomerative"
+"""Chosen by measurement (docs/discovery.md): on the zoo's unknown generators and on six real
+ones, agglomerative clustering beat HDBSCAN on NMI and ARI for both shipped models."""
+DISCOVERY_CUT_SCALE = 2.0
+"""Agglomerative cut = this x the median spread (Fang's sigma) of the known generators."""

@@ -22,24 +22,21 @@ import numpy as np
 from osma_cli.attribution import UNKNOWN
 from osma_cli.embed import Embedder, EmbedOptions
 from osma_cli.errors import UsageError
+from osma_cli.defaults import (DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS,
+                               DISCOVERY_MIN_CLUSTER_SIZE)
 from osma_cli.references import ReferenceStore
 from osma_cli.regime_store import AnyStore, RegimeStores
 
 if TYPE_CHECKING:
     from osma_cli.api import FileAttribution
 
-DEFAULT_MIN_CLUSTER_SIZE = 5
 NOISE = -1
-HDBSCAN_METHOD = "hdbscan"
-AGGLOMERATIVE = "agglomerative"
-METHODS = (HDBSCAN_METHOD, AGGLOMERATIVE)
-DEFAULT_METHOD = AGGLOMERATIVE
-"""Chosen by measurement (docs/discovery.md): on the zoo's unknown generators and on six real
-ones, agglomerative clustering beat HDBSCAN on NMI and ARI for both shipped models."""
-DEFAULT_CUT_SCALE = 2.0
-"""Agglomerative cut = this x the median spread (Fang's sigma) of the known generators.
-
-sigma is the RMS distance of a generator's images to its centroid, so two images of one
+HDBSCAN_METHOD, AGGLOMERATIVE = DISCOVERY_METHODS
+METHODS = DISCOVERY_METHODS
+DEFAULT_MIN_CLUSTER_SIZE = DISCOVERY_MIN_CLUSTER_SIZE
+DEFAULT_METHOD = DISCOVERY_METHOD
+DEFAULT_CUT_SCALE = DISCOVERY_CUT_SCALE
+"""sigma is the RMS distance of a generator's images to its centroid, so two images of one
 generator lie about sqrt(2) sigma apart, and the average linkage of two groups of one
 generator is about that. Measured best: 1.5 for MISLNet, 3 for the descriptor; 2 is near
 both (docs/discovery.md)."""

@@ -13,11 +13,12 @@ from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPix
                                   RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
 from osma_cli.cli.paths import list_image_inputs
 from osma_cli.cli.session import command_line, embed_options, load_embedder, refs_path
-from osma_cli.discovery import DEFAULT_CUT_SCALE, DEFAULT_METHOD, DEFAULT_MIN_CLUSTER_SIZE, METHODS, Discovery
-from osma_cli.discovery_enroll import RECORD_NAME
+from osma_cli.defaults import (DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS,
+                               DISCOVERY_MIN_CLUSTER_SIZE)
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 if TYPE_CHECKING:
+    from osma_cli.discovery import Discovery
     from osma_cli.embed import EmbedOptions
 
 COMMAND = "discover"
@@ -33,14 +34,14 @@ def discover(
                       "the t-SNE map (map.png, or map-REGIME.png per JPEG regime).",
         file_okay=False, show_default=False)] = None,
     min_cluster_size: Annotated[int, typer.Option(
-        "--min-cluster-size", min=2, help="Fewest images that make a cluster.")] = DEFAULT_MIN_CLUSTER_SIZE,
+        "--min-cluster-size", min=2, help="Fewest images that make a cluster.")] = DISCOVERY_MIN_CLUSTER_SIZE,
     method: Annotated[str, typer.Option(
         "--method", help="agglomerative (average linkage cut at --cut-scale x the known generators' "
-                         "median sigma), or hdbscan (density-based, needs no cut).")] = DEFAULT_METHOD,
+                         "median sigma), or hdbscan (density-based, needs no cut).")] = DISCOVERY_METHOD,
     cut_scale: Annotated[float, typer.Option(
         "--cut-scale", min=0.01,
         help="With --method agglomerative: the distance cut in units of the known generators' median sigma.")
-    ] = DEFAULT_CUT_SCALE,
+    ] = DISCOVERY_CUT_SCALE,
     enroll: Annotated[Optional[int], typer.Option(
         "--enroll", help="Enrol this cluster of a previous run (--from) as generator --name; embeds and "
                          "writes as `osma enroll` does.", show_default=False)] = None,
@@ -84,8 +85,9 @@ def discover(
                         json_out=json_out)
     if not paths:
         raise UsageError("no images given", hint="pass image files or folders, or --enroll N --name NAME --from DIR")
-    if method not in METHODS:
-        raise UsageError(f"--method {method!r}: not a clustering method", hint=f"choose one of {', '.join(METHODS)}")
+    if method not in DISCOVERY_METHODS:
+        raise UsageError(f"--method {method!r}: not a clustering method",
+                         hint=f"choose one of {', '.join(DISCOVERY_METHODS)}")
     files, unlisted = list_image_inputs(paths)
     if not files and not unlisted:
         raise UsageError("no image files found in " + ", ".join(output.path_text(p) for p in paths),
@@ -178,6 +180,8 @@ def clusters_record(found: Discovery, min_cluster_size: int, identity: dict) -> 
 
 
 def write_outputs(out: Path, found: Discovery, data: dict) -> None:
+    from osma_cli.discovery_enroll import RECORD_NAME
+
     """One contact sheet per cluster, a map per space and clusters.json in ``out``, each written atomically."""
     from osma_cli.atomic import atomic_write_bytes
     from osma_cli.contact_sheet import write_contact_sheet
