@@ -194,7 +194,8 @@ def quiet_ordered_data_context(ray: Any) -> Iterator[None]:
     """Ray Data keeping blocks in input order, without its own progress bars and start-up lines
     (the caller reports progress through ``on_progress``)."""
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+             getattr(ctx, "print_on_execution_start", True))
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     ctx.execution_options.preserve_order = True
@@ -297,7 +298,7 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
                                   on_progress, on_worker_report)
 
 
-def path_blocks(paths: Sequence[Path], per_block: int) -> list:
+def path_blocks(paths: Sequence[Path], per_block: int) -> list[Any]:
     """The file list as Arrow tables of (index, path bytes), one per actor call.
 
     Paths travel as the file system's bytes (``os.fsencode``), so names that are not UTF-8
