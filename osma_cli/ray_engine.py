@@ -69,7 +69,7 @@ def import_ray() -> Any:
     """Ray, or a ``UsageError`` saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401  (the Data library is a separate extra of ray)
+        import ray.data  # the Data library is a separate extra of ray
     except ImportError as exc:
         raise UsageError(f"the Ray engine needs Ray Data, which is not installed ({exc})",
                          hint=RAY_HINT) from exc
@@ -154,7 +154,7 @@ def pickle_failure(failure: OsmaError | None) -> bytes:
         data = pickle.dumps(failure)
         pickle.loads(data)
         return data
-    except Exception:
+    except (pickle.PicklingError, TypeError, AttributeError):
         return pickle.dumps(OsmaError(failure.message, hint=failure.hint))
 
 
@@ -165,7 +165,7 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     target = address or os.environ.get("RAY_ADDRESS")
     try:
         if target:
@@ -220,14 +220,20 @@ class Placement:
     files_per_task: int
 
 
+def checked_device(device: str) -> str:
+    """``auto``, ``cpu`` or ``cuda`` (``cuda:N`` is taken as ``cuda``: Ray gives each actor its GPU)."""
+    spec = device.strip().lower()
+    if spec not in ("auto", "cpu", "cuda") and not (spec.startswith("cuda:") and spec[5:].isdigit()):
+        raise UsageError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    return "cuda" if spec.startswith("cuda") else spec
+
+
 def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_task: int | None) -> Placement:
     """One actor per GPU when ``device`` resolves to CUDA on the cluster, else one per CPU.
 
     ``auto`` means CUDA when the cluster has GPUs (the driver itself may have none).
     """
-    spec = device.strip().lower()
-    if spec != "auto" and spec != "cpu" and not (spec == "cuda" or spec.startswith("cuda:")):
-        raise UsageError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    spec = checked_device(device)
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
     gpu = spec != "cpu" and gpus > 0
@@ -258,7 +264,7 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
     ``weights`` is the model file and ``store_path`` its reference store (None for a
     classifier); ``threshold`` is tau as ``attribute_files`` takes it (a mapping of regime
     to tau for a model with JPEG regimes), already resolved by the caller. Each record
-    equals the single-process one, with ``path`` the very object given in ``paths``.
+    equals the single-process one, its ``path`` the one given in ``paths`` (as a ``Path``).
 
     Ray: the one already running in this process, else the cluster at ``address`` or
     ``RAY_ADDRESS``, else a local Ray over this machine's CPUs (and GPUs), shut down when the
@@ -269,8 +275,9 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
     (default: 4 batches on the CPU, 32 on a GPU). ``on_progress(n)`` is called as records
     come back; ``on_worker_report`` with each block's ``WorkerReport``.
 
-    Memory in the driver: the path list, one block of paths per file, and the results not yet
-    consumed (Ray Data's backpressure bounds those), whatever the number of files.
+    Memory in the driver: the path list (and its copy as Arrow blocks in Ray's object store)
+    and the records not yet consumed, which Ray Data's backpressure bounds whatever the
+    number of files.
     Raises the actors' ``OsmaError`` as is; ``UsageError`` when Ray is not installed.
     """
     paths = list(paths)
@@ -278,22 +285,22 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
     store_path = None if store_path is None else Path(store_path)
     if top_k < 1:
         raise UsageError(f"top_k must be at least 1, not {top_k}")
+    checked_device(device)
     ray = import_ray()
     check_model_and_store(weights, store_path)
     if not paths:
         return
     with ray_session(ray, address), quiet_ordered_data_context(ray):
         where = place(ray, device, len(paths), options, files_per_task)
-        actor_options = EmbedOptions(n_crops=options.n_crops, batch_size=options.batch_size, workers=where.workers,
-                                     small=options.small, max_pixels=options.max_pixels)
+        actor_options = dataclasses.replace(options, workers=where.workers)
         dataset = ray.data.from_arrow(path_blocks(paths, where.files_per_task)).map_batches(
             AttributeActor, batch_size=None, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=where.actors),
             num_cpus=where.cpus_per_actor, num_gpus=1 if where.gpu else 0,
-            fn_constructor_kwargs=dict(weights=str(weights.absolute()),
-                                       store_path=None if store_path is None else str(store_path.absolute()),
-                                       device="cuda" if where.gpu else "cpu", threshold=threshold,
-                                       top_k=top_k, options=actor_options))
+            fn_constructor_kwargs={"weights": str(weights.absolute()),
+                                   "store_path": None if store_path is None else str(store_path.absolute()),
+                                   "device": "cuda" if where.gpu else "cpu", "threshold": threshold,
+                                   "top_k": top_k, "options": actor_options})
         yield from in_input_order(dataset.iter_batches(batch_size=None, batch_format="numpy"), paths,
                                   on_progress, on_worker_report)
 

@@ -22,7 +22,7 @@ from tests.conftest import pattern_image, write_images
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'osma[ray]' to test the Ray engine")
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'osma[ray]' to test the Ray engine")
 
-from osma_cli.ray_engine import WorkerReport, attribute_files_ray  # noqa: E402  (needs Ray, skipped above)
+from osma_cli.ray_engine import WorkerReport, attribute_files_ray  # needs Ray: after the skips above
 
 OPTIONS = EmbedOptions(batch_size=2, workers=0)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
