@@ -191,8 +191,8 @@ def usable_cpus() -> int:
 
 @contextlib.contextmanager
 def quiet_ordered_data_context(ray: Any) -> Iterator[None]:
-    """Ray Data keeping blocks in input order, without its own progress bars and start-up lines
-    (the caller reports progress through ``on_progress``)."""
+    """Ray Data keeping blocks in input order, without its own progress bars and log lines
+    (the caller reports progress through ``on_progress``; failures are raised, not logged)."""
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
              getattr(ctx, "print_on_execution_start", True))
@@ -201,7 +201,7 @@ def quiet_ordered_data_context(ray: Any) -> Iterator[None]:
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    data_logger.setLevel(logging.WARNING)
+    data_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
