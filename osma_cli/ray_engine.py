@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import resource
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from osma_cli.api import FileAttribution, attribute_files
+from osma_cli.api import ROUTED_CHUNK, FileAttribution, attribute_files
 from osma_cli.embed import EmbedOptions
 from osma_cli.errors import OsmaError, ReferenceStoreError, UsageError
 
@@ -81,13 +82,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def check_model_and_store(weights: Path, store_path: Path | None) -> None:
-    """Fail in the driver, with osma's own message, on what every actor would fail on.
+def check_model_and_store(weights: Path, store_path: Path | None) -> bool:
+    """Fail in the driver, with osma's own message, on what every actor would fail on;
+    True when the model routes files by compression (a store per JPEG regime).
 
     Reads only the weights' header and the store file: the actors load the model itself.
     ``scorer_for`` repeats these checks in each actor; this is where the user sees them.
     """
-    from osma_cli.regime_store import load_store
+    from osma_cli.regime_store import RegimeStores, load_store
     from osma_cli.weights import read_meta
 
     meta = read_meta(weights)
@@ -95,7 +97,7 @@ def check_model_and_store(weights: Path, store_path: Path | None) -> None:
         if store_path is not None:
             raise ReferenceStoreError("a classifier model does not use a reference store",
                                       hint="its classes come from its weights; leave the store out")
-        return
+        return False
     if store_path is None:
         raise ReferenceStoreError("an embedding model needs a reference store",
                                   hint="build one with `osma build`, or pass --refs")
@@ -104,6 +106,7 @@ def check_model_and_store(weights: Path, store_path: Path | None) -> None:
     if len(store) == 0:
         raise ReferenceStoreError(f"{store_path}: the reference store holds no generators",
                                   hint="enroll generators with `osma enroll` or `osma build`")
+    return isinstance(store, RegimeStores)
 
 
 class AttributeActor:
@@ -228,10 +231,14 @@ def checked_device(device: str) -> str:
     return "cuda" if spec.startswith("cuda") else spec
 
 
-def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_task: int | None) -> Placement:
+def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_task: int | None,
+          routed: bool = False) -> Placement:
     """One actor per GPU when ``device`` resolves to CUDA on the cluster, else one per CPU.
 
-    ``auto`` means CUDA when the cluster has GPUs (the driver itself may have none).
+    ``auto`` means CUDA when the cluster has GPUs (the driver itself may have none). The
+    default block is a whole number of batches (and of ``ROUTED_CHUNK`` for a ``routed``
+    model), so that each block forms the batches one process forms: floating-point results
+    can depend on which images share a batch.
     """
     spec = checked_device(device)
     resources = ray.cluster_resources()
@@ -239,7 +246,11 @@ def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_
     gpu = spec != "cpu" and gpus > 0
     if spec.startswith("cuda") and not gpu:
         raise UsageError("CUDA was asked for but the Ray cluster has no GPU", hint="use --device cpu (or auto)")
-    per_task = files_per_task or options.batch_size * (GPU_FILES_PER_TASK if gpu else CPU_FILES_PER_TASK)
+    if files_per_task is None:
+        granule = math.lcm(max(1, options.batch_size), ROUTED_CHUNK) if routed else max(1, options.batch_size)
+        wanted = options.batch_size * (GPU_FILES_PER_TASK if gpu else CPU_FILES_PER_TASK)
+        files_per_task = -(-wanted // granule) * granule
+    per_task = files_per_task
     if per_task < 1:
         raise UsageError(f"files per task must be at least 1, not {per_task}")
     blocks = -(-n_files // per_task)
@@ -272,7 +283,9 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
     (CUDA when the cluster has GPUs), ``cpu`` or ``cuda``; each GPU actor has its own GPU.
     ``options.workers`` is the DataLoader workers of each GPU actor (CPU actors decode
     in-process: the pool is the parallelism). ``files_per_task``: files per actor call
-    (default: 4 batches on the CPU, 32 on a GPU). ``on_progress(n)`` is called as records
+    (default: 4 batches on the CPU, 32 on a GPU, rounded up to a whole number of the
+    routing chunks of a model with JPEG regimes; another size gives the same records to
+    float tolerance, not always to the bit). ``on_progress(n)`` is called as records
     come back; ``on_worker_report`` with each block's ``WorkerReport``.
 
     Memory in the driver: the path list (and its copy as Arrow blocks in Ray's object store)
@@ -287,11 +300,11 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
         raise UsageError(f"top_k must be at least 1, not {top_k}")
     checked_device(device)
     ray = import_ray()
-    check_model_and_store(weights, store_path)
+    routed = check_model_and_store(weights, store_path)
     if not paths:
         return
     with ray_session(ray, address), quiet_ordered_data_context(ray):
-        where = place(ray, device, len(paths), options, files_per_task)
+        where = place(ray, device, len(paths), options, files_per_task, routed)
         actor_options = dataclasses.replace(options, workers=where.workers)
         dataset = ray.data.from_arrow(path_blocks(paths, where.files_per_task)).map_batches(
             AttributeActor, batch_size=None, batch_format="numpy",

@@ -107,6 +107,8 @@ def test_one_actor_per_gpu_else_one_per_cpu_and_bad_devices_refused():
     gpu = place(FakeCluster(CPU=32.0, GPU=4.0), "auto", 10_000, options, None)
     assert (gpu.gpu, gpu.actors, gpu.workers, gpu.cpus_per_actor, gpu.files_per_task) == (True, 4, 7, 8, 256)
     assert not place(FakeCluster(CPU=32.0, GPU=4.0), "cpu", 10_000, options, None).gpu
+    assert place(FakeCluster(CPU=4.0), "cpu", 10_000, EmbedOptions(batch_size=24), None, routed=True
+                 ).files_per_task == 768, "whole routing chunks (256) and batches (24)"
     assert place(FakeCluster(CPU=8.0, GPU=2.0), "cuda:1", 100, EmbedOptions(workers=2), 10).workers == 2
     with pytest.raises(UsageError, match="no GPU"):
         place(FakeCluster(CPU=8.0), "cuda", 100, options, None)
