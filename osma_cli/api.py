@@ -392,10 +392,15 @@ def batch_granule(embedder: Embedder, options: EmbedOptions, cache: EmbeddingCac
     is picked per batch shape), so a resumed run restarts at such a multiple to give exactly the
     records of one uninterrupted run (``results_file``).
     """
-    granule = max(1, options.batch_size)
-    if embedder.is_routed:
+    return granule_for(options.batch_size, routed=embedder.is_routed, cached=cache is not None)
+
+
+def granule_for(batch_size: int, *, routed: bool, cached: bool = False) -> int:
+    """``batch_granule`` from what it depends on: the batch size, routing, the cache."""
+    granule = max(1, batch_size)
+    if routed:
         granule = math.lcm(granule, ROUTED_CHUNK)
-    if cache is not None:
+    if cached:
         granule = math.lcm(granule, CACHED_CHUNK)
     return granule
 

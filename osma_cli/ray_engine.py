@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import pickle
 import resource
@@ -41,7 +40,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from osma_cli.api import ROUTED_CHUNK, FileAttribution, attribute_files
+from osma_cli.api import FileAttribution, attribute_files, granule_for
 from osma_cli.embed import EmbedOptions
 from osma_cli.errors import OsmaError, ReferenceStoreError, UsageError
 
@@ -236,7 +235,7 @@ def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_
     """One actor per GPU when ``device`` resolves to CUDA on the cluster, else one per CPU.
 
     ``auto`` means CUDA when the cluster has GPUs (the driver itself may have none). The
-    default block is a whole number of batches (and of ``ROUTED_CHUNK`` for a ``routed``
+    default block is a whole number of batches (and of the routing chunk for a ``routed``
     model), so that each block forms the batches one process forms: floating-point results
     can depend on which images share a batch.
     """
@@ -247,7 +246,7 @@ def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_
     if spec.startswith("cuda") and not gpu:
         raise UsageError("CUDA was asked for but the Ray cluster has no GPU", hint="use --device cpu (or auto)")
     if files_per_task is None:
-        granule = math.lcm(max(1, options.batch_size), ROUTED_CHUNK) if routed else max(1, options.batch_size)
+        granule = granule_for(options.batch_size, routed=routed)
         wanted = options.batch_size * (GPU_FILES_PER_TASK if gpu else CPU_FILES_PER_TASK)
         files_per_task = -(-wanted // granule) * granule
     per_task = files_per_task

@@ -139,3 +139,27 @@ def test_bad_model_or_store_fails_in_the_driver_with_osma_messages(local_ray, tm
         list(attribute_files_ray(weights, store_path, inputs, device="tpu", threshold=1.0))
     assert list(attribute_files_ray(weights, store_path, [], device="cpu", threshold=1.0)) == []
 
+
+
+def test_attribute_engine_ray_writes_the_local_engines_records(local_ray, model_and_store, inputs, tmp_path):
+    """``osma attribute --engine ray --out``: the same records as the local engine, batch for batch."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from osma_cli.cli.app import app
+
+    weights, store = model_and_store
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / f"{engine}.jsonl"
+        result = CliRunner().invoke(app, ["attribute", *map(str, inputs), "--engine", engine, "--out", str(outs[engine]),
+                                          "--model", str(weights), "--refs", str(store), "--workers", "0",
+                                          "--batch-size", "1", "--device", "cpu"], catch_exceptions=False)
+        assert result.exit_code == 3, result.output  # the unreadable file, reported
+    local, remote = (outs[e].read_text().splitlines() for e in ("local", "ray"))
+    assert len(local) == len(inputs) and remote == local
+    assert json.loads(remote[1])["status"] == "error"
+    refused = CliRunner().invoke(app, ["attribute", str(inputs[0]), "--engine", "ray", "--cache",
+                                       "--model", str(weights), "--refs", str(store)])
+    assert refused.exit_code == 2

@@ -132,6 +132,10 @@ def attribute(
     from_cache: Annotated[bool, typer.Option(
         "--from-cache", help="Score from the embedding cache only, reading no image: a file it lacks is "
                              "an error saying so.")] = False,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (this process, its loader workers) or ray (a Ray Data job: the model in "
+                         "actors, one per GPU or a CPU pool; the local Ray, or the cluster at $RAY_ADDRESS; "
+                         "needs pip install 'osma[ray]'). The same records either way.")] = "local",
     model: ModelOpt = None,
     refs: RefsOpt = None,
     device: DeviceOpt = "auto",
@@ -160,10 +164,13 @@ def attribute(
     if detector is not None and not detect:
         raise UsageError("--detector is for --detect", hint="add --detect, or leave --detector out")
     run = LargeRun(out=out, hash_files=hash_files, shard=None if shard is None else Shard.parse(shard),
-                   cache=cache or from_cache, from_cache=from_cache)
+                   cache=cache or from_cache, from_cache=from_cache, engine=engine)
     attribute_paths(paths, top=top, threshold=threshold, json_out=json_out, csv_out=csv_out, model=model,
                     refs=refs, device=device, batch_size=batch_size, workers=workers, crops=crops,
                     small=small, max_pixels=max_pixels, detect=detect, detector=detector, run=run)
+
+
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -175,9 +182,16 @@ class LargeRun:
     shard: Shard | None = None
     cache: bool = False
     from_cache: bool = False
+    engine: str = "local"
 
     def check(self, *, json_out: bool, csv_out: Path | None, detect: bool) -> None:
         from osma_cli.results_file import results_format
+
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.engine == "ray" and (detect or self.cache):
+            raise UsageError("--engine ray runs the attribution alone, without --detect or the cache",
+                             hint="leave out --detect, --cache and --from-cache, or use --engine local")
 
         if self.out is not None:
             if is_stdout(self.out):
@@ -220,6 +234,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
         unlisted = run.shard.select(unlisted, key=lambda entry: entry[0])
     embedder = load_embedder(model, device)
     refuse_refs_for_classifier(embedder.meta, refs)
+    store_file = None
     if embedder.is_classifier:
         store = None
         tau = resolve_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
@@ -273,12 +288,20 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
             with output.progress_bar("attributing", len(files), enabled=len(files) > 1,
                                      streams_stdout=json_out or csv_to_stdout) as advance:
                 if files:
-                    results_stream = (
-                        attribute_files(embedder, store, files, threshold=tau, top_k=top, options=options,
-                                        cache=embedding_cache, cached_only=run.from_cache, on_progress=advance)
-                        if loaded is None else
-                        attribute_detected(embedder, store, files, detector=loaded, threshold=tau, top_k=top,
-                                           options=options, cache=embedding_cache, on_progress=advance))
+                    if run.engine == "ray":
+                        from osma_cli.ray_engine import attribute_files_ray
+
+                        results_stream = attribute_files_ray(model_path(model), store_file, files, device=device,
+                                                             threshold=tau, top_k=top, options=options,
+                                                             on_progress=advance)
+                    elif loaded is None:
+                        results_stream = attribute_files(embedder, store, files, threshold=tau, top_k=top,
+                                                         options=options, cache=embedding_cache,
+                                                         cached_only=run.from_cache, on_progress=advance)
+                    else:
+                        results_stream = attribute_detected(embedder, store, files, detector=loaded, threshold=tau,
+                                                            top_k=top, options=options, cache=embedding_cache,
+                                                            on_progress=advance)
                     for item in results_stream:
                         if item.path not in recorded:
                             emit(item)
