@@ -320,27 +320,36 @@ class FileAttribution:
         return self.attribution.verdict
 
 
+def check_store(meta, store: AnyStore | None, *, store_path: Path | str | None = None) -> None:
+    """Refuse a store a model cannot score against: any store for a classifier; for an
+    embedding model none, one made with other weights, or one holding no generators."""
+    if meta.is_classifier:
+        if store is not None:
+            raise ReferenceStoreError("a classifier model does not use a reference store",
+                                      hint="its classes come from its weights; leave the store out")
+        return
+    if store is None:
+        raise ReferenceStoreError("an embedding model needs a reference store",
+                                  hint="build one with `osma build`, or pass --refs")
+    store.check_weights(meta, store_path=store_path)
+    if len(store) == 0:
+        where = "" if store_path is None else f" {store_path}"
+        raise ReferenceStoreError(f"the reference store{where} holds no generators",
+                                  hint="enroll generators with `osma enroll` or `osma build`")
+
+
 def scorer_for(embedder: Embedder, store: AnyStore | None = None) -> Scorer:
     """How this model's vectors become candidates and rejection scores.
 
     A classifier scores by its own softmax (``store`` must be None); an embedding model
     against ``store``, which must have been made with the same weights (with regimes: the
-    store of the embedder's regime).
+    store of the embedder's regime). ``check_store`` says what is refused.
     """
+    check_store(embedder.meta, store)
     if embedder.is_classifier:
-        if store is not None:
-            raise ReferenceStoreError("a classifier model does not use a reference store",
-                                      hint="its classes come from its weights; leave the store out")
         return ClassifierScorer(embedder.meta.class_names)
-    if store is None:
-        raise ReferenceStoreError("an embedding model needs a reference store",
-                                  hint="build one with `osma build`, or pass --refs")
     if isinstance(store, RegimeStores):
         store = store.store_for(embedder.regime)
-    store.check_weights(embedder.meta)
-    if len(store) == 0:
-        raise ReferenceStoreError("the reference store holds no generators",
-                                  hint="enroll generators with `osma enroll` or `osma build`")
     return ReferenceScorer(store)
 
 

@@ -162,7 +162,7 @@ def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store: Referen
                    ) -> tuple[list[Cluster], list[Path], np.ndarray]:
     """Clusters (ids from ``first_id``), unclustered files and each file's cluster id (-1: none)
     of one space's unknowns; ``hash_files`` records each clustered file's sha256."""
-    from osma_cli.api import file_sha256
+    from osma_cli.data.files import file_sha256
 
     labels = group_labels(embeddings, store, min_cluster_size=min_cluster_size, method=method,
                           cut_scale=cut_scale) if len(files) else np.zeros(0, int)

@@ -32,7 +32,7 @@ RERUN = "run `osma discover ... --out DIR` again and look at the new contact she
 
 def run_identity(store_path: Path | str, meta: "WeightsMeta") -> dict:
     """What a discover run was made with, for ``clusters.json``: weights, store bytes, working folder."""
-    from osma_cli.api import file_sha256
+    from osma_cli.data.files import file_sha256
 
     return {"model_sha256": meta.sha256,
             "store": {"path": str(Path(store_path).resolve()), "sha256": file_sha256(store_path)},
@@ -74,7 +74,7 @@ def cluster_of(data: dict, cluster_id: int, path: Path) -> dict:
 
 def check_same_run(data: dict, path: Path, store_path: Path, meta: "WeightsMeta") -> None:
     """Refuse when the model or the store is not the one the record was made with."""
-    from osma_cli.api import file_sha256
+    from osma_cli.data.files import file_sha256
 
     if data["model_sha256"] != meta.sha256:
         raise ReferenceStoreError(
@@ -95,7 +95,7 @@ def check_same_run(data: dict, path: Path, store_path: Path, meta: "WeightsMeta"
 
 def checked_files(cluster: dict, data: dict, path: Path) -> list[Path]:
     """The cluster's files (relative ones from the run's folder), each with the bytes that were clustered."""
-    from osma_cli.api import file_sha256
+    from osma_cli.data.files import file_sha256
 
     files, hashes = cluster.get("files") or [], cluster.get("sha256") or []
     if len(files) != len(hashes):

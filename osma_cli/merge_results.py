@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from osma_cli.atomic import atomic_write_bytes
+from osma_cli.atomic import atomic_write
 from osma_cli.errors import DataError, UsageError
-from osma_cli.results_file import CSV, Contents, Entry, csv_line, file_id, path_key, read_contents, results_format
+from osma_cli.results_file import CSV, Contents, Entry, file_id, path_key, read_contents, results_format
 
 SHOWN = 5
 """File names quoted in a refusal; the count says how many more."""
@@ -48,12 +48,12 @@ def merge_results(parts: Sequence[Path], expected: Sequence[Path], out: Path) ->
     if not parts:
         raise UsageError("no results files to merge", hint="give the --out files of every shard")
     kind = results_format(out)
-    contents = [read_contents(part, keep_raw=True) for part in parts]
+    contents = [read_contents(part) for part in parts]
     _check_alike(contents, kind)
-    by_key: dict[bytes, list[Entry]] = defaultdict(list)
-    for part in contents:
+    by_key: dict[bytes, list[tuple[int, Entry]]] = defaultdict(list)
+    for number, part in enumerate(contents):
         for entry in part.entries:
-            by_key[entry.key].append(entry)
+            by_key[entry.key].append((number, entry))
     order = [path_key(p) for p in expected]
     wanted = set(order)
     outside = [k for k in by_key if k not in wanted]
@@ -68,8 +68,9 @@ def merge_results(parts: Sequence[Path], expected: Sequence[Path], out: Path) ->
     for key, path in zip(order, expected):
         entries = by_key[key]
         if len(entries) > 1:
-            current = file_id(path, content=bool(entries[0].file_id and entries[0].file_id.startswith("sha256:")))
-            matching = [e for e in entries if e.file_id == current]
+            first = entries[0][1].file_id
+            current = file_id(path, content=bool(first and first.startswith("sha256:")))
+            matching = [(n, e) for n, e in entries if e.file_id == current]
             if len(matching) != 1:
                 doubled.append(key)
                 continue
@@ -80,12 +81,24 @@ def merge_results(parts: Sequence[Path], expected: Sequence[Path], out: Path) ->
         raise DataError(f"{len(doubled)} file(s) have more than one record: {_names(doubled)}",
                         hint="a part was given twice, or two shards took the same file (were they given "
                              "the same --shard count?)")
-    text = "".join(entry.raw + ("" if kind == CSV else "\n") for entry in kept)  # type: ignore[operator]
-    if kind == CSV:
-        text = csv_line(contents[0].header or []) + text
-    atomic_write_bytes(out, text.encode("utf-8"))
+    atomic_write(out, lambda tmp: _copy_records(tmp, contents, kept, with_header=kind == CSV))
     return MergeReport(records=len(kept), parts=len(parts), stale=stale,
                        torn=[part.path for part in contents if part.torn])
+
+
+def _copy_records(target: Path, contents: Sequence[Contents], kept: Sequence[tuple[int, Entry]], *,
+                  with_header: bool) -> None:
+    """Each kept record's bytes, copied from its part in the merged order (the header first for CSV)."""
+    handles = [open(part.path, "rb") for part in contents]
+    try:
+        with open(target, "wb") as sink:
+            spans = ([(0, contents[0].header_span)] if with_header else []) + [(n, e.span) for n, e in kept]
+            for number, (start, end) in spans:
+                handles[number].seek(start)
+                sink.write(handles[number].read(end - start))
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 def _check_alike(contents: Sequence[Contents], kind: str) -> None:

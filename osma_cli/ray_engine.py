@@ -42,7 +42,7 @@ import numpy as np
 
 from osma_cli.api import FileAttribution, attribute_files, granule_for
 from osma_cli.embed import EmbedOptions
-from osma_cli.errors import OsmaError, ReferenceStoreError, UsageError
+from osma_cli.errors import OsmaError, UsageError
 
 RAY_HINT = "pip install 'osma[ray]'"
 
@@ -86,25 +86,15 @@ def check_model_and_store(weights: Path, store_path: Path | None) -> bool:
     True when the model routes files by compression (a store per JPEG regime).
 
     Reads only the weights' header and the store file: the actors load the model itself.
-    ``scorer_for`` repeats these checks in each actor; this is where the user sees them.
+    ``scorer_for`` makes the same checks (``api.check_store``) in each actor; this is where the user sees them.
     """
+    from osma_cli.api import check_store
     from osma_cli.regime_store import RegimeStores, load_store
     from osma_cli.weights import read_meta
 
     meta = read_meta(weights)
-    if meta.is_classifier:
-        if store_path is not None:
-            raise ReferenceStoreError("a classifier model does not use a reference store",
-                                      hint="its classes come from its weights; leave the store out")
-        return False
-    if store_path is None:
-        raise ReferenceStoreError("an embedding model needs a reference store",
-                                  hint="build one with `osma build`, or pass --refs")
-    store = load_store(store_path)
-    store.check_weights(meta, store_path=store_path)
-    if len(store) == 0:
-        raise ReferenceStoreError(f"{store_path}: the reference store holds no generators",
-                                  hint="enroll generators with `osma enroll` or `osma build`")
+    store = None if store_path is None else load_store(store_path)
+    check_store(meta, store, store_path=store_path)
     return isinstance(store, RegimeStores)
 
 

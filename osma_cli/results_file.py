@@ -26,13 +26,12 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from osma_cli.data.files import file_sha256
 from osma_cli.errors import DataError, UsageError
@@ -117,8 +116,9 @@ class Entry:
     file_id: str | None
     status: str
     identity: tuple[str | None, ...]
-    raw: str | None = None
-    """The record's text as written (a JSON line, or a CSV row), kept for ``osma merge``."""
+    """Shared by the entries of one run (one tuple object), so a million entries cost one."""
+    span: tuple[int, int] = (0, 0)
+    """Where the record's bytes are in its file, line end included: ``osma merge`` copies them."""
 
 
 @dataclass
@@ -128,6 +128,7 @@ class Contents:
     path: Path
     format: str
     header: list[str] | None = None
+    header_span: tuple[int, int] = (0, 0)
     entries: list[Entry] = field(default_factory=list)
     valid_bytes: int = 0
     """Length of the file up to the end of its last whole record."""
@@ -143,35 +144,65 @@ def _none_if_empty(value: Any) -> Any:
     return None if value == "" else value
 
 
-def read_contents(path: Path | str, *, keep_raw: bool = False) -> Contents:
+TAIL_BLOCK = 1 << 16
+"""Bytes read at a time from the end of a results file to find where its last record ends."""
+
+
+def read_contents(path: Path | str) -> Contents:
     """Parse a results file written by ``ResultsFile`` (a missing or empty file holds nothing).
 
     A last record without its line end is a torn write: it is left out (``torn``). Any other
     malformed record means the file is not osma's, or was edited: refused, naming the line.
+    The file is read line by line, so memory holds the entries, not the file.
     """
     path = Path(path)
     kind = results_format(path)
     contents = Contents(path=path, format=kind)
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")
     except FileNotFoundError:
         return contents
     except OSError as exc:
         raise DataError(f"{os.fsdecode(path)}: cannot be read ({exc.strerror or exc})") from None
-    contents.size = len(data)
-    end = CSV_LINE_END.encode() if kind == CSV else b"\n"
-    cut = data.rfind(end)
-    contents.valid_bytes = 0 if cut < 0 else cut + len(end)
-    try:
-        text = data[:contents.valid_bytes].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _not_ours(path, f"bytes that are not UTF-8 at offset {exc.start}") from None
-    if kind == JSONL:
-        contents.entries = list(_json_entries(path, text, keep_raw))
-    else:
-        contents.header, entries = _csv_entries(path, text, keep_raw)
-        contents.entries = list(entries)
+    with handle:
+        contents.size = os.fstat(handle.fileno()).st_size
+        contents.valid_bytes = _end_of_last_record(handle, contents.size,
+                                                   CSV_LINE_END.encode() if kind == CSV else b"\n")
+        handle.seek(0)
+        lines = _lines(path, handle, contents.valid_bytes)
+        if kind == JSONL:
+            contents.entries = list(_json_entries(path, lines))
+        else:
+            _read_csv(path, lines, contents)
     return contents
+
+
+def _end_of_last_record(handle: BinaryIO, size: int, end: bytes) -> int:
+    """The offset just past the last ``end`` in the file (0: none), read from the end backwards."""
+    stop, after = size, b""
+    while stop > 0:
+        start = max(0, stop - TAIL_BLOCK)
+        handle.seek(start)
+        chunk = handle.read(stop - start) + after[:len(end) - 1]  # an ``end`` across two blocks
+        found = chunk.rfind(end)
+        if found >= 0:
+            return start + found + len(end)
+        stop, after = start, chunk
+    return 0
+
+
+def _lines(path: Path, handle: BinaryIO, limit: int) -> Iterator[tuple[int, int, str]]:
+    """(start, end, text) of each line up to ``limit`` (a line end), decoded, line end kept."""
+    start = 0
+    for raw in handle:
+        if start >= limit:
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_ours(path, f"bytes that are not UTF-8 in the line at offset {start}") from None
+        yield start, start + len(raw), text
+        start += len(raw)
 
 
 def _not_ours(path: Path, what: str) -> DataError:
@@ -179,42 +210,54 @@ def _not_ours(path: Path, what: str) -> DataError:
                      hint="give --out a new file name")
 
 
-def _json_entries(path: Path, text: str, keep_raw: bool) -> Iterator[Entry]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _json_entries(path: Path, lines: Iterator[tuple[int, int, str]]) -> Iterator[Entry]:
+    shared: dict[Any, Any] = {}
+    for number, (start, end, line) in enumerate(lines, start=1):
         try:
             record = json.loads(line)
-            yield Entry(key=record_path_key(record), file_id=record.get("file_id"), status=record["status"],
-                        identity=tuple(record.get(name) for name in IDENTITY_FIELDS),
-                        raw=line if keep_raw else None)
+            identity = tuple(record.get(name) for name in IDENTITY_FIELDS)
+            yield Entry(key=record_path_key(record), file_id=record.get("file_id"),
+                        status=shared.setdefault(record["status"], record["status"]),
+                        identity=shared.setdefault(identity, identity), span=(start, end))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _not_ours(path, f"line {number} is not an attribution record") from None
 
 
-def _csv_entries(path: Path, text: str, keep_raw: bool) -> tuple[list[str] | None, Iterator[Entry]]:
-    rows = csv.reader(io.StringIO(text, newline=""))
-    header = next(rows, None)
-    if header is None:
-        return None, iter(())
-    missing = [name for name in ("path", "path_bytes_b64", "status", "file_id", *IDENTITY_FIELDS)
-               if name not in header]
-    if missing:
-        raise _not_ours(path, f"its header lacks the column(s) {', '.join(missing)}")
+def _read_csv(path: Path, lines: Iterator[tuple[int, int, str]], contents: Contents) -> None:
+    """The header and entries of a CSV results file into ``contents``; each row's span is where
+    the csv reader stopped reading for it (a quoted field may hold a line end)."""
+    consumed = [0]
 
-    def entries() -> Iterator[Entry]:
+    def texts() -> Iterator[str]:
+        for _, end, text in lines:
+            consumed[0] = end
+            yield text
+
+    rows = csv.reader(texts())
+    try:
+        header = next(rows, None)
+        if header is None:
+            return
+        contents.header, contents.header_span = header, (0, consumed[0])
+        missing = [name for name in ("path", "path_bytes_b64", "status", "file_id", *IDENTITY_FIELDS)
+                   if name not in header]
+        if missing:
+            raise _not_ours(path, f"its header lacks the column(s) {', '.join(missing)}")
+        shared: dict[Any, Any] = {}
+        start = consumed[0]
         for number, row in enumerate(rows, start=2):
             if len(row) != len(header):
                 raise _not_ours(path, f"row {number} has {len(row)} fields, the header {len(header)}")
             record = {name: _none_if_empty(value) for name, value in zip(header, row)}
-            yield Entry(key=record_path_key(record), file_id=record["file_id"], status=record["status"] or "",
-                        identity=tuple(record[name] for name in IDENTITY_FIELDS),
-                        raw=csv_line(row) if keep_raw else None)
-    return header, entries()
-
-
-def csv_line(row: Sequence[str]) -> str:
-    buffer = io.StringIO(newline="")
-    csv.writer(buffer).writerow(row)
-    return buffer.getvalue()
+            identity = tuple(record[name] for name in IDENTITY_FIELDS)
+            status = record["status"] or ""
+            contents.entries.append(Entry(key=record_path_key(record), file_id=record["file_id"],
+                                          status=shared.setdefault(status, status),
+                                          identity=shared.setdefault(identity, identity),
+                                          span=(start, consumed[0])))
+            start = consumed[0]
+    except csv.Error as exc:
+        raise _not_ours(path, f"a row is not CSV ({exc})") from None
 
 
 def check_identity(contents: Contents, identity: RunIdentity) -> None:
@@ -251,14 +294,14 @@ class ResultsFile:
         self.counts: Counter[str] = Counter(e.status for e in contents.entries)
         self.resumed = len(contents.entries)
         self._csv_row = csv_row
-        self._handle = self._open_for_append(contents, csv_fields)
+        self._handle = self._open_for_append(contents)
         self._writer = (csv.DictWriter(self._handle, fieldnames=list(csv_fields or ()), extrasaction="ignore")
                         if self.format == CSV else None)
         if self._writer is not None and contents.header is None:
             self._writer.writeheader()
             self._handle.flush()
 
-    def _open_for_append(self, contents: Contents, csv_fields: Sequence[str] | None):
+    def _open_for_append(self, contents: Contents):
         try:
             if contents.torn:
                 os.truncate(self.path, contents.valid_bytes)

@@ -126,3 +126,23 @@ def test_another_runs_file_or_a_foreign_file_is_refused_untouched(tmp_path: Path
     table.write_text("name,value\r\nx,1\r\n")
     with pytest.raises(DataError, match="lacks the column"):
         ResultsFile(table, ours, csv_fields=["path"], csv_row=dict)
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 1 << 16])
+def test_the_last_record_end_is_found_from_the_end_in_any_block_size(tmp_path: Path, monkeypatch, block: int):
+    """The tail is searched backwards block by block; a CSV line end may straddle two blocks."""
+    from osma_cli import results_file
+
+    monkeypatch.setattr(results_file, "TAIL_BLOCK", block)
+    identity = RunIdentity.of("a" * 64, "b" * 64, {})
+    fields = ["path", "path_bytes_b64", "status", "file_id", "model", "references", "settings"]
+    out = tmp_path / "r.csv"
+    with ResultsFile(out, identity, csv_fields=fields, csv_row=dict) as results:
+        for i in range(3):
+            results.append(record(f"dir\n{i}.png", identity))  # a line end inside a quoted field
+    whole = out.read_bytes()
+    out.write_bytes(whole + b'"dir\n3.p')
+    contents = read_contents(out)
+    assert contents.valid_bytes == len(whole) and contents.torn
+    assert [e.key for e in contents.entries] == [f"dir\n{i}.png".encode() for i in range(3)]
+    assert b"".join(whole[slice(*e.span)] for e in contents.entries) == whole[contents.header_span[1]:]

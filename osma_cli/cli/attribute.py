@@ -35,8 +35,7 @@ def status_of(item) -> str:
     return "skipped" if item.skipped else "error"
 
 
-def attribution_record(item, top_k: int, command: str = "attribute", detect: bool = False,
-                       run: dict | None = None) -> dict:
+def attribution_record(item, top_k: int, command: str, detect: bool, run: Mapping[str, str | None]) -> dict:
     """One file's result as a flat-ish dict: the JSON object and the CSV row (docs/output.md).
 
     ``run``: the fields that tie it to its file and run (``file_id`` and ``RunIdentity.fields``).
@@ -47,7 +46,7 @@ def attribution_record(item, top_k: int, command: str = "attribute", detect: boo
               "verdict": None, "candidate": None, "score": None, "threshold": None,
               "margin": None, "error": item.error, "warnings": list(item.warnings),
               "regime": getattr(item, "regime", None), "top": []}
-    record.update(dict.fromkeys(RUN_FIELDS) if run is None else run)
+    record.update(run)
     if detect:
         d = getattr(item, "detection", None)
         record["detection"] = None if d is None else {
@@ -192,7 +191,6 @@ class LargeRun:
         if self.engine == "ray" and (detect or self.cache):
             raise UsageError("--engine ray runs the attribution alone, without --detect or the cache",
                              hint="leave out --detect, --cache and --from-cache, or use --engine local")
-
         if self.out is not None:
             if is_stdout(self.out):
                 raise UsageError("--out - : records on stdout are --json", hint="use --json, or give --out a file")
