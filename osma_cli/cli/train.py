@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
@@ -146,6 +146,11 @@ def train(
         "--jpeg-regimes", help="With --method fsd: JPEG qualities (e.g. 95,90,75) to fit a projection of "
                                "their own for; each image is then scored in the regime of its compression "
                                "(docs/descriptors.md). Default: lossless only.", show_default=False)] = None,
+    augment: Annotated[Optional[list[str]], typer.Option(
+        "--augment", help="With --method fsd: also fit the projection on perturbed copies of DATA's images "
+                          "(repeatable): jpeg:Q, resize:S, blur:SIGMA, noise:SIGMA, crop:F, or standard "
+                          "(docs/robustness.md). References and tau stay clean. Default: none.",
+        show_default=False)] = None,
     rule: RuleOpt = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", exists=True, dir_okay=False,
@@ -213,10 +218,10 @@ def train(
         raise UsageError("--open-space-aug is for metric learning; POSE always uses its augmentation models")
     if method == "fsd":
         train_descriptor(data, out, photos, descriptor, rule, device, batch_size, workers, json_out,
-                         jpeg_regimes=jpeg_regimes)
+                         jpeg_regimes=jpeg_regimes, augment=augment or ())
         return
-    if photos is not None or descriptor is not None or jpeg_regimes is not None:
-        raise UsageError("--photos, --descriptor and --jpeg-regimes are for --method fsd")
+    if photos is not None or descriptor is not None or jpeg_regimes is not None or augment:
+        raise UsageError("--photos, --descriptor, --jpeg-regimes and --augment are for --method fsd")
     aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin,
                      warmup_steps=aug_warmup)
 
@@ -245,10 +250,11 @@ def train(
 
 def train_descriptor(data: Path | None, out: Path, photos: Path | None, descriptor: str | None,
                      rule: str | None, device: str, batch_size: int, workers: int | None, json_out: bool,
-                     jpeg_regimes: str | None = None) -> None:
+                     jpeg_regimes: str | None = None, augment: Sequence[str] = ()) -> None:
     """``osma train --method fsd``: fit filters and projection, write the weights, report."""
     from osma_cli.cli.session import parse_rule, parse_settings
     from osma_cli.errors import UsageError
+    from osma_cli.projection_augment import parse_augment
     from osma_cli.regimes import parse_regimes
     from osma_cli.training.fsd import DescriptorConfig, fit_fsd
 
@@ -258,7 +264,7 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
     config = DescriptorConfig(data=data, out=out, photos=photos, settings=parse_settings(descriptor, "--descriptor"),
                               rule=chosen.spec() if chosen is not None else {"name": "fang", "params": {}},
                               device=device, batch_size=batch_size, workers=workers,
-                              jpeg_regimes=parse_regimes(jpeg_regimes or ""))
+                              jpeg_regimes=parse_regimes(jpeg_regimes or ""), augment=parse_augment(augment))
     with output.progress_bar("describing", None) as advance:
         result = fit_fsd(config, on_progress=advance)
     for item in result.failures:
@@ -268,7 +274,8 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
                       "filters": result.meta.recipe["filters"], "n_photos": result.n_photos,
                       "classes": result.classes, "embedding_dim": result.meta.embedding_dim,
                       "raw_dim": steps.get("input_dim"), "projection": steps, "rule": result.meta.rule,
-                      "regimes": [r.name for r in result.meta.regimes]}
+                      "regimes": [r.name for r in result.meta.regimes],
+                      "augment": [p.spec for p in config.augment]}
     if json_out:
         output.write_json(summary_record, command="train")
     else:
@@ -277,7 +284,9 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
                             f"{steps.get('input_dim')} -> {result.meta.embedding_dim} dims "
                             f"({steps.get('method')}) on {len(result.classes)} classes"
                             + (f", regimes {', '.join(r.name for r in result.meta.regimes)}"
-                               if len(result.meta.regimes) > 1 else ""))
+                               if len(result.meta.regimes) > 1 else "")
+                            + (f", projection also fitted on copies {', '.join(p.spec for p in config.augment)}"
+                               if config.augment else ""))
     raise typer.Exit(EXIT_SOME_INPUTS_FAILED if result.failures else EXIT_OK)
 
 

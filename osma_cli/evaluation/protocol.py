@@ -38,6 +38,7 @@ from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.sources import BenchmarkSplit, LabeledImage
 from osma_cli.progress import ProgressFactory, no_progress
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
+from osma_cli.projection_augment import augment_of, augmented_inputs
 from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.regime_store import RegimeStores
 from osma_cli.regimes import Regime, route_file
@@ -158,9 +159,9 @@ def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOpt
     train = parts["train"]
     labels = np.array([im.label for im in train.images], dtype=np.int64)
     if refit:
+        features, fit_labels = _projection_rows(embedder, train, labels, cache, options, progress, seconds)
         start = time.perf_counter()
-        parts = _projected(parts, fit_projection(train.embeddings.astype(np.float64), labels,
-                                                 **projection_settings(embedder.meta)))
+        parts = _projected(parts, fit_projection(features, fit_labels, **projection_settings(embedder.meta)))
         train = parts["train"]
         seconds["fit projection"] = time.perf_counter() - start
     store = ReferenceStore.for_weights(embedder.meta, rule)
@@ -267,6 +268,24 @@ def projection_settings(meta) -> dict:
     saved = dict(meta.recipe.get("projection") or DEFAULT_PROJECTION)
     saved.pop("fitted", None)
     return saved
+
+
+def _projection_rows(embedder: Embedder, train: EmbeddedPart, labels: np.ndarray, cache: EmbeddingCache | None,
+                     options: EmbedOptions, progress: ProgressFactory, seconds: dict[str, float]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a descriptor's projection is refitted on: the training images' raw features,
+    then those of each perturbed copy the weights' recipe names (``osma_cli.projection_augment``)."""
+    augment = augment_of(embedder.meta.recipe)
+    if not augment:
+        return train.embeddings.astype(np.float64), labels
+    copies, _ = augmented_inputs([im.path for im in train.images], labels, augment)
+    images = [replace(im, path=path) for im, path in zip(train.images * len(augment), copies)]
+    start = time.perf_counter()
+    with progress(f"embedding train copies ({', '.join(p.spec for p in augment)})", len(images)) as advance:
+        part = embed_part(embedder, images, cache, options, advance, features_only=True)
+    seconds["embed train copies"] = time.perf_counter() - start
+    return (np.concatenate([train.embeddings, part.embeddings]).astype(np.float64),
+            np.concatenate([labels, np.array([im.label for im in part.images], dtype=np.int64)]))
 
 
 def _projected(parts: dict[str, EmbeddedPart], projection: Projection) -> dict[str, EmbeddedPart]:

@@ -9,7 +9,8 @@ Two fits, both seconds to minutes on a CPU:
    ``data``) -> standardise, PCA, shrunk within-class covariance, LDA or whitening
    (``osma_cli.projection``), saved in the weights with the recipe; with ``jpeg_regimes``,
    one more projection per JPEG quality, fitted on the same images re-encoded at it
-   (``osma_cli.regimes``).
+   (``osma_cli.regimes``); with ``augment``, every projection on perturbed copies of the
+   images too (``osma_cli.projection_augment``).
 
 Enrolling a generator later needs no refit; refitting on more generators is the same
 command on a larger ``data`` (the raw descriptors come from the cache, so nothing already
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +34,9 @@ from osma_cli.errors import DataError, ImageError
 from osma_cli.nets import get_model
 from osma_cli.nets.fsd import FSDDescriptor
 from osma_cli.nets.residual_filters import learn_filters
+from osma_cli.data.perturb import Perturbation
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
+from osma_cli.projection_augment import RECIPE_KEY, augmented_inputs
 from osma_cli.regimes import LOSSLESS, regimes_for
 from osma_cli.runtime import resolve_device
 from osma_cli.weights import WeightsMeta, save_weights
@@ -53,6 +56,8 @@ class DescriptorConfig:
     use_cache: bool = True
     jpeg_regimes: tuple[int, ...] = ()
     """JPEG qualities to fit a projection of their own for (``osma_cli.regimes``); () : lossless only."""
+    augment: tuple[Perturbation, ...] = ()
+    """Perturbed copies of the images the projections are fitted on too (``osma_cli.projection_augment``)."""
 
 
 @dataclass
@@ -93,21 +98,40 @@ def raw_descriptor(settings: dict, photos: Path | None = None) -> tuple[FSDDescr
     return model, used
 
 
+@dataclass
+class DescribedFolders:
+    """The rows a projection is fitted on: images first, then their copies."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    failures: list[EmbeddedImage]
+    """The images that could not be described (their copies are not reported again)."""
+    n_images: int
+    """Readable images, copies not counted."""
+
+
 def describe_folders(embedder: Embedder, data: Path, *, batch_size: int, workers: int | None, use_cache: bool,
-                     on_progress: Callable[[int], None] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, list[str], list[EmbeddedImage]]:
-    """Raw descriptors of every image under ``data`` (one sub-folder per class) and their labels."""
+                     augment: Sequence[Perturbation] = (), on_progress: Callable[[int], None] | None = None
+                     ) -> DescribedFolders:
+    """Raw descriptors of every image under ``data`` (one sub-folder per class) and their labels,
+    followed by those of each ``augment`` copy; the failures are the images' own."""
     folders = class_folders(data)
     paths = [p for files in folders.values() for p in files]
     labels = np.array([k for k, files in enumerate(folders.values()) for _ in files])
+    copies, copy_labels = augmented_inputs(paths, labels, augment)
+    labels = np.concatenate([labels, copy_labels]) if copies else labels
     cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="keep") if use_cache else None
-    items = list(embed_with_cache(embedder, paths, cache, features_only=True, batch_size=batch_size,
-                                  workers=workers, on_progress=on_progress))
-    good = [it for it in items if it.ok]
-    if not good:
+    items = list(embed_with_cache(embedder, [*paths, *copies], cache, features_only=True,
+                                  batch_size=batch_size, workers=workers, on_progress=on_progress))
+    originals = items[:len(paths)]
+    if not any(it.ok for it in originals):
         raise DataError(f"{data}: no readable images")
-    return (np.stack([it.embedding for it in good]).astype(np.float64), labels[[it.index for it in good]],
-            list(folders), [it for it in items if not it.ok])
+    good = [it for it in items if it.ok]
+    return DescribedFolders(features=np.stack([it.embedding for it in good]).astype(np.float64),
+                            labels=labels[[it.index for it in good]], classes=list(folders),
+                            failures=[it for it in originals if not it.ok],
+                            n_images=sum(it.ok for it in originals))
 
 
 def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None = None) -> DescriptorResult:
@@ -121,13 +145,14 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
     regimes = regimes_for(config.jpeg_regimes)
     progress = shared_progress(on_progress, len(regimes))
     projections: dict[str, Projection] = {}
-    failures_of: dict[str, list[EmbeddedImage]] = {}
+    described: dict[str, DescribedFolders] = {}
     for regime in regimes:
-        features, labels, classes, failures_of[regime.name] = describe_folders(
+        rows = described[regime.name] = describe_folders(
             embedder.for_regime(regime), config.data, batch_size=config.batch_size, workers=config.workers,
-            use_cache=config.use_cache, on_progress=progress)
-        projections[regime.name] = fit_projection(features, labels, **config.projection)
-    failures = failures_of[LOSSLESS.name]  # the same files fail in every regime: reported once
+            use_cache=config.use_cache, augment=config.augment, on_progress=progress)
+        projections[regime.name] = fit_projection(rows.features, rows.labels, **config.projection)
+    lossless = described[LOSSLESS.name]
+    failures, classes = lossless.failures, lossless.classes  # the same files fail in every regime: reported once
     projection = projections[LOSSLESS.name]
     widths = {p.output_dim for p in projections.values()}
     if len(widths) > 1:
@@ -142,8 +167,10 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
         model.set_projection(torch.tensor(fitted.mean), torch.tensor(fitted.matrix), regime.jpeg_quality)
     recipe = {"method": "fsd", "filters": "learned" if n_photos else "fixed",
               "filter_photos": None if config.photos is None else str(config.photos), "n_photos": n_photos,
-              "data": {"root": str(config.data), "classes": classes, "n_images": int(len(labels))},
+              "data": {"root": str(config.data), "classes": classes, "n_images": lossless.n_images},
               "projection": {**config.projection, "fitted": projection.steps}}
+    if config.augment:
+        recipe[RECIPE_KEY] = [p.spec for p in config.augment]
     if config.jpeg_regimes:
         recipe["regimes"] = {name: {"fitted": p.steps} for name, p in projections.items()}
     else:

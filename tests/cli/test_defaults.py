@@ -61,7 +61,7 @@ TRAIN_CLI_ONLY = {
     "val_annotations": "None: no files (TrainConfig's empty tuple)",
     "out": "None: the method's own file (DEFAULT_OUT, else TrainConfig's)",
     "json_out": "rendering", "method": "which trainer", "open_space_aug": "AugOptions or None",
-    "photos": "fsd", "descriptor": "fsd", "jpeg_regimes": "fsd", "rule": "fsd",
+    "photos": "fsd", "descriptor": "fsd", "jpeg_regimes": "fsd", "augment": "fsd", "rule": "fsd",
     "model": "fsd-detector: the shipped descriptor", "copies": "fsd-detector: DEFAULT_COPIES",
 }
 PRETRAIN = same_name(PretrainConfig, {"simulate_cameras", "samples_per_epoch", "val_fraction", "balanced", "out",
