@@ -74,7 +74,7 @@ def make(kind: str, good: dict[str, bytes], rng: random.Random) -> tuple[str, by
         Image.new("RGB", (rng.choice([1, 2]), rng.choice([1, 2])), (9, 9, 9)).save(buffer, format="PNG")
         return ".png", buffer.getvalue()
     if kind == "png16":
-        Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)).save(buffer, format="PNG")
+        Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(buffer, format="PNG")
         return ".png", buffer.getvalue()
     if kind == "palette":
         Image.new("RGB", (64, 64), (200, 10, 10)).convert("P").save(buffer, format="PNG")

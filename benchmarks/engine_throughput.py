@@ -178,7 +178,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--engine", engine, "--files", str(files), "--records", str(out),
                    "--model", str(weights), "--refs", "-" if store_path is None else str(store_path),
                    "--device", args.device, "--batch-size", str(args.batch_size),
-                   "--ray-cpus", str(args.ray_cpus)] + ([] if args.workers is None else ["--workers", str(args.workers)])
+                   "--ray-cpus", str(args.ray_cpus)]
+            cmd += [] if args.workers is None else ["--workers", str(args.workers)]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:

@@ -292,7 +292,7 @@ osma store stress ({elapsed:.0f} s, work folder {work})
   commands that failed (not killed)     {len(tally.failed_runs)}
   concurrent enrolments landed          {tally.concurrent_landed}/{tally.concurrent_started} ({args.rounds} rounds of {args.concurrent})
   first-use (seeding) enrolments landed {tally.seeded_landed}/{tally.seeded_started}, shipped store changed: {tally.shipped_changed}
-  temporaries left at the end           {len(tally.temporaries_at_end)}""")
+  temporaries left at the end           {len(tally.temporaries_at_end)}""")  # noqa: E501 (a table: one line a row)
     for label, items in (("unreadable", tally.unreadable), ("lost", tally.lost),
                          ("unexpected", tally.unexpected), ("failed", tally.failed_runs),
                          ("left", tally.temporaries_at_end)):

@@ -14,24 +14,30 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from osma_cli.attribution import Attribution, ClassifierScorer, ReferenceScorer, Scorer, attribute_embeddings
 from osma_cli.cache import EmbeddingCache, embed_with_cache
+from osma_cli.calibration import DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores, threshold_for_acceptance
 from osma_cli.classifier import require_embedding_model, save_classifier_threshold
-from osma_cli.calibration import (DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores,
-                                  threshold_for_acceptance)
 from osma_cli.data import class_folders
 from osma_cli.data.files import file_sha256
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.home import refuse_shipped
-from osma_cli.references import (MIN_IMAGES, GeneratorReference, ReferenceStore, Threshold,
-                                 now_iso, open_store_for_update)
+from osma_cli.references import (
+    MIN_IMAGES,
+    GeneratorReference,
+    ReferenceStore,
+    Threshold,
+    now_iso,
+    open_store_for_update,
+)
 from osma_cli.regime_store import AnyStore, RegimeStores, each_store, load_store
 from osma_cli.regimes import route_file
 from osma_cli.rules import OpenSetRule
@@ -304,7 +310,7 @@ class FileAttribution:
     """The compression regime it was scored in, for a model with JPEG regimes (``osma_cli.regimes``)."""
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The vector it was scored with (in its regime's space), for callers that go on from it."""
-    detection: "Detection | None" = None
+    detection: Detection | None = None
     """The zero-shot detector's verdict, when attribution was chained after it (``attribute_detected``)."""
 
     @property
@@ -423,7 +429,7 @@ def _through_cache(embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCa
 
 
 def attribute_detected(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
-                       detector: "LoadedDetector", threshold: float | Mapping[str, float], top_k: int = 1,
+                       detector: LoadedDetector, threshold: float | Mapping[str, float], top_k: int = 1,
                        options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
                        on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
     """``attribute_files`` chained after the zero-shot detector (``osma detect``).
@@ -484,7 +490,7 @@ class CalibrationResult:
     """The acceptance rate and CRR the new tau gives on the validation images."""
     old_threshold: Threshold | None = None
     """The tau it replaced (None: there was none)."""
-    by_regime: dict[str, "CalibrationResult"] = field(default_factory=dict)
+    by_regime: dict[str, CalibrationResult] = field(default_factory=dict)
     """With JPEG regimes, each regime's result (this one is the lossless regime's)."""
 
 

@@ -17,14 +17,16 @@ classes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from osma_cli.errors import ReferenceStoreError, UsageError
 from osma_cli.references import ReferenceStore
 from osma_cli.rules.base import ScoredBatch
+
 # Fang's rule's functions are re-exported here: attribution's callers use them as its API.
 from osma_cli.rules.fang import MIN_SIGMA, l2_distances, normalized_distances, score_embeddings  # noqa: F401
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -65,14 +65,14 @@ class EmbeddingCache:
 
     @classmethod
     def for_embedder(cls, embedder: Embedder, *, n_crops: int, small: str,
-                     folder: Path | None = None) -> "EmbeddingCache":
+                     folder: Path | None = None) -> EmbeddingCache:
         folder = folder if folder is not None else osma_home() / "cache"
         name = (f"embeddings-{embedder.feature_identity[:16]}-c{embedder.crop_size}"
                 f"-n{n_crops}-{embedder.small_policy(small)}.h5")
         return cls(folder / name, embedder.feature_dim, feature_identity=embedder.feature_identity,
                    policy=(n_crops, small))
 
-    def serving(self, embedder: Embedder) -> "EmbeddingCache":
+    def serving(self, embedder: Embedder) -> EmbeddingCache:
         """This cache, or the one of ``embedder``'s features under the same crop policy and folder."""
         if self.feature_identity is None or self.policy is None or self.feature_identity == embedder.feature_identity:
             return self

@@ -9,22 +9,27 @@ an exception: a batch goes past bad files.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.data import DEFAULT_MAX_PIXELS
-from osma_cli.detection import Detection, Detector
 from osma_cli.data.compression import is_compression_note
-from osma_cli.regimes import file_jpeg_quality
-from osma_cli.detector_file import (DetectorMeta, check_descriptor, default_descriptor_path,
-                                    default_detector_path, load_detector)
+from osma_cli.detection import Detection, Detector
+from osma_cli.detector_file import (
+    DetectorMeta,
+    check_descriptor,
+    default_descriptor_path,
+    default_detector_path,
+    load_detector,
+)
 from osma_cli.embed import Embedder
 from osma_cli.errors import OsmaError, UsageError
 from osma_cli.home import shipped_dir
+from osma_cli.regimes import file_jpeg_quality
 
 CHUNK = 64
 """Files described per call to the cache (results stream chunk by chunk)."""

@@ -77,7 +77,7 @@ class MixtureDensity:
         return int(self.weights.shape[0])
 
     @classmethod
-    def from_sklearn(cls, model) -> "MixtureDensity":
+    def from_sklearn(cls, model) -> MixtureDensity:
         """The full-form arrays of a fitted ``sklearn.mixture.GaussianMixture``, whatever its covariance type."""
         k, dim = model.means_.shape
         chol = np.asarray(model.precisions_cholesky_, dtype=np.float64)
@@ -131,7 +131,7 @@ class Standardisation:
     scale: float
 
     @classmethod
-    def of(cls, nll: np.ndarray) -> "Standardisation":
+    def of(cls, nll: np.ndarray) -> Standardisation:
         """Median and 1.4826 x MAD of the held-out real photos' nll (a floor keeps the scale positive)."""
         nll = np.asarray(nll, dtype=np.float64)
         centre = float(np.median(nll))

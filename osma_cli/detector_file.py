@@ -26,7 +26,8 @@ from osma_cli.detection import Detector, MixtureDensity, Standardisation
 from osma_cli.errors import UsageError, WeightsError
 from osma_cli.home import SHIPPED_MODELS, shipped_dir
 from osma_cli.projection import Projection
-from osma_cli.weights import METADATA_KEY as WEIGHTS_KEY, content_hash
+from osma_cli.weights import METADATA_KEY as WEIGHTS_KEY
+from osma_cli.weights import content_hash
 
 METADATA_KEY = "osma_detector"
 FORMAT = 1
@@ -116,7 +117,8 @@ def save_detector(path: Path | str, detector: Detector, *, recipe: dict | None =
     try:
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: header}))
     except OSError as exc:
-        raise WeightsError(f"{path}: cannot write the detector ({exc})", hint="check free space and permissions") from exc
+        raise WeightsError(f"{path}: cannot write the detector ({exc})",
+                           hint="check free space and permissions") from exc
     return meta
 
 

@@ -13,17 +13,17 @@ references), so the unknowns are clustered per regime and compared with that reg
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from osma_cli.attribution import UNKNOWN
+from osma_cli.defaults import DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS, DISCOVERY_MIN_CLUSTER_SIZE
 from osma_cli.embed import Embedder, EmbedOptions
 from osma_cli.errors import UsageError
-from osma_cli.defaults import (DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS,
-                               DISCOVERY_MIN_CLUSTER_SIZE)
 from osma_cli.references import ReferenceStore
 from osma_cli.regime_store import AnyStore, RegimeStores
 
@@ -132,7 +132,7 @@ class Discovery:
     unclustered: list[Path] = field(default_factory=list)
     n_files: int = 0
     n_unknown: int = 0
-    failures: list["FileAttribution"] = field(default_factory=list)
+    failures: list[FileAttribution] = field(default_factory=list)
     """``FileAttribution``s without an attribution (unreadable, or skipped on purpose)."""
     views: list[SpaceView] = field(default_factory=list)
     """Per space (regime), the accepted and unknown embeddings, for the map."""

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from osma_cli.embed import EmbedOptions
 from osma_cli.errors import DataError, ReferenceStoreError, UsageError
@@ -30,7 +31,7 @@ RECORD_NAME = "clusters.json"
 RERUN = "run `osma discover ... --out DIR` again and look at the new contact sheets"
 
 
-def run_identity(store_path: Path | str, meta: "WeightsMeta") -> dict:
+def run_identity(store_path: Path | str, meta: WeightsMeta) -> dict:
     """What a discover run was made with, for ``clusters.json``: weights, store bytes, working folder."""
     from osma_cli.data.files import file_sha256
 
@@ -72,7 +73,7 @@ def cluster_of(data: dict, cluster_id: int, path: Path) -> dict:
                      hint="pick a number from the run's table or its cluster-ID.png sheets")
 
 
-def check_same_run(data: dict, path: Path, store_path: Path, meta: "WeightsMeta") -> None:
+def check_same_run(data: dict, path: Path, store_path: Path, meta: WeightsMeta) -> None:
     """Refuse when the model or the store is not the one the record was made with."""
     from osma_cli.data.files import file_sha256
 
@@ -117,9 +118,9 @@ def checked_files(cluster: dict, data: dict, path: Path) -> list[Path]:
     return out
 
 
-def enroll_cluster(embedder: "Embedder", store_path: Path | str, source: Path | str, cluster_id: int, name: str, *,
+def enroll_cluster(embedder: Embedder, store_path: Path | str, source: Path | str, cluster_id: int, name: str, *,
                    options: EmbedOptions = EmbedOptions(), on_progress: Callable[[int], None] | None = None,
-                   command: str | None = None) -> tuple["EnrollResult", list[Path]]:
+                   command: str | None = None) -> tuple[EnrollResult, list[Path]]:
     """Enrol cluster ``cluster_id`` of the discover run recorded at ``source`` as generator ``name``.
 
     Every check (module docstring) comes before anything is embedded or written; the

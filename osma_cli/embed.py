@@ -20,21 +20,20 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osma_cli.data import (DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader,
-                           default_workers)
+from osma_cli.data import DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader, default_workers
 from osma_cli.defaults import EMBED_BATCH_SIZE, N_CROPS, SMALL
-from osma_cli.runtime import autocast_context, resolve_device
 from osma_cli.errors import UsageError
 from osma_cli.nets.base import DescriptorNet, InputPolicy
 from osma_cli.regimes import LOSSLESS, Regime
+from osma_cli.runtime import autocast_context, resolve_device
 from osma_cli.weights import WeightsMeta, feature_identity, load_weights
 
 
@@ -108,7 +107,7 @@ class Embedder:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_file(cls, path: Path | str, device: str = "auto") -> "Embedder":
+    def from_file(cls, path: Path | str, device: str = "auto") -> Embedder:
         resolved = resolve_device(device)
         model, meta = load_weights(path, device=resolved)
         return cls(model, meta, resolved, weights_path=Path(path))
@@ -129,7 +128,7 @@ class Embedder:
         """Whether files are routed to a regime by their compression (the model has JPEG regimes)."""
         return len(self.regimes) > 1
 
-    def for_regime(self, regime: Regime) -> "Embedder":
+    def for_regime(self, regime: Regime) -> Embedder:
         """This embedder pinned to ``regime``: images re-encoded at its quality, its projection.
 
         Shares the model; only the regime (and so the features' identity) differs. An

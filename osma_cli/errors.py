@@ -7,8 +7,8 @@ traceback reaches a user for an error we anticipated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXIT_OK = 0
 EXIT_ERROR = 1

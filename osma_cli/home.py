@@ -24,6 +24,7 @@ from pathlib import Path
 from osma_cli.atomic import atomic_write, describe, is_full, is_not_writable, lock_path, locked
 from osma_cli.errors import OsmaError, ReferenceStoreError, StoreWriteError
 
+
 @dataclass(frozen=True)
 class ShippedModel:
     """A model osma ships: its weights and store in ``weights/``, and its user store's name."""
@@ -62,8 +63,9 @@ def shipped_model(name: str = DEFAULT_MODEL) -> ShippedModel:
     try:
         return SHIPPED_MODELS[name]
     except KeyError:
+        shipped = ", ".join(SHIPPED_MODELS)
         raise MissingDefaultsError(f"osma ships no model named {name!r}",
-                                   hint=f"shipped models: {', '.join(SHIPPED_MODELS)}; or give a weights file") from None
+                                   hint=f"shipped models: {shipped}; or give a weights file") from None
 
 
 def shipped_weights(name: str = DEFAULT_MODEL) -> Path | None:

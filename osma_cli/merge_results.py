@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import DataError, UsageError

@@ -8,7 +8,8 @@ same definitions.
 from __future__ import annotations
 
 import csv
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 SCHEMA = 1
 """Version of every command's JSON record (docs/output.md); raised on any change that is

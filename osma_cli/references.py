@@ -47,10 +47,11 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import h5py
 import numpy as np
@@ -98,7 +99,7 @@ class GeneratorReference:
     """For each of ``image_sha256``, the index in the store's history of the event that enrolled it."""
 
     @classmethod
-    def empty(cls, name: str, dim: int, requires: frozenset[str]) -> "GeneratorReference":
+    def empty(cls, name: str, dim: int, requires: frozenset[str]) -> GeneratorReference:
         stamp = now_iso()
         return cls(name=name, count=0, vector_sum=np.zeros(dim), sq_norm_sum=0.0, created=stamp,
                    updated=stamp,
@@ -148,7 +149,7 @@ class Threshold:
                 "n_images": self.n_images, "chosen": self.chosen}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Threshold":
+    def from_dict(cls, data: dict) -> Threshold:
         return cls(value=float(data["value"]), method=str(data["method"]),
                    target=None if data.get("target") is None else float(data["target"]),
                    n_images=int(data.get("n_images", 0)), chosen=str(data.get("chosen", "")))
@@ -175,7 +176,7 @@ class ReferenceStore:
     provenance_since_version: str = osma_cli.__version__
 
     @classmethod
-    def for_weights(cls, meta, rule: OpenSetRule | None = None) -> "ReferenceStore":
+    def for_weights(cls, meta, rule: OpenSetRule | None = None) -> ReferenceStore:
         """An empty store for embeddings made by the weights described by ``meta``.
 
         Without ``rule``, the rule the weights recommend (``WeightsMeta.rule``), else ``fang``.
@@ -374,7 +375,7 @@ class ReferenceStore:
             raise write_error(path, exc, f"cannot write the reference store {path}") from None
 
     @classmethod
-    def load(cls, path: Path | str, *, allow_invalid: Collection[str] = ()) -> "ReferenceStore":
+    def load(cls, path: Path | str, *, allow_invalid: Collection[str] = ()) -> ReferenceStore:
         """Read and validate a store; generators named in ``allow_invalid`` may be inconsistent
         (so that ``osma refs remove`` can drop them), any other problem is refused."""
         path = Path(path)

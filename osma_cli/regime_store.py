@@ -18,17 +18,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
 
 import h5py
 
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import ReferenceStoreError
 from osma_cli.home import refuse_shipped, write_error
-from osma_cli.references import (REGIME_FORMAT_VERSION, STORE_FORMAT, GeneratorReference, ReferenceStore,
-                                 read_store_file, read_store_group, refuse_inconsistent, write_store_group)
+from osma_cli.references import (
+    REGIME_FORMAT_VERSION,
+    STORE_FORMAT,
+    GeneratorReference,
+    ReferenceStore,
+    read_store_file,
+    read_store_group,
+    refuse_inconsistent,
+    write_store_group,
+)
 from osma_cli.regimes import LOSSLESS, Regime
 from osma_cli.rules import OpenSetRule
 
@@ -42,7 +50,7 @@ class RegimeStores:
     stores: dict[str, ReferenceStore]
 
     @classmethod
-    def for_weights(cls, meta, rule: OpenSetRule | None = None) -> "RegimeStores":
+    def for_weights(cls, meta, rule: OpenSetRule | None = None) -> RegimeStores:
         return cls({r.name: ReferenceStore.for_weights(meta, rule) for r in meta.regimes})
 
     def store_for(self, regime: Regime) -> ReferenceStore:
@@ -82,7 +90,8 @@ class RegimeStores:
             where = f" {store_path}" if store_path is not None else ""
             raise ReferenceStoreError(f"the reference store{where} has regimes {', '.join(self.stores)}; "
                                       f"the model has {', '.join(wanted)}",
-                                      hint="use the model the store was built with, or build a new store with `osma build`")
+                                      hint="use the model the store was built with, "
+                                           "or build a new store with `osma build`")
         for store in self.stores.values():
             store.check_weights(meta, store_path=store_path)
 
@@ -123,7 +132,7 @@ class RegimeStores:
             raise write_error(path, exc, f"cannot write the reference store {path}") from None
 
     @classmethod
-    def load(cls, path: Path | str, *, allow_invalid: Collection[str] = ()) -> "RegimeStores":
+    def load(cls, path: Path | str, *, allow_invalid: Collection[str] = ()) -> RegimeStores:
         path = Path(path)
 
         def read(source: Path) -> dict[str, tuple[ReferenceStore, dict[str, str]]]:
@@ -176,5 +185,5 @@ def store_identity(store: AnyStore) -> str:
         return store.content_identity()
     digest = hashlib.sha256()
     for name, single in store.stores.items():
-        digest.update(f"{name}\0{single.content_identity()}\0".encode("utf-8"))
+        digest.update(f"{name}\0{single.content_identity()}\0".encode())
     return digest.hexdigest()

@@ -19,9 +19,9 @@ the model has no JPEG regime.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from osma_cli.errors import UsageError
 

@@ -29,9 +29,10 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
 
 from osma_cli.data.files import file_sha256
 from osma_cli.errors import DataError, UsageError
@@ -72,7 +73,7 @@ class RunIdentity:
     """``short_digest`` of the settings that change a record (tau, top-k, crops, ...)."""
 
     @classmethod
-    def of(cls, model_sha256: str, store_identity: str | None, settings: Mapping[str, Any]) -> "RunIdentity":
+    def of(cls, model_sha256: str, store_identity: str | None, settings: Mapping[str, Any]) -> RunIdentity:
         return cls(model=model_sha256[:16], references=None if store_identity is None else store_identity[:16],
                    settings=short_digest(settings))
 
@@ -334,7 +335,7 @@ class ResultsFile:
         os.fsync(self._handle.fileno())
         self._handle.close()
 
-    def __enter__(self) -> "ResultsFile":
+    def __enter__(self) -> ResultsFile:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import random
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

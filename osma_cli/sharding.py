@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 from osma_cli.errors import UsageError
 
@@ -43,7 +44,7 @@ class Shard:
                              hint="shards are counted from 1 (a 0-based array index i is --shard $((i+1))/n)")
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         match = _SPEC.match(text)
         if match is None:
             raise UsageError(f"--shard {text!r} is not of the form i/n", hint="for example --shard 2/8")

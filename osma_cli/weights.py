@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -44,8 +44,8 @@ from torch import Tensor, nn
 from osma_cli import __version__
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import UsageError, WeightsError
-from osma_cli.regimes import regimes_for
 from osma_cli.nets import ClassifierNet, DescriptorNet, EmbeddingNet, ImageModel, get_model, model_kind
+from osma_cli.regimes import regimes_for
 
 METADATA_KEY = "osma"
 KINDS = ("embedding", "classifier", "descriptor")

@@ -43,8 +43,7 @@ from osma_cli.data.resave import Resave, parse_resave  # noqa: E402
 from osma_cli.detect_files import load  # noqa: E402
 from osma_cli.detection import Detector, fit_detector  # noqa: E402
 from osma_cli.evaluation.metrics import roc_auc  # noqa: E402
-from osma_cli.training.fsd_detector import (DEFAULT_COPIES, describe_photos, photo_groups,  # noqa: E402
-                                            split_held_out)
+from osma_cli.training.fsd_detector import DEFAULT_COPIES, describe_photos, photo_groups, split_held_out  # noqa: E402
 
 TEST_LIST = REPO / "docs" / "shared_data_test_files.txt"
 """The development data's fixed test part (``scripts/shared_data_split.py``): the six generators'
@@ -132,7 +131,8 @@ def measure(args, loaded) -> dict:
         "generated_all_images_auc": float(np.mean([g["all images"]["auc"] for g in out["generated"].values()])),
         "generated_balanced_accuracy": float(np.mean([g["original"]["balanced_accuracy"]
                                                       for g in out["generated"].values()])),
-        "generated_jpeg90_auc": float(np.mean([g["jpeg:90 vs real jpeg:90"]["auc"] for g in out["generated"].values()])),
+        "generated_jpeg90_auc": float(np.mean([g["jpeg:90 vs real jpeg:90"]["auc"]
+                                               for g in out["generated"].values()])),
         "generated_jpeg90_detected": float(np.mean([g["jpeg:90"]["detected"] for g in out["generated"].values()])),
         "generated_jpeg95_detected": float(np.mean([g["jpeg:95"]["detected"] for g in out["generated"].values()])),
         "zoo_auc": float(np.mean([g["original"]["auc"] for g in out["zoo"].values()])),

@@ -3,9 +3,9 @@
 The training and validation images stay as built (references as the model builds them);
 every test image of the named splits (known and unknown) is re-encoded as a JPEG of the given
 quality and written under its own name (``--all-parts``: the training and validation images
-too, which measures a model whose references come from images of the same compression): osma reads the format from the content, not the
-extension, so the split's annotation files need no change. The copy is made with hard links
-where a file is unchanged.
+too, which measures a model whose references come from images of the same compression): osma
+reads the format from the content, not the extension, so the split's annotation files need no
+change. The copy is made with hard links where a file is unchanged.
 
 Usage:
     python scripts/jpeg_benchmark_root.py --quality 90 --splits 1 3 --out /tmp/zoo-q90

@@ -134,8 +134,8 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=osma_home() / "benchmarks" / "zoo",
                         help="the built benchmark (osma zoo build)")
     args = parser.parse_args()
-    methods = (METHODS | (DCT_METRIC if args.with_dct_metric else {}) | (DCT_OSA if args.with_dct_osa else {}) | (POSE_FAST if args.with_pose_fast else {})
-               | (RELEASED_CODE if args.with_released_code else {}))
+    methods = (METHODS | (DCT_METRIC if args.with_dct_metric else {}) | (DCT_OSA if args.with_dct_osa else {})
+               | (POSE_FAST if args.with_pose_fast else {}) | (RELEASED_CODE if args.with_released_code else {}))
 
     rows: dict[int, dict[str, list[float]]] = {k: {} for k in args.splits}
     walls: dict[str, dict[int, float]] = {m: {} for m in methods}

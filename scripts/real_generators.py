@@ -118,8 +118,9 @@ def leave_one_out(work: Path, epochs: int, out: Path, only: list[str], init_weig
         if not model.is_file():
             train, val = tree_without(work, g, folder)
             init = ["--init", str(init_weights)] if init_weights is not None else []
-            osma("train", str(train), "--val-annotations", str(val), *init, "--crop", "128", "--epochs", str(epochs), "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)),
-                 "--lr-decay", "0.6", "--seed", "0", "--cache-decoded", "--out", str(model), "--force",
+            osma("train", str(train), "--val-annotations", str(val), *init, "--crop", "128", "--epochs", str(epochs),
+                 "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)), "--lr-decay", "0.6", "--seed", "0",
+                 "--cache-decoded", "--out", str(model), "--force",
                  log=folder / "train.log")
         extra = ["--rule", rule] if rule else []
         report = json.loads(osma("benchmark", "--manifest", str(manifest_for(work, g, folder)), "--model", str(model),

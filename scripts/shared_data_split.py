@@ -3,8 +3,9 @@
 The six real generators and the camera photos ("real") are split per file, deterministically
 (sha256 of the file name orders each class; the first 20% are test, the next 15%
 validation). The result is a folder tree of symbolic links, one sub-folder per generator
-for each part (and ``train-known``/``val-known`` without the held-out generators), ready for ``osma train``/``osma build``/``osma calibrate``, and a manifest
-for ``osma benchmark --manifest`` in which some generators are held out as unknowns.
+for each part (and ``train-known``/``val-known`` without the held-out generators), ready for
+``osma train``/``osma build``/``osma calibrate``, and a manifest for ``osma benchmark --manifest``
+in which some generators are held out as unknowns.
 
 The test part is written to ``--test-list`` so that it stays aside across experiments.
 

@@ -95,7 +95,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     split = load_pose_split(args.root or default_root(), args.split)
-    load = lambda part: [load_rgb(i.path) for i in part]
+    def load(part):
+        return [load_rgb(i.path) for i in part]
     train, val = load(split.train), load(split.val)
     test_known, test_unknown = load(split.test_known), load(split.test_unknown)
     y_train = np.array([i.label for i in split.train])

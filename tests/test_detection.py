@@ -7,8 +7,7 @@ import pytest
 from scipy.stats import chi2, multivariate_normal
 from sklearn.mixture import GaussianMixture
 
-from osma_cli.detection import (COVARIANCES, Detector, MixtureDensity, Standardisation, fit_detector,
-                                verdict_of)
+from osma_cli.detection import COVARIANCES, Detector, MixtureDensity, Standardisation, fit_detector, verdict_of
 from osma_cli.detector_file import check_descriptor, load_detector, read_detector_meta, save_detector
 from osma_cli.errors import UsageError, WeightsError
 

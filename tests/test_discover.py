@@ -112,7 +112,7 @@ def test_all_known_and_no_files_give_no_clusters(tiny_weights: Path, image_tree:
 def test_a_routed_model_clusters_each_regime_in_its_own_space(tmp_path: Path):
     from osma_cli.api import build_references
     from osma_cli.discovery import discover_files
-    from osma_cli.embed import EmbedOptions, Embedder, embed_all
+    from osma_cli.embed import Embedder, EmbedOptions, embed_all
     from osma_cli.regimes import LOSSLESS, Regime
     from tests.conftest import pattern_image
     from tests.test_regimes import routed_model, write

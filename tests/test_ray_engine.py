@@ -22,7 +22,7 @@ from tests.conftest import pattern_image, write_images
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'osma[ray]' to test the Ray engine")
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'osma[ray]' to test the Ray engine")
 
-from osma_cli.ray_engine import WorkerReport, attribute_files_ray  # needs Ray: after the skips above
+from osma_cli.ray_engine import WorkerReport, attribute_files_ray  # noqa: E402 (needs Ray: after the skips above)
 
 OPTIONS = EmbedOptions(batch_size=2, workers=0)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -153,9 +153,10 @@ def test_attribute_engine_ray_writes_the_local_engines_records(local_ray, model_
     outs = {}
     for engine in ("local", "ray"):
         outs[engine] = tmp_path / f"{engine}.jsonl"
-        result = CliRunner().invoke(app, ["attribute", *map(str, inputs), "--engine", engine, "--out", str(outs[engine]),
-                                          "--model", str(weights), "--refs", str(store), "--workers", "0",
-                                          "--batch-size", "1", "--device", "cpu"], catch_exceptions=False)
+        result = CliRunner().invoke(app, ["attribute", *map(str, inputs), "--engine", engine,
+                                          "--out", str(outs[engine]), "--model", str(weights),
+                                          "--refs", str(store), "--workers", "0", "--batch-size", "1",
+                                          "--device", "cpu"], catch_exceptions=False)
         assert result.exit_code == 3, result.output  # the unreadable file, reported
     local, remote = (outs[e].read_text().splitlines() for e in ("local", "ray"))
     assert len(local) == len(inputs) and remote == local

@@ -24,7 +24,8 @@ class FakeMeta:
 
 
 def numpy_reference(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Fang et al.'s reference (README, "How it decides"), written directly: mean and sqrt(sum ||x - r||^2 / (n - 1))."""
+    """Fang et al.'s reference (README, "How it decides"), written directly:
+    mean and sqrt(sum ||x - r||^2 / (n - 1))."""
     r = x.mean(axis=0)
     sigma = np.sqrt(((x - r) ** 2).sum() / (len(x) - 1))
     return r, sigma

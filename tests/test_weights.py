@@ -221,7 +221,8 @@ def test_save_refuses_metadata_that_could_not_be_loaded(folder: Path, mislnet: M
     assert_fails(path, "embedding_dim=128", loader=lambda p: save(make_meta(embedding_dim=128)))
     assert_fails(path, "unknown model", loader=lambda p: save(make_meta("no_such_net")))
     six_filters = get_model("mislnet", num_constrained_filters=6)
-    assert_fails(path, "constrained.weight (6, 3, 5, 5) vs (3, 3, 5, 5)", loader=lambda p: save(make_meta(), six_filters))
+    assert_fails(path, "constrained.weight (6, 3, 5, 5) vs (3, 3, 5, 5)",
+                 loader=lambda p: save(make_meta(), six_filters))
     assert_fails(path, "not plain JSON", loader=lambda p: save(make_meta(metrics={"auc": float("nan")})))
     assert_fails(path, "not plain JSON", loader=lambda p: save(make_meta(recipe={"when": object()})))
     assert_fails(path, "unknown weights kind", loader=lambda p: save(make_meta(kind="regressor")))

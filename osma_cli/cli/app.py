@@ -6,7 +6,8 @@ the error's exit code for an anticipated ``OsmaError``; see ``osma_cli.cli.bound
 
 from __future__ import annotations
 
-from typing import Annotated, Callable
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 

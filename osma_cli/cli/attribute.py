@@ -5,15 +5,26 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Mapping, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
+from osma_cli.cli.options import (
+    BatchOpt,
+    CropsOpt,
+    DeviceOpt,
+    JsonOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    RefsOpt,
+    SmallOpt,
+    WorkersOpt,
+    finite_threshold,
+)
 from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
 from osma_cli.cli.session import embed_options, load_embedder, model_path, refs_path
 from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
@@ -105,22 +116,22 @@ def attribute(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).",
                                                 exists=True, show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K nearest generators.")] = 1,
-    threshold: Annotated[Optional[float], typer.Option(
+    threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Override tau (on the store's score, e.g. the normalized distance; on 1 - max "
                             "softmax for a classifier).",
         show_default=False, callback=finite_threshold)] = None,
     json_out: JsonOpt = False,
-    csv_out: Annotated[Optional[Path], typer.Option(
+    csv_out: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
         dir_okay=False, allow_dash=True, show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="Append the records to this file (.jsonl or .csv) as they come. Run the same command "
                       "again after a stop and it resumes: files already recorded are skipped. No table.",
         dir_okay=False, show_default=False)] = None,
     hash_files: Annotated[bool, typer.Option(
         "--hash", help="Tell files apart by the sha256 of their bytes, not by size and modification time "
                        "(for --out: a copied or touched file is not attributed again).")] = False,
-    shard: Annotated[Optional[str], typer.Option(
+    shard: Annotated[str | None, typer.Option(
         "--shard", help="Take only shard I of N (I/N, from 1): a deterministic 1/N of the files, by a hash "
                         "of each path; combine the shards' --out files with `osma merge`.",
         show_default=False)] = None,
@@ -146,19 +157,20 @@ def attribute(
     detect: Annotated[bool, typer.Option(
         "--detect", help="Ask the zero-shot detector first (`osma detect`): an image it calls real is "
                          "answered real; the others are attributed or called unknown.")] = False,
-    detector: Annotated[Optional[Path], typer.Option(
+    detector: Annotated[Path | None, typer.Option(
         "--detector", help="With --detect: the detector file. Default: the shipped one.",
         exists=True, dir_okay=False, show_default=False)] = None,
 ) -> None:
     """Attribute images to known generators, or say unknown.
 
     The verdict is the nearest generator's name when its score (by the store's rule: by
-    default the normalized distance) is below the threshold, otherwise 'unknown'. With a classifier model (POSE) the candidate is its
-    most probable class and the score is 1 - max softmax, with the same rule; its classes
-    and threshold come from its weights, so --refs is not used. Exit code 0 when every
-    file was processed, 3 when some could not be read (each is reported), 2 for usage
-    errors, 130 when interrupted, 141 when the reader of stdout went away. The records
-    and CSV columns are described in docs/output.md; --out, --shard and the cache in docs/scale.md.
+    default the normalized distance) is below the threshold, otherwise 'unknown'. With a
+    classifier model (POSE) the candidate is its most probable class and the score is
+    1 - max softmax, with the same rule; its classes and threshold come from its weights, so
+    --refs is not used. Exit code 0 when every file was processed, 3 when some could not be
+    read (each is reported), 2 for usage errors, 130 when interrupted, 141 when the reader of
+    stdout went away. The records and CSV columns are described in docs/output.md; --out,
+    --shard and the cache in docs/scale.md.
     """
     if detector is not None and not detect:
         raise UsageError("--detector is for --detect", hint="add --detect, or leave --detector out")
@@ -196,7 +208,8 @@ class LargeRun:
                 raise UsageError("--out - : records on stdout are --json", hint="use --json, or give --out a file")
             results_format(self.out)
             check_output_file(self.out, "--out")
-            if csv_out is not None and not is_stdout(csv_out) and os.path.realpath(csv_out) == os.path.realpath(self.out):
+            if (csv_out is not None and not is_stdout(csv_out)
+                    and os.path.realpath(csv_out) == os.path.realpath(self.out)):
                 raise UsageError("--csv and --out name the same file", hint="give one of them")
         if self.from_cache and detect:
             raise UsageError("--from-cache reads no image, and --detect must",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
 
 
 def demo(
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="Where to write the sample images. Default: $OSMA_HOME/demo.",
         file_okay=False, show_default=False)] = None,
     model: ModelOpt = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -54,18 +54,18 @@ def report(item) -> None:
 def detect(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).",
                                                 exists=True, show_default=False)],
-    detector: Annotated[Optional[Path], typer.Option(
+    detector: Annotated[Path | None, typer.Option(
         "--detector", help="Detector file (`osma train --method fsd-detector`). Default: the shipped one, "
                            "fitted on camera photographs.", exists=True, dir_okay=False, show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option(
+    model: Annotated[Path | None, typer.Option(
         "--model", help="The descriptor (fsd weights) the detector was fitted on. Default: the shipped "
                         "osma-fsd.safetensors. Another one is refused.",
         exists=True, dir_okay=False, show_default=False)] = None,
-    threshold: Annotated[Optional[float], typer.Option(
+    threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Override the detector's threshold (on the score: synthetic when score >= it).",
         show_default=False, callback=finite_threshold)] = None,
     json_out: JsonOpt = False,
-    csv_out: Annotated[Optional[Path], typer.Option(
+    csv_out: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
         dir_okay=False, allow_dash=True, show_default=False)] = None,
     device: DeviceOpt = "auto",

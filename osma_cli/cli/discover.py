@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, SmallOpt, WorkersOpt, finite_threshold)
+from osma_cli.cli.options import (
+    BatchOpt,
+    CropsOpt,
+    DeviceOpt,
+    JsonOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    RefsOpt,
+    SmallOpt,
+    WorkersOpt,
+    finite_threshold,
+)
 from osma_cli.cli.paths import list_image_inputs
 from osma_cli.cli.session import command_line, embed_options, load_embedder, refs_path
-from osma_cli.defaults import (DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS,
-                               DISCOVERY_MIN_CLUSTER_SIZE)
+from osma_cli.defaults import DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS, DISCOVERY_MIN_CLUSTER_SIZE
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 if TYPE_CHECKING:
@@ -26,10 +35,10 @@ EXAMPLES = 3
 
 
 def discover(
-    paths: Annotated[Optional[list[Path]], typer.Argument(
+    paths: Annotated[list[Path] | None, typer.Argument(
         help="Image files and/or folders (searched recursively); none with --enroll.",
         exists=True, show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="Folder for clusters.json, one contact sheet per cluster (cluster-ID.png) and "
                       "the t-SNE map (map.png, or map-REGIME.png per JPEG regime).",
         file_okay=False, show_default=False)] = None,
@@ -42,15 +51,15 @@ def discover(
         "--cut-scale", min=0.01,
         help="With --method agglomerative: the distance cut in units of the known generators' median sigma.")
     ] = DISCOVERY_CUT_SCALE,
-    enroll: Annotated[Optional[int], typer.Option(
+    enroll: Annotated[int | None, typer.Option(
         "--enroll", help="Enrol this cluster of a previous run (--from) as generator --name; embeds and "
                          "writes as `osma enroll` does.", show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option(
+    name: Annotated[str | None, typer.Option(
         "--name", help="With --enroll: the new generator's name.", show_default=False)] = None,
-    source: Annotated[Optional[Path], typer.Option(
+    source: Annotated[Path | None, typer.Option(
         "--from", help="With --enroll: the --out folder (or clusters.json) of the run whose contact sheet "
                        "you looked at.", show_default=False)] = None,
-    threshold: Annotated[Optional[float], typer.Option(
+    threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Override tau (as for `osma attribute`): images scoring at or above it are unknown.",
         show_default=False, callback=finite_threshold)] = None,
     json_out: JsonOpt = False,
@@ -131,7 +140,8 @@ def report_failures(found: Discovery, unlisted: list[tuple[Path, str]]) -> int:
 
 
 def enroll_from_run(cluster: int | None, name: str | None, source: Path | None, paths: list[Path] | None,
-                    options: "EmbedOptions", *, model: Path | None, refs: Path | None, device: str, json_out: bool) -> None:
+                    options: EmbedOptions, *, model: Path | None, refs: Path | None, device: str,
+                    json_out: bool) -> None:
     """``--enroll N --name NAME --from DIR``: one cluster of a recorded run, through `osma enroll`'s path."""
     from osma_cli.cli.references import check_generator_name, plural
     from osma_cli.discovery_enroll import enroll_cluster

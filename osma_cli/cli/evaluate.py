@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt, finite_threshold)
+from osma_cli.cli.options import (
+    BatchOpt,
+    CropsOpt,
+    DeviceOpt,
+    JsonOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    RefsOpt,
+    RuleOpt,
+    SmallOpt,
+    WorkersOpt,
+    finite_threshold,
+)
 from osma_cli.cli.paths import check_output_file
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.defaults import DEFAULT_ACCEPTANCE, DEVICE, EMBED_BATCH_SIZE, N_CROPS, SMALL
@@ -19,11 +30,11 @@ BUILTIN_SPLITS = ("split1", "split2", "split3", "split4", "split5")
 """The built-in benchmark's splits, named in ``benchmark --help`` without loading the zoo's
 recipe (a test checks they are the recipe's)."""
 
-ModelsOpt = Annotated[Optional[list[Path]], typer.Option(
+ModelsOpt = Annotated[list[Path] | None, typer.Option(
     "--model", help="Weights file (.safetensors), or a shipped model by name: fsd (the default), mislnet. "
                     "With --perturb, repeat it to compare models in one table and one plot per figure.",
     dir_okay=False, show_default=False)]
-PerturbOpt = Annotated[Optional[list[str]], typer.Option(
+PerturbOpt = Annotated[list[str] | None, typer.Option(
     "--perturb", help="Also run with the test images perturbed (references clean): jpeg:Q, resize:S, "
                       "blur:SIGMA, noise:SIGMA, crop:F, or standard (the sweep of docs/robustness.md). "
                       "Repeatable.", show_default=False, metavar="NAME:STRENGTH")]
@@ -37,10 +48,10 @@ def calibrate(
     root: Annotated[Path, typer.Argument(
         help="Validation images: one folder per known generator; other folders count as unknown.",
         exists=True, file_okay=False, show_default=False)],
-    acceptance: Annotated[Optional[float], typer.Option(
+    acceptance: Annotated[float | None, typer.Option(
         "--acceptance", min=0.0, max=1.0, show_default=False,
         help=f"Fraction of known validation images to accept (sets tau). Default: {DEFAULT_ACCEPTANCE}.")] = None,
-    target_crr: Annotated[Optional[float], typer.Option(
+    target_crr: Annotated[float | None, typer.Option(
         "--target-crr", min=0.0, max=1.0, show_default=False,
         help="Instead: reject this fraction of the images in folders of unknown generators.")] = None,
     refs: RefsOpt = None,
@@ -78,9 +89,9 @@ def calibrate(
             result = calibrate_classifier(embedder, root, acceptance=acceptance, target_crr=target_crr,
                                           options=options, on_progress=advance)
         else:
-            result = calibrate_references(embedder, refs_path(refs, write=True, model=model), root, acceptance=acceptance,
-                                          target_crr=target_crr, options=options, on_progress=advance,
-                                          command=command_line("calibrate"))
+            result = calibrate_references(embedder, refs_path(refs, write=True, model=model), root,
+                                          acceptance=acceptance, target_crr=target_crr, options=options,
+                                          on_progress=advance, command=command_line("calibrate"))
     unreadable = output.report_failures(result.failures)
     if json_out:
         output.write_json(calibration_record(result, unreadable), command="calibrate")
@@ -131,20 +142,20 @@ def render_single_calibration(result, regime: str) -> None:
 
 
 def benchmark(
-    split: Annotated[Optional[str], typer.Argument(
+    split: Annotated[str | None, typer.Argument(
         help=f"Split name: {', '.join(BUILTIN_SPLITS)} of the built-in benchmark (or of --data-root's "
              "POSE layout); not needed with --manifest.", show_default=False)] = None,
-    data_root: Annotated[Optional[Path], typer.Option(
+    data_root: Annotated[Path | None, typer.Option(
         "--data-root", help="POSE benchmark download (holding dataset/split*_*/annotations).",
         exists=True, file_okay=False, show_default=False)] = None,
-    manifest: Annotated[Optional[Path], typer.Option(
+    manifest: Annotated[Path | None, typer.Option(
         "--manifest", help="TOML/JSON file naming known and unknown generators' folders.",
         exists=True, dir_okay=False, show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="Write metrics.json, scores.csv, references.h5 and PNG plots here.",
         file_okay=False, show_default=False)] = None,
     acceptance: AcceptanceOpt = DEFAULT_ACCEPTANCE,
-    threshold: Annotated[Optional[float], typer.Option(
+    threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Use this tau instead of calibrating.", show_default=False,
         callback=finite_threshold)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from osma_cli.cli import output
 from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
 
@@ -14,12 +13,12 @@ def gather_info(model, refs, device: str) -> dict:
     import torch
 
     import osma_cli
+    from osma_cli.cli.references import store_summary
+    from osma_cli.cli.session import model_path, refs_path
     from osma_cli.errors import OsmaError
     from osma_cli.home import osma_home, shipped_dir
     from osma_cli.regime_store import load_store
     from osma_cli.runtime import resolve_device
-    from osma_cli.cli.session import model_path, refs_path
-    from osma_cli.cli.references import store_summary
     from osma_cli.weights import read_meta
 
     info: dict = {"osma_version": osma_cli.__version__, "torch_version": torch.__version__,

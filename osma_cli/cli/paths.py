@@ -7,8 +7,8 @@ not a traceback or a silently created folder after minutes of embedding.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from osma_cli.cli.output import path_text
 from osma_cli.errors import UsageError

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import (BatchOpt, CropsOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, ModelOpt,
-                                  RefsOpt, RuleOpt, SmallOpt, WorkersOpt)
+from osma_cli.cli.options import (
+    BatchOpt,
+    CropsOpt,
+    DeviceOpt,
+    JsonOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    RefsOpt,
+    RuleOpt,
+    SmallOpt,
+    WorkersOpt,
+)
 from osma_cli.cli.paths import check_output_file, list_image_inputs
 from osma_cli.cli.session import command_line, embed_options, load_embedder, parse_rule, refs_path
 from osma_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
-
 
 STORE_SUFFIXES = (".h5", ".hdf5")
 
@@ -51,7 +60,7 @@ def class_folders_or_usage(root: Path) -> dict[str, list[Path]]:
 def build(
     root: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per generator.",
                                          exists=True, file_okay=False, show_default=False)],
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="Store to write. Default: $OSMA_HOME/references.h5.", dir_okay=False,
         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing store.")] = False,
@@ -186,7 +195,8 @@ def store_summary(store, path: Path) -> dict:
 
     if isinstance(store, RegimeStores):
         return {**single_store_summary(store.primary, path),
-                "regimes": [{"name": name, "threshold": None if single.threshold is None else single.threshold.to_dict()}
+                "regimes": [{"name": name,
+                             "threshold": None if single.threshold is None else single.threshold.to_dict()}
                             for name, single in store.stores.items()]}
     return single_store_summary(store, path)
 
@@ -202,7 +212,7 @@ def single_store_summary(store, path: Path) -> dict:
                            for g in store.generators.values()]}
 
 
-StoreModelOpt = Annotated[Optional[Path], typer.Option(
+StoreModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="Without --refs: the user store of this shipped model (fsd, the default, or mislnet).",
     dir_okay=False, show_default=False)]
 

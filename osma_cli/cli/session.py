@@ -6,8 +6,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from osma_cli.home import (DEFAULT_MODEL, SHIPPED_MODELS, default_model_path, default_references_path,
-                           references_for_reading, shipped_model_of)
+from osma_cli.home import (
+    DEFAULT_MODEL,
+    SHIPPED_MODELS,
+    default_model_path,
+    default_references_path,
+    references_for_reading,
+    shipped_model_of,
+)
 
 
 def model_path(model: Path | None) -> Path:

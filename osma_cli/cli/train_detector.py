@@ -1,4 +1,5 @@
-"""``osma train --method fsd-detector``: options in, the training job (``osma_cli.training.fsd_detector``), a summary out."""
+"""``osma train --method fsd-detector``: options in, the training job (``osma_cli.training.fsd_detector``),
+a summary out."""
 
 from __future__ import annotations
 

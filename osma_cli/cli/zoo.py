@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,25 +28,25 @@ def _command(name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-WeightsDirOpt = Annotated[Optional[Path], typer.Option(
+WeightsDirOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Folder of generator weights. Default: the shipped weights/zoo/.",
     file_okay=False, show_default=False)]
-RootOpt = Annotated[Optional[Path], typer.Option(
+RootOpt = Annotated[Path | None, typer.Option(
     "--root", help="Where to build the benchmark. Default: $OSMA_HOME/benchmarks/zoo.",
     file_okay=False, show_default=False)]
 
 
 @_command("train")
 def train(
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", help="Folder for the weights. Default: the shipped weights/zoo/ (for "
                       "osma's developers).", file_okay=False, show_default=False)] = None,
-    only: Annotated[Optional[list[str]], typer.Option(
+    only: Annotated[list[str] | None, typer.Option(
         "--only", help="Train this generator only (repeatable).", show_default=False)] = None,
-    steps: Annotated[Optional[int], typer.Option(
+    steps: Annotated[int | None, typer.Option(
         "--steps", min=1, help="Training steps per generator. Default: the recipe's.",
         show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Generators trained at once, one process and one thread "
                                  "each. Default: one per CPU, at most 4.",
         show_default=False)] = None,

@@ -17,8 +17,14 @@ from osma_cli.data.dataset import (
     crop_loader,
     default_workers,
 )
-from osma_cli.data.decode import (DEFAULT_MAX_PIXELS, SUPPORTED_MODES, DecodedImage, decode_image, load_rgb,
-                                  pixels_to_rgb)
+from osma_cli.data.decode import (
+    DEFAULT_MAX_PIXELS,
+    SUPPORTED_MODES,
+    DecodedImage,
+    decode_image,
+    load_rgb,
+    pixels_to_rgb,
+)
 from osma_cli.data.files import IMAGE_SUFFIXES, class_folders, iter_image_files
 
 __all__ = [

@@ -59,15 +59,16 @@ import stat
 import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from osma_cli.data.integrity import integrity_warnings
 from osma_cli.data.compression import jpeg_quality
+from osma_cli.data.integrity import integrity_warnings
 from osma_cli.errors import ImageError, UsageError
 
 DEFAULT_MAX_PIXELS: int = 2**26

@@ -14,7 +14,7 @@ up-sampling are not libjpeg's): a level or two, no more, where chroma is not sub
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -11,8 +11,8 @@ The core writes them, so that a pipeline gets the same files as the command.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from osma_cli.atomic import atomic_write_bytes
 from osma_cli.attribution import is_accepted

@@ -15,9 +15,9 @@ images as they were (``dataclasses.replace`` of the test parts only).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Callable, Sequence
 
 import numpy as np
 
 from osma_cli.attribution import ClassifierScorer
 from osma_cli.cache import EmbeddingCache, embed_with_cache
-from osma_cli.calibration import (DEFAULT_ACCEPTANCE, leave_one_out_scores,
-                                  threshold_for_acceptance)
+from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
@@ -43,6 +42,7 @@ from osma_cli.references import MIN_IMAGES, ReferenceStore, Threshold, now_iso
 from osma_cli.regime_store import RegimeStores
 from osma_cli.regimes import Regime, route_file
 from osma_cli.rules import OpenSetRule, ScoredBatch
+
 
 @dataclass
 class EmbeddedPart:
@@ -177,7 +177,8 @@ def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOpt
         store.set_threshold(given_threshold(threshold))
     images, candidates, scores = _test_scores(parts, store.fitted_rule().score)
     return _Scored(store=store, threshold=store.threshold, score_name=store.rule.score_name, images=images,
-                   candidates=candidates, scores=scores, failures=[f for part in parts.values() for f in part.failures], seconds=seconds, regime=regime)
+                   candidates=candidates, scores=scores, failures=[f for part in parts.values() for f in part.failures],
+                   seconds=seconds, regime=regime)
 
 
 def given_threshold(value: float) -> Threshold:
@@ -371,5 +372,6 @@ def _score_classifier(embedder: Embedder, split: BenchmarkSplit, *, options: Emb
         chosen = given_threshold(threshold)
     images, candidates, scores = _test_scores(parts, scorer.score)
     return _Scored(store=None, threshold=chosen, score_name=scorer.score_name, images=images,
-                   candidates=order[candidates], scores=scores, failures=[f for part in parts.values() for f in part.failures], seconds=seconds,
-                   model_kind="classifier")
+                   candidates=order[candidates], scores=scores,
+                   failures=[f for part in parts.values() for f in part.failures],
+                   seconds=seconds, model_kind="classifier")

@@ -12,9 +12,9 @@ images. docs/robustness.md gives the measured figures.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from osma_cli.cache import EmbeddingCache
 from osma_cli.calibration import DEFAULT_ACCEPTANCE
@@ -47,7 +47,7 @@ class RobustnessRow:
     def metrics(self) -> dict[str, float]:
         return {name: float(getattr(self.run.report, field)) for name, field in METRICS.items()}
 
-    def to_dict(self, clean: "RobustnessRow | None" = None) -> dict:
+    def to_dict(self, clean: RobustnessRow | None = None) -> dict:
         """The row as JSON; ``kept``: each figure as a fraction of the clean run's (null when that is 0)."""
         p = self.perturbation
         figures = self.metrics()

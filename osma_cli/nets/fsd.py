@@ -24,7 +24,7 @@ those files would no longer match their hash.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -16,7 +16,8 @@ settings). Weights files record the kind too, and loading checks the two agree.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from osma_cli.errors import UsageError
 from osma_cli.names import unknown_name

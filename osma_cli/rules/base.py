@@ -19,8 +19,9 @@ images later adds to them, so a store built in steps equals one built at once):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Sequence
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class ScoredBatch:
     normalized: np.ndarray
 
     @classmethod
-    def from_matrix(cls, per_generator: np.ndarray) -> "ScoredBatch":
+    def from_matrix(cls, per_generator: np.ndarray) -> ScoredBatch:
         """Candidate and score from one (N, K) matrix that both ranks and is compared with tau."""
         m = np.asarray(per_generator, dtype=np.float64)
         candidates = m.argmin(axis=1)

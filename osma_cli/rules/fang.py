@@ -15,7 +15,7 @@ which kept only these, are ``fang`` stores.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

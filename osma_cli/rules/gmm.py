@@ -19,7 +19,7 @@ not leave-one-out: refitting a mixture per image would cost as many fits as imag
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -17,7 +17,7 @@ than dimensions. Every statistic is a sum, so enrolment stays exact.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,8 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from osma_cli.cli.app import app
-from osma_cli.errors import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,
-                             EXIT_SOME_INPUTS_FAILED, EXIT_USAGE)
+from osma_cli.errors import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE
 from tests.conftest import deny_listing, write_images
 
 REPO = Path(__file__).resolve().parents[2]

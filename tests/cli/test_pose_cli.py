@@ -12,8 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from osma_cli.cli.app import app
 from osma_cli.classifier import threshold_path
+from osma_cli.cli.app import app
 from osma_cli.data import extract_crops, load_rgb
 from osma_cli.errors import EXIT_OK, EXIT_USAGE
 from osma_cli.evaluation.metrics import evaluate_open_set

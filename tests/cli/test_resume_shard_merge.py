@@ -235,7 +235,8 @@ def test_the_cache_serves_every_feature_on_a_second_run(tmp_path, inputs, tiny_w
     """Counting the network's forward calls: the second run makes none and writes the same records."""
     calls = []
     real = Embedder.features_of_crops
-    monkeypatch.setattr(Embedder, "features_of_crops", lambda self, crops: calls.append(len(crops)) or real(self, crops))
+    monkeypatch.setattr(Embedder, "features_of_crops",
+                        lambda self, crops: calls.append(len(crops)) or real(self, crops))
     plain = invoke("attribute", inputs, "--json", "--model", tiny_weights, "--refs", built_store, "--workers", 0)
     assert sum(calls) == 11
     calls.clear()

@@ -59,8 +59,8 @@ def test_multi_crops_aligned_disjoint_ordered(height, width, crop, n_crops):
         assert 0 <= top <= height - crop and 0 <= left <= width - crop
     for (t1, l1), (t2, l2) in itertools.combinations(origins, 2):
         assert abs(t1 - t2) >= crop or abs(l1 - l2) >= crop
-    distances = [(t + crop / 2 - height / 2) ** 2 + (l + crop / 2 - width / 2) ** 2
-                 for t, l in origins]
+    distances = [(t + crop / 2 - height / 2) ** 2 + (left + crop / 2 - width / 2) ** 2
+                 for t, left in origins]
     assert distances == sorted(distances)
     every = crop_origins(height, width, crop, 10_000)
     assert every[: len(origins)] == origins
@@ -150,8 +150,8 @@ def test_random_crop_aligned_uniform_and_exact():
     for _ in range(400):
         crop = random_crop(img, 32, rng)
         assert crop.shape == (3, 32, 32) and crop.dtype == np.uint8
-        matches = [(t, l) for t in range(0, 33, GRID) for l in range(0, 41, GRID)
-                   if np.array_equal(crop, img[t:t + 32, l:l + 32].transpose(2, 0, 1))]
+        matches = [(t, x) for t in range(0, 33, GRID) for x in range(0, 41, GRID)
+                   if np.array_equal(crop, img[t:t + 32, x:x + 32].transpose(2, 0, 1))]
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) == 5 * 6  # every aligned origin is reached
@@ -166,8 +166,8 @@ def test_random_crop_small_image_padded_like_extract():
         crop = random_crop(img, 64, rng)
         assert crop.shape == (3, 64, 64)
         rows = crop[:, 16:36, :]
-        lefts = [l for l in range(0, 37, GRID)
-                 if np.array_equal(rows, img[:, l:l + 64].transpose(2, 0, 1))]
+        lefts = [x for x in range(0, 37, GRID)
+                 if np.array_equal(rows, img[:, x:x + 64].transpose(2, 0, 1))]
         assert len(lefts) == 1
     tiny = image(5, 7)
     np.testing.assert_array_equal(random_crop(tiny, 16, rng), extract_crops(tiny, 16)[0])

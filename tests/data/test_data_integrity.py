@@ -131,7 +131,7 @@ def test_pillow_warnings_are_folded_into_the_result(tmp_path, monkeypatch):
     real_load = Image.Image.load
 
     def load_with_warning(self):
-        warnings.warn("Corrupt EXIF data", UserWarning)
+        warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=2)
         return real_load(self)
     monkeypatch.setattr(Image.Image, "load", load_with_warning)
     with warnings.catch_warnings():

@@ -16,8 +16,18 @@ from osma_cli.cache import EmbeddingCache, file_key
 from osma_cli.data.augment import jpeg_recompress
 from osma_cli.data.compression import jpeg_quality
 from osma_cli.data.decode import load_rgb
-from osma_cli.data.perturb import (STANDARD_SPECS, Blur, Crop, Jpeg, Noise, Perturbation, Resize,
-                                   parse_perturbation, parse_perturbations, register_perturbation)
+from osma_cli.data.perturb import (
+    STANDARD_SPECS,
+    Blur,
+    Crop,
+    Jpeg,
+    Noise,
+    Perturbation,
+    Resize,
+    parse_perturbation,
+    parse_perturbations,
+    register_perturbation,
+)
 from osma_cli.embed import Embedder, EmbedOptions
 from osma_cli.errors import UsageError
 from osma_cli.evaluation.perturbed import folder_name, perturbed_file, perturbed_root, perturbed_split, seed_rng
@@ -107,7 +117,7 @@ def test_crop_is_an_exact_grid_aligned_centred_sub_array():
     odd = textured(100, 70, seed=3)
     out = Crop(0.5).apply(odd, rng())
     assert out.shape == (50, 35, 3)
-    matches = [(t, l) for t in range(0, 51) for l in range(0, 36) if np.array_equal(odd[t:t + 50, l:l + 35], out)]
+    matches = [(t, x) for t in range(0, 51) for x in range(0, 36) if np.array_equal(odd[t:t + 50, x:x + 35], out)]
     assert matches == [(24, 16)] and all(v % 8 == 0 for v in matches[0])
 
 
@@ -128,7 +138,8 @@ def test_blur_removes_high_frequencies_as_a_gaussian_of_that_sigma():
     inner = out[8:-8, 8:-8]
     assert np.abs(inner - 128).max() <= amplitude + 0.5
     assert inner.mean() == pytest.approx(128, abs=0.5)
-    spectrum = lambda a: np.abs(np.fft.fft2(a[..., 0] - a[..., 0].mean()))[32, 32]
+    def spectrum(a):
+        return np.abs(np.fft.fft2(a[..., 0] - a[..., 0].mean()))[32, 32]
     assert spectrum(out) < 0.05 * spectrum(checker.astype(np.float64))
 
 

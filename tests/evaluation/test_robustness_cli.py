@@ -54,7 +54,8 @@ def test_two_models_in_one_table_and_one_plot_per_figure(tmp_path, pose_root, ti
     saved = json.loads((out / "robustness.json").read_text())
     assert len(saved) == 2 * 9 and {r["model"] for r in saved} == {"tiny", "other"}
     again = [json.loads(line) for line in invoke(*args, "--json").stdout.splitlines()]
-    untimed = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert untimed(again) == untimed(saved)  # the second run reads the perturbed files and embeddings back
     for figure in FIGURES:
         png = out / f"robustness_{figure}.png"

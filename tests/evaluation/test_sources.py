@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from osma_cli.errors import UsageError
-from osma_cli.evaluation.sources import (get_source, list_sources, load_pose_split, open_split,
-                                         register_source)
+from osma_cli.evaluation.sources import get_source, list_sources, load_pose_split, open_split, register_source
 from tests.pose_fixture import SPLIT, make_pose_fixture
 
 

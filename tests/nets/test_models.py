@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from osma_cli.errors import EXIT_USAGE, UsageError
-from osma_cli.nets import ClassifierNet, EmbeddingNet, get_model, get_model_builder, list_models, model_kind, register_model
-from osma_cli.nets import registry
+from osma_cli.nets import (
+    ClassifierNet,
+    EmbeddingNet,
+    get_model,
+    get_model_builder,
+    list_models,
+    model_kind,
+    register_model,
+    registry,
+)
 from osma_cli.nets.dct_cnn import block_dct_basis, dct_matrix
 from osma_cli.nets.mislnet import MISLNet
 

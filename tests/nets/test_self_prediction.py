@@ -9,8 +9,14 @@ from torch.nn import functional as F
 
 from osma_cli.errors import UsageError
 from osma_cli.nets import self_prediction as sp
-from osma_cli.nets.self_prediction import (descriptor_dim, masked_offsets, neighbourhood_offsets,
-                                           normal_equations, self_description, solve_predictor)
+from osma_cli.nets.self_prediction import (
+    descriptor_dim,
+    masked_offsets,
+    neighbourhood_offsets,
+    normal_equations,
+    self_description,
+    solve_predictor,
+)
 
 MIXED = [(0, -1), (-1, 0), (-1, -1), (-1, 1), (-2, 2), (1, 0)]
 

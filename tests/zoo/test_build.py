@@ -59,7 +59,8 @@ def test_every_split_is_read_by_the_pose_loader(built):
             assert image.kind == roles.unknown[image.generator]
         assert {i.kind for i in split.test_unknown} == set(UNKNOWN_KINDS)
         # parts are disjoint by source photo
-        photo = lambda i: i.path.name.rsplit("-y", 1)[0]
+        def photo(i):
+            return i.path.name.rsplit("-y", 1)[0]
         assert not {photo(i) for i in split.train} & {photo(i) for i in split.test}
         assert split.val and split.train and split.test_known
 

@@ -36,8 +36,10 @@ def test_held_out_photos_share_no_source_with_training_photos():
     train = [p for p in SHIPPED.photos if p.role == "train"]
     heldout = SHIPPED.heldout()
     assert heldout and train
-    camera = lambda p: p.path.split("/")[1] if p.domain == "cameras" else ""
-    source = lambda p: (p.source, camera(p), p.original_name)
+    def camera(p):
+        return p.path.split("/")[1] if p.domain == "cameras" else ""
+    def source(p):
+        return (p.source, camera(p), p.original_name)
     assert not {source(p) for p in train} & {source(p) for p in heldout}
     assert not {camera(p) for p in train if p.domain == "cameras"} & \
         {camera(p) for p in heldout if p.domain == "cameras"}

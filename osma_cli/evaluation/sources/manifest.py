@@ -16,8 +16,14 @@ from typing import Any
 from osma_cli.data.files import IMAGE_SUFFIXES, iter_image_files
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import UNKNOWN_LABEL
-from osma_cli.evaluation.sources.base import (PARTS, UNKNOWN_KINDS, BenchmarkSplit, LabeledImage, check_disjoint,
-                                              register_source)
+from osma_cli.evaluation.sources.base import (
+    PARTS,
+    UNKNOWN_KINDS,
+    BenchmarkSplit,
+    LabeledImage,
+    check_disjoint,
+    register_source,
+)
 from osma_cli.progress import Log, ProgressFactory
 
 if sys.version_info >= (3, 11):

@@ -19,8 +19,13 @@ from typing import Any
 from osma_cli.atomic import atomic_write
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import UNKNOWN_LABEL
-from osma_cli.evaluation.sources.base import (UNKNOWN_KINDS, BenchmarkSplit, LabeledImage, check_disjoint,
-                                              register_source)
+from osma_cli.evaluation.sources.base import (
+    UNKNOWN_KINDS,
+    BenchmarkSplit,
+    LabeledImage,
+    check_disjoint,
+    register_source,
+)
 from osma_cli.progress import Log, ProgressFactory
 
 AnnotationLine = tuple["str | PurePath", int]
