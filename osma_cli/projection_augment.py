@@ -21,8 +21,9 @@ which refits the projection on each split's training images, fits it as the weig
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

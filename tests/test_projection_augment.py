@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from osma_cli.cli.app import app
 from osma_cli.data.decode import load_rgb
 from osma_cli.data.perturb import parse_perturbation
-from osma_cli.embed import EmbedOptions, Embedder
+from osma_cli.embed import Embedder, EmbedOptions
 from osma_cli.errors import EXIT_OK, EXIT_USAGE
 from osma_cli.evaluation import protocol
 from osma_cli.evaluation.perturbed import seed_rng
