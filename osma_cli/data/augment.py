@@ -1,8 +1,13 @@
-"""Training augmentation that keeps forensic traces: crops and JPEG re-compression only.
+"""Training augmentation that keeps forensic traces: crops and JPEG re-compression, and
+optionally the perturbations a user asks for.
 
 Fang et al. never resample (no resize, rotation or blur: each would overwrite the traces the
 network must learn); they crop, and they re-compress with JPEG at a quality drawn from
 ``JPEG_QUALITIES``, because attributed images have often been re-compressed on their way.
+``TrainTransform.perturbations`` is the robustness option (docs/robustness.md): images
+shared on the web are also resized or blurred, and a network that has seen such copies of
+its training images may keep more of its accuracy on them. It is off by default, as in the
+paper.
 
 JPEG choices (``jpeg_recompress``): Pillow's baseline encoder with the standard IJG tables
 scaled to the quality, and 4:2:0 chroma subsampling, asked for explicitly. 4:2:0 is what
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -56,17 +62,33 @@ def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
         return np.array(decoded.convert("RGB"), dtype=np.uint8)
 
 
+class ImagePerturbation(Protocol):
+    """What ``TrainTransform`` needs of a perturbation (``osma_cli.data.perturb.Perturbation``)."""
+
+    @property
+    def spec(self) -> str: ...
+
+    def apply(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class TrainTransform:
     """Fang et al.'s training augmentation: a random grid-aligned crop, then JPEG
     re-compression at a quality drawn uniformly from ``jpeg_qualities``.
 
-    Every draw comes from the ``rng`` passed in (crop origin first, then the quality), so a
-    dataset that seeds ``rng`` per item makes the augmentation reproducible.
+    With ``perturbations``, the whole image is first perturbed by one drawn uniformly from
+    them and "none" (with two given, each image has a 1/3 chance of each and of staying as
+    it is), before the crop: a resized image is cropped at its new size, so the crop sees the
+    resampled pixels as a test image would (padded like any small image when it has become
+    smaller than the crop). Every draw comes from the ``rng`` passed in (the perturbation
+    first, when there are any, then the crop origin, then the quality), so a dataset that
+    seeds ``rng`` per item makes the augmentation reproducible; without perturbations nothing
+    extra is drawn, so the paper's augmentation is unchanged draw for draw.
     """
 
     crop: int
     jpeg_qualities: tuple[int | None, ...] = JPEG_QUALITIES
+    perturbations: tuple[ImagePerturbation, ...] = ()
 
     def __post_init__(self) -> None:
         check_crop_policy(self.crop)
@@ -78,6 +100,10 @@ class TrainTransform:
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``(3, crop, crop) uint8`` CHW from an ``(H, W, 3) uint8`` image."""
+        if self.perturbations:
+            drawn = int(rng.integers(len(self.perturbations) + 1))
+            if drawn < len(self.perturbations):
+                image = self.perturbations[drawn].apply(image, rng)
         chw = random_crop(image, self.crop, rng)
         quality = self.jpeg_qualities[int(rng.integers(len(self.jpeg_qualities)))]
         if quality is None:

@@ -7,6 +7,7 @@ import pytest
 
 from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform, eval_transform, jpeg_recompress
 from osma_cli.data.crops import extract_crops, random_crop
+from osma_cli.data.perturb import parse_perturbations
 from osma_cli.errors import UsageError
 
 
@@ -118,3 +119,64 @@ def test_eval_transform_is_the_centre_crop() -> None:
     assert out.shape == (3, 32, 32) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, extract_crops(image, 32, 1)[0])
     np.testing.assert_array_equal(out, eval_transform(image, 32))
+
+
+def expected_perturbed_crop(image: np.ndarray, perturbations, seed: int, crop: int, quality: int | None) -> np.ndarray:
+    """The transform's draws replayed by hand: which perturbation (or none), the crop, no
+    quality draw needed when the qualities are a single one."""
+    rng = np.random.default_rng(seed)
+    drawn = int(rng.integers(len(perturbations) + 1))
+    if drawn < len(perturbations):
+        image = perturbations[drawn].apply(image, rng)
+    chw = random_crop(image, crop, rng)
+    if quality is None:
+        return chw
+    return np.ascontiguousarray(jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality)
+                                .transpose(2, 0, 1))
+
+
+def test_no_perturbations_draws_exactly_as_before() -> None:
+    """The default transform is the paper's, draw for draw (trained weights stay the same)."""
+    image = textured(96, 120, seed=5)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        chw = random_crop(image, 32, rng)
+        quality = JPEG_QUALITIES[int(rng.integers(len(JPEG_QUALITIES)))]
+        expected = chw if quality is None else np.ascontiguousarray(
+            jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality).transpose(2, 0, 1))
+        out = TrainTransform(crop=32, perturbations=())(image, np.random.default_rng(seed))
+        assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("quality", [None, 90])
+def test_perturbations_apply_to_the_whole_image_before_the_crop(quality) -> None:
+    perturbations = parse_perturbations(["resize:0.5", "noise:4"])
+    transform = TrainTransform(crop=32, jpeg_qualities=(quality,), perturbations=perturbations)
+    image = textured(128, 128, seed=2)
+    outcomes = set()
+    for seed in range(24):
+        out = transform(image, np.random.default_rng(seed))
+        assert out.shape == (3, 32, 32) and out.dtype == np.uint8
+        assert np.array_equal(out, expected_perturbed_crop(image, perturbations, seed, 32, quality))
+        assert np.array_equal(out, transform(image, np.random.default_rng(seed)))
+        outcomes.add(int(np.random.default_rng(seed).integers(3)))
+    assert outcomes == {0, 1, 2}, "the seeds should exercise each perturbation and none"
+
+
+def test_a_resized_image_is_cropped_at_its_new_size() -> None:
+    """resize:0.5 of a 64-pixel image leaves 32 pixels: a 32-pixel crop is then the whole
+    resized image, so the output is exactly the Lanczos reduction (an independent Pillow call)."""
+    from PIL import Image
+
+    image = textured(64, 64, seed=4)
+    transform = TrainTransform(crop=32, jpeg_qualities=(None,), perturbations=parse_perturbations(["resize:0.5"]))
+    reduced = np.asarray(Image.fromarray(image).resize((32, 32), resample=Image.Resampling.LANCZOS))
+    seen_resized = seen_plain = False
+    for seed in range(12):
+        out = transform(image, np.random.default_rng(seed))
+        if int(np.random.default_rng(seed).integers(2)) == 0:
+            assert np.array_equal(out, reduced.transpose(2, 0, 1))
+            seen_resized = True
+        else:
+            seen_plain = True
+    assert seen_resized and seen_plain
