@@ -51,6 +51,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ def mosaic(linear: np.ndarray, cfa: str) -> np.ndarray:
     return raw
 
 
-def _correlate(x: np.ndarray, kernel: np.ndarray, mode: str = "reflect") -> np.ndarray:
+def _correlate(x: np.ndarray, kernel: np.ndarray, mode: Literal["reflect", "constant"] = "reflect") -> np.ndarray:
     """2-D correlation of ``x`` with an odd-sized ``kernel``, summing only non-zero taps
     (the demosaicing filters are sparse). ``mode`` is ``np.pad``'s."""
     ry, rx = kernel.shape[0] // 2, kernel.shape[1] // 2
@@ -149,7 +150,7 @@ _MALVAR_DIAG = np.array([[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1
 
 def _rows_and_columns(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boolean ``(H, 1)`` and ``(1, W)``: rows and columns holding samples of ``mask``."""
-    return mask.any(axis=1)[:, None], mask.any(axis=0)[None, :]
+    return np.asarray(mask.any(axis=1))[:, None], np.asarray(mask.any(axis=0))[None, :]
 
 
 def _malvar2004(raw: np.ndarray, masks: np.ndarray) -> np.ndarray:
