@@ -328,6 +328,13 @@ class FileAttribution:
                 return REAL
         return self.attribution.verdict
 
+    @property
+    def vector(self) -> np.ndarray:
+        """``embedding`` of a file that has one (attributed); asking it of another file is a bug."""
+        if self.embedding is None:
+            raise ValueError(f"{self.path} has no embedding ({self.error or 'none kept'})")
+        return self.embedding
+
 
 def check_store(meta, store: AnyStore | None, *, store_path: Path | str | None = None) -> None:
     """Refuse a store a model cannot score against: any store for a classifier; for an

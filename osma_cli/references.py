@@ -51,7 +51,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import h5py
 import numpy as np
@@ -641,7 +641,13 @@ def open_store_for_update(path: Path | str, *, create_for=None, timeout: float =
         store.save(path)
 
 
-def replace_store(store: ReferenceStore, path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> None:
+class SavableStore(Protocol):
+    """A store that writes itself to a file: a ``ReferenceStore`` or a ``RegimeStores``."""
+
+    def save(self, path: Path | str) -> None: ...
+
+
+def replace_store(store: SavableStore, path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> None:
     """Write ``store`` over whatever is at ``path`` (``osma build``), under the store's lock."""
     with store_lock(path, timeout=timeout):
         store.save(path)
