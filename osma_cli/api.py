@@ -79,7 +79,7 @@ def hash_new_files(paths: Sequence[Path], known: Collection[str] = ()) -> Hashed
 
 
 def drop_repeats(good: list[EmbeddedImage], digests: list[str],
-                 groups: Sequence | None = None) -> tuple[list[EmbeddedImage], list[str], int]:
+                 groups: Sequence[int] | np.ndarray | None = None) -> tuple[list[EmbeddedImage], list[str], int]:
     """Keep the first of embedded images with the same bytes (within the same ``groups`` value)."""
     seen, kept, kept_digests = set(), [], []
     for i, (item, digest) in enumerate(zip(good, digests)):
@@ -99,17 +99,19 @@ def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOption
 
     A file that embedded but could not be hashed is a failure: its provenance is unknown.
     """
-    good, digests, failures = [], [], []
+    good: list[EmbeddedImage] = []
+    digests: list[str] = []
+    failures: list[EmbeddedImage] = []
     for item in embed_with_cache(embedder, files.paths, cache, on_progress=on_progress, **options.kwargs()):
         digest = files.hashes[item.index]
-        if item.ok and digest is None:
-            item = EmbeddedImage(index=item.index, path=item.path, embedding=None,
-                                 error="could not be read to compute its sha256", warnings=item.warnings)
-        if item.ok:
+        if not item.ok:
+            failures.append(item)
+        elif digest is None:
+            failures.append(EmbeddedImage(index=item.index, path=item.path, embedding=None,
+                                          error="could not be read to compute its sha256", warnings=item.warnings))
+        else:
             good.append(item)
             digests.append(digest)
-        else:
-            failures.append(item)
     return good, digests, failures
 
 
@@ -156,17 +158,18 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
                                         options=options, acceptance=acceptance, rule=rule, cache=cache,
                                         on_progress=progress, command=command)
              for regime in embedder.regimes}
-    first = next(iter(built.values()))
+    first = next(iter(built.values()))[1]
     if embedder.is_routed:
-        first.store = RegimeStores({name: result.store for name, result in built.items()})
+        first.store = RegimeStores({name: single for name, (single, _) in built.items()})
     return first
 
 
 def _build_regime(embedder: Embedder, root: Path | str, names: list[str], every: HashedFiles, labels: np.ndarray,
                   *, options: EmbedOptions, acceptance: float, rule: OpenSetRule | None,
                   cache: EmbeddingCache | None, on_progress: ProgressCallback | None,
-                  command: str | None) -> BuildResult:
-    """``build_references`` in the embedder's regime (the only one, for most models)."""
+                  command: str | None) -> tuple[ReferenceStore, BuildResult]:
+    """``build_references`` in the embedder's regime (the only one, for most models): its store,
+    and the result holding it."""
     good, digests, failures = embed_hashed(embedder, every, options=options, on_progress=on_progress, cache=cache)
     good, digests, repeated = drop_repeats(good, digests, labels[[it.index for it in good]])
     good_labels = labels[[it.index for it in good]].astype(int)
@@ -177,7 +180,7 @@ def _build_regime(embedder: Embedder, root: Path | str, names: list[str], every:
         raise TooFewReadable(f"{root}: too few readable images for {', '.join(short)}",
                              unreadable=_unreadable(failures),
                              hint="fix or replace the unreadable files listed above")
-    embeddings = np.stack([it.embedding for it in good])
+    embeddings = np.stack([it.vector for it in good])
     store = ReferenceStore.for_weights(embedder.meta, rule)
     for i, name in enumerate(names):
         mine = good_labels == i
@@ -190,7 +193,7 @@ def _build_regime(embedder: Embedder, root: Path | str, names: list[str], every:
             value=threshold_for_acceptance(loo, acceptance),
             method=f"provisional: {store.rule.held_out_method()} scores of the build images",
             target=acceptance, n_images=int(loo.size), chosen=now_iso()), command=command)
-    return BuildResult(store=store, failures=failures, repeated=repeated, damaged=with_warnings(good))
+    return store, BuildResult(store=store, failures=failures, repeated=repeated, damaged=with_warnings(good))
 
 
 def shared_progress(on_progress: ProgressCallback | None, passes: int) -> ProgressCallback | None:
@@ -285,7 +288,7 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
                                 "regime; nothing was enrolled", hint="report this as a bug")
             if any(new):
                 keep = np.array(new, dtype=bool)
-                embeddings = np.stack([it.embedding for it in items])[keep]
+                embeddings = np.stack([it.vector for it in items])[keep]
                 reference = single.enroll(name, embeddings, update=update,
                                           image_sha256=[d for d, n in zip(digests, new) if n], command=command)
             else:
@@ -325,6 +328,13 @@ class FileAttribution:
                 return REAL
         return self.attribution.verdict
 
+    @property
+    def vector(self) -> np.ndarray:
+        """``embedding`` of a file that has one (attributed); asking it of another file is a bug."""
+        if self.embedding is None:
+            raise ValueError(f"{self.path} has no embedding ({self.error or 'none kept'})")
+        return self.embedding
+
 
 def check_store(meta, store: AnyStore | None, *, store_path: Path | str | None = None) -> None:
     """Refuse a store a model cannot score against: any store for a classifier; for an
@@ -354,6 +364,7 @@ def scorer_for(embedder: Embedder, store: AnyStore | None = None) -> Scorer:
     check_store(embedder.meta, store)
     if embedder.is_classifier:
         return ClassifierScorer(embedder.meta.class_names)
+    assert store is not None, "check_store refuses no store for an embedding model"
     if isinstance(store, RegimeStores):
         store = store.store_for(embedder.regime)
     return ReferenceScorer(store)
@@ -372,23 +383,29 @@ def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[
 
     ``store`` is the reference store of an embedding model, None for a classifier. With
     JPEG regimes (``RegimeStores``), each file is scored in the regime of its compression
-    and ``threshold`` maps each regime's name to its tau. With ``cache`` (``osma_cli.cache``),
+    and ``threshold`` maps each regime's name to its tau (one float: the same tau in every
+    regime, as ``--threshold`` gives). With ``cache`` (``osma_cli.cache``),
     features computed before are reused and new ones kept, so re-scoring after an enrolment
     or with another tau describes nothing again; ``cached_only`` decodes nothing at all, and a
     file the cache lacks is a failure that says so.
     """
     if isinstance(store, RegimeStores):
-        yield from _attribute_routed(embedder, store, paths, thresholds=threshold, top_k=top_k,
+        thresholds = (threshold if isinstance(threshold, Mapping)
+                      else {name: float(threshold) for name in store.stores})
+        yield from _attribute_routed(embedder, store, paths, thresholds=thresholds, top_k=top_k,
                                      options=options, cache=cache, cached_only=cached_only,
                                      on_progress=on_progress)
         return
+    if isinstance(threshold, Mapping):
+        raise UsageError("thresholds per regime need a reference store with JPEG regimes",
+                         hint="pass one threshold for a store without regimes")
     scorer = scorer_for(embedder, store)
     stream = (embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()) if cache is None else
               _through_cache(embedder, paths, cache, cached_only=cached_only, options=options,
                              on_progress=on_progress))
     while chunk := list(itertools.islice(stream, max(1, options.batch_size))):
         good = [it for it in chunk if it.ok]
-        verdicts = iter(attribute_embeddings(np.stack([it.embedding for it in good]), scorer,
+        verdicts = iter(attribute_embeddings(np.stack([it.vector for it in good]), scorer,
                                              threshold=threshold, top_k=top_k) if good else [])
         for item in chunk:
             if item.ok:
@@ -580,7 +597,7 @@ def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, accepta
     ok_unknown = []
     for item in embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()):
         if item.ok:
-            embeddings.append(item.embedding)
+            embeddings.append(item.vector)
             ok_unknown.append(is_unknown[item.index])
         else:
             failures.append(item)

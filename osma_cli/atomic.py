@@ -30,8 +30,9 @@ LEGACY_TEMP_AGE_S = 3600.0
 """Temporaries without a PID (osma before PIDs were recorded) older than this are stale."""
 
 
-def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)``, then make ``tmp_path`` durable and rename it to ``path``."""
+def atomic_write(path: Path | str, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)`` (its return value is ignored), then make ``tmp_path`` durable and rename it to
+    ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)

@@ -137,7 +137,11 @@ def resolve_threshold(store, override: float | None) -> float | dict[str, float]
     from osma_cli.regime_store import RegimeStores
 
     if isinstance(store, RegimeStores):
-        return {name: resolve_threshold(single, override) for name, single in store.stores.items()}
+        return {name: _single_threshold(single, override) for name, single in store.stores.items()}
+    return _single_threshold(store, override)
+
+
+def _single_threshold(store: ReferenceStore, override: float | None) -> float:
     if override is not None:
         return check_tau(override, nonnegative_scores=store.rule.nonnegative_scores)
     if store.threshold is None:

@@ -165,14 +165,16 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
         if on_progress is not None and missing:
             on_progress(len(missing))
         missing = []
-    new_keys, new_vectors = [], []
+    new_keys: list[bytes] = []
+    new_vectors: list[np.ndarray] = []
     for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress,
                                      features_only=True, **options):
         original = missing[item.index]
         computed[original] = dataclasses.replace(item, index=original)
-        if item.ok and keys[original] is not None and not is_damaged(item):
-            new_keys.append(keys[original])
-            new_vectors.append(item.embedding)
+        key = keys[original]
+        if item.ok and key is not None and not is_damaged(item):
+            new_keys.append(key)
+            new_vectors.append(item.vector)
     if new_keys:
         cache.add(new_keys, np.stack(new_vectors))
 
@@ -199,7 +201,7 @@ def _with_head(embedder: Embedder, items: list[EmbeddedImage]) -> list[EmbeddedI
     good = [i for i, item in enumerate(items) if item.ok]
     if not good:
         return items
-    vectors = embedder.head(np.stack([items[i].embedding for i in good])).cpu().numpy()
+    vectors = embedder.head(np.stack([items[i].vector for i in good])).cpu().numpy()
     for row, i in enumerate(good):
         items[i] = dataclasses.replace(items[i], embedding=vectors[row])
     return items

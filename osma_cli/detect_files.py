@@ -26,7 +26,7 @@ from osma_cli.detector_file import (
     default_detector_path,
     load_detector,
 )
-from osma_cli.embed import Embedder
+from osma_cli.embed import Embedder, EmbedOptions
 from osma_cli.errors import OsmaError, UsageError
 from osma_cli.home import shipped_dir
 from osma_cli.regimes import file_jpeg_quality
@@ -110,15 +110,15 @@ def detect_files(loaded: LoadedDetector, paths: Sequence[Path], *, threshold: fl
     """One result per file, in input order."""
     embedder = loaded.embedder
     cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="keep") if use_cache else None
-    options = {"n_crops": 1, "batch_size": batch_size, "workers": workers, "small": "keep",
-               "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels}
+    options = EmbedOptions(n_crops=1, batch_size=batch_size, workers=workers, small="keep",
+                           max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels).kwargs()
     qualities = loaded.fitted_jpeg_qualities
     for start in range(0, len(paths), CHUNK):
         chunk = list(paths[start:start + CHUNK])
         items = list(embed_with_cache(embedder, chunk, cache, features_only=True, on_progress=on_progress,
                                       **options))
         good = [it for it in items if it.ok]
-        detections = (loaded.detector.detect_raw(np.stack([it.embedding for it in good]), threshold)
+        detections = (loaded.detector.detect_raw(np.stack([it.vector for it in good]), threshold)
                       if good else [])
         by_index = {it.index: d for it, d in zip(good, detections)}
         for item in items:

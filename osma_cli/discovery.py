@@ -200,8 +200,9 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
     if method not in METHODS:
         raise UsageError(f"unknown clustering method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
     result = Discovery(method=method)
-    unknown: dict[str | None, list] = {}
-    accepted: dict[str | None, list] = {}
+    unknown: dict[str | None, list[FileAttribution]] = {}
+    accepted: dict[str | None, list[FileAttribution]] = {}
+    accepted_as: dict[str | None, list[str]] = {}
     for item in attribute_files(embedder, store, paths, threshold=threshold, options=options,
                                 on_progress=on_progress):
         result.n_files += 1
@@ -210,12 +211,18 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
         else:
             unknown.setdefault(item.regime, [])
             (unknown if item.verdict == UNKNOWN else accepted).setdefault(item.regime, []).append(item)
+            if item.verdict != UNKNOWN:
+                accepted_as.setdefault(item.regime, []).append(item.attribution.candidate)
     result.n_unknown = sum(len(items) for items in unknown.values())
     regimes = {regime.name: regime for regime in embedder.regimes}
     for name, items in unknown.items():
-        single = store.store_for(regimes[name]) if isinstance(store, RegimeStores) else store
+        if isinstance(store, RegimeStores):
+            assert name is not None, "routed attribution names each file's regime"
+            single = store.store_for(regimes[name])
+        else:
+            single = store
         dim = single.embedding_dim
-        embeddings = np.stack([item.embedding for item in items]) if items else np.zeros((0, dim))
+        embeddings = np.stack([item.vector for item in items]) if items else np.zeros((0, dim))
         if method == AGGLOMERATIVE:
             result.distance_cuts[name] = distance_cut(single, cut_scale)
         clusters, rest, ids = group_unknowns(embeddings, [item.path for item in items], single, regime=name,
@@ -226,6 +233,6 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
         known = accepted.get(name, [])
         result.views.append(SpaceView(
             regime=name, store=single,
-            accepted=np.stack([item.embedding for item in known]) if known else np.zeros((0, dim)),
-            accepted_as=[item.attribution.candidate for item in known], unknown=embeddings, labels=ids))
+            accepted=np.stack([item.vector for item in known]) if known else np.zeros((0, dim)),
+            accepted_as=accepted_as.get(name, []), unknown=embeddings, labels=ids))
     return result

@@ -84,13 +84,13 @@ def map_points(view: SpaceView, *, seed: int = SEED, max_context: int = MAX_CONT
     """Place the store's references, the accepted and the unknown images of one space on one t-SNE map
     (at most ``max_context`` accepted images and store vectors, every unknown)."""
     store = view.store
-    kept = [g for g in store.generators.values() if g.vectors is not None and len(g.vectors)]
+    kept = [(g.name, g.vectors) for g in store.generators.values() if g.vectors is not None and len(g.vectors)]
     centroids_only = len(kept) != len(store.generators) or not kept
     if centroids_only:
         refs, names = store.centroids(), store.names
     else:
-        refs = np.concatenate([g.vectors for g in kept])
-        names = [g.name for g in kept for _ in range(len(g.vectors))]
+        refs = np.concatenate([vectors for _, vectors in kept])
+        names = [name for name, vectors in kept for _ in range(len(vectors))]
     dim = store.embedding_dim
     refs = np.asarray(refs, np.float64).reshape(-1, dim)
     accepted = np.asarray(view.accepted, np.float64).reshape(-1, dim)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from osma_cli.data import DEFAULT_MAX_PIXELS, CropBatch, ImageCropDataset, SkipReason, crop_loader, default_workers
 from osma_cli.defaults import EMBED_BATCH_SIZE, N_CROPS, SMALL
 from osma_cli.errors import UsageError
-from osma_cli.nets.base import DescriptorNet, InputPolicy
+from osma_cli.nets.base import DescriptorNet, ImageModel, InputPolicy
 from osma_cli.regimes import LOSSLESS, Regime
 from osma_cli.runtime import autocast_context, resolve_device
 from osma_cli.weights import WeightsMeta, feature_identity, load_weights
@@ -69,6 +69,13 @@ class EmbeddedImage:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def vector(self) -> np.ndarray:
+        """The embedding of an image that has one (``ok``); asking a failed image's is a bug."""
+        if self.embedding is None:
+            raise ValueError(f"{self.path} has no embedding ({self.error or 'none computed'})")
+        return self.embedding
+
 
 @dataclass(frozen=True)
 class EmbedOptions:
@@ -91,7 +98,7 @@ class EmbedOptions:
 class Embedder:
     """A feature extractor and its metadata on a device, ready to embed crops or files."""
 
-    def __init__(self, model: torch.nn.Module, meta: WeightsMeta, device: torch.device | str = "cpu",
+    def __init__(self, model: ImageModel, meta: WeightsMeta, device: torch.device | str = "cpu",
                  *, mixed_precision: bool = True, weights_path: Path | None = None) -> None:
         self.device = torch.device(device) if isinstance(device, str) else device
         self.meta = meta
@@ -134,7 +141,7 @@ class Embedder:
         Shares the model; only the regime (and so the features' identity) differs. An
         unprojected descriptor describes in any regime: that is how regimes' projections are fitted.
         """
-        unprojected = self.is_descriptor and not self.model.projected
+        unprojected = self.descriptor is not None and not self.descriptor.projected
         if regime not in self.regimes and not unprojected:
             raise UsageError(f"the model has no {regime.name} regime",
                              hint=f"its regimes: {', '.join(r.name for r in self.regimes)}")
@@ -162,9 +169,14 @@ class Embedder:
         return isinstance(self.model, DescriptorNet)
 
     @property
+    def descriptor(self) -> DescriptorNet | None:
+        """The model where it is a descriptor (``describe``, ``project``), else None."""
+        return self.model if isinstance(self.model, DescriptorNet) else None
+
+    @property
     def feature_dim(self) -> int:
         """Width of the cached stage: the embedding, or a descriptor's raw self-description."""
-        return self.model.raw_dim if self.is_descriptor else self.embedding_dim
+        return self.descriptor.raw_dim if self.descriptor is not None else self.embedding_dim
 
     @property
     def notes_compression(self) -> bool:
@@ -185,8 +197,8 @@ class Embedder:
         if self.device.type == "cuda" and not self.is_descriptor:
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.to(self.policy.dtype).div_(255.0)
-        if self.is_descriptor:
-            return self.model.describe(x).float()
+        if self.descriptor is not None:
+            return self.descriptor.describe(x).float()
         with autocast_context(self.device, self.mixed_precision):
             raw = self.model(x)
         return finalize_embeddings(raw, self.meta.l2_normalize)
@@ -194,10 +206,10 @@ class Embedder:
     @torch.inference_mode()
     def head(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Features -> embeddings: a descriptor's projection and the weights' convention."""
-        if not self.is_descriptor:
+        if self.descriptor is None:
             return torch.as_tensor(features)
         raw = torch.as_tensor(features, device=self.device)
-        return finalize_embeddings(self.model.project(raw, self.regime.jpeg_quality), self.meta.l2_normalize)
+        return finalize_embeddings(self.descriptor.project(raw, self.regime.jpeg_quality), self.meta.l2_normalize)
 
     @torch.inference_mode()
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
@@ -269,9 +281,10 @@ def regime_feature_identity(identity: str, regime: Regime) -> str:
 
 def embed_all(embedder: Embedder, paths: Sequence[Path], **kwargs) -> tuple[np.ndarray, list[EmbeddedImage]]:
     """Embed a list of files; returns (embeddings of the good ones, the failures)."""
-    good, bad = [], []
+    good: list[EmbeddedImage] = []
+    bad: list[EmbeddedImage] = []
     for item in embedder.embed_files(paths, **kwargs):
         (good if item.ok else bad).append(item)
-    matrix = (np.stack([g.embedding for g in good]) if good
+    matrix = (np.stack([g.vector for g in good]) if good
               else np.zeros((0, embedder.embedding_dim), dtype=np.float32))
     return matrix, bad

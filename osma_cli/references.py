@@ -51,7 +51,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import h5py
 import numpy as np
@@ -419,6 +419,11 @@ def validate_name(name: str) -> str:
     return clean
 
 
+def _shape(values: np.ndarray | None) -> tuple[int, ...]:
+    """``np.shape``, with ``()`` for an array that is not there (what ``np.shape(None)`` gives)."""
+    return () if values is None else np.shape(values)
+
+
 def reference_problem(ref: GeneratorReference, dim: int, requires: frozenset[str],
                       n_events: int) -> str | None:
     """Why ``ref`` cannot be scored with (a count, shape or value that cannot be right), or None."""
@@ -433,12 +438,12 @@ def reference_problem(ref: GeneratorReference, dim: int, requires: frozenset[str
         return f"its spread sigma is {sigma:.4g}, it must be above 0"
     if "second_moment" in requires:
         if ref.second_moment is None or np.shape(ref.second_moment) != (dim, dim):
-            return f"its second moment has shape {np.shape(ref.second_moment)}, expected ({dim}, {dim})"
+            return f"its second moment has shape {_shape(ref.second_moment)}, expected ({dim}, {dim})"
         if not np.isfinite(ref.second_moment).all():
             return "its second moment is not finite"
     if "vectors" in requires:
         if ref.vectors is None or np.shape(ref.vectors) != (ref.count, dim):
-            return f"its vectors have shape {np.shape(ref.vectors)}, expected ({ref.count}, {dim})"
+            return f"its vectors have shape {_shape(ref.vectors)}, expected ({ref.count}, {dim})"
         if not np.isfinite(ref.vectors).all():
             return "its vectors are not finite"
     if len(ref.image_sha256) != len(ref.image_event) or len(ref.image_sha256) > ref.count:
@@ -569,7 +574,8 @@ def read_store_group(f: h5py.Group, path: Path) -> tuple[ReferenceStore, dict[st
     sigmas = f["sigmas"][()] if "sigmas" in f else None
     moments = f["second_moments"][()] if "second_moment" in rule.requires else None
     vectors = [f["vectors"][str(i)][()] for i in range(k)] if "vectors" in rule.requires else None
-    hashes, events = [[] for _ in range(k)], [[] for _ in range(k)]
+    hashes: list[list[str]] = [[] for _ in range(k)]
+    events: list[list[int]] = [[] for _ in range(k)]
     if "provenance" in f:
         prov = f["provenance"]
         store.provenance_since = str(prov.attrs.get("since", store.created))
@@ -635,7 +641,13 @@ def open_store_for_update(path: Path | str, *, create_for=None, timeout: float =
         store.save(path)
 
 
-def replace_store(store: ReferenceStore, path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> None:
+class SavableStore(Protocol):
+    """A store that writes itself to a file: a ``ReferenceStore`` or a ``RegimeStores``."""
+
+    def save(self, path: Path | str) -> None: ...
+
+
+def replace_store(store: SavableStore, path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> None:
     """Write ``store`` over whatever is at ``path`` (``osma build``), under the store's lock."""
     with store_lock(path, timeout=timeout):
         store.save(path)

@@ -96,7 +96,7 @@ class RegimeStores:
             store.check_weights(meta, store_path=store_path)
 
     def problems(self) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
         for regime, store in self.stores.items():
             for name, problem in store.problems().items():
                 out.setdefault(name, f"{problem} (in the {regime} regime)")

@@ -79,8 +79,9 @@ def route(jpeg_quality: int | None, regimes: Sequence[Regime]) -> tuple[Regime, 
     if not jpegs:
         return LOSSLESS, (f"JPEG (quality about {jpeg_quality}): this model has no JPEG regime and is "
                           "reliable only on images compressed like its references (docs/descriptors.md)")
-    best = min(jpegs, key=lambda r: (abs(r.jpeg_quality - jpeg_quality), -r.jpeg_quality))
-    if abs(best.jpeg_quality - jpeg_quality) > FAR_FROM_REGIME:
+    best_quality, best = min(((r.jpeg_quality, r) for r in regimes if r.jpeg_quality is not None),
+                             key=lambda qr: (abs(qr[0] - jpeg_quality), -qr[0]))
+    if abs(best_quality - jpeg_quality) > FAR_FROM_REGIME:
         fitted = ", ".join(str(r.jpeg_quality) for r in jpegs)
         return best, (f"JPEG quality about {jpeg_quality}, far from the qualities this model was fitted "
                       f"for ({fitted}): scored as {best.name}, less reliable")

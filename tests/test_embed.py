@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from osma_cli.data import extract_crops, load_rgb
-from osma_cli.embed import Embedder, aggregate_crops, embed_all
+from osma_cli.embed import EmbeddedImage, Embedder, aggregate_crops, embed_all
 from osma_cli.weights import load_weights
 from tests.conftest import write_images
 
@@ -51,3 +52,11 @@ def test_aggregate_crops_is_mean_then_normalise():
     assert raw.tolist() == [[1.5, 2.0], [1.0, 1.0]]
     unit = aggregate_crops(per_crop, owners, 2, l2_normalize=True)
     np.testing.assert_allclose(unit.numpy(), [[0.6, 0.8], [2 ** -0.5, 2 ** -0.5]], atol=1e-6)
+
+
+def test_vector_is_the_embedding_of_a_good_image_and_refused_for_a_failed_one():
+    good = EmbeddedImage(index=0, path=Path("a.png"), embedding=np.ones(3, np.float32))
+    assert good.vector is good.embedding
+    failed = EmbeddedImage(index=1, path=Path("b.png"), embedding=None, error="not an image")
+    with pytest.raises(ValueError, match="b.png has no embedding"):
+        _ = failed.vector

@@ -313,3 +313,32 @@ def test_a_mixed_test_set_is_scored_relative_to_each_regimes_tau(tmp_path):
                                                                     test_unknown=unknown), options=options)
         expected.append(alone.scores / alone.threshold.value)
     np.testing.assert_allclose(run.scores, np.concatenate(expected), rtol=1e-9)
+
+
+def test_routed_attribution_with_one_threshold_applies_it_to_every_regime(tmp_path, tree):
+    """``threshold`` may be one float (as --threshold is) also with regimes: it used to be indexed by
+    the regime's name (TypeError: 'float' object is not subscriptable)."""
+    from osma_cli.embed import EmbedOptions
+
+    embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
+    options = EmbedOptions(workers=0)
+    store = build_references(embedder, tree, options=options).store
+    rng = np.random.default_rng(9)
+    png = write(tmp_path / "in" / "a.png", pattern_image("checker", rng, 48))
+    jpg = write(tmp_path / "in" / "b.jpg", pattern_image("dots", rng, 48), quality=90)
+    results = list(attribute_files(embedder, store, [png, jpg], threshold=1.5, options=options))
+    assert [r.regime for r in results] == ["lossless", "jpeg90"]
+    assert [r.attribution.threshold for r in results] == [1.5, 1.5]
+
+
+def test_per_regime_thresholds_are_refused_for_a_store_without_regimes(tmp_path, tree):
+    from osma_cli.embed import EmbedOptions
+
+    embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors"), device="cpu")
+    options = EmbedOptions(workers=0)
+    store = build_references(embedder, tree, options=options).store
+    lossless = embedder.for_regime(LOSSLESS)
+    png = write(tmp_path / "in" / "a.png", pattern_image("checker", np.random.default_rng(9), 48))
+    with pytest.raises(UsageError, match="per regime"):
+        list(attribute_files(lossless, store.stores["lossless"], [png], threshold={"lossless": 1.5},
+                             options=options))

@@ -246,6 +246,7 @@ def attribute_paths(paths: list[Path], *, top: int, threshold: float | None, jso
     embedder = load_embedder(model, device)
     refuse_refs_for_classifier(embedder.meta, refs)
     store_file = None
+    tau: float | dict[str, float]  # per regime for a store with JPEG regimes
     if embedder.is_classifier:
         store = None
         tau = resolve_classifier_threshold(embedder.weights_path, embedder.meta, threshold)

@@ -146,8 +146,9 @@ def enroll_from_run(cluster: int | None, name: str | None, source: Path | None, 
     from osma_cli.cli.references import check_generator_name, plural
     from osma_cli.discovery_enroll import enroll_cluster
 
-    missing = [flag for flag, value in (("--enroll", cluster), ("--name", name), ("--from", source)) if value is None]
-    if missing:
+    if cluster is None or name is None or source is None:
+        missing = [flag for flag, value in (("--enroll", cluster), ("--name", name), ("--from", source))
+                   if value is None]
         raise UsageError(f"{', '.join(missing)} missing: enrolling a cluster takes --enroll N --name NAME --from DIR",
                          hint="DIR is the --out folder of the `osma discover` run whose contact sheet you looked at")
     if paths:

@@ -185,7 +185,7 @@ def benchmark(
 
     if out is not None and not out.is_dir():
         check_output_file(out, "--out")  # a new folder: its parent must exist
-    models = list(model or [None])
+    models: list[Path | None] = [*model] if model else [None]  # None: the default model
     if perturb:
         from osma_cli.data.perturb import parse_perturbations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -81,22 +81,27 @@ def tidy_param(param) -> None:
         param.display_type_rich = lambda ctx: readable_type(shown(ctx), flag=flag)
 
 
-class TidyHelpMixin:
+def tidy_params(params: list[Any]) -> list[Any]:
     """Every parameter of a command (its ``--help`` included) goes through ``tidy_param``."""
-
-    def get_params(self, ctx):
-        params = super().get_params(ctx)
-        for param in params:
-            tidy_param(param)
-        return params
+    for param in params:
+        tidy_param(param)
+    return params
 
 
-class Command(TidyHelpMixin, TyperCommand):
+# get_params overridden in each class, not in a shared mixin: a mixin's super().get_params cannot be
+# type-checked (recent typer subclasses its own vendored copy of click, older typer click itself)
+class Command(TyperCommand):
     """The class of every osma command (``app.command``)."""
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return tidy_params(super().get_params(ctx))
 
-class Group(TidyHelpMixin, TyperGroup):
+
+class Group(TyperGroup):
     """The class of osma and its sub-command groups."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return tidy_params(super().get_params(ctx))
 
 
 HELP_SETTINGS = {"help_option_names": ["-h", "--help"]}

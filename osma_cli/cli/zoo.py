@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -128,10 +128,10 @@ def build(
     from osma_cli.zoo import materialise
 
     if verify:
-        report = materialise.verify_benchmark(root, weights_dir=weights,
-                                              progress=output.progress_bar)
-        _render_verify(report, json_out)
-        if not report.ok or report.reference.get("status") == "mismatch":
+        verified = materialise.verify_benchmark(root, weights_dir=weights,
+                                                progress=output.progress_bar)
+        _render_verify(verified, json_out)
+        if not verified.ok or verified.reference.get("status") == "mismatch":
             raise typer.Exit(EXIT_ERROR)
         return
     plan = materialise.plan_build(weights_dir=weights)
@@ -139,6 +139,9 @@ def build(
                                          progress=output.progress_bar, log=output.note)
     if write_digests:
         manifest = materialise.read_manifest(report.root)
+        if manifest is None:  # build_benchmark writes it last; gone only if removed meanwhile
+            raise materialise.BenchmarkError(f"{report.root} holds no finished build's manifest",
+                                 hint="build it again: `osma zoo build`")
         target = plan.weights_dir / materialise.DIGESTS
         materialise.write_reference(target, manifest)
         output.note(f"wrote the reference digests to {target}")
@@ -201,7 +204,7 @@ def list_generators(weights: WeightsDirOpt = None, json_out: JsonOpt = False) ->
     folder = weights if weights is not None else shipped_zoo_dir()
     records = list_records(folder)
     roles = all_roles(recipe)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in recipe.generators:
         record = records.get(spec.name)
         rows.append({

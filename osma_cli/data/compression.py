@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+from typing import overload
 
 import numpy as np
 from PIL import Image
@@ -47,6 +48,10 @@ def jpeg_quality(image: Image.Image) -> int | None:
 NOTE_SUFFIX = "this model is reliable only on images compressed like its references (docs/descriptors.md)"
 
 
+@overload
+def note_for(quality: int) -> str: ...
+@overload
+def note_for(quality: None) -> None: ...
 def note_for(quality: int | None) -> str | None:
     """The warning a compression-sensitive model adds to a JPEG's record."""
     if quality is None:

@@ -220,7 +220,8 @@ class Resize(Perturbation):
         return 0 < strength < 1
 
     def apply(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        height, width = resized_size(*_checked(pixels).shape[:2], self.strength)
+        height, width = _checked(pixels).shape[:2]
+        height, width = resized_size(height, width, self.strength)
         resized = Image.fromarray(pixels).resize((width, height), resample=Image.Resampling.LANCZOS)
         return np.asarray(resized, dtype=np.uint8)
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -116,7 +116,12 @@ def _unit_square(ax: Axes) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _line_style(name: str) -> dict[str, object]:
+class _LineStyle(TypedDict):
+    linewidth: float
+    zorder: int
+
+
+def _line_style(name: str) -> _LineStyle:
     """``all`` is drawn thicker and on top: it is the headline curve."""
     return {"linewidth": 2.2, "zorder": 3} if name == ALL else {"linewidth": 1.5, "zorder": 2}
 

@@ -20,6 +20,7 @@ metric) embeds nothing. Unreadable files are reported and left out of the figure
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +57,8 @@ class EmbeddedPart:
 @dataclass
 class BenchmarkRun:
     split: BenchmarkSplit
-    store: ReferenceStore | None
+    store: ReferenceStore | RegimeStores | None
+    """The references scored against (one store per regime when the test images were routed), None for a classifier."""
     threshold: Threshold
     test_images: list[LabeledImage]
     y_true: np.ndarray
@@ -89,7 +91,7 @@ def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: Embedd
                                   on_progress=advance, **options.kwargs()))
     good = [it for it in items if it.ok]
     width = embedder.feature_dim if features_only else embedder.embedding_dim
-    vectors = (np.stack([it.embedding for it in good]) if good
+    vectors = (np.stack([it.vector for it in good]) if good
                else np.zeros((0, width), dtype=np.float32))
     return EmbeddedPart(images=[images[it.index] for it in good], embeddings=vectors,
                         failures=[it for it in items if not it.ok])
@@ -119,13 +121,14 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
         return _report(split, [_score_classifier(embedder, split, options=options, cache=cache,
                                                  acceptance=acceptance, threshold=threshold,
                                                  progress=progress)])
-    settings = dict(options=options, cache=cache, acceptance=acceptance, threshold=threshold, rule=rule,
-                    refit_projection=refit_projection, progress=progress)
+    score_split = functools.partial(_score_split, options=options, cache=cache, acceptance=acceptance,
+                                    threshold=threshold, rule=rule, refit_projection=refit_projection,
+                                    progress=progress)
     if not embedder.is_routed:
-        return _report(split, [_score_split(embedder, split, **settings)])
+        return _report(split, [score_split(embedder, split)])
     groups = test_regimes(embedder, split)
-    scored = [_score_split(embedder.for_regime(regime), replace(split, test_known=known, test_unknown=unknown),
-                           **settings, regime=regime) for regime, (known, unknown) in groups.items()]
+    scored = [score_split(embedder.for_regime(regime), replace(split, test_known=known, test_unknown=unknown),
+                          regime=regime) for regime, (known, unknown) in groups.items()]
     return _report(split, scored)
 
 
@@ -172,11 +175,13 @@ def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOpt
             raise DataError(f"{split.source}: known class {name!r} has {len(mine)} readable "
                             f"training images; at least {MIN_IMAGES} are needed")
         store.enroll(name, mine)
-    store.set_threshold(_calibrated_threshold(store, parts["val"], train, labels, acceptance))
+    tau = _calibrated_threshold(store, parts["val"], train, labels, acceptance)
+    store.set_threshold(tau)
     if threshold is not None:
-        store.set_threshold(given_threshold(threshold))
+        tau = given_threshold(threshold)
+        store.set_threshold(tau)
     images, candidates, scores = _test_scores(parts, store.fitted_rule().score)
-    return _Scored(store=store, threshold=store.threshold, score_name=store.rule.score_name, images=images,
+    return _Scored(store=store, threshold=tau, score_name=store.rule.score_name, images=images,
                    candidates=candidates, scores=scores, failures=[f for part in parts.values() for f in part.failures],
                    seconds=seconds, regime=regime)
 

@@ -64,6 +64,8 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.S
 class DCTCNN(EmbeddingNet):
     """Block DCT log-spectrum, four conv layers on the block grid, global average pooling, linear."""
 
+    dct_basis: Tensor  # a buffer (register_buffer)
+
     def __init__(self, *, embedding_dim: int = 128, width: int = 128) -> None:
         super().__init__(embedding_dim=embedding_dim, min_input_size=BLOCK)
         coefficients = 3 * BLOCK * BLOCK

@@ -25,6 +25,7 @@ those files would no longer match their hash.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,6 +52,8 @@ def raw_width(filters: Sequence[str], colour: str, *, block: int, mode: str, sca
 class FSDDescriptor(DescriptorNet):
     """Residual filters (a buffer: fixed or learned) and the self-prediction fit's settings."""
 
+    filters: Tensor  # a buffer (register_buffer)
+
     def __init__(self, *, embedding_dim: int, filters: Sequence[str], colour: str, block: int,
                  scales: int, mode: str, scale_mode: str, constrained: bool, ridge: float,
                  window: int, residual_precision: str, projected: bool,
@@ -70,7 +73,7 @@ class FSDDescriptor(DescriptorNet):
         super().__init__(embedding_dim=embedding_dim, raw_dim=raw, projected=projected,
                          min_input_size=support - 1 + block, jpeg_regimes=jpeg_regimes)
         self.register_buffer("filters", bank)
-        self.settings = {"filters": list(filters), "colour": colour, "block": block, "scales": scales,
+        self.settings: dict[str, Any] = {"filters": list(filters), "colour": colour, "block": block, "scales": scales,
                          "mode": mode, "scale_mode": scale_mode, "constrained": bool(constrained),
                          "ridge": float(ridge), "window": int(window), "residual_precision": residual_precision}
         if len(self.regimes) > 1:  # absent otherwise, so files from before regimes keep their identity

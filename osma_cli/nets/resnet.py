@@ -24,6 +24,9 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 class ResNet50Embedding(EmbeddingNet):
     """torchvision ResNet-50 (random init) with a linear embedding head."""
 
+    mean: Tensor  # buffers (register_buffer)
+    std: Tensor
+
     def __init__(self, *, embedding_dim: int = 512) -> None:
         super().__init__(embedding_dim=embedding_dim, min_input_size=32)
         from torchvision.models import resnet50  # imported here: torchvision is slow to import

@@ -85,11 +85,12 @@ class GMMRule(OpenSetRule):
 
     def fit(self, generators: Sequence[GeneratorStats]) -> FittedMixtures:
         require_generators(generators)
-        missing = [g.name for g in generators if g.vectors is None]
-        if missing:
+        vectors = [g.vectors for g in generators if g.vectors is not None]
+        if len(vectors) < len(generators):
+            missing = [g.name for g in generators if g.vectors is None]
             raise ReferenceStoreError(f"the store keeps no vectors for {', '.join(missing)}",
                                       hint="rebuild the store with --rule gmm")
-        return FittedMixtures([self._fit_one(g.vectors) for g in generators])
+        return FittedMixtures([self._fit_one(v) for v in vectors])
 
     def held_out_method(self) -> str:
         return f"{self.folds}-fold held-out"

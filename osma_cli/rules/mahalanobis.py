@@ -79,12 +79,20 @@ class MahalanobisRule(OpenSetRule):
 
     def fit(self, generators: Sequence[GeneratorStats]) -> FittedMahalanobis:
         require_generators(generators)
-        missing = [g.name for g in generators if g.second_moment is None]
+        missing: list[str] = []
+        scatters: list[np.ndarray] = []
+        for g in generators:
+            if g.second_moment is None:
+                missing.append(g.name)
+            else:
+                scatters.append(_scatter(g.count, g.vector_sum, g.second_moment))
         if missing:
             raise ReferenceStoreError(f"the store keeps no second moments for {', '.join(missing)}",
                                       hint="rebuild the store with --rule mahalanobis")
         means = np.stack([g.vector_sum / g.count for g in generators])
-        scatter = sum(_scatter(g.count, g.vector_sum, g.second_moment) for g in generators)
+        scatter = scatters[0]
+        for more in scatters[1:]:
+            scatter = scatter + more
         dof = sum(g.count for g in generators) - len(generators)
         return FittedMahalanobis(means, shrunk_covariance(scatter, dof, self.shrinkage))
 

@@ -42,11 +42,8 @@ def ensure_builtin_benchmark(*, progress: ProgressFactory | None = None,
     through ``progress`` (``progress(description, total)`` -> context manager yielding
     ``advance(n)``, as ``osma_cli.cli.output.progress_bar``).
     """
+    from osma_cli.progress import no_log, no_progress
     from osma_cli.zoo import materialise
 
-    kwargs = {}
-    if progress is not None:
-        kwargs["progress"] = progress
-    if log is not None:
-        kwargs["log"] = log
-    return materialise.ensure_builtin_benchmark(**kwargs)
+    return materialise.ensure_builtin_benchmark(progress=no_progress if progress is None else progress,
+                                                log=no_log if log is None else log)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -183,6 +184,7 @@ class Decoder(nn.Module):
             stage(_channels(config, level), _channels(config, level - 1), act)
             for level in range(config.levels, 0, -1)])
         width = _channels(config, 0)
+        self.conv_out: nn.Module
         if family == "resup":
             self.conv_out = nn.Sequential(ResBlock(width, width), nn.GroupNorm(4, width), nn.SiLU(),
                                           nn.Conv2d(width, 3, 3, padding=1))
@@ -197,7 +199,7 @@ def _init_weights(module: nn.Module) -> None:
     """He initialisation for the leaky activations, zero biases: PyTorch's default init
     shrinks the signal through a dozen layers and training starts from a flat image."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        mode = "fan_out" if isinstance(module, nn.ConvTranspose2d) else "fan_in"
+        mode: Literal["fan_in", "fan_out"] = "fan_out" if isinstance(module, nn.ConvTranspose2d) else "fan_in"
         nn.init.kaiming_normal_(module.weight, a=0.2, mode=mode, nonlinearity="leaky_relu")
         if module.bias is not None:
             nn.init.zeros_(module.bias)

@@ -37,14 +37,16 @@ def deterministic_torch(threads: int = RENDER_THREADS) -> Iterator[None]:
 
     old_threads = torch.get_num_threads()
     old_deterministic = torch.are_deterministic_algorithms_enabled()
-    old_fill = det.fill_uninitialized_memory
+    # fill_uninitialized_memory is a property of the module's class (torch replaces the module's
+    # __class__), which torch's typing does not declare: the ignores below are for that gap
+    old_fill = det.fill_uninitialized_memory  # type: ignore[attr-defined]
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True)
-    det.fill_uninitialized_memory = False  # only costs time: every output is written
+    det.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # only costs time: every output is written
     try:
         yield
     finally:
-        det.fill_uninitialized_memory = old_fill
+        det.fill_uninitialized_memory = old_fill  # type: ignore[attr-defined]
         torch.use_deterministic_algorithms(old_deterministic)
         torch.set_num_threads(old_threads)
 

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from osma_cli.errors import DataError, UsageError
 from osma_cli.runtime import torch_threads
 from osma_cli.zoo.deadleaves import dead_leaves_set
-from osma_cli.zoo.generators import PatchDiscriminator, build_generator
+from osma_cli.zoo.generators import Generator, PatchDiscriminator, build_generator
 from osma_cli.zoo.photos import PhotoSet, cut
 from osma_cli.zoo.recipe import GeneratorSpec, TrainSettings, ZooRecipe
 from osma_cli.zoo.render import deterministic_torch, keep_freed_memory, psnr, render
@@ -114,7 +114,7 @@ def sample_batch(images: Sequence[np.ndarray], batch: int, crop: int,
 
 def train_generator(spec: GeneratorSpec, settings: TrainSettings, images: Sequence[np.ndarray],
                     eval_tiles: Sequence[np.ndarray], *,
-                    on_step: StepCallback | None = None) -> tuple[torch.nn.Module, GeneratorRecord]:
+                    on_step: StepCallback | None = None) -> tuple[Generator, GeneratorRecord]:
     """Train ``spec`` on ``images`` for ``settings.steps`` steps; returns the network (rounded
     to the stored precision, float64, eval mode) and its record."""
     if settings.steps < 1 or settings.batch < 1:
@@ -131,7 +131,8 @@ def train_generator(spec: GeneratorSpec, settings: TrainSettings, images: Sequen
                                       weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr,
                                                        total_steps=settings.steps, pct_start=0.1)
-        disc = disc_optimiser = None
+        disc: PatchDiscriminator | None = None
+        disc_optimiser: torch.optim.Optimizer | None = None
         if spec.adversarial:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(spec.rng_seed("disc"))
@@ -145,7 +146,7 @@ def train_generator(spec: GeneratorSpec, settings: TrainSettings, images: Sequen
             y = model(x)
             loss = F.l1_loss(y, x)
             l1 = float(loss.detach())
-            if disc is not None and step >= settings.adv_start * settings.steps:
+            if disc is not None and disc_optimiser is not None and step >= settings.adv_start * settings.steps:
                 d_loss = (F.softplus(-disc(x)).mean() + F.softplus(disc(y.detach())).mean())
                 disc_optimiser.zero_grad(set_to_none=True)
                 d_loss.backward()

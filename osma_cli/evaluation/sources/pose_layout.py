@@ -8,6 +8,7 @@ layout and what was found in POSE's release.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import Counter, defaultdict
@@ -458,7 +459,7 @@ def write_pose_annotations(root: Path | str, split: str | int, parts: PoseAnnota
         offset += 1 + max((label for _, label in lines), default=-1)
     contents["test_out"] = "".join(out)
     for key, text in contents.items():
-        atomic_write(files[key], lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(files[key], functools.partial(Path.write_text, data=text, encoding="utf-8"))
 
 
 @register_source("pose")
