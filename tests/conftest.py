@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,19 @@ import torch
 from PIL import Image
 
 CROP = 32
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session_home(tmp_path_factory) -> Iterator[Path]:
+    """Module- and session-scoped fixtures run before ``isolated_home``: without this they
+    would write their embedding caches into the real ``~/.osma`` of whoever runs the suite."""
+    root = tmp_path_factory.mktemp("session_osma_home")
+    empty = root / "no_shipped_weights"
+    empty.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OSMA_HOME", str(root / "osma_home"))
+        patch.setenv("OSMA_WEIGHTS_DIR", str(empty))
+        yield root / "osma_home"
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from osma_cli.cli.app import app
@@ -43,3 +45,14 @@ def test_seeded_from_shipped_store_and_shipped_untouched(tmp_path, tiny_weights,
 def test_no_shipped_store_means_no_seed(isolated_home):
     path = default_references_path()
     assert not path.exists()
+
+
+@pytest.fixture(scope="module")
+def home_seen_by_a_module_fixture() -> str | None:
+    return os.environ.get("OSMA_HOME")
+
+
+def test_module_scoped_fixtures_get_an_isolated_home(home_seen_by_a_module_fixture, tmp_path_factory) -> None:
+    """A module fixture (a detector fitted once for a file's tests) must not cache into ~/.osma."""
+    assert home_seen_by_a_module_fixture is not None
+    assert Path(home_seen_by_a_module_fixture).is_relative_to(tmp_path_factory.getbasetemp())
