@@ -196,7 +196,8 @@ def train(
     (docs/detection.md).
     """
     from osma_cli.errors import UsageError
-    from osma_cli.training.metric import TrainConfig, train_embedding
+    from osma_cli.training.config import TrainConfig
+    from osma_cli.training.metric import train_embedding
     from osma_cli.training.pose_aug import AugOptions
 
     if method not in METHODS:
@@ -236,7 +237,8 @@ def train(
     if method == "pose":
         from functools import partial
 
-        from osma_cli.training.pose import PoseOptions, train_pose
+        from osma_cli.training.config import PoseOptions
+        from osma_cli.training.pose import train_pose
 
         options = PoseOptions(variant=pose_variant, triplet_margin=triplet_margin, aug=aug)
         result = run_with_progress(partial(train_pose, options=options), config, resumable=False)
@@ -332,7 +334,8 @@ def pretrain(
     Paper schedule by default: AdamW, lr 1e-3, x0.65 every 3 epochs. The classifier layer
     is dropped: the file holds the backbone only.
     """
-    from osma_cli.training.pretrain import PretrainConfig, pretrain as run_pretrain
+    from osma_cli.training.config import PretrainConfig
+    from osma_cli.training.pretrain import pretrain as run_pretrain
 
     check_output_file(out, "--out")
     simulated = simulate_cameras is not None

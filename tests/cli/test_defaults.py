@@ -18,10 +18,8 @@ from osma_cli.cli.app import app
 from osma_cli.embed import EmbedOptions
 from osma_cli.evaluation.protocol import run_benchmark
 from osma_cli.training.fsd_detector import DetectorConfig
-from osma_cli.training.metric import TrainConfig
-from osma_cli.training.pose import PoseOptions
+from osma_cli.training.config import PoseOptions, PretrainConfig, TrainConfig
 from osma_cli.training.pose_aug import AugOptions
-from osma_cli.training.pretrain import PretrainConfig
 
 COMMANDS = typer.main.get_command(app).commands
 

@@ -11,8 +11,8 @@ import torch
 from osma_cli.errors import UsageError
 from osma_cli.nets import get_model
 from osma_cli.training.losses import BatchHardTripletLoss, MeanReducer
-from osma_cli.training.metric import TrainConfig
-from osma_cli.training.pose import PoseOptions, classification_loss, task_step, train_pose
+from osma_cli.training.config import PoseOptions, TrainConfig
+from osma_cli.training.pose import classification_loss, task_step, train_pose
 from osma_cli.training.pose_aug import AugOptions, ProgressiveAugmenter
 from osma_cli.weights import load_weights, read_meta
 from tests.conftest import pattern_image
