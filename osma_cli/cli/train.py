@@ -19,9 +19,38 @@ from osma_cli.cli.paths import check_output_file
 from osma_cli.defaults import (ALPHA, AUG_LR, BATCH_SIZE, BETA, CROP, DEFAULT_COPIES, DEFAULT_MIXTURE,
                                DEFAULT_TEMPERATURE, DEFAULT_TRIPLET_MARGIN, DEFAULT_VAL_FRACTION, DEFAULT_WEIGHT_DECAY,
                                DETECTOR_ACCEPTANCE, DETECTOR_HELD_OUT, DETECTOR_OUT, DEVICE, EMBEDDING_OUT, MARGIN,
-                               METRIC_EPOCHS, POSE_VARIANT, PRETRAIN_EPOCHS, PRETRAINED_OUT, PROXY_LR_FACTOR, SEED,
-                               WARMUP_STEPS)
+                               METRIC_DECAY_EVERY, METRIC_EPOCHS, METRIC_LR_DECAY, METRIC_LR_FROM_INIT,
+                               METRIC_LR_FROM_SCRATCH, POSE_LR, POSE_VARIANT, PRETRAIN_DECAY_EVERY, PRETRAIN_EPOCHS,
+                               PRETRAIN_LR, PRETRAIN_LR_DECAY, PRETRAINED_OUT, PROXY_LR_FACTOR, SEED, WARMUP_STEPS)
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
+
+
+def number(value: float) -> str:
+    """A learning rate or factor as the help texts write it: 1e-4, 7e-4, 0.6, 100."""
+    if value != 0 and abs(value) < 1e-2 + 1e-12:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        if float(f"{mantissa}e{exponent}") == value:
+            return f"{mantissa}e{int(exponent)}"
+    return f"{value:g}"
+
+
+def metric_lr_text() -> str:
+    """``osma train --lr``'s default, per case, from the core's schedules."""
+    init, scratch, pose = number(METRIC_LR_FROM_INIT), number(METRIC_LR_FROM_SCRATCH), number(POSE_LR)
+    if init == pose:
+        return f"{init} with --init or --method pose, {scratch} from scratch"
+    return f"{init} with --init, {scratch} from scratch, {pose} with --method pose"
+
+
+HELP_NUMBERS = {
+    "metric_epochs": METRIC_EPOCHS, "metric_lr": metric_lr_text(),
+    "metric_init_lr": number(METRIC_LR_FROM_INIT), "metric_scratch_lr": number(METRIC_LR_FROM_SCRATCH),
+    "metric_decay": number(METRIC_LR_DECAY), "metric_every": METRIC_DECAY_EVERY,
+    "pose_lr": number(POSE_LR), "aug_lr": number(AUG_LR),
+    "pretrain_lr": number(PRETRAIN_LR), "pretrain_decay": number(PRETRAIN_LR_DECAY),
+    "pretrain_every": PRETRAIN_DECAY_EVERY,
+}
+"""The numbers the commands' help texts state, all the core's (``osma_cli/defaults.py``)."""
 
 ArchOpt = Annotated[Optional[str], typer.Option(
     "--arch", help="Network from the registry (mislnet, resnet50, dct_cnn, ...). "
@@ -33,7 +62,7 @@ DecayEveryOpt = Annotated[Optional[int], typer.Option(
     "--decay-every", min=1, help="Epochs between learning-rate decays.", show_default=False)]
 WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay of the network.")]
 CropOpt = Annotated[int, typer.Option(
-    "--crop", min=8, help="Training crop size in pixels (the paper's 256). On a CPU use about 128 "
+    "--crop", min=8, help=f"Training crop size in pixels (the paper's {CROP}). On a CPU use about {CROP // 2} "
                           "(4x fewer pixels, about 5x faster); the weights then expect crops of that size.")]
 EmbeddingDimOpt = Annotated[Optional[int], typer.Option(
     "--embedding-dim", min=1, help="Embedding size (default: the architecture's).", show_default=False)]
@@ -90,7 +119,7 @@ def train(
     embedding_dim: EmbeddingDimOpt = None,
     epochs: EpochsOpt = METRIC_EPOCHS,
     lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="Learning rate. Default: 1e-4 with --init or --method pose, 7e-4 from scratch.",
+        "--lr", help=f"Learning rate. Default: {HELP_NUMBERS['metric_lr']}.",
         show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
@@ -175,13 +204,13 @@ def train(
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
-    Metric learning (ProxyNCA++, Fang et al.), the paper's defaults: 30 epochs, AdamW, lr
-    1e-4 (7e-4 from scratch) x0.6 every 2 epochs, classes balanced by under-sampling, random
-    crops with JPEG re-compression. The network with the best nearest-centroid accuracy on
+    Metric learning (ProxyNCA++, Fang et al.), the paper's defaults: {metric_epochs} epochs, AdamW,
+    lr {metric_init_lr} ({metric_scratch_lr} from scratch) x{metric_decay} every {metric_every} epochs, classes
+    balanced by under-sampling, random crops with JPEG re-compression. The network with the best nearest-centroid accuracy on
     the validation images is written. Several GPUs: launch the same command with torchrun.
 
     POSE (--method pose, Yang et al.): a block-DCT CNN classifier over the known classes,
-    trained with a new augmentation model each epoch; Adam, lr 1e-4 (1e-2 for augmentation
+    trained with a new augmentation model each epoch; Adam, lr {pose_lr} ({aug_lr} for augmentation
     models). Same data options; the weights carry the class names and a threshold, so
     `osma attribute`, `calibrate` and `benchmark` take them with no reference store.
 
@@ -312,7 +341,7 @@ def pretrain(
     arch: ArchOpt = None,
     embedding_dim: EmbeddingDimOpt = None,
     epochs: EpochsOpt = PRETRAIN_EPOCHS,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate. Default: 1e-3.",
+    lr: Annotated[Optional[float], typer.Option("--lr", help=f"Learning rate. Default: {number(PRETRAIN_LR)}.",
                                                 show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
@@ -331,7 +360,7 @@ def pretrain(
 ) -> None:
     """Pre-train a network as a camera-model classifier, for `osma train --init`.
 
-    Paper schedule by default: AdamW, lr 1e-3, x0.65 every 3 epochs. The classifier layer
+    Paper schedule by default: AdamW, lr {pretrain_lr}, x{pretrain_decay} every {pretrain_every} epochs. The classifier layer
     is dropped: the file holds the backbone only.
     """
     from osma_cli.training.config import PretrainConfig
@@ -348,6 +377,11 @@ def pretrain(
         checkpoint_dir=checkpoint_dir, resume=resume, force=force, cache_decoded=cache_decoded)
     result = run_with_progress(run_pretrain, config)
     finish(result, json_out, command="pretrain")
+
+
+if train.__doc__ and pretrain.__doc__:  # (absent under python -OO)
+    train.__doc__ = train.__doc__.format(**HELP_NUMBERS)
+    pretrain.__doc__ = pretrain.__doc__.format(**HELP_NUMBERS)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -101,7 +101,8 @@ def run(epochs: int, *, checkpoint_dir: Path | None = None, resume: bool = False
     settings = LoopSettings(epochs=epochs, batch_size=8, seed=SEED, workers=workers,
                             checkpoint_dir=checkpoint_dir, resume=resume, **overrides)
     result = fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
-                 epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)), settings=settings, ctx=DistContext(device=torch.device("cpu")),
+                 epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)), settings=settings,
+                 ctx=DistContext(device=torch.device("cpu")),
                  validate=validate, fingerprint={"seed": SEED, "batch": 8})
     return model, loss, result
 
