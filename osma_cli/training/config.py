@@ -13,10 +13,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from osma_cli.defaults import (BATCH_SIZE, CROP, DEFAULT_ACCEPTANCE, DEFAULT_TEMPERATURE, DEFAULT_TRIPLET_MARGIN,
-                               DEFAULT_VAL_FRACTION, DEFAULT_WEIGHT_DECAY, DEVICE, EMBEDDING_OUT, METRIC_EPOCHS,
-                               POSE_DROPOUT, POSE_VARIANT, POSE_WIDTH, PRETRAIN_EPOCHS, PRETRAINED_OUT,
-                               PROXY_LR_FACTOR, SEED, VAL_REFS_PER_CLASS, VAL_SAMPLES_PER_PIPELINE)
+from osma_cli.defaults import (
+    BATCH_SIZE,
+    CROP,
+    DEFAULT_ACCEPTANCE,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TRIPLET_MARGIN,
+    DEFAULT_VAL_FRACTION,
+    DEFAULT_WEIGHT_DECAY,
+    DEVICE,
+    EMBEDDING_OUT,
+    METRIC_EPOCHS,
+    POSE_DROPOUT,
+    POSE_VARIANT,
+    POSE_WIDTH,
+    PRETRAIN_EPOCHS,
+    PRETRAINED_OUT,
+    PROXY_LR_FACTOR,
+    SEED,
+    VAL_REFS_PER_CLASS,
+    VAL_SAMPLES_PER_PIPELINE,
+)
 from osma_cli.errors import UsageError
 from osma_cli.training.checkpoint import has_checkpoint
 from osma_cli.training.loop import EpochStats

@@ -55,8 +55,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from osma_cli.errors import OsmaError, UsageError
-from osma_cli.training.checkpoint import (TrainingState, capture_rng, check_fingerprint, checkpoint_path,
-                                          has_checkpoint, load_checkpoint, restore_rng, save_checkpoint)
+from osma_cli.training.checkpoint import (
+    TrainingState,
+    capture_rng,
+    check_fingerprint,
+    checkpoint_path,
+    has_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from osma_cli.training.distributed import DistContext
 from osma_cli.training.step import Step
 

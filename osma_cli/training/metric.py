@@ -54,7 +54,6 @@ from osma_cli.training.step import LossStep
 from osma_cli.training.validation import CentroidValidator, embed_labeled
 from osma_cli.weights import WeightsMeta, save_weights
 
-
 # --------------------------------------------------------------------------- references
 
 def build_training_references(embedder: Embedder, files: LabeledFiles, *, batch_size: int, workers: int,

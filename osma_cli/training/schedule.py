@@ -35,9 +35,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from osma_cli.defaults import (DEFAULT_WEIGHT_DECAY, METRIC_DECAY_EVERY, METRIC_LR_DECAY, METRIC_LR_FROM_INIT,
-                               METRIC_LR_FROM_SCRATCH, POSE_DECAY_EVERY, POSE_LR, POSE_LR_DECAY,
-                               PRETRAIN_DECAY_EVERY, PRETRAIN_LR, PRETRAIN_LR_DECAY, PROXY_LR_FACTOR)
+from osma_cli.defaults import (
+    DEFAULT_WEIGHT_DECAY,
+    METRIC_DECAY_EVERY,
+    METRIC_LR_DECAY,
+    METRIC_LR_FROM_INIT,
+    METRIC_LR_FROM_SCRATCH,
+    POSE_DECAY_EVERY,
+    POSE_LR,
+    POSE_LR_DECAY,
+    PRETRAIN_DECAY_EVERY,
+    PRETRAIN_LR,
+    PRETRAIN_LR_DECAY,
+    PROXY_LR_FACTOR,
+)
 from osma_cli.errors import UsageError
 
 __all__ = ["METRIC_FROM_INIT", "METRIC_FROM_SCRATCH", "POSE", "PRETRAIN", "PROXY_LR_FACTOR", "StepDecay",

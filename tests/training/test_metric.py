@@ -174,8 +174,8 @@ def test_annotation_files_as_training_data(tree: Path, tmp_path: Path) -> None:
              for p in sorted((tree / name).iterdir())]
     rng = np.random.default_rng(0)
     val = set(rng.choice(len(lines), 4, replace=False).tolist())
-    (tmp_path / "train.txt").write_text("\n".join(l for i, l in enumerate(lines) if i not in val) + "\n")
-    (tmp_path / "val.txt").write_text("\n".join(l for i, l in enumerate(lines) if i in val)
+    (tmp_path / "train.txt").write_text("\n".join(line for i, line in enumerate(lines) if i not in val) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(line for i, line in enumerate(lines) if i in val)
                                       + "\ncheckergan/checker_00.png\t1\n")
     result = train_embedding(TrainConfig(annotations=(tmp_path / "train.txt",), data_root=tree,
                                          val_annotations=(tmp_path / "val.txt",), out=tmp_path / "w.safetensors",
