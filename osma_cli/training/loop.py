@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -202,7 +203,7 @@ def cpu_state(module: nn.Module) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------- the loop
 
 def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarray], settings: LoopSettings,
-        ctx: DistContext, validate: Callable[[nn.Module], float] | None = None,
+        ctx: DistContext, validate: Callable[[Any], float] | None = None,
         fingerprint: dict | None = None, on_step: StepCallback | None = None,
         on_epoch: EpochCallback | None = None,
         on_epoch_start: EpochStartCallback | None = None) -> FitResult:

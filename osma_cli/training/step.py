@@ -43,7 +43,8 @@ class Step(Protocol):
     ``setup``.
     """
 
-    model: nn.Module
+    @property
+    def model(self) -> nn.Module: ...
 
     def setup(self, ctx: DistContext, *, resume: bool) -> None: ...
 
