@@ -48,8 +48,12 @@ POSE_VARIANTS = ("paper", "released-code")
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The settings every gradient training shares: network, schedule overrides, batches, devices, checkpoints."""
+    """The settings every gradient training shares: network, schedule overrides, batches, devices, checkpoints.
 
+    ``out`` (the weights file) is every run's; each kind of run gives it its own default.
+    """
+
+    out: Path
     val_fraction: float = DEFAULT_VAL_FRACTION
     arch: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
@@ -76,7 +80,7 @@ class RunConfig:
             return Path(self.resume)
         if self.checkpoint_dir is not None:
             return Path(self.checkpoint_dir)
-        return default_checkpoint_folder(self.out)  # type: ignore[attr-defined]  # each subclass has its out
+        return default_checkpoint_folder(self.out)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def load_data(config: TrainConfig) -> TrainingData:
                                                   "or --annotations FILE")
     if config.data is not None:
         files = LabeledFiles.from_folders(config.data)
-        description = {"source": "folders", "root": str(config.data)}
+        description: dict[str, Any] = {"source": "folders", "root": str(config.data)}
     else:
         files = LabeledFiles.from_annotations(*config.annotations, data_root=config.data_root)
         description = {"source": "annotations", "annotation_files": [str(p) for p in config.annotations],

@@ -225,9 +225,11 @@ def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarr
     best_accuracy: float | None = None
     best_epoch: int | None = None
     best_state: dict[str, Tensor] | None = None
+    folder = settings.checkpoint_dir
     if settings.resume:
-        state = load_checkpoint(settings.checkpoint_dir)
-        check_fingerprint(settings.checkpoint_dir, state.fingerprint, fingerprint)
+        assert folder is not None  # LoopSettings refuses resume without a checkpoint folder
+        state = load_checkpoint(folder)
+        check_fingerprint(folder, state.fingerprint, fingerprint)
         step.restore(state)
         best_accuracy, best_epoch, best_state = state.best_accuracy, state.best_epoch, state.best_model
         history = [EpochStats(**h) for h in state.history]
@@ -241,7 +243,7 @@ def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarr
     if best_state is None:
         best_state = cpu_state(model)
 
-    checkpoint = (checkpoint_path(settings.checkpoint_dir) if settings.resume else None)
+    checkpoint = checkpoint_path(folder) if settings.resume and folder is not None else None
     with step.running(ctx):
         for epoch in range(start_epoch, settings.epochs):
             batches = epoch_batches(epoch_indices(epoch), settings.batch_size, rank=ctx.rank,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from osma_cli.errors import UsageError
 from osma_cli.nets import EmbeddingNet
@@ -49,16 +50,17 @@ def build_network(*, arch: str | None, arch_kwargs: dict | None = None, embeddin
                              hint="leave these options out: they come from the --init weights")
         record = {"path": str(init), "sha256": meta.sha256, "architecture": meta.architecture,
                   "stage": meta.recipe.get("stage"), "created": meta.created}
-        network = Network(model=model, architecture=meta.architecture, arch_kwargs=dict(meta.arch_kwargs),
+        network = Network(model=cast(EmbeddingNet, model), architecture=meta.architecture,
+                          arch_kwargs=dict(meta.arch_kwargs),
                           embedding_dim=meta.embedding_dim, init_sha256=meta.sha256, init_record=record)
     else:
         name = arch or "mislnet"
         kwargs = dict(arch_kwargs)
         if embedding_dim is not None:
             kwargs["embedding_dim"] = embedding_dim
-        model = get_model(name, **kwargs)
-        network = Network(model=model, architecture=name, arch_kwargs=arch_kwargs,
-                          embedding_dim=model.embedding_dim)
+        built = cast(EmbeddingNet, get_model(name, **kwargs))
+        network = Network(model=built, architecture=name, arch_kwargs=arch_kwargs,
+                          embedding_dim=built.embedding_dim)
     if crop is not None and crop < network.model.min_input_size:
         raise UsageError(f"--crop {crop} is below {network.architecture}'s minimum input "
                          f"({network.model.min_input_size} pixels)", hint="use a larger --crop")

@@ -44,6 +44,7 @@ import os
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -184,7 +185,8 @@ def train_pose(config: TrainConfig, options: PoseOptions = DEFAULT_OPTIONS, *,
         raise UsageError("POSE needs at least 2 training classes")
     embedding_dim = POSE_EMBEDDING_DIM if config.embedding_dim is None else config.embedding_dim
     arch_kwargs = {"width": options.width, "dropout": options.dropout}
-    model = get_model(POSE_ARCH, n_classes=n_classes, embedding_dim=embedding_dim, **arch_kwargs).to(device)
+    model = cast(ClassifierNet, get_model(POSE_ARCH, n_classes=n_classes, embedding_dim=embedding_dim,
+                                          **arch_kwargs).to(device))
     meta = WeightsMeta(architecture=POSE_ARCH, embedding_dim=embedding_dim, crop_size=config.crop,
                        l2_normalize=False, arch_kwargs=arch_kwargs, kind="classifier",
                        class_names=list(train.class_names))

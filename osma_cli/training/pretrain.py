@@ -25,6 +25,7 @@ al.: 30 epochs by default (osma's choice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +58,14 @@ class PretrainData:
     class_names: tuple[str, ...]
     n_train: int
     n_val: int
-    epoch_indices: object
+    epoch_indices: Callable[[int], np.ndarray]
     skipped: list[tuple[Path, str]]
     description: dict
     digest: dict
 
 
 def camera_data(config: PretrainConfig) -> PretrainData:
+    assert config.camera_root is not None  # pretrain() checks that exactly one source is given
     files = LabeledFiles.from_folders(config.camera_root)
     if config.val_fraction > 0:
         if not 0 < config.val_fraction < 1:
