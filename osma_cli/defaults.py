@@ -33,6 +33,23 @@ EMBEDDING_OUT = Path("osma-embedding.safetensors")
 PRETRAINED_OUT = Path("osma-pretrained.safetensors")
 """Where ``osma pretrain`` writes the backbone unless told."""
 
+# The paper's step-decay schedules (Fang, Nguyen & Stamm, BMVC 2023), AdamW: the learning rate of
+# epoch e (0-based) is LR * DECAY ** (e // EVERY) (``training/schedule.StepDecay``).
+METRIC_LR_FROM_INIT = 1e-4
+"""Metric learning from pre-trained (``--init``) weights."""
+METRIC_LR_FROM_SCRATCH = 7e-4
+"""Metric learning from a freshly initialised network."""
+METRIC_LR_DECAY = 0.6
+METRIC_DECAY_EVERY = 2
+PRETRAIN_LR = 1e-3
+"""Camera-model pre-training."""
+PRETRAIN_LR_DECAY = 0.65
+PRETRAIN_DECAY_EVERY = 3
+VAL_REFS_PER_CLASS = 200
+"""Training images per class whose centre crops make the validation references (metric learning)."""
+VAL_SAMPLES_PER_PIPELINE = 20
+"""Validation crops per simulated camera pipeline (``osma pretrain --simulate-cameras``)."""
+
 PROXY_LR_FACTOR = 100.0
 """Loss parameters (proxies) learn this many times faster than the network (``training/schedule.py``
 says why)."""
@@ -43,6 +60,14 @@ DEFAULT_TEMPERATURE = 1.0 / 9.0
 
 # --------------------------------------------------------------------------- POSE (training/pose.py, pose_aug.py)
 
+POSE_LR = 1e-4
+"""Adam learning rate of POSE's task model (Yang et al.); constant unless --lr-decay is given."""
+POSE_LR_DECAY = 1.0
+POSE_DECAY_EVERY = 1
+POSE_EMBEDDING_DIM = 128
+"""Feature size of POSE's block-DCT CNN."""
+POSE_WIDTH = 128
+POSE_DROPOUT = 0.2
 POSE_VARIANT = "paper"
 """Cross-entropy on logits and ReLU augmentation models, as the paper states them."""
 DEFAULT_TRIPLET_MARGIN = 0.3

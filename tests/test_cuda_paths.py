@@ -111,7 +111,7 @@ def test_two_gpus_under_nccl_train_the_model_one_gpu_trains(tmp_path: Path) -> N
     from safetensors.torch import load_file
 
     from osma_cli.runtime import configure_numerics
-    from osma_cli.training.loop import DistContext
+    from osma_cli.training.distributed import DistContext
     from tests.training.test_distributed import _worker, assert_close_states, train_state
     from tests.training.test_loop import _free_port
 

@@ -8,47 +8,105 @@ figures after each (stderr), then a summary table (stdout) or ``--json``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, Sequence
+from typing import Annotated, Any
 
 import typer
 
 from osma_cli.cli import output
 from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, RuleOpt, WorkersOpt
 from osma_cli.cli.paths import check_output_file
-from osma_cli.defaults import (ALPHA, AUG_LR, BATCH_SIZE, BETA, CROP, DEFAULT_COPIES, DEFAULT_MIXTURE,
-                               DEFAULT_TEMPERATURE, DEFAULT_TRIPLET_MARGIN, DEFAULT_VAL_FRACTION, DEFAULT_WEIGHT_DECAY,
-                               DETECTOR_ACCEPTANCE, DETECTOR_HELD_OUT, DETECTOR_OUT, DEVICE, EMBEDDING_OUT, MARGIN,
-                               METRIC_EPOCHS, POSE_VARIANT, PRETRAIN_EPOCHS, PRETRAINED_OUT, PROXY_LR_FACTOR, SEED,
-                               WARMUP_STEPS)
+from osma_cli.defaults import (
+    ALPHA,
+    AUG_LR,
+    BATCH_SIZE,
+    BETA,
+    CROP,
+    DEFAULT_COPIES,
+    DEFAULT_MIXTURE,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TRIPLET_MARGIN,
+    DEFAULT_VAL_FRACTION,
+    DEFAULT_WEIGHT_DECAY,
+    DETECTOR_ACCEPTANCE,
+    DETECTOR_HELD_OUT,
+    DETECTOR_OUT,
+    DEVICE,
+    EMBEDDING_OUT,
+    MARGIN,
+    METRIC_DECAY_EVERY,
+    METRIC_EPOCHS,
+    METRIC_LR_DECAY,
+    METRIC_LR_FROM_INIT,
+    METRIC_LR_FROM_SCRATCH,
+    POSE_LR,
+    POSE_VARIANT,
+    PRETRAIN_DECAY_EVERY,
+    PRETRAIN_EPOCHS,
+    PRETRAIN_LR,
+    PRETRAIN_LR_DECAY,
+    PRETRAINED_OUT,
+    PROXY_LR_FACTOR,
+    SEED,
+    WARMUP_STEPS,
+)
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
-ArchOpt = Annotated[Optional[str], typer.Option(
+
+def number(value: float) -> str:
+    """A learning rate or factor as the help texts write it: 1e-4, 7e-4, 0.6, 100."""
+    if value != 0 and abs(value) < 1e-2 + 1e-12:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        if float(f"{mantissa}e{exponent}") == value:
+            return f"{mantissa}e{int(exponent)}"
+    return f"{value:g}"
+
+
+def metric_lr_text() -> str:
+    """``osma train --lr``'s default, per case, from the core's schedules."""
+    init, scratch, pose = number(METRIC_LR_FROM_INIT), number(METRIC_LR_FROM_SCRATCH), number(POSE_LR)
+    if init == pose:
+        return f"{init} with --init or --method pose, {scratch} from scratch"
+    return f"{init} with --init, {scratch} from scratch, {pose} with --method pose"
+
+
+HELP_NUMBERS = {
+    "metric_epochs": METRIC_EPOCHS, "metric_lr": metric_lr_text(),
+    "metric_init_lr": number(METRIC_LR_FROM_INIT), "metric_scratch_lr": number(METRIC_LR_FROM_SCRATCH),
+    "metric_decay": number(METRIC_LR_DECAY), "metric_every": METRIC_DECAY_EVERY,
+    "pose_lr": number(POSE_LR), "aug_lr": number(AUG_LR),
+    "pretrain_lr": number(PRETRAIN_LR), "pretrain_decay": number(PRETRAIN_LR_DECAY),
+    "pretrain_every": PRETRAIN_DECAY_EVERY,
+}
+"""The numbers the commands' help texts state, all the core's (``osma_cli/defaults.py``)."""
+
+ArchOpt = Annotated[str | None, typer.Option(
     "--arch", help="Network from the registry (mislnet, resnet50, dct_cnn, ...). "
                    "Default: mislnet, or the --init file's.", show_default=False)]
 EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Epochs to train.")]
-LrDecayOpt = Annotated[Optional[float], typer.Option(
+LrDecayOpt = Annotated[float | None, typer.Option(
     "--lr-decay", help="Multiply the learning rate by this every --decay-every epochs.", show_default=False)]
-DecayEveryOpt = Annotated[Optional[int], typer.Option(
+DecayEveryOpt = Annotated[int | None, typer.Option(
     "--decay-every", min=1, help="Epochs between learning-rate decays.", show_default=False)]
 WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay of the network.")]
 CropOpt = Annotated[int, typer.Option(
-    "--crop", min=8, help="Training crop size in pixels (the paper's 256). On a CPU use about 128 "
+    "--crop", min=8, help=f"Training crop size in pixels (the paper's {CROP}). On a CPU use about {CROP // 2} "
                           "(4x fewer pixels, about 5x faster); the weights then expect crops of that size.")]
-EmbeddingDimOpt = Annotated[Optional[int], typer.Option(
+EmbeddingDimOpt = Annotated[int | None, typer.Option(
     "--embedding-dim", min=1, help="Embedding size (default: the architecture's).", show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (CPU runs repeat exactly).")]
 ValFractionOpt = Annotated[float, typer.Option(
     "--val-fraction", min=0.0, max=0.9,
     help="Share of each class held out for validation (0: none, the last epoch is kept).")]
-CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
+CheckpointDirOpt = Annotated[Path | None, typer.Option(
     "--checkpoint-dir", file_okay=False,
     help="Where the per-epoch checkpoint goes. Default: `<out>.checkpoints` beside --out.", show_default=False)]
-ResumeOpt = Annotated[Optional[Path], typer.Option(
+ResumeOpt = Annotated[Path | None, typer.Option(
     "--resume", metavar="CHECKPOINT_DIR", file_okay=False,
     help="Continue the run whose checkpoint folder this is (same data and options; --epochs may grow).",
     show_default=False)]
-StepsOpt = Annotated[Optional[int], typer.Option(
+StepsOpt = Annotated[int | None, typer.Option(
     "--steps-per-epoch", min=1, help="At most this many batches per epoch (for a time budget).", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Replace existing outputs and start afresh over an existing checkpoint.")]
@@ -62,35 +120,35 @@ DEFAULT_OUT = {"fsd-detector": DETECTOR_OUT}
 
 
 def train(
-    data: Annotated[Optional[Path], typer.Argument(
+    data: Annotated[Path | None, typer.Argument(
         help="Folder with one sub-folder of images per generator.", exists=True, file_okay=False,
         show_default=False)] = None,
-    annotations: Annotated[Optional[list[Path]], typer.Option(
+    annotations: Annotated[list[Path] | None, typer.Option(
         "--annotations", metavar="FILE", exists=True, dir_okay=False,
         help="POSE annotation file (lines `relative/path<TAB>label`) instead of DATA; repeat for several.",
         show_default=False)] = None,
-    data_root: Annotated[Optional[Path], typer.Option(
+    data_root: Annotated[Path | None, typer.Option(
         "--data-root", exists=True, file_okay=False, help="Folder the annotation paths are relative to.",
         show_default=False)] = None,
-    val_annotations: Annotated[Optional[list[Path]], typer.Option(
+    val_annotations: Annotated[list[Path] | None, typer.Option(
         "--val-annotations", metavar="FILE", exists=True, dir_okay=False,
         help="Validation images of the training generators (annotation files); replaces --val-fraction.",
         show_default=False)] = None,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", dir_okay=False, help=f"Weights file to write. Default: {EMBEDDING_OUT} "
                                       f"(fsd-detector: {DETECTOR_OUT}).", show_default=False)] = None,
-    refs_out: Annotated[Optional[Path], typer.Option(
+    refs_out: Annotated[Path | None, typer.Option(
         "--refs-out", dir_okay=False, help="Also build a reference store of the training generators "
                                            "with the new weights.", show_default=False)] = None,
     arch: ArchOpt = None,
-    init: Annotated[Optional[Path], typer.Option(
+    init: Annotated[Path | None, typer.Option(
         "--init", exists=True, dir_okay=False, help="Start from these weights (e.g. from `osma pretrain`). "
                                        "Default: from scratch.", show_default=False)] = None,
     embedding_dim: EmbeddingDimOpt = None,
     epochs: EpochsOpt = METRIC_EPOCHS,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="Learning rate. Default: 1e-4 with --init or --method pose, 7e-4 from scratch.",
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help=f"Learning rate. Default: {HELP_NUMBERS['metric_lr']}.",
         show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
@@ -135,53 +193,58 @@ def train(
         help="Cosine similarity to the known features beyond which the pull stops.")] = MARGIN,
     triplet_margin: Annotated[float, typer.Option(
         "--triplet-margin", min=0.0, help="With --method pose: margin of the triplet loss.")] = DEFAULT_TRIPLET_MARGIN,
-    photos: Annotated[Optional[Path], typer.Option(
+    photos: Annotated[Path | None, typer.Option(
         "--photos", file_okay=False, help="With --method fsd: camera photographs (no generated images) to learn "
                                           "the residual filters from. Default: fixed filters.",
         show_default=False)] = None,
-    descriptor: Annotated[Optional[str], typer.Option(
+    descriptor: Annotated[str | None, typer.Option(
         "--descriptor", help="With --method fsd: descriptor settings, key=value,... (filters, colour, block, "
                              "scales, mode, scale_mode, constrained, window).", show_default=False)] = None,
-    jpeg_regimes: Annotated[Optional[str], typer.Option(
+    jpeg_regimes: Annotated[str | None, typer.Option(
         "--jpeg-regimes", help="With --method fsd: JPEG qualities (e.g. 95,90,75) to fit a projection of "
                                "their own for; each image is then scored in the regime of its compression "
                                "(docs/descriptors.md). Default: lossless only.", show_default=False)] = None,
-    augment: Annotated[Optional[list[str]], typer.Option(
+    augment: Annotated[list[str] | None, typer.Option(
         "--augment", help="With --method fsd: also fit the projection on perturbed copies of DATA's images "
                           "(repeatable): jpeg:Q, resize:S, blur:SIGMA, noise:SIGMA, crop:F, or standard "
                           "(docs/robustness.md). References and tau stay clean. Default: none.",
         show_default=False)] = None,
     rule: RuleOpt = None,
-    model: Annotated[Optional[Path], typer.Option(
+    model: Annotated[Path | None, typer.Option(
         "--model", exists=True, dir_okay=False,
         help="With --method fsd-detector: the descriptor whose raw self-descriptions are modelled. "
              "Default: the shipped weights/osma-fsd.safetensors.", show_default=False)] = None,
-    copies: Annotated[Optional[str], typer.Option(
+    copies: Annotated[str | None, typer.Option(
         "--copies", help="With --method fsd-detector: re-saved copies of each real photo fitted too, comma-"
                          f"separated: resize:F, offgrid:N, jpeg:Q. Default: {','.join(DEFAULT_COPIES)} "
                          "('original' alone: none).", show_default=False)] = None,
     held_out: Annotated[float, typer.Option(
-        "--held-out", min=0.01, max=0.9, help="With --method fsd-detector: share of the real photos (whole "
-                                             "sub-folders, e.g. camera models) held out to calibrate.")] = DETECTOR_HELD_OUT,
+        "--held-out", min=0.01, max=0.9,
+        help="With --method fsd-detector: share of the real photos (whole sub-folders, e.g. camera models) "
+             "held out to calibrate.")] = DETECTOR_HELD_OUT,
     acceptance: Annotated[float, typer.Option(
         "--acceptance", min=0.5, max=1.0, help="With --method fsd-detector: share of the held-out real photos "
                                                "(and copies) the threshold passes as real.")] = DETECTOR_ACCEPTANCE,
     pca_dim: Annotated[int, typer.Option(
-        "--pca-dim", min=1, help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = DEFAULT_MIXTURE["pca_dim"],
+        "--pca-dim", min=1,
+        help="With --method fsd-detector: PCA dimensions the mixture is fitted in.")] = DEFAULT_MIXTURE["pca_dim"],
     components: Annotated[int, typer.Option(
-        "--components", min=1, help="With --method fsd-detector: Gaussian mixture components.")] = DEFAULT_MIXTURE["components"],
+        "--components", min=1,
+        help="With --method fsd-detector: Gaussian mixture components.")] = DEFAULT_MIXTURE["components"],
     covariance: Annotated[str, typer.Option(
-        "--covariance", help="With --method fsd-detector: full, diag, tied or spherical.")] = DEFAULT_MIXTURE["covariance"],
+        "--covariance",
+        help="With --method fsd-detector: full, diag, tied or spherical.")] = DEFAULT_MIXTURE["covariance"],
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
-    Metric learning (ProxyNCA++, Fang et al.), the paper's defaults: 30 epochs, AdamW, lr
-    1e-4 (7e-4 from scratch) x0.6 every 2 epochs, classes balanced by under-sampling, random
-    crops with JPEG re-compression. The network with the best nearest-centroid accuracy on
-    the validation images is written. Several GPUs: launch the same command with torchrun.
+    Metric learning (ProxyNCA++, Fang et al.), the paper's defaults: {metric_epochs} epochs, AdamW,
+    lr {metric_init_lr} ({metric_scratch_lr} from scratch) x{metric_decay} every {metric_every} epochs, classes
+    balanced by under-sampling, random crops with JPEG re-compression. The network with the
+    best nearest-centroid accuracy on the validation images is written. Several GPUs: launch
+    the same command with torchrun.
 
     POSE (--method pose, Yang et al.): a block-DCT CNN classifier over the known classes,
-    trained with a new augmentation model each epoch; Adam, lr 1e-4 (1e-2 for augmentation
+    trained with a new augmentation model each epoch; Adam, lr {pose_lr} ({aug_lr} for augmentation
     models). Same data options; the weights carry the class names and a threshold, so
     `osma attribute`, `calibrate` and `benchmark` take them with no reference store.
 
@@ -196,7 +259,8 @@ def train(
     (docs/detection.md).
     """
     from osma_cli.errors import UsageError
-    from osma_cli.training.metric import TrainConfig, train_embedding
+    from osma_cli.training.config import TrainConfig
+    from osma_cli.training.metric import train_embedding
     from osma_cli.training.pose_aug import AugOptions
 
     if method not in METHODS:
@@ -236,7 +300,8 @@ def train(
     if method == "pose":
         from functools import partial
 
-        from osma_cli.training.pose import PoseOptions, train_pose
+        from osma_cli.training.config import PoseOptions
+        from osma_cli.training.pose import train_pose
 
         options = PoseOptions(variant=pose_variant, triplet_margin=triplet_margin, aug=aug)
         result = run_with_progress(partial(train_pose, options=options), config, resumable=False)
@@ -295,11 +360,11 @@ def pretrain(
         metavar="CAMERA_ROOT|PHOTOS_DIR", exists=True, file_okay=False,
         help="Camera-model database (one sub-folder per camera model), or with --simulate-cameras "
              "a folder of real photos.", show_default=False)],
-    simulate_cameras: Annotated[Optional[int], typer.Option(
+    simulate_cameras: Annotated[int | None, typer.Option(
         "--simulate-cameras", metavar="N", min=2,
         help="No camera database? Re-render the photos through N simulated camera pipelines "
              "(demosaicing, denoising, tone curves, JPEG tables), one class each.", show_default=False)] = None,
-    samples_per_epoch: Annotated[Optional[int], typer.Option(
+    samples_per_epoch: Annotated[int | None, typer.Option(
         "--samples-per-epoch", min=1, help="With --simulate-cameras: rendered crops per epoch.",
         show_default=False)] = None,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
@@ -310,7 +375,7 @@ def pretrain(
     arch: ArchOpt = None,
     embedding_dim: EmbeddingDimOpt = None,
     epochs: EpochsOpt = PRETRAIN_EPOCHS,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate. Default: 1e-3.",
+    lr: Annotated[float | None, typer.Option("--lr", help=f"Learning rate. Default: {number(PRETRAIN_LR)}.",
                                                 show_default=False)] = None,
     lr_decay: LrDecayOpt = None,
     decay_every: DecayEveryOpt = None,
@@ -329,10 +394,11 @@ def pretrain(
 ) -> None:
     """Pre-train a network as a camera-model classifier, for `osma train --init`.
 
-    Paper schedule by default: AdamW, lr 1e-3, x0.65 every 3 epochs. The classifier layer
-    is dropped: the file holds the backbone only.
+    Paper schedule by default: AdamW, lr {pretrain_lr}, x{pretrain_decay} every {pretrain_every} epochs.
+    The classifier layer is dropped: the file holds the backbone only.
     """
-    from osma_cli.training.pretrain import PretrainConfig, pretrain as run_pretrain
+    from osma_cli.training.config import PretrainConfig
+    from osma_cli.training.pretrain import pretrain as run_pretrain
 
     check_output_file(out, "--out")
     simulated = simulate_cameras is not None
@@ -345,6 +411,11 @@ def pretrain(
         checkpoint_dir=checkpoint_dir, resume=resume, force=force, cache_decoded=cache_decoded)
     result = run_with_progress(run_pretrain, config)
     finish(result, json_out, command="pretrain")
+
+
+if train.__doc__ and pretrain.__doc__:  # (absent under python -OO)
+    train.__doc__ = train.__doc__.format(**HELP_NUMBERS)
+    pretrain.__doc__ = pretrain.__doc__.format(**HELP_NUMBERS)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -1,40 +1,30 @@
-"""Training osma's embedding networks (docs/training.md).
+"""Training osma's embedding networks and POSE's classifier (docs/training.md, docs/pose.md).
 
-- ``losses``: ProxyNCA++ and the pre-training classifier head, with injected distances and a
-  reducer (pytorch-metric-learning's separation); losses own their parameters;
-- ``schedule``: the paper's step-decay schedules and the optimiser's parameter groups
-  (proxies on a faster learning rate);
+One job per module:
+
+- ``config``: what a run is told and gives back (``RunConfig`` and its ``TrainConfig`` and
+  ``PretrainConfig``, ``PoseOptions``, ``RunResult`` and its ``TrainResult`` and
+  ``PretrainResult``), and the checks of its output paths;
+- ``data``: data preparation (files and splits, readable datasets, class checks, digests,
+  the validation references' sample), for every training;
+- ``network``: the network a run starts from (``build_network``: from scratch or ``--init``);
+- ``schedule``: the paper's step-decay schedules (``StepDecay``; metric learning,
+  pre-training, POSE) and the optimiser's parameter groups (proxies on a faster rate);
+- ``losses``: ProxyNCA++, the pre-training classifier head, POSE's batch-hard triplets;
+- ``step``: what one training step is (the ``Step`` protocol) and ``LossStep`` (a network
+  and a loss: metric learning and pre-training);
+- ``loop``: ``fit(step, dataset, ...)``, the one epoch loop (sample order, batches,
+  validation, the best network, checkpoints);
+- ``distributed``: the process's context under ``torchrun`` (``DistContext``, ``distributed``);
+- ``sync_bn``: batch normalisation with statistics pooled over the processes under torchrun;
 - ``checkpoint``: the training state for ``--resume`` (safetensors + JSON, never pickle);
-- ``loop``: the epoch loop both trainings share (devices, mixed precision, DDP under torchrun,
-  the constraint after each step, validation, best-network keeping, checkpoints);
-- ``sync_bn``: batch normalisation with statistics pooled over the processes under torchrun,
-  so that ``w`` processes train the model one process trains (Gloo and NCCL alike);
+- ``validation``: the validators ``fit`` calls after every epoch;
+- ``provenance``: where weights came from (the source commit, the environment), for recipes;
 - ``metric``: ``train_embedding(TrainConfig)``, ProxyNCA++ metric learning (``osma train``);
-- ``pretrain``: ``pretrain(PretrainConfig)``, camera-model pre-training (``osma pretrain``).
+- ``pretrain``: ``pretrain(PretrainConfig)``, camera-model pre-training (``osma pretrain``);
+- ``pose``: ``train_pose(TrainConfig, PoseOptions)`` and its ``PoseStep``
+  (``osma train --method pose``); ``pose_aug``: its augmentation models;
+- ``fsd``, ``fsd_detector``: the closed-form fits of ``--method fsd`` and ``fsd-detector``.
 
-``train_embedding``, ``TrainConfig`` and ``PretrainConfig`` are importable from here; they are
-loaded on first use, with the data modules they need. The function ``pretrain`` lives in the
-module of the same name: ``from osma_cli.training.pretrain import pretrain``.
+Import from the module that holds a name: ``from osma_cli.training.config import TrainConfig``.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-_LAZY = {
-    "TrainConfig": "osma_cli.training.metric",
-    "TrainResult": "osma_cli.training.metric",
-    "train_embedding": "osma_cli.training.metric",
-    "PretrainConfig": "osma_cli.training.pretrain",
-    "PretrainResult": "osma_cli.training.pretrain",
-}
-
-__all__ = ["PretrainConfig", "PretrainResult", "TrainConfig", "TrainResult", "train_embedding"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'osma_cli.training' has no attribute {name!r}")

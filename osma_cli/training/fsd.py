@@ -19,9 +19,9 @@ described is described again).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,12 +29,12 @@ import torch
 from osma_cli.api import shared_progress
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.data import class_folders, iter_image_files, load_rgb
+from osma_cli.data.perturb import Perturbation
 from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.errors import DataError, ImageError
 from osma_cli.nets import get_model
 from osma_cli.nets.fsd import FSDDescriptor
 from osma_cli.nets.residual_filters import learn_filters
-from osma_cli.data.perturb import Perturbation
 from osma_cli.projection import DEFAULT_PROJECTION, Projection, fit_projection
 from osma_cli.projection_augment import RECIPE_KEY, augmented_inputs
 from osma_cli.regimes import LOSSLESS, regimes_for

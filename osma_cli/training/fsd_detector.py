@@ -18,9 +18,9 @@ split, the mixture, and the held-out acceptance of each kind of copy.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

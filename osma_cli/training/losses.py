@@ -49,8 +49,6 @@ from torch.nn import functional as F
 from osma_cli.defaults import DEFAULT_TEMPERATURE, DEFAULT_TRIPLET_MARGIN
 from osma_cli.errors import UsageError
 
-
-
 # --------------------------------------------------------------------------- distances
 
 class BaseDistance:

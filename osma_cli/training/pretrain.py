@@ -25,137 +25,30 @@ al.: 30 epochs by default (osma's choice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-import osma_cli
 from osma_cli.data import default_workers, iter_image_files
-from osma_cli.defaults import BATCH_SIZE, CROP, DEFAULT_VAL_FRACTION, DEVICE, PRETRAINED_OUT, SEED
-from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform, eval_transform
+from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform
 from osma_cli.data.camera_sim import SimulatedCameraDataset, make_pipelines
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
 from osma_cli.errors import DataError, UsageError
-from osma_cli.nets import EmbeddingNet
-from osma_cli.runtime import autocast_context, seed_everything
-from osma_cli.training.loop import (DistContext, EpochCallback, EpochStartCallback, EpochStats, LoopSettings,
-                                    Network, StepCallback, build_network, distributed, epoch_rng, fit,
-                                    source_commit, to_device_batch)
-from osma_cli.training.losses import ClassLoss, CrossEntropyClassifier
-from osma_cli.training.metric import (check_classes, check_output_paths, default_checkpoint_folder,
-                                      files_digest, paths_digest, readable_dataset)
-from osma_cli.training.schedule import (DEFAULT_WEIGHT_DECAY, PRETRAIN_EPOCHS, StepDecay,
-                                        pretrain_schedule)
+from osma_cli.runtime import seed_everything
+from osma_cli.training.config import PretrainConfig, PretrainResult, check_output_paths
+from osma_cli.training.data import CentreCrop, check_classes, files_digest, paths_digest, readable_dataset
+from osma_cli.training.distributed import DistContext, distributed
+from osma_cli.training.loop import EpochCallback, EpochStartCallback, LoopSettings, StepCallback, epoch_rng, fit
+from osma_cli.training.losses import CrossEntropyClassifier
+from osma_cli.training.network import Network, build_network
+from osma_cli.training.provenance import environment
+from osma_cli.training.schedule import StepDecay
+from osma_cli.training.step import LossStep
+from osma_cli.training.validation import ClassifierValidator
 from osma_cli.weights import WeightsMeta, save_weights
-
-DEFAULT_VAL_SAMPLES_PER_PIPELINE = 20
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Everything ``osma pretrain`` can be told; ``None`` means the paper's default."""
-
-    camera_root: Path | None = None
-    photos: Path | None = None
-    simulate_cameras: int | None = None
-    val_fraction: float = DEFAULT_VAL_FRACTION
-    out: Path = PRETRAINED_OUT
-    arch: str | None = None
-    arch_kwargs: dict = field(default_factory=dict)
-    embedding_dim: int | None = None
-    epochs: int = PRETRAIN_EPOCHS
-    lr: float | None = None
-    lr_decay: float | None = None
-    decay_every: int | None = None
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    batch_size: int = BATCH_SIZE
-    crop: int = CROP
-    seed: int = SEED
-    workers: int | None = None
-    device: str = DEVICE
-    mixed_precision: bool = True
-    steps_per_epoch: int | None = None
-    samples_per_epoch: int | None = None
-    val_samples_per_pipeline: int = DEFAULT_VAL_SAMPLES_PER_PIPELINE
-    balanced: bool = False
-    checkpoint_dir: Path | None = None
-    resume: Path | None = None
-    force: bool = False
-    cache_decoded: bool = False
-
-    def schedule(self) -> StepDecay:
-        return pretrain_schedule(lr=self.lr, factor=self.lr_decay, every=self.decay_every)
-
-    def checkpoint_folder(self) -> Path:
-        if self.resume is not None:
-            return Path(self.resume)
-        if self.checkpoint_dir is not None:
-            return Path(self.checkpoint_dir)
-        return default_checkpoint_folder(self.out)
-
-    @property
-    def simulated(self) -> bool:
-        return self.simulate_cameras is not None
-
-
-@dataclass
-class PretrainResult:
-    weights: Path
-    meta: WeightsMeta | None
-    best_accuracy: float | None
-    best_epoch: int | None
-    history: list[EpochStats]
-    class_names: tuple[str, ...]
-    n_train: int
-    n_val: int
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    checkpoint_dir: Path | None = None
-    resumed_from: int | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-class CentreCrop:
-    """``transform(image, rng)`` giving the deterministic centre crop (validation images)."""
-
-    def __init__(self, crop: int) -> None:
-        self.crop = crop
-
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return eval_transform(image, self.crop)
-
-
-class ClassifierValidator:
-    """Accuracy of the pre-training classifier on held-out images, in dataset order."""
-
-    def __init__(self, dataset: Dataset, head: ClassLoss, device: torch.device, *, batch_size: int,
-                 workers: int, mixed_precision: bool = True) -> None:
-        self.dataset = dataset
-        self.head = head
-        self.device = device
-        self.batch_size = batch_size
-        self.workers = workers
-        self.mixed_precision = mixed_precision
-
-    @torch.inference_mode()
-    def __call__(self, model: EmbeddingNet) -> float:
-        model.eval()
-        self.head.eval()
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(0)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(0))
-        correct = total = 0
-        for crops, labels in loader:
-            x = to_device_batch(crops, self.device)
-            with autocast_context(self.device, self.mixed_precision):
-                embeddings = model(x)
-            predicted = self.head.predict(embeddings).cpu()
-            correct += int((predicted == labels).sum())
-            total += len(labels)
-        return correct / total if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -165,13 +58,14 @@ class PretrainData:
     class_names: tuple[str, ...]
     n_train: int
     n_val: int
-    epoch_indices: object
+    epoch_indices: Callable[[int], np.ndarray]
     skipped: list[tuple[Path, str]]
     description: dict
     digest: dict
 
 
 def camera_data(config: PretrainConfig) -> PretrainData:
+    assert config.camera_root is not None  # pretrain() checks that exactly one source is given
     files = LabeledFiles.from_folders(config.camera_root)
     if config.val_fraction > 0:
         if not 0 < config.val_fraction < 1:
@@ -276,18 +170,19 @@ def pretrain(config: PretrainConfig, *, on_epoch: EpochCallback | None = None,
         else:
             notes.append("no validation images: the last epoch's network is kept")
         settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                                workers=workers, mixed_precision=config.mixed_precision,
-                                steps_per_epoch=config.steps_per_epoch, weight_decay=config.weight_decay,
-                                loss_lr_factor=1.0, checkpoint_dir=config.checkpoint_folder(),
-                                resume=config.resume is not None, replace_checkpoint=config.force)
+                                workers=workers, steps_per_epoch=config.steps_per_epoch,
+                                checkpoint_dir=config.checkpoint_folder(), resume=config.resume is not None,
+                                replace_checkpoint=config.force)
         fingerprint = {"task": "pretrain", "architecture": network.architecture,
                        "arch_kwargs": network.arch_kwargs, "embedding_dim": network.embedding_dim,
                        "classes": list(data.class_names), "data": data.description, **data.digest,
                        "schedule": schedule.to_dict(), "weight_decay": config.weight_decay,
                        "batch_size": config.batch_size, "crop": config.crop, "seed": config.seed,
                        "steps_per_epoch": config.steps_per_epoch, "world_size": ctx.world_size}
-        result = fit(model, head, data.train, epoch_indices=data.epoch_indices, schedule=schedule,
-                     settings=settings, ctx=ctx, validate=validator, fingerprint=fingerprint,
+        step = LossStep(model, head, schedule, weight_decay=config.weight_decay, loss_lr_factor=1.0,
+                        mixed_precision=config.mixed_precision)
+        result = fit(step, data.train, epoch_indices=data.epoch_indices, settings=settings, ctx=ctx,
+                     validate=validator, fingerprint=fingerprint,
                      on_step=on_step, on_epoch=on_epoch, on_epoch_start=on_epoch_start)
         saved_meta = None
         if ctx.is_main:
@@ -327,10 +222,5 @@ def pretrain_recipe(config: PretrainConfig, network: Network, schedule: StepDeca
         "seed": config.seed,
         "data": {**data.description, "classes": list(data.class_names), "n_train": data.n_train,
                  "n_val": data.n_val, "n_skipped": len(data.skipped)},
-        "device": str(ctx.device),
-        "mixed_precision": bool(config.mixed_precision and ctx.device.type == "cuda"),
-        "loader_workers": workers,
-        "torch_version": torch.__version__,
-        "osma_version": osma_cli.__version__,
-        **source_commit(),
+        **environment(ctx.device, workers, mixed_precision=config.mixed_precision),
     }

@@ -4,7 +4,10 @@ Paper defaults (Fang, Nguyen & Stamm, BMVC 2023; docs/training.md), all with Ada
 
 - camera-model pre-training: lr 1e-3, x0.65 every 3 epochs (``PRETRAIN``);
 - metric learning from pre-trained weights: lr 1e-4, x0.6 every 2 epochs, 30 epochs
-  (``METRIC_FROM_INIT``); from scratch: lr 7e-4, same decay (``METRIC_FROM_SCRATCH``).
+  (``METRIC_FROM_INIT``); from scratch: lr 7e-4, same decay (``METRIC_FROM_SCRATCH``);
+- POSE's task model (Yang et al., CVPR 2023; Adam): lr 1e-4, constant (``POSE``).
+
+The numbers are names in ``osma_cli/defaults.py``, which the CLI's help texts read too.
 
 The schedule has no state of its own: the learning rate of epoch ``e`` (0-based) is
 ``lr * factor ** (e // every)``, times the group's ``lr_scale``. ``StepDecay.apply`` sets it at
@@ -32,10 +35,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from osma_cli.defaults import (DEFAULT_WEIGHT_DECAY, METRIC_EPOCHS, PRETRAIN_EPOCHS,  # noqa: F401  (imported from here)
-                               PROXY_LR_FACTOR)
+from osma_cli.defaults import (
+    DEFAULT_WEIGHT_DECAY,
+    METRIC_DECAY_EVERY,
+    METRIC_LR_DECAY,
+    METRIC_LR_FROM_INIT,
+    METRIC_LR_FROM_SCRATCH,
+    POSE_DECAY_EVERY,
+    POSE_LR,
+    POSE_LR_DECAY,
+    PRETRAIN_DECAY_EVERY,
+    PRETRAIN_LR,
+    PRETRAIN_LR_DECAY,
+    PROXY_LR_FACTOR,
+)
 from osma_cli.errors import UsageError
 
+__all__ = ["METRIC_FROM_INIT", "METRIC_FROM_SCRATCH", "POSE", "PRETRAIN", "PROXY_LR_FACTOR", "StepDecay",
+           "make_optimizer", "metric_schedule", "param_groups", "pose_schedule", "pretrain_schedule"]
 
 
 @dataclass(frozen=True)
@@ -69,24 +86,34 @@ class StepDecay:
         return {"type": "step", "lr": self.lr, "factor": self.factor, "every": self.every}
 
 
-PRETRAIN = StepDecay(lr=1e-3, factor=0.65, every=3)
-METRIC_FROM_INIT = StepDecay(lr=1e-4, factor=0.6, every=2)
-METRIC_FROM_SCRATCH = StepDecay(lr=7e-4, factor=0.6, every=2)
+    def overridden(self, *, lr: float | None = None, factor: float | None = None,
+                   every: int | None = None) -> StepDecay:
+        """This schedule with any part given replaced (``None``: this schedule's)."""
+        return StepDecay(lr=self.lr if lr is None else lr, factor=self.factor if factor is None else factor,
+                         every=self.every if every is None else every)
+
+
+PRETRAIN = StepDecay(lr=PRETRAIN_LR, factor=PRETRAIN_LR_DECAY, every=PRETRAIN_DECAY_EVERY)
+METRIC_FROM_INIT = StepDecay(lr=METRIC_LR_FROM_INIT, factor=METRIC_LR_DECAY, every=METRIC_DECAY_EVERY)
+METRIC_FROM_SCRATCH = StepDecay(lr=METRIC_LR_FROM_SCRATCH, factor=METRIC_LR_DECAY, every=METRIC_DECAY_EVERY)
+POSE = StepDecay(lr=POSE_LR, factor=POSE_LR_DECAY, every=POSE_DECAY_EVERY)
 
 
 def metric_schedule(*, from_init: bool, lr: float | None = None, factor: float | None = None,
                     every: int | None = None) -> StepDecay:
     """The paper's metric-learning schedule for the case, with any part overridden."""
-    base = METRIC_FROM_INIT if from_init else METRIC_FROM_SCRATCH
-    return StepDecay(lr=base.lr if lr is None else lr, factor=base.factor if factor is None else factor,
-                     every=base.every if every is None else every)
+    return (METRIC_FROM_INIT if from_init else METRIC_FROM_SCRATCH).overridden(lr=lr, factor=factor, every=every)
 
 
 def pretrain_schedule(*, lr: float | None = None, factor: float | None = None,
                       every: int | None = None) -> StepDecay:
     """The paper's pre-training schedule, with any part overridden."""
-    return StepDecay(lr=PRETRAIN.lr if lr is None else lr, factor=PRETRAIN.factor if factor is None else factor,
-                     every=PRETRAIN.every if every is None else every)
+    return PRETRAIN.overridden(lr=lr, factor=factor, every=every)
+
+
+def pose_schedule(*, lr: float | None = None, factor: float | None = None, every: int | None = None) -> StepDecay:
+    """POSE's task-model schedule (constant lr 1e-4), with any part overridden."""
+    return POSE.overridden(lr=lr, factor=factor, every=every)
 
 
 def param_groups(model: nn.Module, loss: nn.Module, *, weight_decay: float = DEFAULT_WEIGHT_DECAY,

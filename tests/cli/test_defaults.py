@@ -15,13 +15,13 @@ import pytest
 import typer.main
 
 from osma_cli.cli.app import app
+from osma_cli.cli.train import number
 from osma_cli.embed import EmbedOptions
 from osma_cli.evaluation.protocol import run_benchmark
+from osma_cli.training import schedule
+from osma_cli.training.config import PoseOptions, PretrainConfig, TrainConfig
 from osma_cli.training.fsd_detector import DetectorConfig
-from osma_cli.training.metric import TrainConfig
-from osma_cli.training.pose import PoseOptions
 from osma_cli.training.pose_aug import AugOptions
-from osma_cli.training.pretrain import PretrainConfig
 
 COMMANDS = typer.main.get_command(app).commands
 
@@ -93,3 +93,29 @@ def test_embedding_options_default_to_embed_options(command: str) -> None:
 
 def test_benchmark_acceptance_is_the_protocols() -> None:
     assert cli_defaults("benchmark")["acceptance"] == inspect.signature(run_benchmark).parameters["acceptance"].default
+
+
+def option_help(command: str, name: str) -> str:
+    return next(p.help for p in COMMANDS[command].params if p.name == name)
+
+
+def test_help_texts_state_the_core_schedules() -> None:
+    """The learning rates, decays and lengths ``--help`` states are the core's schedules, not copies."""
+    init, scratch, pose, pre = (schedule.METRIC_FROM_INIT, schedule.METRIC_FROM_SCRATCH, schedule.POSE,
+                                schedule.PRETRAIN)
+    aug_lr = AugOptions().lr
+    for value in (init.lr, scratch.lr, pose.lr, pre.lr, aug_lr, init.factor, pre.factor):
+        assert float(number(value)) == value
+    train_lr = option_help("train", "lr")
+    for value in (init.lr, scratch.lr, pose.lr):
+        assert number(value) in train_lr
+    assert f"{number(init.lr)} with --init" in train_lr and f"{number(scratch.lr)} from scratch" in train_lr
+    assert f"Default: {number(pre.lr)}." in option_help("pretrain", "lr")
+    train_doc = " ".join(COMMANDS["train"].help.split())
+    assert (init.factor, init.every) == (scratch.factor, scratch.every)
+    assert (f"{field_defaults(TrainConfig)['epochs']} epochs, AdamW, lr {number(init.lr)} "
+            f"({number(scratch.lr)} from scratch) x{number(init.factor)} every {init.every} epochs") in train_doc
+    assert f"Adam, lr {number(pose.lr)} ({number(aug_lr)} for augmentation models)" in train_doc
+    pretrain_doc = " ".join(COMMANDS["pretrain"].help.split())
+    assert f"AdamW, lr {number(pre.lr)}, x{number(pre.factor)} every {pre.every} epochs" in pretrain_doc
+    assert f"the paper's {field_defaults(TrainConfig)['crop']}" in option_help("train", "crop")

@@ -12,9 +12,17 @@ import torch
 from safetensors import safe_open
 
 from osma_cli.nets import get_model
-from osma_cli.training.checkpoint import (CHECKPOINT_NAME, METADATA_KEY, CheckpointError, TrainingState,
-                                          capture_rng, check_fingerprint, load_checkpoint, restore_rng,
-                                          save_checkpoint)
+from osma_cli.training.checkpoint import (
+    CHECKPOINT_NAME,
+    METADATA_KEY,
+    CheckpointError,
+    TrainingState,
+    capture_rng,
+    check_fingerprint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from osma_cli.training.losses import ProxyNCAPlusPlus
 from osma_cli.training.schedule import METRIC_FROM_SCRATCH, make_optimizer
 
@@ -55,9 +63,9 @@ def test_round_trip_restores_model_proxies_and_optimizer(tmp_path: Path) -> None
     model2.load_state_dict(state.model)
     loss2.load_state_dict(state.loss)
     optimizer2.load_state_dict(state.optimizer)
-    for m, l, o in ((model, loss, optimizer), (model2, loss2, optimizer2)):
+    for m, criterion, o in ((model, loss, optimizer), (model2, loss2, optimizer2)):
         o.zero_grad()
-        l(m(x), y).mean().backward()
+        criterion(m(x), y).mean().backward()
         o.step()
     for (name, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

@@ -22,8 +22,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from osma_cli.nets import get_model
-from osma_cli.training.loop import DistContext, LoopSettings, distributed, epoch_rng, fit
+from osma_cli.training.distributed import DistContext, distributed
+from osma_cli.training.loop import LoopSettings, epoch_rng, fit
 from osma_cli.training.schedule import METRIC_FROM_SCRATCH
+from osma_cli.training.step import LossStep
 from osma_cli.training.sync_bn import GlobalBatchNorm, synchronised_batch_norm
 from tests.conftest import write_images
 from tests.training.test_loop import SEED, PatternCrops, _free_port, embed, new_parts
@@ -58,10 +60,9 @@ def null_directions(model: nn.Module) -> set[str]:
 def train_state(ctx: DistContext, batch_size: int, *, mixed_precision: bool = True) -> dict[str, torch.Tensor]:
     model, loss = new_parts()
     data = PatternCrops(n_per_class=8, seed=SEED)
-    fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-        schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=EPOCHS, batch_size=batch_size, seed=SEED,
-                                                             mixed_precision=mixed_precision),
-        ctx=ctx)
+    fit(LossStep(model, loss, METRIC_FROM_SCRATCH, mixed_precision=mixed_precision), data,
+        epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
+        settings=LoopSettings(epochs=EPOCHS, batch_size=batch_size, seed=SEED), ctx=ctx)
     return {**{f"model.{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
             "proxies": loss.proxies.detach().to("cpu", copy=True)}
 

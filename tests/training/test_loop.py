@@ -24,10 +24,11 @@ from osma_cli.errors import UsageError
 from osma_cli.nets import get_model
 from osma_cli.runtime import seed_everything
 from osma_cli.training.checkpoint import CheckpointError, load_checkpoint
-from osma_cli.training.loop import (DistContext, LoopSettings, TrainingError, distributed, epoch_batches,
-                                    epoch_rng, fit)
+from osma_cli.training.distributed import DistContext, distributed
+from osma_cli.training.loop import LoopSettings, TrainingError, epoch_batches, epoch_rng, fit
 from osma_cli.training.losses import ProxyNCAPlusPlus
 from osma_cli.training.schedule import METRIC_FROM_SCRATCH, PROXY_LR_FACTOR, make_optimizer
+from osma_cli.training.step import LossStep
 from tests.conftest import pattern_image
 from tests.nets.test_constrained import is_constrained
 
@@ -99,8 +100,9 @@ def run(epochs: int, *, checkpoint_dir: Path | None = None, resume: bool = False
     data = PatternCrops(seed=SEED)
     settings = LoopSettings(epochs=epochs, batch_size=8, seed=SEED, workers=workers,
                             checkpoint_dir=checkpoint_dir, resume=resume, **overrides)
-    result = fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-                 schedule=METRIC_FROM_SCRATCH, settings=settings, ctx=DistContext(device=torch.device("cpu")),
+    result = fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
+                 epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)), settings=settings,
+                 ctx=DistContext(device=torch.device("cpu")),
                  validate=validate, fingerprint={"seed": SEED, "batch": 8})
     return model, loss, result
 
@@ -144,8 +146,9 @@ def test_the_best_epochs_network_is_kept_not_the_last() -> None:
     model, loss = new_parts()
     states = []
     data = PatternCrops(seed=SEED)
-    result = fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-                 schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=3, batch_size=8, seed=SEED),
+    result = fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
+                 epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
+                 settings=LoopSettings(epochs=3, batch_size=8, seed=SEED),
                  ctx=DistContext(device=torch.device("cpu")), validate=lambda m: next(scripted),
                  on_epoch=lambda stats: states.append({k: v.clone() for k, v in model.state_dict().items()}))
     assert (result.best_epoch, result.best_accuracy) == (1, 0.9)
@@ -211,7 +214,7 @@ def test_existing_checkpoint_and_changed_settings_are_refused(tmp_path: Path) ->
     model, loss = new_parts()
     data = PatternCrops(seed=SEED)
     with pytest.raises(CheckpointError, match="batch"):
-        fit(model, loss, data, epoch_indices=lambda e: np.arange(len(data)), schedule=METRIC_FROM_SCRATCH,
+        fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data, epoch_indices=lambda e: np.arange(len(data)),
             settings=LoopSettings(epochs=2, batch_size=8, checkpoint_dir=tmp_path, resume=True),
             ctx=DistContext(device=torch.device("cpu")), fingerprint={"seed": SEED, "batch": 16})
     run(1, checkpoint_dir=tmp_path, replace_checkpoint=True)
@@ -265,8 +268,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         model, loss = new_parts()
         data = PatternCrops(n_per_class=8, seed=SEED)
         epochs = []
-        fit(model, loss, data, epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-            schedule=METRIC_FROM_SCRATCH, settings=LoopSettings(epochs=2, batch_size=4, seed=SEED),
+        fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
+            epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
+            settings=LoopSettings(epochs=2, batch_size=4, seed=SEED),
             ctx=ctx, on_epoch=epochs.append)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors["proxies"] = loss.proxies.detach()

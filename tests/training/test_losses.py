@@ -9,8 +9,15 @@ import torch
 from torch.nn import functional as F
 
 from osma_cli.errors import UsageError
-from osma_cli.training.losses import (DEFAULT_TEMPERATURE, CosineSimilarity, CrossEntropyClassifier,
-                                      MeanReducer, ProxyNCAPlusPlus, SquaredL2Distance, get_distance)
+from osma_cli.training.losses import (
+    DEFAULT_TEMPERATURE,
+    CosineSimilarity,
+    CrossEntropyClassifier,
+    MeanReducer,
+    ProxyNCAPlusPlus,
+    SquaredL2Distance,
+    get_distance,
+)
 
 
 def direct_proxynca_pp(x: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, temperature: float) -> list[float]:

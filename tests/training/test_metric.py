@@ -23,7 +23,8 @@ from osma_cli.cli.app import command  # noqa: E402
 from osma_cli.errors import EXIT_OK, EXIT_USAGE, DataError, UsageError  # noqa: E402
 from osma_cli.references import ReferenceStore  # noqa: E402
 from osma_cli.training.checkpoint import CheckpointError  # noqa: E402
-from osma_cli.training.metric import TrainConfig, train_embedding  # noqa: E402
+from osma_cli.training.config import TrainConfig  # noqa: E402
+from osma_cli.training.metric import train_embedding  # noqa: E402
 from osma_cli.weights import load_weights, read_meta  # noqa: E402
 from tests.conftest import write_images  # noqa: E402
 
@@ -83,7 +84,8 @@ def test_resumed_run_writes_the_same_weights(tree: Path, tmp_path: Path) -> None
 
 
 def test_pretrained_backbone_initialises_metric_learning(tree: Path, tmp_path: Path) -> None:
-    from osma_cli.training.pretrain import PretrainConfig, pretrain
+    from osma_cli.training.config import PretrainConfig
+    from osma_cli.training.pretrain import pretrain
 
     cameras = tmp_path / "cameras"
     write_images(cameras / "cam_a", "stripes", 6, seed=5)
@@ -109,7 +111,8 @@ def test_pretrained_backbone_initialises_metric_learning(tree: Path, tmp_path: P
 
 def test_simulated_camera_pretraining(tmp_path: Path) -> None:
     pytest.importorskip("osma_cli.data.camera_sim")
-    from osma_cli.training.pretrain import PretrainConfig, pretrain
+    from osma_cli.training.config import PretrainConfig
+    from osma_cli.training.pretrain import pretrain
 
     photos = tmp_path / "photos"
     write_images(photos, "smooth", 4, seed=8, size=64)
@@ -171,8 +174,8 @@ def test_annotation_files_as_training_data(tree: Path, tmp_path: Path) -> None:
              for p in sorted((tree / name).iterdir())]
     rng = np.random.default_rng(0)
     val = set(rng.choice(len(lines), 4, replace=False).tolist())
-    (tmp_path / "train.txt").write_text("\n".join(l for i, l in enumerate(lines) if i not in val) + "\n")
-    (tmp_path / "val.txt").write_text("\n".join(l for i, l in enumerate(lines) if i in val)
+    (tmp_path / "train.txt").write_text("\n".join(line for i, line in enumerate(lines) if i not in val) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(line for i, line in enumerate(lines) if i in val)
                                       + "\ncheckergan/checker_00.png\t1\n")
     result = train_embedding(TrainConfig(annotations=(tmp_path / "train.txt",), data_root=tree,
                                          val_annotations=(tmp_path / "val.txt",), out=tmp_path / "w.safetensors",

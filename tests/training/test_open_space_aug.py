@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from osma_cli.cli.app import app
 from osma_cli.errors import EXIT_OK, EXIT_USAGE
+from osma_cli.training.config import TrainConfig
 from osma_cli.training.losses import ProxyNCAPlusPlus
-from osma_cli.training.metric import TrainConfig, train_embedding
+from osma_cli.training.metric import train_embedding
 from osma_cli.training.pose_aug import AugOptions
 from osma_cli.weights import read_meta
 

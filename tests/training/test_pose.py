@@ -10,9 +10,9 @@ import torch
 
 from osma_cli.errors import UsageError
 from osma_cli.nets import get_model
+from osma_cli.training.config import PoseOptions, TrainConfig
 from osma_cli.training.losses import BatchHardTripletLoss, MeanReducer
-from osma_cli.training.metric import TrainConfig
-from osma_cli.training.pose import PoseOptions, classification_loss, task_step, train_pose
+from osma_cli.training.pose import classification_loss, task_step, train_pose
 from osma_cli.training.pose_aug import AugOptions, ProgressiveAugmenter
 from osma_cli.weights import load_weights, read_meta
 from tests.conftest import pattern_image
@@ -43,7 +43,7 @@ def test_a_few_pose_steps_reduce_the_loss() -> None:
     triplet, reducer = BatchHardTripletLoss(), MeanReducer()
     x, y = tiny_batch()
     losses = []
-    for epoch in range(2):  # the second epoch has an earlier model: both triplet terms and the diversity loss
+    for _epoch in range(2):  # the second epoch has an earlier model: both triplet terms and the diversity loss
         augmenter.start_epoch()
         for _ in range(6):
             aug_parts = augmenter.train_step(model, model.features, x)

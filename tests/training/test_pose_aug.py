@@ -11,8 +11,14 @@ from torch import nn
 
 from osma_cli.errors import UsageError
 from osma_cli.training.losses import BatchHardTripletLoss
-from osma_cli.training.pose_aug import (AugmentationModel, AugOptions, ProgressiveAugmenter, diversity_loss,
-                                        expanded_labels, reconstruction_loss)
+from osma_cli.training.pose_aug import (
+    AugmentationModel,
+    AugOptions,
+    ProgressiveAugmenter,
+    diversity_loss,
+    expanded_labels,
+    reconstruction_loss,
+)
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -9,9 +9,17 @@ from torch import nn
 from osma_cli.errors import UsageError
 from osma_cli.nets import get_model
 from osma_cli.training.losses import ProxyNCAPlusPlus
-from osma_cli.training.schedule import (METRIC_FROM_INIT, METRIC_FROM_SCRATCH, PRETRAIN, PROXY_LR_FACTOR,
-                                        StepDecay, make_optimizer, metric_schedule, param_groups,
-                                        pretrain_schedule)
+from osma_cli.training.schedule import (
+    METRIC_FROM_INIT,
+    METRIC_FROM_SCRATCH,
+    PRETRAIN,
+    PROXY_LR_FACTOR,
+    StepDecay,
+    make_optimizer,
+    metric_schedule,
+    param_groups,
+    pretrain_schedule,
+)
 
 
 def test_paper_defaults() -> None:
