@@ -205,9 +205,11 @@ def train(
                                "their own for; each image is then scored in the regime of its compression "
                                "(docs/descriptors.md). Default: lossless only.", show_default=False)] = None,
     augment: Annotated[list[str] | None, typer.Option(
-        "--augment", help="With --method fsd: also fit the projection on perturbed copies of DATA's images "
-                          "(repeatable): jpeg:Q, resize:S, blur:SIGMA, noise:SIGMA, crop:F, or standard "
-                          "(docs/robustness.md). References and tau stay clean. Default: none.",
+        "--augment", help="Robustness to re-shared images (repeatable): jpeg:Q, resize:S, blur:SIGMA, "
+                          "noise:SIGMA, crop:F, or standard (docs/robustness.md). Metric learning and POSE: "
+                          "each training image is perturbed by one of them or left as it is, drawn "
+                          "uniformly, before the crop. --method fsd: the projection is also fitted on "
+                          "perturbed copies of DATA's images. References and tau stay clean. Default: none.",
         show_default=False)] = None,
     rule: RuleOpt = None,
     model: Annotated[Path | None, typer.Option(
@@ -258,6 +260,7 @@ def train(
     JPEG compression alone does not decide), calibrated on held-out photos; for `osma detect`
     (docs/detection.md).
     """
+    from osma_cli.data.perturb import parse_perturbations
     from osma_cli.errors import UsageError
     from osma_cli.training.config import TrainConfig
     from osma_cli.training.metric import train_embedding
@@ -284,8 +287,8 @@ def train(
         train_descriptor(data, out, photos, descriptor, rule, device, batch_size, workers, json_out,
                          jpeg_regimes=jpeg_regimes, augment=augment or ())
         return
-    if photos is not None or descriptor is not None or jpeg_regimes is not None or augment:
-        raise UsageError("--photos, --descriptor, --jpeg-regimes and --augment are for --method fsd")
+    if photos is not None or descriptor is not None or jpeg_regimes is not None:
+        raise UsageError("--photos, --descriptor and --jpeg-regimes are for --method fsd")
     aug = AugOptions(lr=aug_lr, alpha=diversity_alpha, beta=diversity_beta, margin=diversity_margin,
                      warmup_steps=aug_warmup)
 
@@ -296,7 +299,8 @@ def train(
         proxy_lr_factor=proxy_lr_factor, weight_decay=weight_decay, batch_size=batch_size, crop=crop,
         temperature=temperature, seed=seed, workers=workers, device=device, steps_per_epoch=steps_per_epoch,
         checkpoint_dir=checkpoint_dir, resume=resume, force=force, refs_out=refs_out,
-        cache_decoded=cache_decoded, open_space_aug=aug if open_space_aug else None)
+        cache_decoded=cache_decoded, open_space_aug=aug if open_space_aug else None,
+        augment=parse_perturbations(augment) if augment else ())
     if method == "pose":
         from functools import partial
 

@@ -98,6 +98,15 @@ class TrainTransform:
             if quality is not None:
                 _check_quality(quality)
 
+    def describe(self) -> dict:
+        """The augmentation as a weights recipe records it (JSON-ready)."""
+        description: dict = {"crop": "random, 8-aligned, no resampling",
+                             "jpeg_qualities": list(self.jpeg_qualities)}
+        if self.perturbations:
+            description["perturbations"] = [p.spec for p in self.perturbations]
+            description["perturbation_draw"] = "one of them or none, uniformly, on the whole image before the crop"
+        return description
+
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``(3, crop, crop) uint8`` CHW from an ``(H, W, 3) uint8`` image."""
         if self.perturbations:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from osma_cli.data.augment import TrainTransform
+from osma_cli.data.perturb import Perturbation
 from osma_cli.defaults import (
     BATCH_SIZE,
     CROP,
@@ -101,6 +103,12 @@ class TrainConfig(RunConfig):
     val_refs_per_class: int | None = DEFAULT_VAL_REFS_PER_CLASS
     open_space_aug: AugOptions | None = None
     """POSE's augmentation models as extra negative classes (``osma train --open-space-aug``)."""
+    augment: tuple[Perturbation, ...] = ()
+    """Perturbations drawn on training images (``osma train --augment``; docs/robustness.md)."""
+
+    def train_transform(self) -> TrainTransform:
+        """The training images' augmentation: Fang et al.'s, plus ``augment`` when given."""
+        return TrainTransform(crop=self.crop, perturbations=self.augment)
 
     def schedule(self) -> StepDecay:
         return metric_schedule(from_init=self.init is not None, lr=self.lr, factor=self.lr_decay,

@@ -63,7 +63,7 @@ def load_data(config: TrainConfig) -> TrainingData:
         description["validation"] = None
     notes: list[str] = []
     train, val = drop_absent_classes(train, val, notes)
-    dataset, train, skipped = readable_dataset(train, TrainTransform(crop=config.crop), seed=config.seed,
+    dataset, train, skipped = readable_dataset(train, config.train_transform(), seed=config.seed,
                                                cache_decoded=config.cache_decoded)
     if val is not None:
         _, val, val_skipped = readable_dataset(val, TrainTransform(crop=config.crop), seed=config.seed)

@@ -35,7 +35,6 @@ import numpy as np
 
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
 from osma_cli.data import default_workers
-from osma_cli.data.augment import JPEG_QUALITIES
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
 from osma_cli.embed import EmbeddedImage, Embedder
 from osma_cli.errors import UsageError
@@ -132,6 +131,8 @@ def train_embedding(config: TrainConfig, *, on_epoch: EpochCallback | None = Non
             "world_size": ctx.world_size,
             "open_space_aug": None if config.open_space_aug is None else config.open_space_aug.to_dict(),
         }
+        if config.augment:
+            fingerprint["augment"] = [p.spec for p in config.augment]
         labels = train.labels
         step = LossStep(model, loss, schedule, weight_decay=config.weight_decay,
                         loss_lr_factor=config.proxy_lr_factor, mixed_precision=config.mixed_precision,
@@ -191,8 +192,7 @@ def metric_recipe(config: TrainConfig, network: Network, schedule: StepDecay, da
         "batch_size": config.batch_size,
         "world_size": ctx.world_size,
         "crop": config.crop,
-        "augmentation": {"crop": "random, 8-aligned, no resampling",
-                         "jpeg_qualities": list(JPEG_QUALITIES)},
+        "augmentation": config.train_transform().describe(),
         "sampling": "classes balanced by under-sampling to the smallest, every epoch",
         "open_space_augmentation": None if config.open_space_aug is None else {
             **config.open_space_aug.to_dict(),

@@ -53,7 +53,6 @@ from torch.nn import functional as F
 from osma_cli.attribution import score_probabilities
 from osma_cli.calibration import threshold_for_acceptance
 from osma_cli.data import default_workers
-from osma_cli.data.augment import JPEG_QUALITIES
 from osma_cli.data.training_sets import balanced_indices
 from osma_cli.defaults import POSE_EMBEDDING_DIM
 from osma_cli.errors import UsageError
@@ -276,7 +275,7 @@ def pose_recipe(config: TrainConfig, options: PoseOptions, data: TrainingData, s
         "steps_per_epoch": config.steps_per_epoch,
         "batch_size": config.batch_size,
         "crop": config.crop,
-        "augmentation": {"crop": "random, 8-aligned, no resampling", "jpeg_qualities": list(JPEG_QUALITIES)},
+        "augmentation": config.train_transform().describe(),
         "sampling": "classes balanced by under-sampling to the smallest, every epoch",
         "seed": config.seed,
         "data": {**data.description, "classes": list(train.class_names), "n_train": len(train.paths),

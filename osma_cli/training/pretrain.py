@@ -33,7 +33,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from osma_cli.data import default_workers, iter_image_files
-from osma_cli.data.augment import JPEG_QUALITIES, TrainTransform
+from osma_cli.data.augment import TrainTransform
 from osma_cli.data.camera_sim import SimulatedCameraDataset, make_pipelines
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
 from osma_cli.errors import DataError, UsageError
@@ -216,9 +216,9 @@ def pretrain_recipe(config: PretrainConfig, network: Network, schedule: StepDeca
         "batch_size": config.batch_size,
         "world_size": ctx.world_size,
         "crop": config.crop,
-        "augmentation": ({"crop": "random, 8-aligned, no resampling", "jpeg_qualities": list(JPEG_QUALITIES)}
+        "augmentation": (TrainTransform(crop=config.crop).describe()
                          if not config.simulated else {"crop": "random, 8-aligned, no resampling",
-                                                       "pipelines": "osma_cli.data.camera_sim"}),
+                                                       "pipelines": "osma_cli.data.camera_pipeline"}),
         "seed": config.seed,
         "data": {**data.description, "classes": list(data.class_names), "n_train": data.n_train,
                  "n_val": data.n_val, "n_skipped": len(data.skipped)},

@@ -1,8 +1,4 @@
-"""``train_embedding``, ``pretrain`` and their commands end to end on tiny image folders.
-
-These need the training-data modules (``osma_cli.data.training_sets``, ``augment``,
-``camera_sim``) and are skipped until they exist.
-"""
+"""``train_embedding``, ``pretrain`` and their commands end to end on tiny image folders."""
 
 from __future__ import annotations
 
@@ -15,18 +11,15 @@ import typer
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-pytest.importorskip("osma_cli.data.training_sets")
-pytest.importorskip("osma_cli.data.augment")
-
-from osma_cli.cli import train as train_cli  # noqa: E402
-from osma_cli.cli.app import command  # noqa: E402
-from osma_cli.errors import EXIT_OK, EXIT_USAGE, DataError, UsageError  # noqa: E402
-from osma_cli.references import ReferenceStore  # noqa: E402
-from osma_cli.training.checkpoint import CheckpointError  # noqa: E402
-from osma_cli.training.config import TrainConfig  # noqa: E402
-from osma_cli.training.metric import train_embedding  # noqa: E402
-from osma_cli.weights import load_weights, read_meta  # noqa: E402
-from tests.conftest import write_images  # noqa: E402
+from osma_cli.cli import train as train_cli
+from osma_cli.cli.app import command
+from osma_cli.errors import EXIT_OK, EXIT_USAGE, DataError, UsageError
+from osma_cli.references import ReferenceStore
+from osma_cli.training.checkpoint import CheckpointError
+from osma_cli.training.config import TrainConfig
+from osma_cli.training.metric import train_embedding
+from osma_cli.weights import load_weights, read_meta
+from tests.conftest import write_images
 
 CROP = 40
 
@@ -83,6 +76,25 @@ def test_resumed_run_writes_the_same_weights(tree: Path, tmp_path: Path) -> None
         train_embedding(config(tree, tmp_path / "b.safetensors", resume=tmp_path / "b.checkpoints", seed=4))
 
 
+def test_augment_perturbs_training_images_and_is_recorded(tree: Path, tmp_path: Path) -> None:
+    """--augment changes what the network is trained on (other weights, same seed), is in the
+    recipe, and a checkpoint of a run without it cannot be resumed with it."""
+    from osma_cli.data.perturb import parse_perturbations
+
+    plain = train_embedding(config(tree, tmp_path / "plain.safetensors"))
+    assert "perturbations" not in plain.meta.recipe["augmentation"]
+    assert plain.meta.recipe["augmentation"]["jpeg_qualities"] == [75, 80, 85, 90, 95, None]
+    augment = parse_perturbations(["resize:0.5", "blur:1"])
+    augmented = train_embedding(config(tree, tmp_path / "aug.safetensors", augment=augment))
+    assert augmented.meta.recipe["augmentation"]["perturbations"] == ["resize:0.5", "blur:1"]
+    assert augmented.meta.sha256 != plain.meta.sha256
+    again = train_embedding(config(tree, tmp_path / "aug2.safetensors", augment=augment))
+    assert again.meta.sha256 == augmented.meta.sha256  # seeded draws
+    with pytest.raises(CheckpointError, match="differ"):
+        train_embedding(config(tree, tmp_path / "plain.safetensors", resume=tmp_path / "plain.checkpoints",
+                               augment=augment))
+
+
 def test_pretrained_backbone_initialises_metric_learning(tree: Path, tmp_path: Path) -> None:
     from osma_cli.training.config import PretrainConfig
     from osma_cli.training.pretrain import pretrain
@@ -110,7 +122,6 @@ def test_pretrained_backbone_initialises_metric_learning(tree: Path, tmp_path: P
 
 
 def test_simulated_camera_pretraining(tmp_path: Path) -> None:
-    pytest.importorskip("osma_cli.data.camera_sim")
     from osma_cli.training.config import PretrainConfig
     from osma_cli.training.pretrain import pretrain
 
@@ -164,6 +175,16 @@ def test_train_and_pretrain_commands(tree: Path, tmp_path: Path) -> None:
 
     result = runner.invoke(app, [str(a) for a in ["train", tree, "--out", tmp_path / "w.safetensors", *common]])
     assert result.exit_code == EXIT_USAGE and "exists" in result.output
+
+    result = runner.invoke(app, [str(a) for a in ["train", tree, "--out", tmp_path / "aug.safetensors",
+                                                  "--augment", "resize:0.75", "--augment", "jpeg:50", *common]])
+    assert result.exit_code == EXIT_OK, result.output
+    assert read_meta(tmp_path / "aug.safetensors").recipe["augmentation"]["perturbations"] == ["resize:0.75",
+                                                                                               "jpeg:50"]
+    result = runner.invoke(app, [str(a) for a in ["train", tree, "--out", tmp_path / "bad.safetensors",
+                                                  "--augment", "resize:2", *common]])
+    assert result.exit_code == EXIT_USAGE and "resize:2" in " ".join(result.output.split())
+    assert not (tmp_path / "bad.safetensors").exists()
     for name in ("train", "pretrain"):
         assert runner.invoke(app, [name, "--help"]).exit_code == 0
 
