@@ -23,11 +23,12 @@ import numpy as np
 
 from osma_cli.attribution import Attribution, ClassifierScorer, ReferenceScorer, Scorer, attribute_embeddings
 from osma_cli.cache import EmbeddingCache, embed_with_cache
-from osma_cli.calibration import DEFAULT_ACCEPTANCE, CalibrationCost, leave_one_out_scores, threshold_for_acceptance
+from osma_cli.calibration import DEFAULT_ACCEPTANCE, CalibrationCost
 from osma_cli.classifier import require_embedding_model, save_classifier_threshold
 from osma_cli.data import class_folders
 from osma_cli.data.files import file_sha256
 from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
+from osma_cli.enrolment import enroll_classes
 from osma_cli.errors import DataError, ReferenceStoreError, TooFewReadable, UsageError
 from osma_cli.home import refuse_shipped
 from osma_cli.references import (
@@ -180,19 +181,9 @@ def _build_regime(embedder: Embedder, root: Path | str, names: list[str], every:
         raise TooFewReadable(f"{root}: too few readable images for {', '.join(short)}",
                              unreadable=_unreadable(failures),
                              hint="fix or replace the unreadable files listed above")
-    embeddings = np.stack([it.vector for it in good])
     store = ReferenceStore.for_weights(embedder.meta, rule)
-    for i, name in enumerate(names):
-        mine = good_labels == i
-        store.enroll(name, embeddings[mine], image_sha256=[d for d, m in zip(digests, mine) if m],
-                     command=command, event="build")
-    loo = leave_one_out_scores(embeddings, good_labels, store.rule)
-    loo = loo[np.isfinite(loo)]
-    if loo.size:
-        store.set_threshold(Threshold(
-            value=threshold_for_acceptance(loo, acceptance),
-            method=f"provisional: {store.rule.held_out_method()} scores of the build images",
-            target=acceptance, n_images=int(loo.size), chosen=now_iso()), command=command)
+    enroll_classes(store, names, np.stack([it.vector for it in good]), good_labels, acceptance=acceptance,
+                   images="build images", image_sha256=digests, command=command)
     return store, BuildResult(store=store, failures=failures, repeated=repeated, damaged=with_warnings(good))
 
 

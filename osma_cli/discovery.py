@@ -22,7 +22,7 @@ import numpy as np
 
 from osma_cli.attribution import UNKNOWN
 from osma_cli.defaults import DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS, DISCOVERY_MIN_CLUSTER_SIZE
-from osma_cli.embed import Embedder, EmbedOptions
+from osma_cli.embed import Embedder, EmbedOptions, stack_vectors
 from osma_cli.errors import UsageError
 from osma_cli.references import ReferenceStore
 from osma_cli.regime_store import AnyStore, RegimeStores
@@ -222,7 +222,7 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
         else:
             single = store
         dim = single.embedding_dim
-        embeddings = np.stack([item.vector for item in items]) if items else np.zeros((0, dim))
+        embeddings = stack_vectors(items, dim)
         if method == AGGLOMERATIVE:
             result.distance_cuts[name] = distance_cut(single, cut_scale)
         clusters, rest, ids = group_unknowns(embeddings, [item.path for item in items], single, regime=name,
@@ -233,6 +233,6 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
         known = accepted.get(name, [])
         result.views.append(SpaceView(
             regime=name, store=single,
-            accepted=np.stack([item.vector for item in known]) if known else np.zeros((0, dim)),
+            accepted=stack_vectors(known, dim),
             accepted_as=accepted_as.get(name, []), unknown=embeddings, labels=ids))
     return result

@@ -23,6 +23,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -279,12 +280,32 @@ def regime_feature_identity(identity: str, regime: Regime) -> str:
     return hashlib.sha256(f"{identity}\0reencoded-jpeg\0{regime.jpeg_quality}".encode()).hexdigest()
 
 
-def embed_all(embedder: Embedder, paths: Sequence[Path], **kwargs) -> tuple[np.ndarray, list[EmbeddedImage]]:
-    """Embed a list of files; returns (embeddings of the good ones, the failures)."""
+class HasVector(Protocol):
+    """An embedded image or an attribution: anything that carries its vector."""
+
+    @property
+    def vector(self) -> np.ndarray: ...
+
+
+def split_embedded(items: Iterable[EmbeddedImage], width: int
+                   ) -> tuple[list[EmbeddedImage], np.ndarray, list[EmbeddedImage]]:
+    """The images that have a vector, their vectors stacked (``(0, width)`` when none), and
+    the failures: the one "drop failures, stack" step of every caller that embeds a list."""
     good: list[EmbeddedImage] = []
     bad: list[EmbeddedImage] = []
-    for item in embedder.embed_files(paths, **kwargs):
+    for item in items:
         (good if item.ok else bad).append(item)
-    matrix = (np.stack([g.vector for g in good]) if good
-              else np.zeros((0, embedder.embedding_dim), dtype=np.float32))
+    return good, stack_vectors(good, width), bad
+
+
+def stack_vectors(items: Sequence[HasVector], width: int) -> np.ndarray:
+    """``(len(items), width)``: each item's vector a row; ``(0, width)`` float32 for none."""
+    if not items:
+        return np.zeros((0, width), dtype=np.float32)
+    return np.stack([item.vector for item in items])
+
+
+def embed_all(embedder: Embedder, paths: Sequence[Path], **kwargs) -> tuple[np.ndarray, list[EmbeddedImage]]:
+    """Embed a list of files; returns (embeddings of the good ones, the failures)."""
+    _, matrix, bad = split_embedded(embedder.embed_files(paths, **kwargs), embedder.embedding_dim)
     return matrix, bad

@@ -132,6 +132,9 @@ def test_cli_train_with_augment_reports_it_and_refuses_bad_specs(tmp_path):
                     "--augment", "resize:2")
     assert result.exit_code == EXIT_USAGE
     assert "resize:2" in " ".join(result.stderr.split()) and not (tmp_path / "b.safetensors").exists()
-    result = invoke("train", data, "--out", tmp_path / "c.safetensors", "--augment", "jpeg:90")
-    assert result.exit_code == EXIT_USAGE and "--augment" in " ".join(result.stderr.split())
+    # metric learning takes --augment too (tests/training/test_metric.py), not the descriptor's options
+    result = invoke("train", data, "--out", tmp_path / "c.safetensors", "--augment", "jpeg:90",
+                    "--jpeg-regimes", "90")
+    assert result.exit_code == EXIT_USAGE and "--jpeg-regimes" in " ".join(result.stderr.split())
+    assert not (tmp_path / "c.safetensors").exists()
 

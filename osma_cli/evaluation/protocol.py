@@ -32,7 +32,7 @@ import numpy as np
 from osma_cli.attribution import ClassifierScorer
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
-from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions
+from osma_cli.embed import EmbeddedImage, Embedder, EmbedOptions, split_embedded
 from osma_cli.errors import DataError, UsageError
 from osma_cli.evaluation.metrics import OpenSetReport, evaluate_open_set
 from osma_cli.evaluation.sources import BenchmarkSplit, LabeledImage
@@ -87,14 +87,11 @@ class BenchmarkRun:
 def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: EmbeddingCache | None,
                options: EmbedOptions, advance: Callable[[int], None], *,
                features_only: bool = False) -> EmbeddedPart:
-    items = list(embed_with_cache(embedder, [im.path for im in images], cache, features_only=features_only,
-                                  on_progress=advance, **options.kwargs()))
-    good = [it for it in items if it.ok]
-    width = embedder.feature_dim if features_only else embedder.embedding_dim
-    vectors = (np.stack([it.vector for it in good]) if good
-               else np.zeros((0, width), dtype=np.float32))
-    return EmbeddedPart(images=[images[it.index] for it in good], embeddings=vectors,
-                        failures=[it for it in items if not it.ok])
+    items = embed_with_cache(embedder, [im.path for im in images], cache, features_only=features_only,
+                             on_progress=advance, **options.kwargs())
+    good, vectors, failures = split_embedded(items, embedder.feature_dim if features_only
+                                             else embedder.embedding_dim)
+    return EmbeddedPart(images=[images[it.index] for it in good], embeddings=vectors, failures=failures)
 
 
 def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions = EmbedOptions(),

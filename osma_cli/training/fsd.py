@@ -30,7 +30,7 @@ from osma_cli.api import shared_progress
 from osma_cli.cache import EmbeddingCache, embed_with_cache
 from osma_cli.data import class_folders, iter_image_files, load_rgb
 from osma_cli.data.perturb import Perturbation
-from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.embed import EmbeddedImage, Embedder, split_embedded
 from osma_cli.errors import DataError, ImageError
 from osma_cli.nets import get_model
 from osma_cli.nets.fsd import FSDDescriptor
@@ -127,8 +127,8 @@ def describe_folders(embedder: Embedder, data: Path, *, batch_size: int, workers
     originals = items[:len(paths)]
     if not any(it.ok for it in originals):
         raise DataError(f"{data}: no readable images")
-    good = [it for it in items if it.ok]
-    return DescribedFolders(features=np.stack([it.embedding for it in good]).astype(np.float64),
+    good, features, _ = split_embedded(items, embedder.feature_dim)
+    return DescribedFolders(features=features.astype(np.float64),
                             labels=labels[[it.index for it in good]], classes=list(folders),
                             failures=[it for it in originals if not it.ok],
                             n_images=sum(it.ok for it in originals))

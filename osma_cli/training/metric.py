@@ -31,14 +31,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
-
-from osma_cli.calibration import DEFAULT_ACCEPTANCE, leave_one_out_scores, threshold_for_acceptance
+from osma_cli.calibration import DEFAULT_ACCEPTANCE
 from osma_cli.data import default_workers
 from osma_cli.data.training_sets import LabeledFiles, balanced_indices
 from osma_cli.embed import EmbeddedImage, Embedder
+from osma_cli.enrolment import enroll_classes
 from osma_cli.errors import UsageError
-from osma_cli.references import ReferenceStore, Threshold, now_iso, validate_name
+from osma_cli.references import ReferenceStore, validate_name
 from osma_cli.runtime import seed_everything
 from osma_cli.training.config import TrainConfig, TrainResult, check_output_paths
 from osma_cli.training.data import TrainingData, files_digest, load_data, reference_sample
@@ -60,14 +59,8 @@ def build_training_references(embedder: Embedder, files: LabeledFiles, *, batch_
     """A reference store of the training classes (as ``osma build`` makes one, provisional tau)."""
     embeddings, labels, failures = embed_labeled(embedder, files, batch_size=batch_size, workers=workers)
     store = ReferenceStore.for_weights(embedder.meta)
-    for k, name in enumerate(files.class_names):
-        store.enroll(name, embeddings[labels == k])
-    loo = leave_one_out_scores(embeddings, labels)
-    loo = loo[np.isfinite(loo)]
-    if loo.size:
-        store.set_threshold(Threshold(value=threshold_for_acceptance(loo, acceptance),
-                                      method="provisional: leave-one-out scores of the training images",
-                                      target=acceptance, n_images=int(loo.size), chosen=now_iso()))
+    enroll_classes(store, files.class_names, embeddings, labels, acceptance=acceptance, images="training images",
+                   event=None)
     return store, failures
 
 
