@@ -11,6 +11,7 @@ without loading them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 # --------------------------------------------------------------------------- training (docs/training.md)
 
@@ -107,7 +108,15 @@ DETECTOR_HELD_OUT = 0.2
 """Share of the real photos (whole sub-folders) held out to calibrate the detector."""
 DEFAULT_COPIES = ("resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
 """The re-saved copies the shipped detector is fitted with (docs/detection.md says why)."""
-DEFAULT_MIXTURE = {"pca_dim": 64, "components": 4, "covariance": "full"}
+class MixtureDefaults(TypedDict):
+    """The detector's mixture settings (``DetectorConfig``'s and ``osma train``'s options)."""
+
+    pca_dim: int
+    components: int
+    covariance: str
+
+
+DEFAULT_MIXTURE: MixtureDefaults = {"pca_dim": 64, "components": 4, "covariance": "full"}
 """Chosen on selection data only (`scripts/detector_figures.py --select`, docs/detection.md)."""
 
 

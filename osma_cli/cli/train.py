@@ -337,7 +337,7 @@ def train_descriptor(data: Path | None, out: Path, photos: Path | None, descript
     with output.progress_bar("describing", None) as advance:
         result = fit_fsd(config, on_progress=advance)
     for item in result.failures:
-        output.warn(f"skipped {output.escape(item.error)}")
+        output.warn(f"skipped {output.escape(item.error or '')}")  # a failure: never None
     steps = result.projection.steps
     summary_record = {"out": str(out), "kind": "descriptor", "sha256": result.meta.sha256,
                       "filters": result.meta.recipe["filters"], "n_photos": result.n_photos,

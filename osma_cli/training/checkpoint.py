@@ -74,7 +74,9 @@ def has_checkpoint(directory: Path | str) -> bool:
 
 def capture_rng() -> dict:
     """The global generators' states: torch (CPU, every CUDA device), numpy, Python."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # legacy=True: a tuple for MT19937, a dict for another bit generator
+    if not isinstance(np_state, tuple):  # only after np.random.set_bit_generator, which osma never calls
+        raise CheckpointError("numpy's global generator is not MT19937: its state cannot be saved")
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,9 +72,16 @@ class DescriptorResult:
     projections: dict[str, Projection] = field(default_factory=dict)
 
 
+def _fsd_model(**settings: Any) -> FSDDescriptor:
+    """``get_model("fsd", ...)`` (its errors for bad settings), typed as the descriptor it builds."""
+    model = get_model("fsd", **settings)
+    assert isinstance(model, FSDDescriptor)  # the builder registered as "fsd" returns one
+    return model
+
+
 def raw_descriptor(settings: dict, photos: Path | None = None) -> tuple[FSDDescriptor, int]:
     """The unprojected extractor, its filters learned on ``photos`` when given; (model, photos used)."""
-    model = get_model("fsd", **{**settings, "projected": False})
+    model = _fsd_model(**{**settings, "projected": False})
     if photos is None:
         return model, 0
     used = 0
@@ -159,16 +167,17 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
         raise DataError(f"{config.data}: the regimes' projections have different widths {sorted(widths)}",
                         hint="set the projection's dimension explicitly")
     settings = {**raw.settings, "projected": True, "jpeg_regimes": list(config.jpeg_regimes)}
-    model = get_model("fsd", **{**settings, "embedding_dim": projection.output_dim})
+    model = _fsd_model(**{**settings, "embedding_dim": projection.output_dim})
     with torch.no_grad():
         model.filters.copy_(raw.filters.cpu())
     for regime in regimes:
         fitted = projections[regime.name]
         model.set_projection(torch.tensor(fitted.mean), torch.tensor(fitted.matrix), regime.jpeg_quality)
-    recipe = {"method": "fsd", "filters": "learned" if n_photos else "fixed",
-              "filter_photos": None if config.photos is None else str(config.photos), "n_photos": n_photos,
-              "data": {"root": str(config.data), "classes": classes, "n_images": lossless.n_images},
-              "projection": {**config.projection, "fitted": projection.steps}}
+    recipe: dict[str, Any] = {
+        "method": "fsd", "filters": "learned" if n_photos else "fixed",
+        "filter_photos": None if config.photos is None else str(config.photos), "n_photos": n_photos,
+        "data": {"root": str(config.data), "classes": classes, "n_images": lossless.n_images},
+        "projection": {**config.projection, "fitted": projection.steps}}
     if config.augment:
         recipe[RECIPE_KEY] = [p.spec for p in config.augment]
     if config.jpeg_regimes:

@@ -96,7 +96,8 @@ def split_held_out(groups: Sequence[str], share: float, seed: int) -> np.ndarray
     counts = {g: 0 for g in names}
     for g in groups:
         counts[g] += 1
-    wanted, chosen, taken = share * len(groups), set(), 0
+    wanted, taken = share * len(groups), 0
+    chosen: set[str] = set()
     for g in names:
         if taken >= wanted or len(chosen) == len(names) - 1:
             break
@@ -143,12 +144,14 @@ def describe_photos(embedder: Embedder, paths: Sequence[Path], copies: Sequence[
             if i in found[j]:
                 vector = found[j][i]
             else:
+                assert pixels is not None  # decoded above: not every copy of photo i was cached
                 crop = extract_crops(copy.apply(pixels), embedder.crop_size, 1, small="keep")
                 if min(crop.shape[-2:]) < minimum:
                     continue
                 vector = embedder.features_of_crops(torch.from_numpy(crop)).cpu().numpy()[0]
-                if keys[i] is not None:
-                    fresh[j][0].append(keys[i])
+                key = keys[i]
+                if key is not None:
+                    fresh[j][0].append(key)
                     fresh[j][1].append(vector)
             rows.append(np.asarray(vector, dtype=np.float64))
             photo.append(i)
@@ -201,12 +204,13 @@ def train_detector(config: DetectorConfig, on_progress: Callable[[int], None] | 
                             seed=config.seed)
     accepted = acceptance_by_copy(detector, described, held)
     held_groups = sorted({g for g, h in zip(groups, held) if h})
+    n_fit, n_held_out = int((readable & ~held).sum()), int((readable & held).sum())
     recipe = {"method": "fsd-detector", "real": str(config.real), "copies": [c.name for c in copies],
               "held_out_share": config.held_out, "seed": config.seed,
-              "n_fit_photos": int((readable & ~held).sum()), "n_held_out_photos": int((readable & held).sum()),
+              "n_fit_photos": n_fit, "n_held_out_photos": n_held_out,
               "held_out_groups": held_groups, "n_unreadable": len(described.failures),
               "window": embedder.crop_size, "crops": "one centred window, unpadded (as the descriptor's embedder)"}
     meta = save_detector(config.out, detector, recipe=recipe, metrics={"held_out_acceptance": accepted})
-    return DetectorResult(detector=detector, meta=meta, n_fit_photos=recipe["n_fit_photos"],
-                          n_held_out_photos=recipe["n_held_out_photos"], held_out_groups=held_groups,
+    return DetectorResult(detector=detector, meta=meta, n_fit_photos=n_fit,
+                          n_held_out_photos=n_held_out, held_out_groups=held_groups,
                           acceptance_by_copy=accepted, failures=described.failures)

@@ -71,12 +71,17 @@ class BaseDistance:
         return f"{type(self).__name__}(normalize_embeddings={self.normalize_embeddings})"
 
 
+def _squared_l2(x: Tensor, y: Tensor) -> Tensor:
+    """The (N, M) squared Euclidean distances, floored at 0 (rounding can make them negative)."""
+    sq = (x * x).sum(1, keepdim=True) - 2.0 * x @ y.T + (y * y).sum(1)[None, :]
+    return sq.clamp_min(0.0)
+
+
 class SquaredL2Distance(BaseDistance):
     """``||x - y||^2`` (on normalised vectors by default: ``2 - 2 cos``, in [0, 4])."""
 
     def compute_mat(self, x: Tensor, y: Tensor) -> Tensor:
-        sq = (x * x).sum(1, keepdim=True) - 2.0 * x @ y.T + (y * y).sum(1)[None, :]
-        return sq.clamp_min(0.0)
+        return _squared_l2(x, y)
 
 
 class L2Distance(BaseDistance):
@@ -87,7 +92,7 @@ class L2Distance(BaseDistance):
         super().__init__(normalize_embeddings=normalize_embeddings)
 
     def compute_mat(self, x: Tensor, y: Tensor) -> Tensor:
-        return SquaredL2Distance.compute_mat(self, x, y).clamp_min(1e-12).sqrt()
+        return _squared_l2(x, y).clamp_min(1e-12).sqrt()
 
 
 class CosineSimilarity(BaseDistance):

@@ -24,7 +24,7 @@ same names), and puts the original layers back on exit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -55,6 +55,14 @@ def pooled_sum(tensor: Tensor, group: Any = None) -> Tensor:
 
 class GlobalBatchNorm(nn.Module):
     """A batch-norm layer whose training statistics are those of every process's share together."""
+
+    # plain's own tensors, declared so that they are typed as the layer's (not Module.__getattr__'s)
+    _plain: _BatchNorm
+    weight: Tensor | None
+    bias: Tensor | None
+    running_mean: Tensor | None
+    running_var: Tensor | None
+    num_batches_tracked: Tensor | None
 
     def __init__(self, plain: _BatchNorm, group: Any) -> None:
         super().__init__()
@@ -89,13 +97,16 @@ class GlobalBatchNorm(nn.Module):
         var = pooled_sum((centred * centred).sum(dims), self.group) / count
         y = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.weight is not None:
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
-        if self.running_mean is not None:
-            self._update_running(mean.detach(), var.detach(), count)
+            y = y * self.weight.reshape(shape)
+        if self.bias is not None:  # None with a weight too: BatchNorm*(..., bias=False)
+            y = y + self.bias.reshape(shape)
+        if self.running_mean is not None and self.running_var is not None:
+            self._update_running(self.running_mean, self.running_var, mean.detach(), var.detach(), count)
         return y.to(x.dtype)
 
     @torch.no_grad()
-    def _update_running(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+    def _update_running(self, running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor,
+                        count: Tensor) -> None:
         """As ``nn.BatchNorm*`` does: exponential (or cumulative) average, unbiased variance."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.num_batches_tracked is not None:
@@ -103,13 +114,13 @@ class GlobalBatchNorm(nn.Module):
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
         unbiased = var * (count / (count - 1).clamp_min(1))
-        self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
-        self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+        running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
+        running_var.mul_(1 - factor).add_(unbiased.to(running_var.dtype), alpha=factor)
 
 
-def _swap(module: nn.Module, make: Any) -> list[tuple[nn.Module, str, nn.Module]]:
+def _swap(module: nn.Module, make: Callable[[_BatchNorm], nn.Module]) -> list[tuple[nn.Module, str, _BatchNorm]]:
     """Replace every batch-norm descendant of ``module``; returns (parent, name, original)."""
-    swapped = []
+    swapped: list[tuple[nn.Module, str, _BatchNorm]] = []
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, _BatchNorm):

@@ -9,6 +9,7 @@ statistics, so the weights must agree to float32 rounding. Compared here: the lo
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -163,6 +164,32 @@ def test_without_a_process_group_the_layer_is_plain_batch_norm() -> None:
     torch.testing.assert_close(plain.running_var, reference.running_var)
     layer.eval()
     torch.testing.assert_close(layer(x), reference.eval()(x))
+
+
+
+def test_pooled_batch_norm_with_a_weight_and_no_bias(tmp_path: Path) -> None:
+    """A layer with a scale but no shift (``BatchNorm2d(..., bias=False)`` in recent torch) pools too.
+
+    One process in a group of one: the pooled statistics are the batch's own, so the layer must
+    give what the plain layer gives (it used to add the missing bias and fail).
+    """
+    torch.manual_seed(0)
+    plain = nn.BatchNorm2d(4)
+    plain.register_parameter("bias", None)  # what bias=False builds, on every supported torch
+    nn.init.uniform_(plain.weight, 0.5, 2.0)
+    reference = copy.deepcopy(plain)
+    x = torch.randn(6, 4, 5, 5) * 3 + 1
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        net = nn.Sequential(plain)
+        with synchronised_batch_norm(net):
+            assert isinstance(net[0], GlobalBatchNorm)
+            y = net(x)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(y, reference(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain.running_mean, reference.running_mean)
+    torch.testing.assert_close(plain.running_var, reference.running_var)
 
 
 # --------------------------------------------------------------------------- the command
