@@ -82,9 +82,17 @@ def main() -> None:
 
         torch.manual_seed(0)
         model = get_model(args.arch)
-        meta = save_weights(tmp / "model.safetensors", model,
-                            WeightsMeta(architecture=args.arch, embedding_dim=model.embedding_dim,
-                                        crop_size=args.crop, l2_normalize=True, arch_kwargs={}))
+        meta = save_weights(
+            tmp / "model.safetensors",
+            model,
+            WeightsMeta(
+                architecture=args.arch,
+                embedding_dim=model.embedding_dim,
+                crop_size=args.crop,
+                l2_normalize=True,
+                arch_kwargs={},
+            ),
+        )
         model, meta = load_weights(tmp / "model.safetensors")
         embedder = Embedder(model, meta, torch.device(args.device))
         store = ReferenceStore.for_weights(meta)
@@ -106,26 +114,46 @@ def main() -> None:
 
         options = EmbedOptions(batch_size=args.batch_size, workers=args.workers)
         t0 = time.perf_counter()
-        n_done = sum(1 for r in attribute_files(embedder, store, paths, threshold=2.0, options=options)
-                     if r.error is None)
+        n_done = sum(
+            1 for r in attribute_files(embedder, store, paths, threshold=2.0, options=options) if r.error is None
+        )
         pipeline_s = time.perf_counter() - t0
         assert n_done == args.n
 
-        result = {"n_images": args.n, "arch": args.arch, "crop": args.crop,
-                  "batch_size": args.batch_size, "device": args.device,
-                  "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                  "forward_only_img_s": args.n / forward_s,
-                  "pipeline_img_s": args.n / pipeline_s,
-                  "ratio": forward_s / pipeline_s}
+        result = {
+            "n_images": args.n,
+            "arch": args.arch,
+            "crop": args.crop,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "forward_only_img_s": args.n / forward_s,
+            "pipeline_img_s": args.n / pipeline_s,
+            "ratio": forward_s / pipeline_s,
+        }
         if not args.skip_cli:
             for n in (args.n // 4, args.n):
                 subset = tmp / f"subset{n}"
                 subset.mkdir()
                 for p in paths[:n]:
                     os.link(p, subset / p.name)
-                cmd = [sys.executable, "-m", "osma_cli", "attribute", "--json", str(subset),
-                       "--model", str(tmp / "model.safetensors"), "--refs", str(tmp / "refs.h5"),
-                       "--device", args.device, "--batch-size", str(args.batch_size)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "osma_cli",
+                    "attribute",
+                    "--json",
+                    str(subset),
+                    "--model",
+                    str(tmp / "model.safetensors"),
+                    "--refs",
+                    str(tmp / "refs.h5"),
+                    "--device",
+                    args.device,
+                    "--batch-size",
+                    str(args.batch_size),
+                ]
                 wall, rss = peak_rss_mb_of_command(cmd)
                 result[f"cli_{n}_wall_s"] = wall
                 result[f"cli_{n}_img_s"] = n / wall

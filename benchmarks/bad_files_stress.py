@@ -47,10 +47,10 @@ def make(kind: str, good: dict[str, bytes], rng: random.Random) -> tuple[str, by
     """(suffix, bytes) of one file of ``kind``."""
     if kind == "truncated-png":
         data = good["png"]
-        return ".png", data[:rng.randrange(8, len(data) - 1)]
+        return ".png", data[: rng.randrange(8, len(data) - 1)]
     if kind == "truncated-jpg":
         data = good["jpg"]
-        return ".jpg", data[:rng.randrange(4, len(data) - 1)]
+        return ".jpg", data[: rng.randrange(4, len(data) - 1)]
     if kind in ("bitflip-png", "bitflip-jpg"):
         data = bytearray(good[kind[-3:]])
         for _ in range(rng.randrange(1, 6)):
@@ -89,8 +89,21 @@ def make(kind: str, good: dict[str, bytes], rng: random.Random) -> tuple[str, by
     raise ValueError(kind)
 
 
-KINDS = ("truncated-png", "truncated-jpg", "bitflip-png", "bitflip-jpg", "empty", "random-bytes", "text",
-         "huge-header", "tiny", "png16", "palette", "cmyk", "gif")
+KINDS = (
+    "truncated-png",
+    "truncated-jpg",
+    "bitflip-png",
+    "bitflip-jpg",
+    "empty",
+    "random-bytes",
+    "text",
+    "huge-header",
+    "tiny",
+    "png16",
+    "palette",
+    "cmyk",
+    "gif",
+)
 
 
 def main() -> None:

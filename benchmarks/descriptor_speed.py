@@ -30,9 +30,16 @@ def measure(model: str, images: list[str], device: str, batch_size: int) -> dict
     start = time.perf_counter()
     n = sum(1 for item in embedder.embed_files(images, batch_size=batch_size) if item.ok)
     seconds = time.perf_counter() - start
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "peak_rss_mib": peak / 1024,
-            "device": str(embedder.device), "kind": embedder.meta.kind, "crop": embedder.crop_size}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "images": n,
+        "seconds": seconds,
+        "images_per_s": n / seconds,
+        "peak_rss_mib": peak / 1024,
+        "device": str(embedder.device),
+        "kind": embedder.meta.kind,
+        "crop": embedder.crop_size,
+    }
 
 
 def main() -> None:
@@ -46,20 +53,41 @@ def main() -> None:
     args = parser.parse_args()
     from osma_cli.data import iter_image_files
 
-    files = [str(p) for p in sorted(iter_image_files([args.images]))][:args.n]
+    files = [str(p) for p in sorted(iter_image_files([args.images]))][: args.n]
     if args.child:
         print(json.dumps(measure(args.child, files, args.device, args.batch_size)))
         return
     results = {}
     for spec in args.model:
         label, _, path = spec.partition("=")
-        out = subprocess.run([sys.executable, __file__, "--model", spec, "--images", str(args.images), "--n",
-                              str(args.n), "--device", args.device, "--batch-size", str(args.batch_size),
-                              "--child", path], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--model",
+                spec,
+                "--images",
+                str(args.images),
+                "--n",
+                str(args.n),
+                "--device",
+                args.device,
+                "--batch-size",
+                str(args.batch_size),
+                "--child",
+                path,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[label] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[label]
-        print(f"{label}: {r['images']} images in {r['seconds']:.1f} s = {r['images_per_s']:.1f} images/s, "
-              f"peak {r['peak_rss_mib']:.0f} MiB ({r['kind']}, {r['crop']} px, {r['device']})", flush=True)
+        print(
+            f"{label}: {r['images']} images in {r['seconds']:.1f} s = {r['images_per_s']:.1f} images/s, "
+            f"peak {r['peak_rss_mib']:.0f} MiB ({r['kind']}, {r['crop']} px, {r['device']})",
+            flush=True,
+        )
     labels = list(results)
     if len(labels) == 2:
         a, b = (results[k]["images_per_s"] for k in labels)

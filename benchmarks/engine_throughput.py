@@ -111,10 +111,19 @@ def run_engine(args: argparse.Namespace) -> None:
         result["ray_start_s"] = time.perf_counter() - t0
         actors: dict[int, float] = {}
         t0 = time.perf_counter()
-        records = timed(attribute_files_ray(weights, store_path, paths, device=args.device, threshold=tau,
-                                            options=options,
-                                            on_worker_report=lambda r: actors.__setitem__(
-                                                r.pid, max(r.peak_rss_mb, actors.get(r.pid, 0.0)))), t0, result)
+        records = timed(
+            attribute_files_ray(
+                weights,
+                store_path,
+                paths,
+                device=args.device,
+                threshold=tau,
+                options=options,
+                on_worker_report=lambda r: actors.__setitem__(r.pid, max(r.peak_rss_mb, actors.get(r.pid, 0.0))),
+            ),
+            t0,
+            result,
+        )
         result["attribute_s"] = time.perf_counter() - t0
         result["actors"] = len(actors)
         result["actor_peak_rss_mb"] = sorted(round(v, 1) for v in actors.values())
@@ -141,7 +150,8 @@ def same_records(a: list, b: list) -> list[str]:
         elif x.attribution is not None:
             p, q = x.attribution, y.attribution
             if (p.candidate, p.verdict) != (q.candidate, q.verdict) or not math.isclose(
-                    p.score, q.score, rel_tol=1e-5, abs_tol=1e-6):
+                p.score, q.score, rel_tol=1e-5, abs_tol=1e-6
+            ):
                 problems.append(f"{x.path}: {p.candidate} {p.verdict} {p.score} vs {q.candidate} {q.verdict} {q.score}")
     return problems
 
@@ -168,17 +178,35 @@ def main() -> None:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
         paths = make_jpegs(tmp / "images", args.n)
-        print(f"made {args.n} JPEGs in {time.perf_counter() - t0:.1f}s; model {weights}, store {store_path}",
-              file=sys.stderr)
+        print(
+            f"made {args.n} JPEGs in {time.perf_counter() - t0:.1f}s; model {weights}, store {store_path}",
+            file=sys.stderr,
+        )
         files = tmp / "files.txt"
         files.write_text("\n".join(str(p) for p in paths))
         results, records = {}, {}
         for engine in ("single", "ray"):
             out = tmp / f"{engine}.pkl"
-            cmd = [sys.executable, __file__, "--engine", engine, "--files", str(files), "--records", str(out),
-                   "--model", str(weights), "--refs", "-" if store_path is None else str(store_path),
-                   "--device", args.device, "--batch-size", str(args.batch_size),
-                   "--ray-cpus", str(args.ray_cpus)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--engine",
+                engine,
+                "--files",
+                str(files),
+                "--records",
+                str(out),
+                "--model",
+                str(weights),
+                "--refs",
+                "-" if store_path is None else str(store_path),
+                "--device",
+                args.device,
+                "--batch-size",
+                str(args.batch_size),
+                "--ray-cpus",
+                str(args.ray_cpus),
+            ]
             cmd += [] if args.workers is None else ["--workers", str(args.workers)]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -189,9 +217,16 @@ def main() -> None:
             with open(out, "rb") as handle:
                 records[engine] = pickle.load(handle)
         problems = same_records(records["single"], records["ray"])
-        summary = {"n_images": args.n, "model": str(weights), "device": args.device, "cpus": os.cpu_count(),
-                   "batch_size": args.batch_size, **results,
-                   "records_equal": not problems, "speedup": results["ray"]["img_s"] / results["single"]["img_s"]}
+        summary = {
+            "n_images": args.n,
+            "model": str(weights),
+            "device": args.device,
+            "cpus": os.cpu_count(),
+            "batch_size": args.batch_size,
+            **results,
+            "records_equal": not problems,
+            "speedup": results["ray"]["img_s"] / results["single"]["img_s"],
+        }
         print(json.dumps(summary, indent=2))
         if problems:
             raise SystemExit("the engines disagree:\n" + "\n".join(problems[:20]))

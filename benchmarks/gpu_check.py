@@ -72,13 +72,12 @@ def centre_crops(images: Sequence[torch.Tensor], crop: int) -> torch.Tensor:
     cut = []
     for image in images:
         top, left = (image.shape[1] - crop) // 2, (image.shape[2] - crop) // 2
-        cut.append(image[:, top:top + crop, left:left + crop])
+        cut.append(image[:, top : top + crop, left : left + crop])
     return torch.stack(cut)
 
 
 def decode_pillow(data: Sequence[bytes], crop: int, device: torch.device) -> torch.Tensor:
-    images = [torch.from_numpy(np.array(Image.open(io.BytesIO(item)).convert("RGB"))).permute(2, 0, 1)
-              for item in data]
+    images = [torch.from_numpy(np.array(Image.open(io.BytesIO(item)).convert("RGB"))).permute(2, 0, 1) for item in data]
     return centre_crops(images, crop)
 
 
@@ -90,8 +89,11 @@ def decode_nvjpeg(data: Sequence[bytes], crop: int, device: torch.device) -> tor
     return centre_crops(decode_jpegs(data, device=device), crop)
 
 
-DECODERS: dict[str, Decoder] = {"pillow": decode_pillow, "torchvision-cpu": decode_torchvision_cpu,
-                                "nvjpeg-cuda": decode_nvjpeg}
+DECODERS: dict[str, Decoder] = {
+    "pillow": decode_pillow,
+    "torchvision-cpu": decode_torchvision_cpu,
+    "nvjpeg-cuda": decode_nvjpeg,
+}
 
 
 def sync(device: torch.device) -> None:
@@ -112,7 +114,7 @@ class Timer:
 
 
 def batches_of(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def time_forward(embedder: Embedder, crops: torch.Tensor, batch_size: int, max_seconds: float) -> float:
@@ -134,8 +136,9 @@ def time_forward(embedder: Embedder, crops: torch.Tensor, batch_size: int, max_s
     return timer.images / timer.total
 
 
-def time_decode_then_forward(embedder: Embedder, jpegs: Sequence[bytes], decoder: Decoder, batch_size: int,
-                             max_seconds: float) -> dict:
+def time_decode_then_forward(
+    embedder: Embedder, jpegs: Sequence[bytes], decoder: Decoder, batch_size: int, max_seconds: float
+) -> dict:
     """Decode alone, and decode then forward batch by batch: images/s and the decode share."""
     device = embedder.device
     batches = batches_of(jpegs, batch_size)
@@ -156,13 +159,17 @@ def time_decode_then_forward(embedder: Embedder, jpegs: Sequence[bytes], decoder
         images += len(batch)
         if decode_s + forward_s >= max_seconds:
             break
-    return {"images": images, "decode_img_s": images / decode_s,
-            "decode_then_forward_img_s": images / (decode_s + forward_s),
-            "decode_share": decode_s / (decode_s + forward_s)}
+    return {
+        "images": images,
+        "decode_img_s": images / decode_s,
+        "decode_then_forward_img_s": images / (decode_s + forward_s),
+        "decode_share": decode_s / (decode_s + forward_s),
+    }
 
 
-def time_pipeline(embedder: Embedder, files: Sequence[Path], batch_size: int, workers: int,
-                  max_seconds: float) -> float:
+def time_pipeline(
+    embedder: Embedder, files: Sequence[Path], batch_size: int, workers: int, max_seconds: float
+) -> float:
     """Images/s of ``embed_files`` (Pillow in loader workers, overlapped with the model)."""
     list(embedder.embed_files(files[:batch_size], batch_size=batch_size, workers=workers))
     start, images = time.perf_counter(), 0
@@ -175,8 +182,16 @@ def time_pipeline(embedder: Embedder, files: Sequence[Path], batch_size: int, wo
     return images / (time.perf_counter() - start)
 
 
-def measure(models: dict[str, Embedder], jpegs: Sequence[bytes], *, batch_size: int,
-            decoders: Sequence[str], max_seconds: float, workers: int, folder: Path) -> dict:
+def measure(
+    models: dict[str, Embedder],
+    jpegs: Sequence[bytes],
+    *,
+    batch_size: int,
+    decoders: Sequence[str],
+    max_seconds: float,
+    workers: int,
+    folder: Path,
+) -> dict:
     """Every figure for every model; ``folder`` receives the JPEGs as files for the pipeline."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -187,14 +202,20 @@ def measure(models: dict[str, Embedder], jpegs: Sequence[bytes], *, batch_size: 
     figures: dict = {}
     for label, embedder in models.items():
         crops = decode_pillow(jpegs, embedder.crop_size, embedder.device)
-        entry: dict = {"architecture": embedder.meta.architecture, "crop": embedder.crop_size,
-                       "kind": embedder.meta.kind, "mixed_precision": embedder.mixed_precision,
-                       "forward_img_s": time_forward(embedder, crops, batch_size, max_seconds)}
+        entry: dict = {
+            "architecture": embedder.meta.architecture,
+            "crop": embedder.crop_size,
+            "kind": embedder.meta.kind,
+            "mixed_precision": embedder.mixed_precision,
+            "forward_img_s": time_forward(embedder, crops, batch_size, max_seconds),
+        }
         if embedder.mixed_precision:
             full = Embedder(embedder.model, embedder.meta, embedder.device, mixed_precision=False)
             entry["forward_float32_img_s"] = time_forward(full, crops, batch_size, max_seconds)
-        entry["decoders"] = {name: time_decode_then_forward(embedder, jpegs, DECODERS[name], batch_size, max_seconds)
-                             for name in decoders}
+        entry["decoders"] = {
+            name: time_decode_then_forward(embedder, jpegs, DECODERS[name], batch_size, max_seconds)
+            for name in decoders
+        }
         entry["pipeline_img_s"] = time_pipeline(embedder, files, batch_size, workers, max_seconds)
         entry["pipeline_workers"] = workers
         figures[label] = entry
@@ -213,14 +234,18 @@ def default_models(device: torch.device) -> dict[str, Embedder]:
         label = f"{DEFAULT_MODEL} (shipped)"
     else:
         model = get_model(DEFAULT_MODEL)
-        meta = WeightsMeta(architecture=DEFAULT_MODEL, embedding_dim=model.embedding_dim, crop_size=256,
-                           l2_normalize=False, kind="descriptor")
+        meta = WeightsMeta(
+            architecture=DEFAULT_MODEL,
+            embedding_dim=model.embedding_dim,
+            crop_size=256,
+            l2_normalize=False,
+            kind="descriptor",
+        )
         shipped = Embedder(model, meta, device)
         label = f"{DEFAULT_MODEL} (fresh: no shipped weights)"
     torch.manual_seed(0)
     mislnet = get_model("mislnet")
-    meta = WeightsMeta(architecture="mislnet", embedding_dim=mislnet.embedding_dim, crop_size=256,
-                       l2_normalize=True)
+    meta = WeightsMeta(architecture="mislnet", embedding_dim=mislnet.embedding_dim, crop_size=256, l2_normalize=True)
     return {label: shipped, "mislnet-256 (fresh)": Embedder(mislnet, meta, device)}
 
 
@@ -228,8 +253,14 @@ def run_cuda_tests(timeout: float) -> dict:
     """``pytest -m cuda`` in a subprocess: its exit status and its last lines."""
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         status, tail = done.returncode, (done.stdout + done.stderr).strip().splitlines()[-12:]
     except subprocess.TimeoutExpired:
         status, tail = None, [f"timed out after {timeout:.0f} s"]
@@ -242,11 +273,15 @@ def table(figures: dict) -> str:
     for label, entry in figures.items():
         for k, (name, d) in enumerate(entry["decoders"].items()):
             forward = f"{entry['forward_img_s']:9.0f}" if k == 0 else " " * 9
-            lines.append(f"{label if k == 0 else '':<32} {forward} {name:<16} {d['decode_img_s']:9.0f} "
-                         f"{d['decode_then_forward_img_s']:9.0f} {100 * d['decode_share']:7.0f}%")
+            lines.append(
+                f"{label if k == 0 else '':<32} {forward} {name:<16} {d['decode_img_s']:9.0f} "
+                f"{d['decode_then_forward_img_s']:9.0f} {100 * d['decode_share']:7.0f}%"
+            )
         extra = f"  float32 forward {entry['forward_float32_img_s']:.0f}" if "forward_float32_img_s" in entry else ""
-        lines.append(f"{'':<32} pipeline (Pillow in {entry['pipeline_workers']} workers): "
-                     f"{entry['pipeline_img_s']:.0f} images/s{extra}")
+        lines.append(
+            f"{'':<32} pipeline (Pillow in {entry['pipeline_workers']} workers): "
+            f"{entry['pipeline_img_s']:.0f} images/s{extra}"
+        )
     lines.append("(images/s at 256 px; decode and dec+fwd in one process, batch by batch)")
     return "\n".join(lines)
 
@@ -268,27 +303,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     from osma_cli.runtime import resolve_device
 
     device = resolve_device("cuda")
-    report: dict = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__,
-                    "cuda": torch.version.cuda, "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "n_images": args.n, "batch_size": args.batch_size, "goal_img_s": GOAL_IMAGES_PER_S}
+    report: dict = {
+        "gpu": torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "n_images": args.n,
+        "batch_size": args.batch_size,
+        "goal_img_s": GOAL_IMAGES_PER_S,
+    }
     if not args.skip_tests:
         report["cuda_tests"] = run_cuda_tests(args.test_timeout)
-        print(f"cuda tests: {'passed' if report['cuda_tests']['passed'] else 'FAILED'} "
-              f"({report['cuda_tests']['seconds']:.0f} s)\n  " + "\n  ".join(report["cuda_tests"]["tail"]), flush=True)
+        print(
+            f"cuda tests: {'passed' if report['cuda_tests']['passed'] else 'FAILED'} "
+            f"({report['cuda_tests']['seconds']:.0f} s)\n  " + "\n  ".join(report["cuda_tests"]["tail"]),
+            flush=True,
+        )
     t0 = time.perf_counter()
     jpegs = make_jpegs(args.n)
     print(f"made {args.n} JPEGs in {time.perf_counter() - t0:.1f} s; measuring on {report['gpu']}", flush=True)
     workers = default_workers() if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:
-        report["models"] = measure(default_models(device), jpegs, batch_size=args.batch_size,
-                                   decoders=list(DECODERS), max_seconds=args.max_seconds, workers=workers,
-                                   folder=Path(tmp) / "images")
+        report["models"] = measure(
+            default_models(device),
+            jpegs,
+            batch_size=args.batch_size,
+            decoders=list(DECODERS),
+            max_seconds=args.max_seconds,
+            workers=workers,
+            folder=Path(tmp) / "images",
+        )
     best = max(max(d["decode_then_forward_img_s"] for d in e["decoders"].values()) for e in report["models"].values())
     report["best_end_to_end_img_s"] = best
     report["goal_met"] = best >= GOAL_IMAGES_PER_S
     print(table(report["models"]))
-    print(f"best decode+forward: {best:.0f} images/s (goal {GOAL_IMAGES_PER_S:.0f}: "
-          f"{'met' if report['goal_met'] else 'not met'})")
+    print(
+        f"best decode+forward: {best:.0f} images/s (goal {GOAL_IMAGES_PER_S:.0f}: "
+        f"{'met' if report['goal_met'] else 'not met'})"
+    )
     args.out.write_text(json.dumps(report, indent=2))
     print(f"figures written to {args.out}")
     return 0 if report.get("cuda_tests", {"passed": True})["passed"] else 1

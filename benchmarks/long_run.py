@@ -87,8 +87,11 @@ def main() -> None:
         out.unlink(missing_ok=True)
         t0 = time.perf_counter()
         at = killed_and_resumed(osma("attribute", images, "--out", out), out, 3, random.Random(args.seed), expected_s)
-        result["killed"] = {"records_at_each_kill": at, "identical": out.read_bytes() == reference,
-                            "total_wall_s": round(time.perf_counter() - t0, 1)}
+        result["killed"] = {
+            "records_at_each_kill": at,
+            "identical": out.read_bytes() == reference,
+            "total_wall_s": round(time.perf_counter() - t0, 1),
+        }
         print("killed", result["killed"], flush=True)
 
     if "shards" in steps:
@@ -99,9 +102,12 @@ def main() -> None:
             walls.append(run(osma("attribute", images, "--shard", f"{i}/2", "--out", part))[0])
         merged = work / "merged.jsonl"
         wall, _ = run(osma("merge", *parts, "--out", merged, "--inputs", images))
-        result["shards"] = {"records": [p.read_bytes().count(b"\n") for p in parts],
-                            "shard_wall_s": [round(w, 1) for w in walls], "merge_wall_s": round(wall, 1),
-                            "identical": merged.read_bytes() == reference}
+        result["shards"] = {
+            "records": [p.read_bytes().count(b"\n") for p in parts],
+            "shard_wall_s": [round(w, 1) for w in walls],
+            "merge_wall_s": round(wall, 1),
+            "identical": merged.read_bytes() == reference,
+        }
         print("shards", result["shards"], flush=True)
 
     if "cache" in steps:
@@ -119,10 +125,14 @@ def main() -> None:
         rescored.unlink(missing_ok=True)
         wall, rss = run(osma("attribute", images, "--from-cache", "--out", rescored), env)
         records = [json.loads(line) for line in rescored.read_text().splitlines()]
-        result["cache"] = {"fill_wall_s": round(fill_s, 1), "rescore_wall_s": round(wall, 1),
-                           "rescore_img_s": round(args.n / wall), "rescore_peak_rss_mb": round(rss),
-                           "rescored_ok": sum(r["status"] == "ok" for r in records),
-                           "now_newgan": sum(r["verdict"] == "newgan" for r in records)}
+        result["cache"] = {
+            "fill_wall_s": round(fill_s, 1),
+            "rescore_wall_s": round(wall, 1),
+            "rescore_img_s": round(args.n / wall),
+            "rescore_peak_rss_mb": round(rss),
+            "rescored_ok": sum(r["status"] == "ok" for r in records),
+            "now_newgan": sum(r["verdict"] == "newgan" for r in records),
+        }
         print("cache", result["cache"], flush=True)
     (work / "long_run.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

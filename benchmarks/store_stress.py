@@ -68,10 +68,16 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return not (self.unreadable or self.lost or self.unexpected or self.failed_runs
-                    or self.shipped_changed or self.temporaries_at_end
-                    or self.concurrent_landed != self.concurrent_started
-                    or self.seeded_landed != self.seeded_started)
+        return not (
+            self.unreadable
+            or self.lost
+            or self.unexpected
+            or self.failed_runs
+            or self.shipped_changed
+            or self.temporaries_at_end
+            or self.concurrent_landed != self.concurrent_started
+            or self.seeded_landed != self.seeded_started
+        )
 
 
 def save_tiny_model(path: Path) -> Path:
@@ -84,8 +90,17 @@ def save_tiny_model(path: Path) -> Path:
     torch.manual_seed(0)
     model = get_model("mislnet")
     crop = max(32, model.min_input_size)
-    save_weights(path, model, WeightsMeta(architecture="mislnet", embedding_dim=model.embedding_dim,
-                                          crop_size=crop, l2_normalize=False, arch_kwargs={}))
+    save_weights(
+        path,
+        model,
+        WeightsMeta(
+            architecture="mislnet",
+            embedding_dim=model.embedding_dim,
+            crop_size=crop,
+            l2_normalize=False,
+            arch_kwargs={},
+        ),
+    )
     return path
 
 
@@ -106,17 +121,37 @@ class Osma:
 
     def __init__(self, model: Path, home: Path, shipped: Path) -> None:
         self.model = model
-        self.env = {**os.environ, "OSMA_HOME": str(home), "OSMA_WEIGHTS_DIR": str(shipped),
-                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.env = {
+            **os.environ,
+            "OSMA_HOME": str(home),
+            "OSMA_WEIGHTS_DIR": str(shipped),
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
 
     def start(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "osma_cli", *args], env=self.env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "osma_cli", *args],
+            env=self.env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def enroll(self, folder: Path, name: str, refs: Path | None) -> subprocess.Popen:
         where = [] if refs is None else ["--refs", str(refs)]
-        return self.start("enroll", str(folder), "--name", name, "--model", str(self.model),
-                          "--workers", "0", "--device", "cpu", *where)
+        return self.start(
+            "enroll",
+            str(folder),
+            "--name",
+            name,
+            "--model",
+            str(self.model),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            *where,
+        )
 
 
 def kill_inside_write(proc: subprocess.Popen, folder: Path, timeout: float) -> bool:
@@ -164,8 +199,7 @@ def kill_phase(osma: Osma, store: Path, folders: list[Path], args, rng: random.R
         durations.append(time.perf_counter() - t0)
     typical = float(np.median(durations))
     lo, hi = (float(x) for x in args.window.split(","))
-    print(f"an uninterrupted enrolment takes {typical:.2f} s; killing after {lo:.2f}-{hi:.2f} of that",
-          file=sys.stderr)
+    print(f"an uninterrupted enrolment takes {typical:.2f} s; killing after {lo:.2f}-{hi:.2f} of that", file=sys.stderr)
     for i in range(args.kills):
         removable = sorted(present - {"base-a", "base-b"})
         removing = bool(removable) and rng.random() < 0.2
@@ -246,11 +280,16 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of concurrent enrolments.")
-    parser.add_argument("--window", default="0.4,1.1",
-                        help="Kill after this fraction range of an uninterrupted run's time.")
-    parser.add_argument("--targeted", type=float, default=0.5,
-                        help="Fraction of kills aimed at the write itself (sent when the writer's "
-                             "temporary file appears); the others after a random delay.")
+    parser.add_argument(
+        "--window", default="0.4,1.1", help="Kill after this fraction range of an uninterrupted run's time."
+    )
+    parser.add_argument(
+        "--targeted",
+        type=float,
+        default=0.5,
+        help="Fraction of kills aimed at the write itself (sent when the writer's "
+        "temporary file appears); the others after a random delay.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="Work here and keep it (default: a temporary folder).")
     args = parser.parse_args()
@@ -293,9 +332,13 @@ osma store stress ({elapsed:.0f} s, work folder {work})
   concurrent enrolments landed          {tally.concurrent_landed}/{tally.concurrent_started} ({args.rounds} rounds of {args.concurrent})
   first-use (seeding) enrolments landed {tally.seeded_landed}/{tally.seeded_started}, shipped store changed: {tally.shipped_changed}
   temporaries left at the end           {len(tally.temporaries_at_end)}""")  # noqa: E501 (a table: one line a row)
-    for label, items in (("unreadable", tally.unreadable), ("lost", tally.lost),
-                         ("unexpected", tally.unexpected), ("failed", tally.failed_runs),
-                         ("left", tally.temporaries_at_end)):
+    for label, items in (
+        ("unreadable", tally.unreadable),
+        ("lost", tally.lost),
+        ("unexpected", tally.unexpected),
+        ("failed", tally.failed_runs),
+        ("left", tally.temporaries_at_end),
+    ):
         for item in items[:10]:
             print(f"  {label}: {item}")
     if args.keep is None:

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int], None]
 
 
-
 @dataclass(frozen=True)
 class HashedFiles:
     """Files to enrol with the sha256 of their bytes, and how many were already enrolled."""
@@ -79,8 +78,9 @@ def hash_new_files(paths: Sequence[Path], known: Collection[str] = ()) -> Hashed
     return HashedFiles(paths=keep, hashes=hashes, already=already)
 
 
-def drop_repeats(good: list[EmbeddedImage], digests: list[str],
-                 groups: Sequence[int] | np.ndarray | None = None) -> tuple[list[EmbeddedImage], list[str], int]:
+def drop_repeats(
+    good: list[EmbeddedImage], digests: list[str], groups: Sequence[int] | np.ndarray | None = None
+) -> tuple[list[EmbeddedImage], list[str], int]:
     """Keep the first of embedded images with the same bytes (within the same ``groups`` value)."""
     seen, kept, kept_digests = set(), [], []
     for i, (item, digest) in enumerate(zip(good, digests)):
@@ -93,9 +93,14 @@ def drop_repeats(good: list[EmbeddedImage], digests: list[str],
     return kept, kept_digests, len(good) - len(kept)
 
 
-def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOptions,
-                 on_progress: ProgressCallback | None, cache: EmbeddingCache | None = None
-                 ) -> tuple[list[EmbeddedImage], list[str], list[EmbeddedImage]]:
+def embed_hashed(
+    embedder: Embedder,
+    files: HashedFiles,
+    *,
+    options: EmbedOptions,
+    on_progress: ProgressCallback | None,
+    cache: EmbeddingCache | None = None,
+) -> tuple[list[EmbeddedImage], list[str], list[EmbeddedImage]]:
     """(embedded images, their hashes, failures) in input order, through ``cache`` when given.
 
     A file that embedded but could not be hashed is a failure: its provenance is unknown.
@@ -108,8 +113,15 @@ def embed_hashed(embedder: Embedder, files: HashedFiles, *, options: EmbedOption
         if not item.ok:
             failures.append(item)
         elif digest is None:
-            failures.append(EmbeddedImage(index=item.index, path=item.path, embedding=None,
-                                          error="could not be read to compute its sha256", warnings=item.warnings))
+            failures.append(
+                EmbeddedImage(
+                    index=item.index,
+                    path=item.path,
+                    embedding=None,
+                    error="could not be read to compute its sha256",
+                    warnings=item.warnings,
+                )
+            )
         else:
             good.append(item)
             digests.append(digest)
@@ -126,11 +138,17 @@ class BuildResult:
     """Files used although they carry warnings (damage that still decoded; see ``decode``)."""
 
 
-def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOptions = EmbedOptions(),
-                     acceptance: float = DEFAULT_ACCEPTANCE, rule: OpenSetRule | None = None,
-                     cache: EmbeddingCache | None = None,
-                     on_progress: ProgressCallback | None = None,
-                     command: str | None = None) -> BuildResult:
+def build_references(
+    embedder: Embedder,
+    root: Path | str,
+    *,
+    options: EmbedOptions = EmbedOptions(),
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    rule: OpenSetRule | None = None,
+    cache: EmbeddingCache | None = None,
+    on_progress: ProgressCallback | None = None,
+    command: str | None = None,
+) -> BuildResult:
     """References from a folder tree (one sub-folder per generator), with a provisional tau.
 
     ``rule`` is the store's scoring rule (default: the one the weights recommend, else ``fang``).
@@ -149,41 +167,78 @@ def build_references(embedder: Embedder, root: Path | str, *, options: EmbedOpti
     folders = class_folders(root)
     too_few = [name for name, files in folders.items() if len(files) < MIN_IMAGES]
     if too_few:
-        raise DataError(f"{root}: generator folder(s) with fewer than {MIN_IMAGES} images: "
-                        f"{', '.join(too_few)}", hint="add images or remove those folders")
+        raise DataError(
+            f"{root}: generator folder(s) with fewer than {MIN_IMAGES} images: {', '.join(too_few)}",
+            hint="add images or remove those folders",
+        )
     names = list(folders)
     every = hash_new_files([p for files in folders.values() for p in files])
     labels = np.array([i for i, files in enumerate(folders.values()) for _ in files])
     progress = shared_progress(on_progress, len(embedder.regimes))
-    built = {regime.name: _build_regime(embedder.for_regime(regime), root, names, every, labels,
-                                        options=options, acceptance=acceptance, rule=rule, cache=cache,
-                                        on_progress=progress, command=command)
-             for regime in embedder.regimes}
+    built = {
+        regime.name: _build_regime(
+            embedder.for_regime(regime),
+            root,
+            names,
+            every,
+            labels,
+            options=options,
+            acceptance=acceptance,
+            rule=rule,
+            cache=cache,
+            on_progress=progress,
+            command=command,
+        )
+        for regime in embedder.regimes
+    }
     first = next(iter(built.values()))[1]
     if embedder.is_routed:
         first.store = RegimeStores({name: single for name, (single, _) in built.items()})
     return first
 
 
-def _build_regime(embedder: Embedder, root: Path | str, names: list[str], every: HashedFiles, labels: np.ndarray,
-                  *, options: EmbedOptions, acceptance: float, rule: OpenSetRule | None,
-                  cache: EmbeddingCache | None, on_progress: ProgressCallback | None,
-                  command: str | None) -> tuple[ReferenceStore, BuildResult]:
+def _build_regime(
+    embedder: Embedder,
+    root: Path | str,
+    names: list[str],
+    every: HashedFiles,
+    labels: np.ndarray,
+    *,
+    options: EmbedOptions,
+    acceptance: float,
+    rule: OpenSetRule | None,
+    cache: EmbeddingCache | None,
+    on_progress: ProgressCallback | None,
+    command: str | None,
+) -> tuple[ReferenceStore, BuildResult]:
     """``build_references`` in the embedder's regime (the only one, for most models): its store,
     and the result holding it."""
     good, digests, failures = embed_hashed(embedder, every, options=options, on_progress=on_progress, cache=cache)
     good, digests, repeated = drop_repeats(good, digests, labels[[it.index for it in good]])
     good_labels = labels[[it.index for it in good]].astype(int)
     counts = np.bincount(good_labels, minlength=len(names))
-    short = [f"{names[i]} ({counts[i]} readable{' distinct' if repeated else ''})"
-             for i in range(len(names)) if counts[i] < MIN_IMAGES]
+    short = [
+        f"{names[i]} ({counts[i]} readable{' distinct' if repeated else ''})"
+        for i in range(len(names))
+        if counts[i] < MIN_IMAGES
+    ]
     if short:
-        raise TooFewReadable(f"{root}: too few readable images for {', '.join(short)}",
-                             unreadable=_unreadable(failures),
-                             hint="fix or replace the unreadable files listed above")
+        raise TooFewReadable(
+            f"{root}: too few readable images for {', '.join(short)}",
+            unreadable=_unreadable(failures),
+            hint="fix or replace the unreadable files listed above",
+        )
     store = ReferenceStore.for_weights(embedder.meta, rule)
-    enroll_classes(store, names, np.stack([it.vector for it in good]), good_labels, acceptance=acceptance,
-                   images="build images", image_sha256=digests, command=command)
+    enroll_classes(
+        store,
+        names,
+        np.stack([it.vector for it in good]),
+        good_labels,
+        acceptance=acceptance,
+        images="build images",
+        image_sha256=digests,
+        command=command,
+    )
     return store, BuildResult(store=store, failures=failures, repeated=repeated, damaged=with_warnings(good))
 
 
@@ -199,6 +254,7 @@ def shared_progress(on_progress: ProgressCallback | None, passes: int) -> Progre
         if whole > done[1]:
             on_progress(whole - done[1])
             done[1] = whole
+
     return advance
 
 
@@ -224,10 +280,17 @@ def with_warnings(items: Sequence[EmbeddedImage]) -> list[EmbeddedImage]:
     return [item for item in items if item.warnings]
 
 
-def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, paths: Sequence[Path], *,
-                     update: bool = False, options: EmbedOptions = EmbedOptions(),
-                     on_progress: ProgressCallback | None = None,
-                     command: str | None = None) -> EnrollResult:
+def enroll_generator(
+    embedder: Embedder,
+    store_path: Path | str,
+    name: str,
+    paths: Sequence[Path],
+    *,
+    update: bool = False,
+    options: EmbedOptions = EmbedOptions(),
+    on_progress: ProgressCallback | None = None,
+    command: str | None = None,
+) -> EnrollResult:
     """Embed ``paths`` and add them to the store as generator ``name`` (no retraining).
 
     Each file's sha256 is recorded with the enrolment (``command`` and the time go into the
@@ -255,18 +318,23 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
     progress = shared_progress(on_progress, len(embedder.regimes))
     per_regime = {}
     for regime in embedder.regimes:
-        good, digests, failures = embed_hashed(embedder.for_regime(regime), files, options=options,
-                                               on_progress=progress)
+        good, digests, failures = embed_hashed(
+            embedder.for_regime(regime), files, options=options, on_progress=progress
+        )
         per_regime[regime.name] = (*drop_repeats(good, digests), failures)
     good, digests, repeated, failures = per_regime[embedder.regimes[0].name]
     if repeated and not update and len(good) < MIN_IMAGES and not failures:
-        raise ReferenceStoreError(f"{name!r} needs at least {MIN_IMAGES} distinct images; the "
-                                  f"{len(paths)} given hold {len(good)}",
-                                  hint="add other images of this generator")
+        raise ReferenceStoreError(
+            f"{name!r} needs at least {MIN_IMAGES} distinct images; the {len(paths)} given hold {len(good)}",
+            hint="add other images of this generator",
+        )
     if failures and (not good or (not update and len(good) < MIN_IMAGES)):
-        raise TooFewReadable(f"only {len(good)} of {len(paths)} images of {name!r} could be read; "
-                             f"a generator needs at least {MIN_IMAGES}", unreadable=_unreadable(failures),
-                             hint="fix or replace the unreadable files listed above")
+        raise TooFewReadable(
+            f"only {len(good)} of {len(paths)} images of {name!r} could be read; "
+            f"a generator needs at least {MIN_IMAGES}",
+            unreadable=_unreadable(failures),
+            hint="fix or replace the unreadable files listed above",
+        )
     already = files.already
     with open_store_for_update(store_path, create_for=embedder.meta) as store:
         primary = each_store(store)[0]
@@ -275,18 +343,32 @@ def enroll_generator(embedder: Embedder, store_path: Path | str, name: str, path
         for regime, single in zip(embedder.regimes, each_store(store)):
             items, regime_digests = per_regime[regime.name][:2]
             if regime_digests != digests:
-                raise DataError(f"the images of {name!r} did not all decode alike in the {regime.name} "
-                                "regime; nothing was enrolled", hint="report this as a bug")
+                raise DataError(
+                    f"the images of {name!r} did not all decode alike in the {regime.name} "
+                    "regime; nothing was enrolled",
+                    hint="report this as a bug",
+                )
             if any(new):
                 keep = np.array(new, dtype=bool)
                 embeddings = np.stack([it.vector for it in items])[keep]
-                reference = single.enroll(name, embeddings, update=update,
-                                          image_sha256=[d for d, n in zip(digests, new) if n], command=command)
+                reference = single.enroll(
+                    name,
+                    embeddings,
+                    update=update,
+                    image_sha256=[d for d, n in zip(digests, new) if n],
+                    command=command,
+                )
             else:
                 reference = single.get(single.check_enrollable(name, update=update))
         reference = primary.get(reference.name)
-    return EnrollResult(reference=reference, n_added=sum(new), failures=failures, already=already,
-                        repeated=repeated, damaged=with_warnings(good))
+    return EnrollResult(
+        reference=reference,
+        n_added=sum(new),
+        failures=failures,
+        already=already,
+        repeated=repeated,
+        damaged=with_warnings(good),
+    )
 
 
 @dataclass(frozen=True)
@@ -332,17 +414,22 @@ def check_store(meta, store: AnyStore | None, *, store_path: Path | str | None =
     embedding model none, one made with other weights, or one holding no generators."""
     if meta.is_classifier:
         if store is not None:
-            raise ReferenceStoreError("a classifier model does not use a reference store",
-                                      hint="its classes come from its weights; leave the store out")
+            raise ReferenceStoreError(
+                "a classifier model does not use a reference store",
+                hint="its classes come from its weights; leave the store out",
+            )
         return
     if store is None:
-        raise ReferenceStoreError("an embedding model needs a reference store",
-                                  hint="build one with `osma build`, or pass --refs")
+        raise ReferenceStoreError(
+            "an embedding model needs a reference store", hint="build one with `osma build`, or pass --refs"
+        )
     store.check_weights(meta, store_path=store_path)
     if len(store) == 0:
         where = "" if store_path is None else f" {store_path}"
-        raise ReferenceStoreError(f"the reference store{where} holds no generators",
-                                  hint="enroll generators with `osma enroll` or `osma build`")
+        raise ReferenceStoreError(
+            f"the reference store{where} holds no generators",
+            hint="enroll generators with `osma enroll` or `osma build`",
+        )
 
 
 def scorer_for(embedder: Embedder, store: AnyStore | None = None) -> Scorer:
@@ -365,11 +452,18 @@ CACHED_CHUNK = 1024
 """Files looked up in the embedding cache at a time when attributing through it."""
 
 
-def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
-                    threshold: float | Mapping[str, float], top_k: int = 1,
-                    options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
-                    cached_only: bool = False,
-                    on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
+def attribute_files(
+    embedder: Embedder,
+    store: AnyStore | None,
+    paths: Sequence[Path],
+    *,
+    threshold: float | Mapping[str, float],
+    top_k: int = 1,
+    options: EmbedOptions = EmbedOptions(),
+    cache: EmbeddingCache | None = None,
+    cached_only: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> Iterator[FileAttribution]:
     """Attribute files in order, streaming: bounded memory for any number of files.
 
     ``store`` is the reference store of an embedding model, None for a classifier. With
@@ -381,30 +475,46 @@ def attribute_files(embedder: Embedder, store: AnyStore | None, paths: Sequence[
     file the cache lacks is a failure that says so.
     """
     if isinstance(store, RegimeStores):
-        thresholds = (threshold if isinstance(threshold, Mapping)
-                      else {name: float(threshold) for name in store.stores})
-        yield from _attribute_routed(embedder, store, paths, thresholds=thresholds, top_k=top_k,
-                                     options=options, cache=cache, cached_only=cached_only,
-                                     on_progress=on_progress)
+        thresholds = threshold if isinstance(threshold, Mapping) else {name: float(threshold) for name in store.stores}
+        yield from _attribute_routed(
+            embedder,
+            store,
+            paths,
+            thresholds=thresholds,
+            top_k=top_k,
+            options=options,
+            cache=cache,
+            cached_only=cached_only,
+            on_progress=on_progress,
+        )
         return
     if isinstance(threshold, Mapping):
-        raise UsageError("thresholds per regime need a reference store with JPEG regimes",
-                         hint="pass one threshold for a store without regimes")
+        raise UsageError(
+            "thresholds per regime need a reference store with JPEG regimes",
+            hint="pass one threshold for a store without regimes",
+        )
     scorer = scorer_for(embedder, store)
-    stream = (embedder.embed_files(paths, on_progress=on_progress, **options.kwargs()) if cache is None else
-              _through_cache(embedder, paths, cache, cached_only=cached_only, options=options,
-                             on_progress=on_progress))
+    stream = (
+        embedder.embed_files(paths, on_progress=on_progress, **options.kwargs())
+        if cache is None
+        else _through_cache(embedder, paths, cache, cached_only=cached_only, options=options, on_progress=on_progress)
+    )
     while chunk := list(itertools.islice(stream, max(1, options.batch_size))):
         good = [it for it in chunk if it.ok]
-        verdicts = iter(attribute_embeddings(np.stack([it.vector for it in good]), scorer,
-                                             threshold=threshold, top_k=top_k) if good else [])
+        verdicts = iter(
+            attribute_embeddings(np.stack([it.vector for it in good]), scorer, threshold=threshold, top_k=top_k)
+            if good
+            else []
+        )
         for item in chunk:
             if item.ok:
-                yield FileAttribution(path=item.path, attribution=next(verdicts), warnings=item.warnings,
-                                      embedding=item.embedding)
+                yield FileAttribution(
+                    path=item.path, attribution=next(verdicts), warnings=item.warnings, embedding=item.embedding
+                )
             else:
-                yield FileAttribution(path=item.path, attribution=None, error=item.error,
-                                      warnings=item.warnings, skipped=item.skipped)
+                yield FileAttribution(
+                    path=item.path, attribution=None, error=item.error, warnings=item.warnings, skipped=item.skipped
+                )
 
 
 def batch_granule(embedder: Embedder, options: EmbedOptions, cache: EmbeddingCache | None = None) -> int:
@@ -428,18 +538,39 @@ def granule_for(batch_size: int, *, routed: bool, cached: bool = False) -> int:
     return granule
 
 
-def _through_cache(embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCache, *, cached_only: bool,
-                   options: EmbedOptions, on_progress: ProgressCallback | None) -> Iterator[EmbeddedImage]:
+def _through_cache(
+    embedder: Embedder,
+    paths: Sequence[Path],
+    cache: EmbeddingCache,
+    *,
+    cached_only: bool,
+    options: EmbedOptions,
+    on_progress: ProgressCallback | None,
+) -> Iterator[EmbeddedImage]:
     """``embed_with_cache`` a chunk of files at a time: one cache lookup per chunk, bounded memory."""
     for start in range(0, len(paths), CACHED_CHUNK):
-        yield from embed_with_cache(embedder, list(paths[start:start + CACHED_CHUNK]), cache,
-                                    cached_only=cached_only, on_progress=on_progress, **options.kwargs())
+        yield from embed_with_cache(
+            embedder,
+            list(paths[start : start + CACHED_CHUNK]),
+            cache,
+            cached_only=cached_only,
+            on_progress=on_progress,
+            **options.kwargs(),
+        )
 
 
-def attribute_detected(embedder: Embedder, store: AnyStore | None, paths: Sequence[Path], *,
-                       detector: LoadedDetector, threshold: float | Mapping[str, float], top_k: int = 1,
-                       options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
-                       on_progress: ProgressCallback | None = None) -> Iterator[FileAttribution]:
+def attribute_detected(
+    embedder: Embedder,
+    store: AnyStore | None,
+    paths: Sequence[Path],
+    *,
+    detector: LoadedDetector,
+    threshold: float | Mapping[str, float],
+    top_k: int = 1,
+    options: EmbedOptions = EmbedOptions(),
+    cache: EmbeddingCache | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Iterator[FileAttribution]:
     """``attribute_files`` chained after the zero-shot detector (``osma detect``).
 
     A file the detector calls real is answered ``real`` (``FileAttribution.verdict``), whatever
@@ -448,10 +579,12 @@ def attribute_detected(embedder: Embedder, store: AnyStore | None, paths: Sequen
     """
     from osma_cli.detect_files import detect_files
 
-    detections = detect_files(detector, paths, batch_size=options.batch_size, workers=options.workers,
-                              max_pixels=options.max_pixels)
-    attributions = attribute_files(embedder, store, paths, threshold=threshold, top_k=top_k, options=options,
-                                   cache=cache, on_progress=on_progress)
+    detections = detect_files(
+        detector, paths, batch_size=options.batch_size, workers=options.workers, max_pixels=options.max_pixels
+    )
+    attributions = attribute_files(
+        embedder, store, paths, threshold=threshold, top_k=top_k, options=options, cache=cache, on_progress=on_progress
+    )
     for attribution, detection in zip(attributions, detections):
         extra = tuple(w for w in detection.warnings if w not in attribution.warnings)
         yield dataclasses.replace(attribution, detection=detection.detection, warnings=attribution.warnings + extra)
@@ -461,28 +594,43 @@ ROUTED_CHUNK = 256
 """Files read ahead to group by regime: each group is one loader pass, started per chunk."""
 
 
-def _attribute_routed(embedder: Embedder, store: RegimeStores, paths: Sequence[Path], *,
-                      thresholds: Mapping[str, float], top_k: int, options: EmbedOptions,
-                      cache: EmbeddingCache | None, cached_only: bool,
-                      on_progress: ProgressCallback | None) -> Iterator[FileAttribution]:
+def _attribute_routed(
+    embedder: Embedder,
+    store: RegimeStores,
+    paths: Sequence[Path],
+    *,
+    thresholds: Mapping[str, float],
+    top_k: int,
+    options: EmbedOptions,
+    cache: EmbeddingCache | None,
+    cached_only: bool,
+    on_progress: ProgressCallback | None,
+) -> Iterator[FileAttribution]:
     """``attribute_files`` for a model with regimes: route each file by its header, keep the order."""
     members = {regime.name: embedder.for_regime(regime) for regime in embedder.regimes}
     regimes = {regime.name: regime for regime in embedder.regimes}
     for start in range(0, len(paths), ROUTED_CHUNK):
-        chunk = list(paths[start:start + ROUTED_CHUNK])
+        chunk = list(paths[start : start + ROUTED_CHUNK])
         routed = [route_file(path, embedder.regimes) for path in chunk]
         results: dict[int, FileAttribution] = {}
         for name, member in members.items():
             mine = [i for i, (regime, _) in enumerate(routed) if regime.name == name]
             if not mine:
                 continue
-            items = attribute_files(member, store.store_for(regimes[name]), [chunk[i] for i in mine],
-                                    threshold=thresholds[name], top_k=top_k, options=options, cache=cache,
-                                    cached_only=cached_only, on_progress=on_progress)
+            items = attribute_files(
+                member,
+                store.store_for(regimes[name]),
+                [chunk[i] for i in mine],
+                threshold=thresholds[name],
+                top_k=top_k,
+                options=options,
+                cache=cache,
+                cached_only=cached_only,
+                on_progress=on_progress,
+            )
             for i, item in zip(mine, items):
                 note = routed[i][1]
-                results[i] = dataclasses.replace(item, regime=name,
-                                                 warnings=item.warnings + ((note,) if note else ()))
+                results[i] = dataclasses.replace(item, regime=name, warnings=item.warnings + ((note,) if note else ()))
         for i in range(len(chunk)):
             yield results[i]
 
@@ -502,11 +650,17 @@ class CalibrationResult:
     """With JPEG regimes, each regime's result (this one is the lossless regime's)."""
 
 
-def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path | str, *,
-                         acceptance: float = DEFAULT_ACCEPTANCE, target_crr: float | None = None,
-                         options: EmbedOptions = EmbedOptions(),
-                         on_progress: ProgressCallback | None = None,
-                         command: str | None = None) -> CalibrationResult:
+def calibrate_references(
+    embedder: Embedder,
+    store_path: Path | str,
+    root: Path | str,
+    *,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    target_crr: float | None = None,
+    options: EmbedOptions = EmbedOptions(),
+    on_progress: ProgressCallback | None = None,
+    command: str | None = None,
+) -> CalibrationResult:
     """Set the store's tau from validation images in ``root`` (one folder per generator).
 
     Folders named after known generators are known images; any other folder holds images
@@ -522,26 +676,47 @@ def calibrate_references(embedder: Embedder, store_path: Path | str, root: Path 
     chosen = {}
     for regime in embedder.regimes:
         member = embedder.for_regime(regime)
-        chosen[regime.name] = _calibrated(member, scorer_for(member, store), root, acceptance=acceptance,
-                                          target_crr=target_crr, options=options, on_progress=progress)
+        chosen[regime.name] = _calibrated(
+            member,
+            scorer_for(member, store),
+            root,
+            acceptance=acceptance,
+            target_crr=target_crr,
+            options=options,
+            on_progress=progress,
+        )
     olds = {}
     with open_store_for_update(store_path, create_for=embedder.meta) as locked:
         for regime, single in zip(embedder.regimes, each_store(locked)):
             olds[regime.name] = single.threshold
             single.set_threshold(chosen[regime.name][0], command=command)
-    results = {name: CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
-                                       failures=failures, written_to=Path(store_path), cost=cost,
-                                       old_threshold=olds[name])
-               for name, (threshold, known, unknown, failures, cost) in chosen.items()}
+    results = {
+        name: CalibrationResult(
+            threshold=threshold,
+            known_folders=known,
+            unknown_folders=unknown,
+            failures=failures,
+            written_to=Path(store_path),
+            cost=cost,
+            old_threshold=olds[name],
+        )
+        for name, (threshold, known, unknown, failures, cost) in chosen.items()
+    }
     first = next(iter(results.values()))
     if embedder.is_routed:
         first.by_regime = results
     return first
 
 
-def calibrate_classifier(embedder: Embedder, root: Path | str, *, acceptance: float = DEFAULT_ACCEPTANCE,
-                         target_crr: float | None = None, options: EmbedOptions = EmbedOptions(),
-                         on_progress: ProgressCallback | None = None) -> CalibrationResult:
+def calibrate_classifier(
+    embedder: Embedder,
+    root: Path | str,
+    *,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    target_crr: float | None = None,
+    options: EmbedOptions = EmbedOptions(),
+    on_progress: ProgressCallback | None = None,
+) -> CalibrationResult:
     """Set a classifier's tau (on 1 - max softmax) from validation images in ``root``.
 
     Folders named after the classifier's classes are known images, other folders unknown
@@ -551,27 +726,48 @@ def calibrate_classifier(embedder: Embedder, root: Path | str, *, acceptance: fl
     if not embedder.is_classifier:
         raise UsageError("calibrate_classifier needs a classifier model; use calibrate_references")
     if embedder.weights_path is None:
-        raise UsageError("the classifier was not loaded from a file: there is nowhere to keep its threshold",
-                         hint="load it with Embedder.from_file")
+        raise UsageError(
+            "the classifier was not loaded from a file: there is nowhere to keep its threshold",
+            hint="load it with Embedder.from_file",
+        )
     from osma_cli.classifier import load_classifier_threshold
     from osma_cli.errors import OsmaError
 
-    threshold, known, unknown, failures, cost = _calibrated(embedder, scorer_for(embedder), root,
-                                                            acceptance=acceptance, target_crr=target_crr,
-                                                            options=options, on_progress=on_progress)
+    threshold, known, unknown, failures, cost = _calibrated(
+        embedder,
+        scorer_for(embedder),
+        root,
+        acceptance=acceptance,
+        target_crr=target_crr,
+        options=options,
+        on_progress=on_progress,
+    )
     try:
         old = load_classifier_threshold(embedder.weights_path, embedder.meta)
     except OsmaError:  # an unreadable old threshold file is replaced
         old = None
     written = save_classifier_threshold(embedder.weights_path, embedder.meta, threshold)
-    return CalibrationResult(threshold=threshold, known_folders=known, unknown_folders=unknown,
-                             failures=failures, written_to=written, cost=cost, old_threshold=old)
+    return CalibrationResult(
+        threshold=threshold,
+        known_folders=known,
+        unknown_folders=unknown,
+        failures=failures,
+        written_to=written,
+        cost=cost,
+        old_threshold=old,
+    )
 
 
-def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, acceptance: float,
-                target_crr: float | None, options: EmbedOptions,
-                on_progress: ProgressCallback | None
-                ) -> tuple[Threshold, list[str], list[str], list[EmbeddedImage], CalibrationCost]:
+def _calibrated(
+    embedder: Embedder,
+    scorer: Scorer,
+    root: Path | str,
+    *,
+    acceptance: float,
+    target_crr: float | None,
+    options: EmbedOptions,
+    on_progress: ProgressCallback | None,
+) -> tuple[Threshold, list[str], list[str], list[EmbeddedImage], CalibrationCost]:
     """tau from the scores of the validation images in ``root``, known folders told by name,
     and what it costs on them (``CalibrationCost``)."""
     from osma_cli.calibration import calibrate, cost_of
@@ -580,8 +776,10 @@ def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, accepta
     known = [n for n in folders if n in scorer.names]
     unknown = [n for n in folders if n not in scorer.names]
     if not known:
-        raise DataError(f"{root}: no folder is named after a known generator",
-                        hint=f"known generators: {', '.join(scorer.names) or '(none)'}")
+        raise DataError(
+            f"{root}: no folder is named after a known generator",
+            hint=f"known generators: {', '.join(scorer.names) or '(none)'}",
+        )
     paths = [p for n in known + unknown for p in folders[n]]
     is_unknown = np.array([n in unknown for n in known + unknown for _ in folders[n]], dtype=bool)
     embeddings, failures = [], []
@@ -593,14 +791,17 @@ def _calibrated(embedder: Embedder, scorer: Scorer, root: Path | str, *, accepta
         else:
             failures.append(item)
     if not embeddings:
-        raise TooFewReadable(f"{root}: no readable validation images", unreadable=_unreadable(failures),
-                             hint="fix or replace the unreadable files listed above")
+        raise TooFewReadable(
+            f"{root}: no readable validation images",
+            unreadable=_unreadable(failures),
+            hint="fix or replace the unreadable files listed above",
+        )
     ok_unknown_arr = np.array(ok_unknown, dtype=bool)
     scores = scorer.score(np.stack(embeddings)).scores
-    tau, method, target = calibrate(scores[~ok_unknown_arr], scores[ok_unknown_arr],
-                                    acceptance=acceptance, target_crr=target_crr)
+    tau, method, target = calibrate(
+        scores[~ok_unknown_arr], scores[ok_unknown_arr], acceptance=acceptance, target_crr=target_crr
+    )
     used = int((ok_unknown_arr if target_crr is not None else ~ok_unknown_arr).sum())
-    threshold = Threshold(value=tau, method=f"{method} ({root})", target=target, n_images=used,
-                          chosen=now_iso())
+    threshold = Threshold(value=tau, method=f"{method} ({root})", target=target, n_images=used, chosen=now_iso())
     cost = cost_of(tau, scores[~ok_unknown_arr], scores[ok_unknown_arr])
     return threshold, known, unknown, failures, cost

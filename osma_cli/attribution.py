@@ -79,8 +79,9 @@ class ReferenceScorer:
 
     def __init__(self, store: ReferenceStore) -> None:
         if len(store) == 0:
-            raise ReferenceStoreError("the reference store holds no generators",
-                                      hint="enroll generators with `osma enroll` or `osma build`")
+            raise ReferenceStoreError(
+                "the reference store holds no generators", hint="enroll generators with `osma enroll` or `osma build`"
+            )
         self.store = store
         self.names = store.names
         self.score_name = store.rule.score_name
@@ -145,13 +146,15 @@ def _single_threshold(store: ReferenceStore, override: float | None) -> float:
     if override is not None:
         return check_tau(override, nonnegative_scores=store.rule.nonnegative_scores)
     if store.threshold is None:
-        raise ReferenceStoreError("the reference store has no threshold",
-                                  hint="pass --threshold, or calibrate it with `osma calibrate`")
+        raise ReferenceStoreError(
+            "the reference store has no threshold", hint="pass --threshold, or calibrate it with `osma calibrate`"
+        )
     return store.threshold.value
 
 
-def attribute_embeddings(embeddings: np.ndarray, store: ReferenceStore | Scorer, *, threshold: float,
-                         top_k: int = 1) -> list[Attribution]:
+def attribute_embeddings(
+    embeddings: np.ndarray, store: ReferenceStore | Scorer, *, threshold: float, top_k: int = 1
+) -> list[Attribution]:
     """Verdicts for a batch of per-image vectors: against every reference in a store, or a classifier's."""
     if top_k < 1:
         raise UsageError(f"--top must be at least 1, got {top_k}")
@@ -163,9 +166,14 @@ def attribute_embeddings(embeddings: np.ndarray, store: ReferenceStore | Scorer,
     order = np.argsort(batch.distances, axis=1, kind="stable")[:, :k]
     results = []
     for i, cand in enumerate(batch.candidates):
-        top = tuple(Candidate(names[j], float(batch.distances[i, j]), float(batch.normalized[i, j]))
-                    for j in order[i])
-        results.append(Attribution(verdict=names[cand] if accepted[i] else UNKNOWN,
-                                   candidate=names[cand], score=float(batch.scores[i]),
-                                   threshold=float(threshold), top=top))
+        top = tuple(Candidate(names[j], float(batch.distances[i, j]), float(batch.normalized[i, j])) for j in order[i])
+        results.append(
+            Attribution(
+                verdict=names[cand] if accepted[i] else UNKNOWN,
+                candidate=names[cand],
+                score=float(batch.scores[i]),
+                threshold=float(threshold),
+                top=top,
+            )
+        )
     return results

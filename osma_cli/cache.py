@@ -53,8 +53,14 @@ class EmbeddingCache:
     file's features in one regime are never served in another.
     """
 
-    def __init__(self, path: Path | str, embedding_dim: int, *, feature_identity: str | None = None,
-                 policy: tuple[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        embedding_dim: int,
+        *,
+        feature_identity: str | None = None,
+        policy: tuple[int, str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.embedding_dim = embedding_dim
         self.feature_identity = feature_identity
@@ -64,13 +70,17 @@ class EmbeddingCache:
         self._load_index()
 
     @classmethod
-    def for_embedder(cls, embedder: Embedder, *, n_crops: int, small: str,
-                     folder: Path | None = None) -> EmbeddingCache:
+    def for_embedder(
+        cls, embedder: Embedder, *, n_crops: int, small: str, folder: Path | None = None
+    ) -> EmbeddingCache:
         folder = folder if folder is not None else osma_home() / "cache"
-        name = (f"embeddings-{embedder.feature_identity[:16]}-c{embedder.crop_size}"
-                f"-n{n_crops}-{embedder.small_policy(small)}.h5")
-        return cls(folder / name, embedder.feature_dim, feature_identity=embedder.feature_identity,
-                   policy=(n_crops, small))
+        name = (
+            f"embeddings-{embedder.feature_identity[:16]}-c{embedder.crop_size}"
+            f"-n{n_crops}-{embedder.small_policy(small)}.h5"
+        )
+        return cls(
+            folder / name, embedder.feature_dim, feature_identity=embedder.feature_identity, policy=(n_crops, small)
+        )
 
     def serving(self, embedder: Embedder) -> EmbeddingCache:
         """This cache, or the one of ``embedder``'s features under the same crop policy and folder."""
@@ -79,7 +89,8 @@ class EmbeddingCache:
         if embedder.feature_identity not in self._served:  # its index is read once, not once per chunk of files
             n_crops, small = self.policy
             self._served[embedder.feature_identity] = EmbeddingCache.for_embedder(
-                embedder, n_crops=n_crops, small=small, folder=self.path.parent)
+                embedder, n_crops=n_crops, small=small, folder=self.path.parent
+            )
         return self._served[embedder.feature_identity]
 
     def _load_index(self) -> None:
@@ -118,11 +129,14 @@ class EmbeddingCache:
         with FileLock(str(self.path) + ".lock"):
             with h5py.File(self.path, "a") as f:
                 if "keys" not in f:
-                    f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_BYTES}",
-                                     chunks=(4096,))
-                    f.create_dataset("embeddings", shape=(0, self.embedding_dim),
-                                     maxshape=(None, self.embedding_dim), dtype=np.float32,
-                                     chunks=(256, self.embedding_dim))
+                    f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=f"S{KEY_BYTES}", chunks=(4096,))
+                    f.create_dataset(
+                        "embeddings",
+                        shape=(0, self.embedding_dim),
+                        maxshape=(None, self.embedding_dim),
+                        dtype=np.float32,
+                        chunks=(256, self.embedding_dim),
+                    )
                 n = f["keys"].shape[0]
                 m = len(fresh)
                 f["keys"].resize((n + m,))
@@ -136,8 +150,9 @@ class EmbeddingCache:
 NOT_CACHED = "not in the embedding cache (--from-cache reads no image: run once with --cache to fill it)"
 
 
-def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCache | None,
-                     *, cached_only: bool = False, **options) -> Iterator[EmbeddedImage]:
+def embed_with_cache(
+    embedder: Embedder, paths: Sequence[Path], cache: EmbeddingCache | None, *, cached_only: bool = False, **options
+) -> Iterator[EmbeddedImage]:
     """Like ``Embedder.embed_files`` but serving what the cache has and storing the rest.
 
     The cache holds features; results are embeddings (the head applied) unless
@@ -167,8 +182,9 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
         missing = []
     new_keys: list[bytes] = []
     new_vectors: list[np.ndarray] = []
-    for item in embedder.embed_files([paths[i] for i in missing], on_progress=on_progress,
-                                     features_only=True, **options):
+    for item in embedder.embed_files(
+        [paths[i] for i in missing], on_progress=on_progress, features_only=True, **options
+    ):
         original = missing[item.index]
         computed[original] = dataclasses.replace(item, index=original)
         key = keys[original]
@@ -178,8 +194,7 @@ def embed_with_cache(embedder: Embedder, paths: Sequence[Path], cache: Embedding
     if new_keys:
         cache.add(new_keys, np.stack(new_vectors))
 
-    items = [_hit(embedder, i, Path(path), hits[i]) if i in hits else computed[i]
-             for i, path in enumerate(paths)]
+    items = [_hit(embedder, i, Path(path), hits[i]) if i in hits else computed[i] for i, path in enumerate(paths)]
     if not features_only:
         items = _with_head(embedder, items)
     yield from items

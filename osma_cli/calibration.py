@@ -34,8 +34,7 @@ def threshold_for_acceptance(scores: np.ndarray, rate: float = DEFAULT_ACCEPTANC
     return float(np.nextafter(s[k - 1], np.inf))
 
 
-def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray,
-                         rule: OpenSetRule | None = None) -> np.ndarray:
+def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray, rule: OpenSetRule | None = None) -> np.ndarray:
     """Each image's rejection score with its own image held out of its own reference.
 
     The rule's own held-out scheme (``OpenSetRule.held_out_scores``; Fang's by default):
@@ -53,8 +52,9 @@ def threshold_for_crr(unknown_scores: np.ndarray, target_crr: float) -> float:
     """
     u = np.sort(np.asarray(unknown_scores, dtype=np.float64))
     if u.size == 0:
-        raise UsageError("--target-crr needs images of unknown generators",
-                         hint="add folders whose names are not known generators")
+        raise UsageError(
+            "--target-crr needs images of unknown generators", hint="add folders whose names are not known generators"
+        )
     if not 0.0 < target_crr <= 1.0:
         raise UsageError(f"target CRR must be in (0, 1], got {target_crr}")
     allowed = math.floor((1.0 - target_crr) * u.size + 1e-9)
@@ -63,17 +63,23 @@ def threshold_for_crr(unknown_scores: np.ndarray, target_crr: float) -> float:
     return float(u[allowed])
 
 
-def calibrate(known_scores: np.ndarray, unknown_scores: np.ndarray | None = None, *,
-              acceptance: float | None = DEFAULT_ACCEPTANCE,
-              target_crr: float | None = None) -> tuple[float, str, float]:
+def calibrate(
+    known_scores: np.ndarray,
+    unknown_scores: np.ndarray | None = None,
+    *,
+    acceptance: float | None = DEFAULT_ACCEPTANCE,
+    target_crr: float | None = None,
+) -> tuple[float, str, float]:
     """tau from validation scores: (tau, method, target) for one of the two targets."""
     if target_crr is not None:
-        tau = threshold_for_crr(np.asarray(unknown_scores if unknown_scores is not None else []),
-                                target_crr)
+        tau = threshold_for_crr(np.asarray(unknown_scores if unknown_scores is not None else []), target_crr)
         return tau, "target CRR on validation images of unknown generators", target_crr
     rate = DEFAULT_ACCEPTANCE if acceptance is None else acceptance
-    return (threshold_for_acceptance(known_scores, rate),
-            "acceptance rate on validation images of known generators", rate)
+    return (
+        threshold_for_acceptance(known_scores, rate),
+        "acceptance rate on validation images of known generators",
+        rate,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,14 +94,16 @@ class CalibrationCost:
     n_unknown: int
 
     def to_dict(self) -> dict:
-        return {"acceptance": self.acceptance, "n_known": self.n_known, "crr": self.crr,
-                "n_unknown": self.n_unknown}
+        return {"acceptance": self.acceptance, "n_known": self.n_known, "crr": self.crr, "n_unknown": self.n_unknown}
 
 
 def cost_of(tau: float, known_scores: np.ndarray, unknown_scores: np.ndarray | None = None) -> CalibrationCost:
     """The acceptance rate on known images and the CRR on unknown ones at ``tau``."""
     known = np.asarray(known_scores, dtype=np.float64)
     unknown = np.asarray(unknown_scores if unknown_scores is not None else [], dtype=np.float64)
-    return CalibrationCost(acceptance=float(np.mean(known < tau)) if known.size else None, n_known=int(known.size),
-                           crr=float(np.mean(unknown >= tau)) if unknown.size else None,
-                           n_unknown=int(unknown.size))
+    return CalibrationCost(
+        acceptance=float(np.mean(known < tau)) if known.size else None,
+        n_known=int(known.size),
+        crr=float(np.mean(unknown >= tau)) if unknown.size else None,
+        n_unknown=int(unknown.size),
+    )

@@ -36,15 +36,22 @@ def threshold_path(weights: Path | str) -> Path:
 def save_classifier_threshold(weights: Path | str, meta, threshold: Threshold) -> Path:
     """Write tau for these weights beside them, atomically; returns the file written."""
     path = threshold_path(weights)
-    record = {"format": FORMAT, "weights_sha256": meta.sha256, "architecture": meta.architecture,
-              "class_names": list(meta.class_names), "threshold": threshold.to_dict()}
+    record = {
+        "format": FORMAT,
+        "weights_sha256": meta.sha256,
+        "architecture": meta.architecture,
+        "class_names": list(meta.class_names),
+        "threshold": threshold.to_dict(),
+    }
     text = json.dumps(record, indent=2) + "\n"
     try:
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as exc:
-        raise ReferenceStoreError(f"{path}: cannot write the classifier's threshold ({exc})",
-                                  hint="the folder of the weights must be writable; or copy the weights "
-                                       "somewhere writable, or pass --threshold when attributing") from exc
+        raise ReferenceStoreError(
+            f"{path}: cannot write the classifier's threshold ({exc})",
+            hint="the folder of the weights must be writable; or copy the weights "
+            "somewhere writable, or pass --threshold when attributing",
+        ) from exc
     return path
 
 
@@ -58,12 +65,15 @@ def load_classifier_threshold(weights: Path | str | None, meta) -> Threshold | N
                 found = record["weights_sha256"]
                 threshold = Threshold.from_dict(record["threshold"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ReferenceStoreError(f"{path}: not a readable classifier threshold file ({exc})",
-                                          hint="delete it and run `osma calibrate` again") from exc
+                raise ReferenceStoreError(
+                    f"{path}: not a readable classifier threshold file ({exc})",
+                    hint="delete it and run `osma calibrate` again",
+                ) from exc
             if found != meta.sha256:
-                raise ReferenceStoreError(f"{path} was calibrated for other weights "
-                                          f"({found[:12]}, not {meta.sha256[:12]})",
-                                          hint="run `osma calibrate` again with these weights, or delete the file")
+                raise ReferenceStoreError(
+                    f"{path} was calibrated for other weights ({found[:12]}, not {meta.sha256[:12]})",
+                    hint="run `osma calibrate` again with these weights, or delete the file",
+                )
             return threshold
     stored = meta.metrics.get("threshold") if isinstance(meta.metrics, dict) else None
     if isinstance(stored, dict) and "value" in stored:
@@ -77,8 +87,10 @@ def resolve_classifier_threshold(weights: Path | str | None, meta, override: flo
         return check_tau(override)
     threshold = load_classifier_threshold(weights, meta)
     if threshold is None:
-        raise ReferenceStoreError("this classifier has no threshold",
-                                  hint="pass --threshold, or set one with `osma calibrate DIR --model WEIGHTS`")
+        raise ReferenceStoreError(
+            "this classifier has no threshold",
+            hint="pass --threshold, or set one with `osma calibrate DIR --model WEIGHTS`",
+        )
     return threshold.value
 
 
@@ -89,13 +101,16 @@ def require_embedding_model(meta, action: str) -> None:
             f"cannot {action} with a closed-set classifier ({meta.architecture}, trained on "
             f"{len(meta.class_names)} classes): its classes are fixed by its training",
             hint="a POSE model only knows the generators it was trained on; to add one, retrain it "
-                 "(`osma train --method pose`) with that generator's images, or use a metric-learning "
-                 "model (`osma train`), whose references `osma enroll` extends without retraining")
+            "(`osma train --method pose`) with that generator's images, or use a metric-learning "
+            "model (`osma train`), whose references `osma enroll` extends without retraining",
+        )
 
 
 def refuse_refs_for_classifier(meta, refs: Path | None) -> None:
     """``--refs`` with a classifier is a mistake worth saying (its classes are in its weights)."""
     if refs is not None and getattr(meta, "is_classifier", False):
-        raise UsageError(f"--refs is not used with a classifier model ({meta.architecture})",
-                         hint="a classifier's class names and threshold come from its weights "
-                              "(and its threshold file); leave --refs out")
+        raise UsageError(
+            f"--refs is not used with a classifier model ({meta.architecture})",
+            hint="a classifier's class names and threshold come from its weights "
+            "(and its threshold file); leave --refs out",
+        )

@@ -16,8 +16,9 @@ COLUMNS = 4
 BACKGROUND = (32, 32, 32)
 
 
-def contact_sheet(paths: Sequence[Path], *, thumb: int = THUMB, limit: int = MAX_THUMBS,
-                  columns: int = COLUMNS) -> Image.Image:
+def contact_sheet(
+    paths: Sequence[Path], *, thumb: int = THUMB, limit: int = MAX_THUMBS, columns: int = COLUMNS
+) -> Image.Image:
     """Up to ``limit`` images as ``thumb``-pixel thumbnails, ``columns`` to a row; unreadable ones left blank."""
     shown = list(paths)[:limit]
     cols = max(1, min(columns, len(shown)))

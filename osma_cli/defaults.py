@@ -108,6 +108,8 @@ DETECTOR_HELD_OUT = 0.2
 """Share of the real photos (whole sub-folders) held out to calibrate the detector."""
 DEFAULT_COPIES = ("resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
 """The re-saved copies the shipped detector is fitted with (docs/detection.md says why)."""
+
+
 class MixtureDefaults(TypedDict):
     """The detector's mixture settings (``DetectorConfig``'s and ``osma train``'s options)."""
 

@@ -38,8 +38,7 @@ def write_demo_images(folder: Path) -> list[DemoImage]:
     from osma_cli.zoo.store import load_generator, shipped_zoo_dir, weights_path
 
     photos = PhotoSet.open()
-    test = sorted((p for p in photos.photos if p.domain == "cameras" and p.part == "test"),
-                  key=lambda p: p.id)
+    test = sorted((p for p in photos.photos if p.domain == "cameras" and p.part == "test"), key=lambda p: p.id)
     real_photo, other_photo = test[0], test[1]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,6 +56,9 @@ def write_demo_images(folder: Path) -> list[DemoImage]:
     camera = real_photo.id.removeprefix("cam-").rsplit("-", 1)[0].replace("_", " ")
     return [
         DemoImage(real_path, f"a photograph straight from a {camera} camera (CC0)", "real"),
-        DemoImage(made_path, f"a photograph re-synthesised by osma's zoo generator {DEMO_GENERATOR}, "
-                             f"which the default model never saw", "unknown"),
+        DemoImage(
+            made_path,
+            f"a photograph re-synthesised by osma's zoo generator {DEMO_GENERATOR}, which the default model never saw",
+            "unknown",
+        ),
     ]

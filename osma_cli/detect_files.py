@@ -69,14 +69,17 @@ def resolve_paths(detector: Path | None, descriptor: Path | None) -> tuple[Path,
     if detector is None:
         detector = default_detector_path()
         if detector is None:
-            raise MissingDetectorError(f"no default detector is installed (looked in {shipped_dir()})",
-                                       hint="pass --detector FILE, made by `osma train --method fsd-detector "
-                                            "REAL_DIR --out FILE`")
+            raise MissingDetectorError(
+                f"no default detector is installed (looked in {shipped_dir()})",
+                hint="pass --detector FILE, made by `osma train --method fsd-detector REAL_DIR --out FILE`",
+            )
     if descriptor is None:
         descriptor = default_descriptor_path()
         if descriptor is None:
-            raise MissingDetectorError(f"the descriptor is not installed (looked in {shipped_dir()})",
-                                       hint="pass --model, the fsd weights the detector was fitted on")
+            raise MissingDetectorError(
+                f"the descriptor is not installed (looked in {shipped_dir()})",
+                hint="pass --model, the fsd weights the detector was fitted on",
+            )
     return detector, descriptor
 
 
@@ -86,8 +89,10 @@ def load(detector: Path | None = None, descriptor: Path | None = None, device: s
     fitted, meta = load_detector(detector_path)
     embedder = Embedder.from_file(descriptor_path, device=device)
     if not embedder.is_descriptor:
-        raise UsageError(f"{descriptor_path}: a {embedder.meta.kind} network, not a descriptor",
-                         hint="pass the fsd weights the detector was fitted on with --model")
+        raise UsageError(
+            f"{descriptor_path}: a {embedder.meta.kind} network, not a descriptor",
+            hint="pass the fsd weights the detector was fitted on with --model",
+        )
     check_descriptor(detector_path, fitted, embedder.feature_identity, embedder.feature_dim, descriptor_path)
     return LoadedDetector(detector=fitted, meta=meta, path=Path(detector_path), embedder=embedder)
 
@@ -97,34 +102,54 @@ def compression_warning(path: Path, fitted_qualities: Sequence[int]) -> str | No
     quality = file_jpeg_quality(path)  # the header only; a FIFO is not opened
     if quality is None or (fitted_qualities and quality >= min(fitted_qualities)):
         return None
-    fitted = (f"qualities {min(fitted_qualities)}-{max(fitted_qualities)}" if fitted_qualities
-              else "no JPEG re-compressed copies")
-    return (f"JPEG (quality about {quality}), compressed harder than the real photos the detector was fitted "
-            f"with ({fitted}): real photos like it are called synthetic more often (docs/detection.md)")
+    fitted = (
+        f"qualities {min(fitted_qualities)}-{max(fitted_qualities)}"
+        if fitted_qualities
+        else "no JPEG re-compressed copies"
+    )
+    return (
+        f"JPEG (quality about {quality}), compressed harder than the real photos the detector was fitted "
+        f"with ({fitted}): real photos like it are called synthetic more often (docs/detection.md)"
+    )
 
 
-def detect_files(loaded: LoadedDetector, paths: Sequence[Path], *, threshold: float | None = None,
-                 batch_size: int = 16, workers: int | None = None, max_pixels: int | None = None,
-                 use_cache: bool = True, on_progress: Callable[[int], None] | None = None
-                 ) -> Iterator[FileDetection]:
+def detect_files(
+    loaded: LoadedDetector,
+    paths: Sequence[Path],
+    *,
+    threshold: float | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    max_pixels: int | None = None,
+    use_cache: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[FileDetection]:
     """One result per file, in input order."""
     embedder = loaded.embedder
     cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="keep") if use_cache else None
-    options = EmbedOptions(n_crops=1, batch_size=batch_size, workers=workers, small="keep",
-                           max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels).kwargs()
+    options = EmbedOptions(
+        n_crops=1,
+        batch_size=batch_size,
+        workers=workers,
+        small="keep",
+        max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+    ).kwargs()
     qualities = loaded.fitted_jpeg_qualities
     for start in range(0, len(paths), CHUNK):
-        chunk = list(paths[start:start + CHUNK])
-        items = list(embed_with_cache(embedder, chunk, cache, features_only=True, on_progress=on_progress,
-                                      **options))
+        chunk = list(paths[start : start + CHUNK])
+        items = list(embed_with_cache(embedder, chunk, cache, features_only=True, on_progress=on_progress, **options))
         good = [it for it in items if it.ok]
-        detections = (loaded.detector.detect_raw(np.stack([it.vector for it in good]), threshold)
-                      if good else [])
+        detections = loaded.detector.detect_raw(np.stack([it.vector for it in good]), threshold) if good else []
         by_index = {it.index: d for it, d in zip(good, detections)}
         for item in items:
             warnings = [w for w in item.warnings if not is_compression_note(w)]
             if item.ok:
                 note = compression_warning(item.path, qualities)
                 warnings += [note] if note else []
-            yield FileDetection(path=item.path, detection=by_index.get(item.index), error=item.error,
-                                warnings=tuple(warnings), skipped=item.skipped)
+            yield FileDetection(
+                path=item.path,
+                detection=by_index.get(item.index),
+                error=item.error,
+                warnings=tuple(warnings),
+                skipped=item.skipped,
+            )

@@ -58,12 +58,15 @@ class MixtureDensity:
     precision_cholesky: np.ndarray
 
     def __post_init__(self) -> None:
-        weights, means, chol = (np.array(a, dtype=np.float64) for a in
-                                (self.weights, self.means, self.precision_cholesky))
+        weights, means, chol = (
+            np.array(a, dtype=np.float64) for a in (self.weights, self.means, self.precision_cholesky)
+        )
         k = means.shape[-1] if means.ndim == 2 else -1
         if weights.ndim != 1 or means.shape != (len(weights), k) or chol.shape != (len(weights), k, k):
-            raise UsageError(f"mixture arrays do not fit: weights {weights.shape}, means {means.shape}, "
-                             f"precision Cholesky factors {chol.shape}")
+            raise UsageError(
+                f"mixture arrays do not fit: weights {weights.shape}, means {means.shape}, "
+                f"precision Cholesky factors {chol.shape}"
+            )
         for name, value in (("weights", weights), ("means", means), ("precision_cholesky", chol)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -96,16 +99,21 @@ class MixtureDensity:
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 2 or y.shape[1] != self.dim:
             raise UsageError(f"cannot score vectors of shape {y.shape} with a {self.dim}-dim mixture")
-        centred = y[:, None, :] - self.means[None]                       # (N, K, k)
+        centred = y[:, None, :] - self.means[None]  # (N, K, k)
         whitened = np.einsum("nkd,kde->nke", centred, self.precision_cholesky)
         log_det = np.log(np.diagonal(self.precision_cholesky, axis1=1, axis2=2)).sum(axis=1)
-        per_component = (-0.5 * self.dim * math.log(2 * math.pi) + log_det[None]
-                         - 0.5 * (whitened ** 2).sum(axis=2) + np.log(self.weights)[None])
+        per_component = (
+            -0.5 * self.dim * math.log(2 * math.pi)
+            + log_det[None]
+            - 0.5 * (whitened**2).sum(axis=2)
+            + np.log(self.weights)[None]
+        )
         return logsumexp(per_component, axis=1)
 
 
-def fit_mixture_density(y: np.ndarray, *, components: int, covariance: str, reg_covar: float = 1e-6,
-                        seed: int = 0) -> MixtureDensity:
+def fit_mixture_density(
+    y: np.ndarray, *, components: int, covariance: str, reg_covar: float = 1e-6, seed: int = 0
+) -> MixtureDensity:
     """A deterministic scikit-learn mixture fit (k-means start, ``seed``), as ``MixtureDensity``."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
@@ -113,10 +121,18 @@ def fit_mixture_density(y: np.ndarray, *, components: int, covariance: str, reg_
     if covariance not in COVARIANCES:
         raise UsageError(f"unknown covariance type {covariance!r}", hint=f"use one of {', '.join(COVARIANCES)}")
     if components < 1 or y.shape[0] < 2 * components:
-        raise UsageError(f"{components} mixture components need at least {2 * components} real images, "
-                         f"got {y.shape[0]}", hint="give more real photographs or fewer --components")
-    model = GaussianMixture(n_components=components, covariance_type=covariance, reg_covar=reg_covar,
-                            random_state=seed, n_init=1, max_iter=500)
+        raise UsageError(
+            f"{components} mixture components need at least {2 * components} real images, got {y.shape[0]}",
+            hint="give more real photographs or fewer --components",
+        )
+    model = GaussianMixture(
+        n_components=components,
+        covariance_type=covariance,
+        reg_covar=reg_covar,
+        random_state=seed,
+        n_init=1,
+        max_iter=500,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(np.asarray(y, dtype=np.float64))
@@ -175,8 +191,9 @@ class Detector:
 
     def __post_init__(self) -> None:
         if self.projection.output_dim != self.density.dim:
-            raise UsageError(f"projection to {self.projection.output_dim} dims does not feed a "
-                             f"{self.density.dim}-dim mixture")
+            raise UsageError(
+                f"projection to {self.projection.output_dim} dims does not feed a {self.density.dim}-dim mixture"
+            )
         if not math.isfinite(self.threshold):
             raise UsageError(f"detector threshold must be finite, got {self.threshold}")
 
@@ -197,8 +214,9 @@ class Detector:
         t = self.threshold if threshold is None else float(threshold)
         nll = self.nll(raw)
         scores = self.standardisation.apply(nll)
-        return [Detection(verdict=verdict_of(s, t), score=float(s), threshold=t, nll=float(n))
-                for s, n in zip(scores, nll)]
+        return [
+            Detection(verdict=verdict_of(s, t), score=float(s), threshold=t, nll=float(n)) for s, n in zip(scores, nll)
+        ]
 
 
 def verdict_of(score: float, threshold: float) -> str:
@@ -206,9 +224,18 @@ def verdict_of(score: float, threshold: float) -> str:
     return "synthetic" if score >= threshold else "real"
 
 
-def fit_detector(fit_raw: np.ndarray, held_out_raw: np.ndarray, *, pca_dim: int = 32, components: int = 1,
-                 covariance: str = "full", reg_covar: float = 1e-6, acceptance: float = DEFAULT_ACCEPTANCE,
-                 descriptor: dict[str, Any] | None = None, seed: int = 0) -> Detector:
+def fit_detector(
+    fit_raw: np.ndarray,
+    held_out_raw: np.ndarray,
+    *,
+    pca_dim: int = 32,
+    components: int = 1,
+    covariance: str = "full",
+    reg_covar: float = 1e-6,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    descriptor: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Detector:
     """Fit on real descriptors ``fit_raw``; standardise and set the threshold on ``held_out_raw``.
 
     The held-out images must be real photographs that took no part in the fit (the caller
@@ -219,18 +246,34 @@ def fit_detector(fit_raw: np.ndarray, held_out_raw: np.ndarray, *, pca_dim: int 
     fit_raw = np.asarray(fit_raw, dtype=np.float64)
     held_out_raw = np.asarray(held_out_raw, dtype=np.float64)
     if held_out_raw.ndim != 2 or held_out_raw.shape[0] < 2:
-        raise UsageError(f"calibration needs at least 2 held-out real images, got {held_out_raw.shape[0]}",
-                         hint="give more real photographs or a larger held-out share")
+        raise UsageError(
+            f"calibration needs at least 2 held-out real images, got {held_out_raw.shape[0]}",
+            hint="give more real photographs or a larger held-out share",
+        )
     projection = fit_projection(fit_raw, np.zeros(len(fit_raw), dtype=int), method="pca", pca_dim=pca_dim)
-    density = fit_mixture_density(projection.apply(fit_raw), components=components, covariance=covariance,
-                                  reg_covar=reg_covar, seed=seed)
+    density = fit_mixture_density(
+        projection.apply(fit_raw), components=components, covariance=covariance, reg_covar=reg_covar, seed=seed
+    )
     nll = -density.log_density(projection.apply(held_out_raw))
     standardisation = Standardisation.of(nll)
     scores = standardisation.apply(nll)
-    settings = {"pca_dim": int(projection.output_dim), "pca_dim_requested": int(pca_dim),
-                "components": int(density.n_components), "covariance": covariance, "reg_covar": float(reg_covar),
-                "seed": int(seed), "n_fit": int(len(fit_raw)), "n_held_out": int(len(held_out_raw)),
-                "explained_variance": projection.steps.get("explained_variance")}
-    return Detector(projection=projection, density=density, standardisation=standardisation,
-                    threshold=threshold_for_acceptance(scores, acceptance), acceptance=float(acceptance),
-                    descriptor=dict(descriptor or {}), fit=settings)
+    settings = {
+        "pca_dim": int(projection.output_dim),
+        "pca_dim_requested": int(pca_dim),
+        "components": int(density.n_components),
+        "covariance": covariance,
+        "reg_covar": float(reg_covar),
+        "seed": int(seed),
+        "n_fit": int(len(fit_raw)),
+        "n_held_out": int(len(held_out_raw)),
+        "explained_variance": projection.steps.get("explained_variance"),
+    }
+    return Detector(
+        projection=projection,
+        density=density,
+        standardisation=standardisation,
+        threshold=threshold_for_acceptance(scores, acceptance),
+        acceptance=float(acceptance),
+        descriptor=dict(descriptor or {}),
+        fit=settings,
+    )

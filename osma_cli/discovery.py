@@ -42,8 +42,13 @@ generator is about that. Measured best: 1.5 for MISLNet, 3 for the descriptor; 2
 both (docs/discovery.md)."""
 
 
-def cluster_embeddings(embeddings: np.ndarray, min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE, *,
-                       method: str = HDBSCAN_METHOD, distance_cut: float | None = None) -> np.ndarray:
+def cluster_embeddings(
+    embeddings: np.ndarray,
+    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+    *,
+    method: str = HDBSCAN_METHOD,
+    distance_cut: float | None = None,
+) -> np.ndarray:
     """Cluster labels (0..k-1, ordered by cluster size, largest first; -1: noise) for (N, D) vectors.
 
     ``hdbscan``: one dense group is one cluster (``allow_single_cluster``): the unknowns may
@@ -67,8 +72,9 @@ def cluster_embeddings(embeddings: np.ndarray, min_cluster_size: int = DEFAULT_M
 
         if distance_cut is None or not np.isfinite(distance_cut) or distance_cut <= 0:
             raise UsageError(f"agglomerative clustering needs a positive distance cut, got {distance_cut}")
-        raw = AgglomerativeClustering(n_clusters=None, distance_threshold=float(distance_cut),
-                                      linkage="average").fit_predict(points)
+        raw = AgglomerativeClustering(
+            n_clusters=None, distance_threshold=float(distance_cut), linkage="average"
+        ).fit_predict(points)
         sizes = np.bincount(raw)
         raw = np.where(sizes[raw] >= min_cluster_size, raw, NOISE)
     found = [label for label in np.unique(raw) if label != NOISE]
@@ -149,23 +155,40 @@ def distance_cut(store: ReferenceStore, scale: float = DEFAULT_CUT_SCALE) -> flo
     return float(scale * np.median(sigmas))
 
 
-def group_labels(embeddings: np.ndarray, store: ReferenceStore, *, min_cluster_size: int,
-                 method: str = DEFAULT_METHOD, cut_scale: float = DEFAULT_CUT_SCALE) -> np.ndarray:
+def group_labels(
+    embeddings: np.ndarray,
+    store: ReferenceStore,
+    *,
+    min_cluster_size: int,
+    method: str = DEFAULT_METHOD,
+    cut_scale: float = DEFAULT_CUT_SCALE,
+) -> np.ndarray:
     """Cluster labels of one space's unknowns, the cut (for ``agglomerative``) from ``store``'s spread."""
     cut = distance_cut(store, cut_scale) if method == AGGLOMERATIVE else None
     return cluster_embeddings(embeddings, min_cluster_size, method=method, distance_cut=cut)
 
 
-def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store: ReferenceStore, *, regime: str | None,
-                   min_cluster_size: int, first_id: int = 0, method: str = DEFAULT_METHOD,
-                   cut_scale: float = DEFAULT_CUT_SCALE, hash_files: bool = False
-                   ) -> tuple[list[Cluster], list[Path], np.ndarray]:
+def group_unknowns(
+    embeddings: np.ndarray,
+    files: Sequence[Path],
+    store: ReferenceStore,
+    *,
+    regime: str | None,
+    min_cluster_size: int,
+    first_id: int = 0,
+    method: str = DEFAULT_METHOD,
+    cut_scale: float = DEFAULT_CUT_SCALE,
+    hash_files: bool = False,
+) -> tuple[list[Cluster], list[Path], np.ndarray]:
     """Clusters (ids from ``first_id``), unclustered files and each file's cluster id (-1: none)
     of one space's unknowns; ``hash_files`` records each clustered file's sha256."""
     from osma_cli.data.files import file_sha256
 
-    labels = group_labels(embeddings, store, min_cluster_size=min_cluster_size, method=method,
-                          cut_scale=cut_scale) if len(files) else np.zeros(0, int)
+    labels = (
+        group_labels(embeddings, store, min_cluster_size=min_cluster_size, method=method, cut_scale=cut_scale)
+        if len(files)
+        else np.zeros(0, int)
+    )
     count = int(labels.max()) + 1 if len(labels) else 0
     ids = np.where(labels == NOISE, NOISE, labels + first_id)
     if count == 0:
@@ -176,18 +199,31 @@ def group_unknowns(embeddings: np.ndarray, files: Sequence[Path], store: Referen
     clusters = []
     for label in range(count):
         members = tuple(f for f, mine in zip(files, labels == label) if mine)
-        clusters.append(Cluster(id=first_id + label, regime=regime, files=members, nearest=names[nearest[label]],
-                                distance=float(distances[label]),
-                                sha256=tuple(file_sha256(f) for f in members) if hash_files else ()))
+        clusters.append(
+            Cluster(
+                id=first_id + label,
+                regime=regime,
+                files=members,
+                nearest=names[nearest[label]],
+                distance=float(distances[label]),
+                sha256=tuple(file_sha256(f) for f in members) if hash_files else (),
+            )
+        )
     return clusters, [f for f, label in zip(files, labels) if label == NOISE], ids
 
 
-def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *,
-                   threshold: float | Mapping[str, float],
-                   min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
-                   method: str = DEFAULT_METHOD, cut_scale: float = DEFAULT_CUT_SCALE,
-                   options: EmbedOptions = EmbedOptions(),
-                   on_progress: Callable[[int], None] | None = None) -> Discovery:
+def discover_files(
+    embedder: Embedder,
+    store: AnyStore,
+    paths: Sequence[Path],
+    *,
+    threshold: float | Mapping[str, float],
+    min_cluster_size: int = DEFAULT_MIN_CLUSTER_SIZE,
+    method: str = DEFAULT_METHOD,
+    cut_scale: float = DEFAULT_CUT_SCALE,
+    options: EmbedOptions = EmbedOptions(),
+    on_progress: Callable[[int], None] | None = None,
+) -> Discovery:
     """Attribute ``paths``, then cluster the unknowns' embeddings (those they were scored with), per regime.
 
     Each clustered file's sha256 is recorded, so that enrolling a cluster later can prove it
@@ -203,8 +239,7 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
     unknown: dict[str | None, list[FileAttribution]] = {}
     accepted: dict[str | None, list[FileAttribution]] = {}
     accepted_as: dict[str | None, list[str]] = {}
-    for item in attribute_files(embedder, store, paths, threshold=threshold, options=options,
-                                on_progress=on_progress):
+    for item in attribute_files(embedder, store, paths, threshold=threshold, options=options, on_progress=on_progress):
         result.n_files += 1
         if item.attribution is None:
             result.failures.append(item)
@@ -225,14 +260,28 @@ def discover_files(embedder: Embedder, store: AnyStore, paths: Sequence[Path], *
         embeddings = stack_vectors(items, dim)
         if method == AGGLOMERATIVE:
             result.distance_cuts[name] = distance_cut(single, cut_scale)
-        clusters, rest, ids = group_unknowns(embeddings, [item.path for item in items], single, regime=name,
-                                             min_cluster_size=min_cluster_size, first_id=len(result.clusters),
-                                             method=method, cut_scale=cut_scale, hash_files=True)
+        clusters, rest, ids = group_unknowns(
+            embeddings,
+            [item.path for item in items],
+            single,
+            regime=name,
+            min_cluster_size=min_cluster_size,
+            first_id=len(result.clusters),
+            method=method,
+            cut_scale=cut_scale,
+            hash_files=True,
+        )
         result.clusters += clusters
         result.unclustered += rest
         known = accepted.get(name, [])
-        result.views.append(SpaceView(
-            regime=name, store=single,
-            accepted=stack_vectors(known, dim),
-            accepted_as=accepted_as.get(name, []), unknown=embeddings, labels=ids))
+        result.views.append(
+            SpaceView(
+                regime=name,
+                store=single,
+                accepted=stack_vectors(known, dim),
+                accepted_as=accepted_as.get(name, []),
+                unknown=embeddings,
+                labels=ids,
+            )
+        )
     return result

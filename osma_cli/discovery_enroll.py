@@ -35,9 +35,11 @@ def run_identity(store_path: Path | str, meta: WeightsMeta) -> dict:
     """What a discover run was made with, for ``clusters.json``: weights, store bytes, working folder."""
     from osma_cli.data.files import file_sha256
 
-    return {"model_sha256": meta.sha256,
-            "store": {"path": str(Path(store_path).resolve()), "sha256": file_sha256(store_path)},
-            "cwd": os.getcwd()}
+    return {
+        "model_sha256": meta.sha256,
+        "store": {"path": str(Path(store_path).resolve()), "sha256": file_sha256(store_path)},
+        "cwd": os.getcwd(),
+    }
 
 
 def record_path(source: Path | str) -> Path:
@@ -58,8 +60,9 @@ def load_record(source: Path | str) -> tuple[Path, dict]:
     if not isinstance(data, dict) or data.get("command") != "discover" or not isinstance(data.get("clusters"), list):
         raise DataError(f"{path}: not the record of an `osma discover` run", hint=RERUN)
     if "model_sha256" not in data or "store" not in data:
-        raise DataError(f"{path}: the record does not say which model and store made it (an older osma wrote it)",
-                        hint=RERUN)
+        raise DataError(
+            f"{path}: the record does not say which model and store made it (an older osma wrote it)", hint=RERUN
+        )
     return path, data
 
 
@@ -69,8 +72,10 @@ def cluster_of(data: dict, cluster_id: int, path: Path) -> dict:
         if cluster.get("id") == cluster_id:
             return cluster
     ids = ", ".join(str(c.get("id")) for c in data["clusters"]) or "none"
-    raise UsageError(f"{path}: no cluster {cluster_id} (clusters in this run: {ids})",
-                     hint="pick a number from the run's table or its cluster-ID.png sheets")
+    raise UsageError(
+        f"{path}: no cluster {cluster_id} (clusters in this run: {ids})",
+        hint="pick a number from the run's table or its cluster-ID.png sheets",
+    )
 
 
 def check_same_run(data: dict, path: Path, store_path: Path, meta: WeightsMeta) -> None:
@@ -81,17 +86,20 @@ def check_same_run(data: dict, path: Path, store_path: Path, meta: WeightsMeta) 
         raise ReferenceStoreError(
             f"{path} was made with other weights (sha256 {str(data['model_sha256'])[:12]}) than the model in use "
             f"({meta.architecture}, sha256 {meta.sha256[:12]})",
-            hint="pass the --model of that run, or " + RERUN)
+            hint="pass the --model of that run, or " + RERUN,
+        )
     recorded = data["store"] or {}
     now = file_sha256(store_path)
     if now is None:
-        raise ReferenceStoreError(f"the reference store {store_path} cannot be read",
-                                  hint="pass the --refs of that run")
+        raise ReferenceStoreError(
+            f"the reference store {store_path} cannot be read", hint="pass the --refs of that run"
+        )
     if recorded.get("sha256") != now:
         raise ReferenceStoreError(
             f"the reference store {store_path} is not the one {path} was made with ({recorded.get('path')}, "
             f"sha256 {str(recorded.get('sha256'))[:12]}): it was changed since, or it is another store",
-            hint="an enrolment since that run changes which images are unknown; " + RERUN)
+            hint="an enrolment since that run changes which images are unknown; " + RERUN,
+        )
 
 
 def checked_files(cluster: dict, data: dict, path: Path) -> list[Path]:
@@ -100,8 +108,9 @@ def checked_files(cluster: dict, data: dict, path: Path) -> list[Path]:
 
     files, hashes = cluster.get("files") or [], cluster.get("sha256") or []
     if len(files) != len(hashes):
-        raise DataError(f"{path}: cluster {cluster.get('id')} lists {len(files)} files and {len(hashes)} hashes",
-                        hint=RERUN)
+        raise DataError(
+            f"{path}: cluster {cluster.get('id')} lists {len(files)} files and {len(hashes)} hashes", hint=RERUN
+        )
     base = Path(data.get("cwd") or ".")
     out, problems = [], []
     for name, expected in zip(files, hashes):
@@ -113,14 +122,24 @@ def checked_files(cluster: dict, data: dict, path: Path) -> list[Path]:
             problems.append(f"{file}: its bytes changed since the run")
         out.append(file)
     if problems:
-        raise DataError(f"cluster {cluster.get('id')} of {path} is not what was clustered: " + "; ".join(problems),
-                        hint="restore the files, or " + RERUN)
+        raise DataError(
+            f"cluster {cluster.get('id')} of {path} is not what was clustered: " + "; ".join(problems),
+            hint="restore the files, or " + RERUN,
+        )
     return out
 
 
-def enroll_cluster(embedder: Embedder, store_path: Path | str, source: Path | str, cluster_id: int, name: str, *,
-                   options: EmbedOptions = EmbedOptions(), on_progress: Callable[[int], None] | None = None,
-                   command: str | None = None) -> tuple[EnrollResult, list[Path]]:
+def enroll_cluster(
+    embedder: Embedder,
+    store_path: Path | str,
+    source: Path | str,
+    cluster_id: int,
+    name: str,
+    *,
+    options: EmbedOptions = EmbedOptions(),
+    on_progress: Callable[[int], None] | None = None,
+    command: str | None = None,
+) -> tuple[EnrollResult, list[Path]]:
     """Enrol cluster ``cluster_id`` of the discover run recorded at ``source`` as generator ``name``.
 
     Every check (module docstring) comes before anything is embedded or written; the
@@ -133,6 +152,7 @@ def enroll_cluster(embedder: Embedder, store_path: Path | str, source: Path | st
     store_path = Path(store_path)
     check_same_run(data, path, store_path, embedder.meta)
     files = checked_files(cluster, data, path)
-    result = enroll_generator(embedder, store_path, name, files, options=options, on_progress=on_progress,
-                              command=command)
+    result = enroll_generator(
+        embedder, store_path, name, files, options=options, on_progress=on_progress, command=command
+    )
     return result, files

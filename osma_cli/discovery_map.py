@@ -47,15 +47,24 @@ def embed_2d(points: np.ndarray, *, seed: int = SEED) -> np.ndarray:
     if n == 0:
         return np.zeros((0, 2))
     dims = min(PCA_DIMS, points.shape[1], n)
-    reduced = PCA(n_components=dims, random_state=seed).fit_transform(points) if points.shape[1] > dims else \
-        points - points.mean(axis=0)
+    reduced = (
+        PCA(n_components=dims, random_state=seed).fit_transform(points)
+        if points.shape[1] > dims
+        else points - points.mean(axis=0)
+    )
     if n < 4:
         out = np.zeros((n, 2))
-        out[:, :min(2, reduced.shape[1])] = reduced[:, :2]
+        out[:, : min(2, reduced.shape[1])] = reduced[:, :2]
         return out
     perplexity = min(PERPLEXITY, (n - 1) / 3.0)
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=ITERATIONS,
-                method="barnes_hut" if n > 200 else "exact").fit_transform(reduced)
+    return TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        init="pca",
+        random_state=seed,
+        max_iter=ITERATIONS,
+        method="barnes_hut" if n > 200 else "exact",
+    ).fit_transform(reduced)
 
 
 def sample(n: int, limit: int, seed: int) -> np.ndarray:
@@ -101,9 +110,15 @@ def map_points(view: SpaceView, *, seed: int = SEED, max_context: int = MAX_CONT
     groups = [refs[keep_refs], accepted[keep_accepted], np.asarray(view.unknown, np.float64).reshape(-1, dim)]
     xy = embed_2d(np.concatenate(groups), seed=seed)
     a, b = len(groups[0]), len(groups[0]) + len(groups[1])
-    return MapPoints(references=xy[:a], reference_names=list(names), accepted=xy[a:b],
-                     accepted_as=accepted_as, unknown=xy[b:], labels=np.asarray(view.labels, int),
-                     centroids_only=centroids_only)
+    return MapPoints(
+        references=xy[:a],
+        reference_names=list(names),
+        accepted=xy[a:b],
+        accepted_as=accepted_as,
+        unknown=xy[b:],
+        labels=np.asarray(view.labels, int),
+        centroids_only=centroids_only,
+    )
 
 
 def cluster_colour(k: int) -> tuple:
@@ -126,20 +141,46 @@ def draw_map(points: MapPoints, title: str):
     figure = Figure(figsize=(9, 7), dpi=100)
     axes = figure.add_subplot()
     if len(points.accepted):
-        axes.scatter(points.accepted[:, 0], points.accepted[:, 1], s=10, c=ACCEPTED_COLOUR, alpha=0.35,
-                     marker="o", label=f"accepted as known ({len(points.accepted)})")
+        axes.scatter(
+            points.accepted[:, 0],
+            points.accepted[:, 1],
+            s=10,
+            c=ACCEPTED_COLOUR,
+            alpha=0.35,
+            marker="o",
+            label=f"accepted as known ({len(points.accepted)})",
+        )
     noise = points.labels == NOISE
     if noise.any():
-        axes.scatter(points.unknown[noise, 0], points.unknown[noise, 1], s=14, c=NOISE_COLOUR, marker="x",
-                     label=f"unknown, unclustered ({int(noise.sum())})")
+        axes.scatter(
+            points.unknown[noise, 0],
+            points.unknown[noise, 1],
+            s=14,
+            c=NOISE_COLOUR,
+            marker="x",
+            label=f"unknown, unclustered ({int(noise.sum())})",
+        )
     for k, cluster in enumerate(sorted(set(points.labels.tolist()) - {NOISE})):
         mine = points.labels == cluster
-        axes.scatter(points.unknown[mine, 0], points.unknown[mine, 1], s=22, color=cluster_colour(k),
-                     edgecolors="black", linewidths=0.3, label=f"cluster {cluster} ({int(mine.sum())})")
+        axes.scatter(
+            points.unknown[mine, 0],
+            points.unknown[mine, 1],
+            s=22,
+            color=cluster_colour(k),
+            edgecolors="black",
+            linewidths=0.3,
+            label=f"cluster {cluster} ({int(mine.sum())})",
+        )
     if len(points.references):
         what = "centroid" if points.centroids_only else "reference"
-        axes.scatter(points.references[:, 0], points.references[:, 1], s=120 if points.centroids_only else 12,
-                     marker="*", c="black", label=f"known generator {what}s")
+        axes.scatter(
+            points.references[:, 0],
+            points.references[:, 1],
+            s=120 if points.centroids_only else 12,
+            marker="*",
+            c="black",
+            label=f"known generator {what}s",
+        )
         if points.centroids_only:
             for (x, y), name in zip(points.references, points.reference_names):
                 axes.annotate(name, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
@@ -161,8 +202,10 @@ def write_map(path: Path | str, view: SpaceView, *, seed: int = SEED) -> MapPoin
     points = map_points(view, seed=seed)
     space = "" if view.regime is None else f", {view.regime} regime"
     shown = "" if len(points.accepted) == len(view.accepted) else f" (of {len(view.accepted)})"
-    title = (f"t-SNE of the scored vectors{space}: {len(points.accepted)}{shown} accepted, "
-             f"{len(points.unknown)} unknown in {len(set(points.labels.tolist()) - {NOISE})} cluster(s)")
+    title = (
+        f"t-SNE of the scored vectors{space}: {len(points.accepted)}{shown} accepted, "
+        f"{len(points.unknown)} unknown in {len(set(points.labels.tolist()) - {NOISE})} cluster(s)"
+    )
     figure = draw_map(points, title)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return points

@@ -45,8 +45,9 @@ class ClusteringScores:
 def _labels(truth: ArrayLike, found: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     truth_arr, found_arr = np.asarray(truth), np.asarray(found)
     if truth_arr.ndim != 1 or truth_arr.shape != found_arr.shape:
-        raise UsageError("true and found labels must be 1-D of one length; "
-                         f"got {truth_arr.shape} and {found_arr.shape}")
+        raise UsageError(
+            f"true and found labels must be 1-D of one length; got {truth_arr.shape} and {found_arr.shape}"
+        )
     return truth_arr, found_arr
 
 
@@ -70,8 +71,11 @@ def clustering_scores(truth: ArrayLike, found: ArrayLike) -> ClusteringScores:
     n = int(truth_arr.size)
     if n == 0:
         return ClusteringScores(purity=0.0, nmi=0.0, ari=0.0, n_images=0, n_clusters=0, clustered=0.0)
-    return ClusteringScores(purity=purity(truth_arr, found_arr),
-                            nmi=float(normalized_mutual_info_score(truth_arr, found_arr)),
-                            ari=float(adjusted_rand_score(truth_arr, found_arr)), n_images=n,
-                            n_clusters=len(set(found_arr.tolist()) - {NOISE}),
-                            clustered=float((found_arr != NOISE).mean()))
+    return ClusteringScores(
+        purity=purity(truth_arr, found_arr),
+        nmi=float(normalized_mutual_info_score(truth_arr, found_arr)),
+        ari=float(adjusted_rand_score(truth_arr, found_arr)),
+        n_images=n,
+        n_clusters=len(set(found_arr.tolist()) - {NOISE}),
+        clustered=float((found_arr != NOISE).mean()),
+    )

@@ -44,8 +44,7 @@ def finalize_embeddings(raw: torch.Tensor, l2_normalize: bool) -> torch.Tensor:
     return F.normalize(raw, dim=1) if l2_normalize else raw
 
 
-def aggregate_crops(per_crop: torch.Tensor, owners: torch.Tensor, n_images: int,
-                    l2_normalize: bool) -> torch.Tensor:
+def aggregate_crops(per_crop: torch.Tensor, owners: torch.Tensor, n_images: int, l2_normalize: bool) -> torch.Tensor:
     """Average the embeddings of each image's crops (then re-normalise if L2)."""
     sums = torch.zeros(n_images, per_crop.shape[1], dtype=per_crop.dtype, device=per_crop.device)
     sums.index_add_(0, owners, per_crop)
@@ -89,8 +88,7 @@ class EmbedOptions:
     max_pixels: int | None = None
 
     def kwargs(self) -> dict:
-        out = {"n_crops": self.n_crops, "batch_size": self.batch_size,
-               "workers": self.workers, "small": self.small}
+        out = {"n_crops": self.n_crops, "batch_size": self.batch_size, "workers": self.workers, "small": self.small}
         if self.max_pixels is not None:
             out["max_pixels"] = self.max_pixels
         return out
@@ -99,8 +97,15 @@ class EmbedOptions:
 class Embedder:
     """A feature extractor and its metadata on a device, ready to embed crops or files."""
 
-    def __init__(self, model: ImageModel, meta: WeightsMeta, device: torch.device | str = "cpu",
-                 *, mixed_precision: bool = True, weights_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: ImageModel,
+        meta: WeightsMeta,
+        device: torch.device | str = "cpu",
+        *,
+        mixed_precision: bool = True,
+        weights_path: Path | None = None,
+    ) -> None:
         self.device = torch.device(device) if isinstance(device, str) else device
         self.meta = meta
         self.weights_path = None if weights_path is None else Path(weights_path)
@@ -144,8 +149,9 @@ class Embedder:
         """
         unprojected = self.descriptor is not None and not self.descriptor.projected
         if regime not in self.regimes and not unprojected:
-            raise UsageError(f"the model has no {regime.name} regime",
-                             hint=f"its regimes: {', '.join(r.name for r in self.regimes)}")
+            raise UsageError(
+                f"the model has no {regime.name} regime", hint=f"its regimes: {', '.join(r.name for r in self.regimes)}"
+            )
         view = copy.copy(self)
         view.regime = regime
         view._regimes = (regime,)
@@ -220,24 +226,36 @@ class Embedder:
     @torch.inference_mode()
     def features_of_batch(self, batch: CropBatch) -> torch.Tensor:
         """Per-image features (crops averaged) for the decodable images of a batch."""
-        parts = [(self.features_of_crops(crops), owners.to(self.device, non_blocking=True))
-                 for crops, owners in batch.parts if len(crops)]
+        parts = [
+            (self.features_of_crops(crops), owners.to(self.device, non_blocking=True))
+            for crops, owners in batch.parts
+            if len(crops)
+        ]
         if not parts:
             return torch.zeros(0, self.feature_dim)
         per_crop = torch.cat([features for features, _ in parts])
         owners = torch.cat([owners for _, owners in parts])
-        return aggregate_crops(per_crop, owners, len(batch.indices),
-                               l2_normalize=self.meta.l2_normalize and not self.is_descriptor)
+        return aggregate_crops(
+            per_crop, owners, len(batch.indices), l2_normalize=self.meta.l2_normalize and not self.is_descriptor
+        )
 
     @torch.inference_mode()
     def embed_batch(self, batch: CropBatch) -> torch.Tensor:
         """Per-image embeddings (crops averaged) for the decodable images of a batch."""
         return self.head(self.features_of_batch(batch))
 
-    def embed_files(self, paths: Sequence[Path], *, n_crops: int = 1, batch_size: int = 32,
-                    workers: int | None = None, small: str = "pad",
-                    max_pixels: int = DEFAULT_MAX_PIXELS, features_only: bool = False,
-                    on_progress: Callable[[int], None] | None = None) -> Iterator[EmbeddedImage]:
+    def embed_files(
+        self,
+        paths: Sequence[Path],
+        *,
+        n_crops: int = 1,
+        batch_size: int = 32,
+        workers: int | None = None,
+        small: str = "pad",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        features_only: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[EmbeddedImage]:
         """Embed files in order, streaming results; a bad file yields an error, not an exception.
 
         ``features_only`` stops before the head (a descriptor's raw self-descriptions, what the
@@ -245,20 +263,28 @@ class Embedder:
         whatever the number of files.
         """
         policy = self.small_policy(small)
-        dataset = ImageCropDataset(list(paths), self.crop_size, n_crops, small=policy, max_pixels=max_pixels,
-                                   min_size=self.model.min_input_size if policy == "keep" else 1,
-                                   note_compression=self.notes_compression,
-                                   reencode_quality=self.regime.jpeg_quality)
-        loader = crop_loader(dataset, batch_size=batch_size,
-                             workers=default_workers() if workers is None else workers,
-                             pin_memory=self.device.type == "cuda")
+        dataset = ImageCropDataset(
+            list(paths),
+            self.crop_size,
+            n_crops,
+            small=policy,
+            max_pixels=max_pixels,
+            min_size=self.model.min_input_size if policy == "keep" else 1,
+            note_compression=self.notes_compression,
+            reencode_quality=self.regime.jpeg_quality,
+        )
+        loader = crop_loader(
+            dataset,
+            batch_size=batch_size,
+            workers=default_workers() if workers is None else workers,
+            pin_memory=self.device.type == "cuda",
+        )
         for batch in loader:
             yield from self._results(batch, dataset, features_only)
             if on_progress is not None:
                 on_progress(len(batch.indices) + len(batch.failures))
 
-    def _results(self, batch: CropBatch, dataset: ImageCropDataset,
-                 features_only: bool) -> Iterable[EmbeddedImage]:
+    def _results(self, batch: CropBatch, dataset: ImageCropDataset, features_only: bool) -> Iterable[EmbeddedImage]:
         embedded: dict[int, np.ndarray] = {}
         if batch.indices:
             features = self.features_of_batch(batch)
@@ -267,10 +293,14 @@ class Embedder:
         errors = dict(batch.failures)
         for index in sorted(set(embedded) | set(errors)):
             error = errors.get(index)
-            yield EmbeddedImage(index=index, path=dataset.path(index), embedding=embedded.get(index),
-                                error=None if error is None else str(error),
-                                warnings=batch.warnings.get(index, ()),
-                                skipped=isinstance(error, SkipReason))
+            yield EmbeddedImage(
+                index=index,
+                path=dataset.path(index),
+                embedding=embedded.get(index),
+                error=None if error is None else str(error),
+                warnings=batch.warnings.get(index, ()),
+                skipped=isinstance(error, SkipReason),
+            )
 
 
 def regime_feature_identity(identity: str, regime: Regime) -> str:
@@ -287,8 +317,9 @@ class HasVector(Protocol):
     def vector(self) -> np.ndarray: ...
 
 
-def split_embedded(items: Iterable[EmbeddedImage], width: int
-                   ) -> tuple[list[EmbeddedImage], np.ndarray, list[EmbeddedImage]]:
+def split_embedded(
+    items: Iterable[EmbeddedImage], width: int
+) -> tuple[list[EmbeddedImage], np.ndarray, list[EmbeddedImage]]:
     """The images that have a vector, their vectors stacked (``(0, width)`` when none), and
     the failures: the one "drop failures, stack" step of every caller that embeds a list."""
     good: list[EmbeddedImage] = []

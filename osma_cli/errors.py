@@ -74,7 +74,6 @@ class DataError(OsmaError):
 class TooFewReadable(DataError):
     """Too few of the given images could be read; ``unreadable`` names the others and why."""
 
-    def __init__(self, message: str, *, unreadable: Sequence[tuple[Path, str]] = (),
-                 hint: str | None = None) -> None:
+    def __init__(self, message: str, *, unreadable: Sequence[tuple[Path, str]] = (), hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.unreadable = list(unreadable)

@@ -38,10 +38,20 @@ class ShippedModel:
 
 
 SHIPPED_MODELS = {
-    "fsd": ShippedModel("fsd", "osma-fsd.safetensors", "references-fsd.h5", "references-fsd.h5",
-                        "forensic self-descriptions with JPEG regimes (docs/descriptors.md)"),
-    "mislnet": ShippedModel("mislnet", "osma-mislnet.safetensors", "references-mislnet.h5", "references.h5",
-                            "MISLNet embedding, Fang et al.'s method (docs/defaults.md)"),
+    "fsd": ShippedModel(
+        "fsd",
+        "osma-fsd.safetensors",
+        "references-fsd.h5",
+        "references-fsd.h5",
+        "forensic self-descriptions with JPEG regimes (docs/descriptors.md)",
+    ),
+    "mislnet": ShippedModel(
+        "mislnet",
+        "osma-mislnet.safetensors",
+        "references-mislnet.h5",
+        "references.h5",
+        "MISLNet embedding, Fang et al.'s method (docs/defaults.md)",
+    ),
 }
 DEFAULT_MODEL = "fsd"
 
@@ -64,8 +74,9 @@ def shipped_model(name: str = DEFAULT_MODEL) -> ShippedModel:
         return SHIPPED_MODELS[name]
     except KeyError:
         shipped = ", ".join(SHIPPED_MODELS)
-        raise MissingDefaultsError(f"osma ships no model named {name!r}",
-                                   hint=f"shipped models: {shipped}; or give a weights file") from None
+        raise MissingDefaultsError(
+            f"osma ships no model named {name!r}", hint=f"shipped models: {shipped}; or give a weights file"
+        ) from None
 
 
 def shipped_weights(name: str = DEFAULT_MODEL) -> Path | None:
@@ -106,7 +117,7 @@ def default_model_path(name: str = DEFAULT_MODEL) -> Path:
             f"no {'default ' if name == DEFAULT_MODEL else ''}model {name!r} is installed "
             f"(looked for {shipped_dir() / shipped_model(name).weights})",
             hint="pass --model FILE.safetensors (an osma weights file) and --refs "
-                 "FILE.h5; trained default weights are not shipped yet",
+            "FILE.h5; trained default weights are not shipped yet",
         )
     return path
 
@@ -158,8 +169,10 @@ def references_for_reading(name: str = DEFAULT_MODEL) -> tuple[Path, str | None]
         source = shipped_references(name)
         if source is None:
             raise
-        return source, (f"{exc.message}; using the shipped reference store {source} read-only "
-                        f"(commands that change the store will fail until {osma_home()} is writable)")
+        return source, (
+            f"{exc.message}; using the shipped reference store {source} read-only "
+            f"(commands that change the store will fail until {osma_home()} is writable)"
+        )
 
 
 def is_shipped(path: Path | str) -> bool:
@@ -188,8 +201,9 @@ def refuse_shipped(path: Path | str, what: str = "reference store") -> None:
         raise ReferenceStoreError(
             f"{path} is the {what} osma ships (in {shipped_dir()}); osma does not change it",
             hint=f"copy it (cp {path} my-{Path(path).name}) and pass --refs the copy, or leave "
-                 "--refs out to use the copy under $OSMA_HOME seeded from it; if $OSMA_HOME "
-                 "points at the shipped folder, point it elsewhere")
+            "--refs out to use the copy under $OSMA_HOME seeded from it; if $OSMA_HOME "
+            "points at the shipped folder, point it elsewhere",
+        )
 
 
 def write_error(path: Path | str, exc: OSError, message: str | None = None) -> StoreWriteError:
@@ -199,14 +213,17 @@ def write_error(path: Path | str, exc: OSError, message: str | None = None) -> S
     if is_full(exc):
         hint = f"free space on the disk holding {folder} and run the command again; nothing was changed"
     elif is_not_writable(exc):
-        hint = (f"{folder} is not writable: set $OSMA_HOME to a writable folder or pass --refs/--out "
-                "a file in one; nothing was changed")
+        hint = (
+            f"{folder} is not writable: set $OSMA_HOME to a writable folder or pass --refs/--out "
+            "a file in one; nothing was changed"
+        )
     else:
         hint = "nothing was changed; check the disk and run the command again"
     return StoreWriteError(text, hint=hint, errno=exc.errno)
 
 
 def lock_timeout_error(path: Path | str) -> StoreWriteError:
-    return StoreWriteError(f"{path} is locked by another osma process",
-                           hint="wait for it to finish, or remove the stale "
-                                f"{lock_path(path).name} if no osma is running")
+    return StoreWriteError(
+        f"{path} is locked by another osma process",
+        hint=f"wait for it to finish, or remove the stale {lock_path(path).name} if no osma is running",
+    )

@@ -58,12 +58,16 @@ def merge_results(parts: Sequence[Path], expected: Sequence[Path], out: Path) ->
     wanted = set(order)
     outside = [k for k in by_key if k not in wanted]
     if outside:
-        raise DataError(f"{len(outside)} record(s) are of files not under the inputs given: {_names(outside)}",
-                        hint="give --inputs the same paths the shards were given (written the same way)")
+        raise DataError(
+            f"{len(outside)} record(s) are of files not under the inputs given: {_names(outside)}",
+            hint="give --inputs the same paths the shards were given (written the same way)",
+        )
     missing = [k for k in order if k not in by_key]
     if missing:
-        raise DataError(f"{len(missing)} of {len(order)} input files have no record in the parts: {_names(missing)}",
-                        hint="re-run the shard(s) that should hold them (with the same --out, they resume)")
+        raise DataError(
+            f"{len(missing)} of {len(order)} input files have no record in the parts: {_names(missing)}",
+            hint="re-run the shard(s) that should hold them (with the same --out, they resume)",
+        )
     kept, stale, doubled = [], 0, []
     for key, path in zip(order, expected):
         entries = by_key[key]
@@ -78,16 +82,19 @@ def merge_results(parts: Sequence[Path], expected: Sequence[Path], out: Path) ->
             entries = matching
         kept.append(entries[0])
     if doubled:
-        raise DataError(f"{len(doubled)} file(s) have more than one record: {_names(doubled)}",
-                        hint="a part was given twice, or two shards took the same file (were they given "
-                             "the same --shard count?)")
+        raise DataError(
+            f"{len(doubled)} file(s) have more than one record: {_names(doubled)}",
+            hint="a part was given twice, or two shards took the same file (were they given the same --shard count?)",
+        )
     atomic_write(out, lambda tmp: _copy_records(tmp, contents, kept, with_header=kind == CSV))
-    return MergeReport(records=len(kept), parts=len(parts), stale=stale,
-                       torn=[part.path for part in contents if part.torn])
+    return MergeReport(
+        records=len(kept), parts=len(parts), stale=stale, torn=[part.path for part in contents if part.torn]
+    )
 
 
-def _copy_records(target: Path, contents: Sequence[Contents], kept: Sequence[tuple[int, Entry]], *,
-                  with_header: bool) -> None:
+def _copy_records(
+    target: Path, contents: Sequence[Contents], kept: Sequence[tuple[int, Entry]], *, with_header: bool
+) -> None:
     """Each kept record's bytes, copied from its part in the merged order (the header first for CSV)."""
     handles = [open(part.path, "rb") for part in contents]
     try:
@@ -105,14 +112,19 @@ def _check_alike(contents: Sequence[Contents], kind: str) -> None:
     """One format, one CSV layout and one run's identity across every part."""
     for part in contents:
         if part.format != kind:
-            raise UsageError(f"{os.fsdecode(part.path)} is {part.format.upper()}, the merged file {kind.upper()}",
-                             hint="merge parts into a file of their own format (.jsonl or .csv)")
+            raise UsageError(
+                f"{os.fsdecode(part.path)} is {part.format.upper()}, the merged file {kind.upper()}",
+                hint="merge parts into a file of their own format (.jsonl or .csv)",
+            )
         if kind == CSV and part.header is not None and part.header != contents[0].header:
-            raise DataError(f"{os.fsdecode(part.path)}: its columns differ from {os.fsdecode(contents[0].path)}'s",
-                            hint="the shards were run with other --top or --detect options")
+            raise DataError(
+                f"{os.fsdecode(part.path)}: its columns differ from {os.fsdecode(contents[0].path)}'s",
+                hint="the shards were run with other --top or --detect options",
+            )
     identities = {entry.identity for part in contents for entry in part.entries}
     if len(identities) > 1:
-        raise DataError("the parts come from different runs (model, reference store or settings differ: "
-                        f"{'; '.join(sorted(str(i) for i in identities))})",
-                        hint="merge only the shards of one run; re-run the odd ones with the same model, "
-                             "store and options")
+        raise DataError(
+            "the parts come from different runs (model, reference store or settings differ: "
+            f"{'; '.join(sorted(str(i) for i in identities))})",
+            hint="merge only the shards of one run; re-run the odd ones with the same model, store and options",
+        )

@@ -17,5 +17,4 @@ def unknown_name(what: str, name: str, known: Iterable[str], *, listing: str, n:
     names = sorted(known)
     close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
     suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return UsageError(f"unknown {what} {name!r}{suggestion}",
-                      hint=f"available {listing}: {', '.join(names) or 'none'}")
+    return UsageError(f"unknown {what} {name!r}{suggestion}", hint=f"available {listing}: {', '.join(names) or 'none'}")

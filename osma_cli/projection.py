@@ -110,8 +110,7 @@ class Projection:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_dim:
             raise UsageError(
-                f"cannot project features of shape {x.shape}: the projection expects "
-                f"(N, {self.input_dim})",
+                f"cannot project features of shape {x.shape}: the projection expects (N, {self.input_dim})",
                 hint="use the feature extractor the projection was fitted on",
             )
         return (x - self.mean) @ self.matrix
@@ -206,8 +205,7 @@ def fit_projection(
         if method == "whiten":
             if output_dim is not None and output_dim != k:
                 raise UsageError(
-                    f"method 'whiten' outputs its {k} PCA dims; output_dim={output_dim} "
-                    "is not used",
+                    f"method 'whiten' outputs its {k} PCA dims; output_dim={output_dim} is not used",
                     hint="set pca_dim instead of output_dim for method 'whiten'",
                 )
             w = (evecs_s / np.sqrt(evals_s)) @ evecs_s.T
@@ -280,9 +278,7 @@ def _check_inputs(
         )
     if pca_dim is not None and (not isinstance(pca_dim, (int, np.integer)) or pca_dim < 1):
         raise UsageError(f"pca_dim must be None or an integer >= 1, got {pca_dim!r}")
-    if output_dim is not None and (
-        not isinstance(output_dim, (int, np.integer)) or output_dim < 1
-    ):
+    if output_dim is not None and (not isinstance(output_dim, (int, np.integer)) or output_dim < 1):
         raise UsageError(f"output_dim must be None or an integer >= 1, got {output_dim!r}")
     if not 0.0 <= shrinkage <= 1.0:
         raise UsageError(f"shrinkage must be in [0, 1], got {shrinkage}")

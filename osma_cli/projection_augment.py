@@ -44,8 +44,9 @@ def augment_of(recipe: Mapping[str, Any]) -> tuple[Perturbation, ...]:
     return parse_augment(list(recipe.get(RECIPE_KEY) or ()))
 
 
-def augmented_inputs(paths: Sequence[Path], labels: np.ndarray, augment: Sequence[Perturbation]
-                     ) -> tuple[list[Path], np.ndarray]:
+def augmented_inputs(
+    paths: Sequence[Path], labels: np.ndarray, augment: Sequence[Perturbation]
+) -> tuple[list[Path], np.ndarray]:
     """The perturbed copies of ``paths`` (every perturbation in turn) and their labels.
 
     A file that cannot be read is its own "copy" (``perturbed_file``), so the describing

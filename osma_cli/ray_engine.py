@@ -72,8 +72,7 @@ def import_ray() -> Any:
         import ray
         import ray.data  # the Data library is a separate extra of ray
     except ImportError as exc:
-        raise UsageError(f"the Ray engine needs Ray Data, which is not installed ({exc})",
-                         hint=RAY_HINT) from exc
+        raise UsageError(f"the Ray engine needs Ray Data, which is not installed ({exc})", hint=RAY_HINT) from exc
     return ray
 
 
@@ -107,8 +106,15 @@ class AttributeActor:
     pickled in ``failure`` instead of raised: Ray would wrap it and lose its message and hint.
     """
 
-    def __init__(self, weights: str, store_path: str | None, device: str,
-                 threshold: float | Mapping[str, float], top_k: int, options: EmbedOptions) -> None:
+    def __init__(
+        self,
+        weights: str,
+        store_path: str | None,
+        device: str,
+        threshold: float | Mapping[str, float],
+        top_k: int,
+        options: EmbedOptions,
+    ) -> None:
         self.threshold, self.top_k, self.options = threshold, top_k, options
         self.failure: OsmaError | None = None
         try:
@@ -127,16 +133,28 @@ class AttributeActor:
         if failure is None:
             try:
                 paths = [Path(os.fsdecode(bytes(p))) for p in batch["path"]]
-                results = list(attribute_files(self.embedder, self.store, paths, threshold=self.threshold,
-                                               top_k=self.top_k, options=self.options))
+                results = list(
+                    attribute_files(
+                        self.embedder,
+                        self.store,
+                        paths,
+                        threshold=self.threshold,
+                        top_k=self.top_k,
+                        options=self.options,
+                    )
+                )
                 records[:] = [pickle.dumps(r) for r in results]
             except OsmaError as exc:
                 failure = exc
         n = len(indices)
-        return {"index": indices, "record": records,
-                "failure": np.array([pickle_failure(failure)] * n, dtype=object),
-                "pid": np.full(n, os.getpid()), "host": np.array([socket.gethostname()] * n, dtype=object),
-                "peak_rss_mb": np.full(n, peak_rss_mb())}
+        return {
+            "index": indices,
+            "record": records,
+            "failure": np.array([pickle_failure(failure)] * n, dtype=object),
+            "pid": np.full(n, os.getpid()),
+            "host": np.array([socket.gethostname()] * n, dtype=object),
+            "peak_rss_mb": np.full(n, peak_rss_mb()),
+        }
 
 
 def pickle_failure(failure: OsmaError | None) -> bytes:
@@ -166,9 +184,10 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
         else:
             ray.init(num_cpus=usable_cpus(), **quiet)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"cannot start or reach Ray{f' at {target}' if target else ''}: {exc}",
-                         hint="check RAY_ADDRESS (`ray status` on the head node), or unset it for a local Ray"
-                         ) from exc
+        raise UsageError(
+            f"cannot start or reach Ray{f' at {target}' if target else ''}: {exc}",
+            hint="check RAY_ADDRESS (`ray status` on the head node), or unset it for a local Ray",
+        ) from exc
     try:
         yield
     finally:
@@ -187,8 +206,11 @@ def quiet_ordered_data_context(ray: Any) -> Iterator[None]:
     """Ray Data keeping blocks in input order, without its own progress bars and log lines
     (the caller reports progress through ``on_progress``; failures are raised, not logged)."""
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
-             getattr(ctx, "print_on_execution_start", True))
+    saved = (
+        ctx.execution_options.preserve_order,
+        ctx.enable_progress_bars,
+        getattr(ctx, "print_on_execution_start", True),
+    )
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     ctx.execution_options.preserve_order = True
@@ -221,8 +243,9 @@ def checked_device(device: str) -> str:
     return "cuda" if spec.startswith("cuda") else spec
 
 
-def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_task: int | None,
-          routed: bool = False) -> Placement:
+def place(
+    ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_task: int | None, routed: bool = False
+) -> Placement:
     """One actor per GPU when ``device`` resolves to CUDA on the cluster, else one per CPU.
 
     ``auto`` means CUDA when the cluster has GPUs (the driver itself may have none). The
@@ -247,19 +270,30 @@ def place(ray: Any, device: str, n_files: int, options: EmbedOptions, files_per_
     if gpu:
         share = max(1, cpus // gpus)
         workers = min(8, share - 1) if options.workers is None else options.workers
-        return Placement(actors=min(gpus, blocks), gpu=True, cpus_per_actor=min(share, 1 + workers),
-                         workers=workers, files_per_task=per_task)
-    return Placement(actors=max(1, min(cpus, blocks)), gpu=False, cpus_per_actor=1, workers=0,
-                     files_per_task=per_task)
+        return Placement(
+            actors=min(gpus, blocks),
+            gpu=True,
+            cpus_per_actor=min(share, 1 + workers),
+            workers=workers,
+            files_per_task=per_task,
+        )
+    return Placement(actors=max(1, min(cpus, blocks)), gpu=False, cpus_per_actor=1, workers=0, files_per_task=per_task)
 
 
-def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[Path], *, device: str = "auto",
-                        threshold: float | Mapping[str, float], top_k: int = 1,
-                        options: EmbedOptions = EmbedOptions(), address: str | None = None,
-                        on_progress: Callable[[int], None] | None = None,
-                        files_per_task: int | None = None,
-                        on_worker_report: Callable[[WorkerReport], None] | None = None
-                        ) -> Iterator[FileAttribution]:
+def attribute_files_ray(
+    weights: Path,
+    store_path: Path | None,
+    paths: Sequence[Path],
+    *,
+    device: str = "auto",
+    threshold: float | Mapping[str, float],
+    top_k: int = 1,
+    options: EmbedOptions = EmbedOptions(),
+    address: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    files_per_task: int | None = None,
+    on_worker_report: Callable[[WorkerReport], None] | None = None,
+) -> Iterator[FileAttribution]:
     """``osma_cli.api.attribute_files`` as a Ray Data job: the same records, in input order, streaming.
 
     ``weights`` is the model file and ``store_path`` its reference store (None for a
@@ -297,15 +331,24 @@ def attribute_files_ray(weights: Path, store_path: Path | None, paths: Sequence[
         where = place(ray, device, len(paths), options, files_per_task, routed)
         actor_options = dataclasses.replace(options, workers=where.workers)
         dataset = ray.data.from_arrow(path_blocks(paths, where.files_per_task)).map_batches(
-            AttributeActor, batch_size=None, batch_format="numpy",
+            AttributeActor,
+            batch_size=None,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=where.actors),
-            num_cpus=where.cpus_per_actor, num_gpus=1 if where.gpu else 0,
-            fn_constructor_kwargs={"weights": str(weights.absolute()),
-                                   "store_path": None if store_path is None else str(store_path.absolute()),
-                                   "device": "cuda" if where.gpu else "cpu", "threshold": threshold,
-                                   "top_k": top_k, "options": actor_options})
-        yield from in_input_order(dataset.iter_batches(batch_size=None, batch_format="numpy"), paths,
-                                  on_progress, on_worker_report)
+            num_cpus=where.cpus_per_actor,
+            num_gpus=1 if where.gpu else 0,
+            fn_constructor_kwargs={
+                "weights": str(weights.absolute()),
+                "store_path": None if store_path is None else str(store_path.absolute()),
+                "device": "cuda" if where.gpu else "cpu",
+                "threshold": threshold,
+                "top_k": top_k,
+                "options": actor_options,
+            },
+        )
+        yield from in_input_order(
+            dataset.iter_batches(batch_size=None, batch_format="numpy"), paths, on_progress, on_worker_report
+        )
 
 
 def path_blocks(paths: Sequence[Path], per_block: int) -> list[Any]:
@@ -318,15 +361,24 @@ def path_blocks(paths: Sequence[Path], per_block: int) -> list[Any]:
 
     blocks = []
     for start in range(0, len(paths), per_block):
-        chunk = paths[start:start + per_block]
-        blocks.append(pa.table({"index": pa.array(range(start, start + len(chunk)), pa.int64()),
-                                "path": pa.array([os.fsencode(Path(p).absolute()) for p in chunk], pa.binary())}))
+        chunk = paths[start : start + per_block]
+        blocks.append(
+            pa.table(
+                {
+                    "index": pa.array(range(start, start + len(chunk)), pa.int64()),
+                    "path": pa.array([os.fsencode(Path(p).absolute()) for p in chunk], pa.binary()),
+                }
+            )
+        )
     return blocks
 
 
-def in_input_order(batches: Iterator[dict[str, np.ndarray]], paths: Sequence[Path],
-                   on_progress: Callable[[int], None] | None,
-                   on_worker_report: Callable[[WorkerReport], None] | None) -> Iterator[FileAttribution]:
+def in_input_order(
+    batches: Iterator[dict[str, np.ndarray]],
+    paths: Sequence[Path],
+    on_progress: Callable[[int], None] | None,
+    on_worker_report: Callable[[WorkerReport], None] | None,
+) -> Iterator[FileAttribution]:
     """Unpickle the actors' records and yield them by input index.
 
     Ray Data is asked to preserve order, so the buffer of early records stays empty; it is
@@ -342,13 +394,20 @@ def in_input_order(batches: Iterator[dict[str, np.ndarray]], paths: Sequence[Pat
             result: FileAttribution = pickle.loads(record)
             pending[int(index)] = dataclasses.replace(result, path=Path(paths[int(index)]))
         if on_worker_report is not None and len(batch["index"]):
-            on_worker_report(WorkerReport(pid=int(batch["pid"][0]), host=str(batch["host"][0]),
-                                          peak_rss_mb=float(batch["peak_rss_mb"][0]), files=len(batch["index"])))
+            on_worker_report(
+                WorkerReport(
+                    pid=int(batch["pid"][0]),
+                    host=str(batch["host"][0]),
+                    peak_rss_mb=float(batch["peak_rss_mb"][0]),
+                    files=len(batch["index"]),
+                )
+            )
         while following in pending:
             yield pending.pop(following)
             following += 1
         if on_progress is not None:
             on_progress(len(batch["index"]))
     if following != len(paths) or pending:
-        raise OsmaError(f"the Ray job returned {following} of {len(paths)} records in order",
-                        hint="report this as a bug")
+        raise OsmaError(
+            f"the Ray job returned {following} of {len(paths)} records in order", hint="report this as a bug"
+        )

@@ -71,8 +71,10 @@ REGIME_FORMAT_VERSION = 3
 """A file of one store per compression regime (``osma_cli.regime_store``); each is version 1 or 2."""
 MIN_IMAGES = 2
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-NO_PROVENANCE_NOTE = ("provenance not recorded: the store was last written by an osma that did not "
-                      "keep it (before osma recorded image hashes and history)")
+NO_PROVENANCE_NOTE = (
+    "provenance not recorded: the store was last written by an osma that did not "
+    "keep it (before osma recorded image hashes and history)"
+)
 
 
 def now_iso() -> str:
@@ -101,10 +103,16 @@ class GeneratorReference:
     @classmethod
     def empty(cls, name: str, dim: int, requires: frozenset[str]) -> GeneratorReference:
         stamp = now_iso()
-        return cls(name=name, count=0, vector_sum=np.zeros(dim), sq_norm_sum=0.0, created=stamp,
-                   updated=stamp,
-                   second_moment=np.zeros((dim, dim)) if "second_moment" in requires else None,
-                   vectors=np.zeros((0, dim)) if "vectors" in requires else None)
+        return cls(
+            name=name,
+            count=0,
+            vector_sum=np.zeros(dim),
+            sq_norm_sum=0.0,
+            created=stamp,
+            updated=stamp,
+            second_moment=np.zeros((dim, dim)) if "second_moment" in requires else None,
+            vectors=np.zeros((0, dim)) if "vectors" in requires else None,
+        )
 
     @property
     def unrecorded(self) -> int:
@@ -145,14 +153,23 @@ class Threshold:
     chosen: str = ""
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "method": self.method, "target": self.target,
-                "n_images": self.n_images, "chosen": self.chosen}
+        return {
+            "value": self.value,
+            "method": self.method,
+            "target": self.target,
+            "n_images": self.n_images,
+            "chosen": self.chosen,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Threshold:
-        return cls(value=float(data["value"]), method=str(data["method"]),
-                   target=None if data.get("target") is None else float(data["target"]),
-                   n_images=int(data.get("n_images", 0)), chosen=str(data.get("chosen", "")))
+        return cls(
+            value=float(data["value"]),
+            method=str(data["method"]),
+            target=None if data.get("target") is None else float(data["target"]),
+            n_images=int(data.get("n_images", 0)),
+            chosen=str(data.get("chosen", "")),
+        )
 
 
 @dataclass
@@ -183,8 +200,13 @@ class ReferenceStore:
         """
         if rule is None:
             rule = rule_from_spec(getattr(meta, "rule", None))
-        return cls(weights_sha256=meta.sha256, architecture=meta.architecture,
-                   embedding_dim=meta.embedding_dim, l2_normalize=meta.l2_normalize, rule=rule)
+        return cls(
+            weights_sha256=meta.sha256,
+            architecture=meta.architecture,
+            embedding_dim=meta.embedding_dim,
+            l2_normalize=meta.l2_normalize,
+            rule=rule,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -201,11 +223,15 @@ class ReferenceStore:
             return self.generators[name]
         except KeyError:
             removed = [e for e in self.history if e.get("event") == "remove" and e.get("generator") == name]
-            was = (f"{name!r} was removed on {removed[-1]['time']} ({removed[-1].get('n_images')} images); "
-                   if removed else "")
+            was = (
+                f"{name!r} was removed on {removed[-1]['time']} ({removed[-1].get('n_images')} images); "
+                if removed
+                else ""
+            )
             raise ReferenceStoreError(
                 f"no generator named {name!r} in the reference store",
-                hint=f"{was}known: {', '.join(self.names) or '(none)'}") from None
+                hint=f"{was}known: {', '.join(self.names) or '(none)'}",
+            ) from None
 
     def centroids(self) -> np.ndarray:
         """(K, D) float64 centroids in store order."""
@@ -224,8 +250,11 @@ class ReferenceStore:
         that a run is never resumed against other references.
         """
         digest = hashlib.sha256()
-        head = {"weights": self.weights_sha256, "rule": self.rule.spec(),
-                "tau": None if self.threshold is None else self.threshold.value}
+        head = {
+            "weights": self.weights_sha256,
+            "rule": self.rule.spec(),
+            "tau": None if self.threshold is None else self.threshold.value,
+        }
         digest.update(json.dumps(head, sort_keys=True).encode("utf-8"))
         for name, ref in self.generators.items():
             digest.update(json.dumps([name, ref.count, float(ref.sq_norm_sum)]).encode("utf-8"))
@@ -242,12 +271,19 @@ class ReferenceStore:
                 f"the reference store{where} was made with other weights "
                 f"({self.architecture}, sha256 {self.weights_sha256[:12]}) than the model "
                 f"in use ({meta.architecture}, sha256 {meta.sha256[:12]})",
-                hint="use the model the store was built with, or build a new store for "
-                     "this model with `osma build`")
+                hint="use the model the store was built with, or build a new store for this model with `osma build`",
+            )
 
-    def enroll(self, name: str, embeddings: np.ndarray, *, update: bool = False,
-               image_sha256: Sequence[str] | None = None, command: str | None = None,
-               event: str | None = None) -> GeneratorReference:
+    def enroll(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        *,
+        update: bool = False,
+        image_sha256: Sequence[str] | None = None,
+        command: str | None = None,
+        event: str | None = None,
+    ) -> GeneratorReference:
         """Add a generator, or with ``update`` add images to an existing one (exact).
 
         ``image_sha256`` (one per row) records which files were enrolled; an image already
@@ -266,25 +302,37 @@ class ReferenceStore:
             raise UsageError("image hashes must be sha256 hex digests")
         name = self.check_enrollable(name, update=update)
         if not all(self.new_images(name, hashes)):
-            raise ReferenceStoreError(f"some of these images are already enrolled in {name!r}",
-                                      hint="leave them out (osma enroll skips them itself)")
+            raise ReferenceStoreError(
+                f"some of these images are already enrolled in {name!r}",
+                hint="leave them out (osma enroll skips them itself)",
+            )
         existing = self.generators.get(name)
         total = emb.shape[0] + (existing.count if existing else 0)
         if total < MIN_IMAGES:
             raise ReferenceStoreError(
                 f"{name!r} needs at least {MIN_IMAGES} readable images to have a spread; got {total}",
-                hint="add more images of this generator")
+                hint="add more images of this generator",
+            )
         base = existing or GeneratorReference.empty(name, self.embedding_dim, frozenset())
-        spread = reference_spread(total, base.vector_sum + emb.sum(axis=0),
-                                  base.sq_norm_sum + float(np.einsum("ij,ij->", emb, emb)))
+        spread = reference_spread(
+            total, base.vector_sum + emb.sum(axis=0), base.sq_norm_sum + float(np.einsum("ij,ij->", emb, emb))
+        )
         if not spread > 0:
-            raise ReferenceStoreError(f"the {total} images of {name!r} have no spread (identical embeddings)",
-                                      hint="enroll several different images of this generator")
+            raise ReferenceStoreError(
+                f"the {total} images of {name!r} have no spread (identical embeddings)",
+                hint="enroll several different images of this generator",
+            )
         if existing is None:
             existing = GeneratorReference.empty(name, self.embedding_dim, self.rule.requires)
             self.generators[name] = existing
-        index = self.record(event or ("update" if update else "enrol"), generator=name, command=command,
-                            n_images=int(emb.shape[0]), count=total, n_hashed=len(hashes))
+        index = self.record(
+            event or ("update" if update else "enrol"),
+            generator=name,
+            command=command,
+            n_images=int(emb.shape[0]),
+            count=total,
+            n_hashed=len(hashes),
+        )
         existing.add(emb, hashes, index)
         self.modified = now_iso()
         return existing
@@ -299,11 +347,18 @@ class ReferenceStore:
             seen.add(h)
         return out
 
-    def record(self, event: str, *, generator: str | None = None, command: str | None = None,
-               **fields) -> int:
+    def record(self, event: str, *, generator: str | None = None, command: str | None = None, **fields) -> int:
         """Append one event to the history; returns its index."""
-        self.history.append({"event": event, "time": now_iso(), "generator": generator,
-                             "command": command, "osma_version": osma_cli.__version__, **fields})
+        self.history.append(
+            {
+                "event": event,
+                "time": now_iso(),
+                "generator": generator,
+                "command": command,
+                "osma_version": osma_cli.__version__,
+                **fields,
+            }
+        )
         return len(self.history) - 1
 
     def events_for(self, name: str) -> list[tuple[int, dict]]:
@@ -317,17 +372,18 @@ class ReferenceStore:
         if existing is not None and not update:
             raise ReferenceStoreError(
                 f"a generator named {name!r} is already enrolled ({existing.count} images)",
-                hint="use --update to add these images to it, or choose another --name")
+                hint="use --update to add these images to it, or choose another --name",
+            )
         if existing is None and update:
-            raise ReferenceStoreError(f"cannot --update {name!r}: no such generator",
-                                      hint="enroll it without --update first")
+            raise ReferenceStoreError(
+                f"cannot --update {name!r}: no such generator", hint="enroll it without --update first"
+            )
         return name
 
     def remove(self, name: str, *, command: str | None = None) -> GeneratorReference:
         ref = self.get(name)
         del self.generators[name]
-        self.record("remove", generator=name, command=command, n_images=ref.count,
-                    n_hashed=len(ref.image_sha256))
+        self.record("remove", generator=name, command=command, n_images=ref.count, n_hashed=len(ref.image_sha256))
         self.modified = now_iso()
         return ref
 
@@ -340,9 +396,15 @@ class ReferenceStore:
             raise UsageError(f"threshold must be a finite number, got {threshold.value}")
         old = self.threshold
         self.threshold = threshold
-        self.record("calibrate", command=command, old_tau=None if old is None else old.value,
-                    new_tau=threshold.value, method=threshold.method, target=threshold.target,
-                    n_images=threshold.n_images)
+        self.record(
+            "calibrate",
+            command=command,
+            old_tau=None if old is None else old.value,
+            new_tau=threshold.value,
+            method=threshold.method,
+            target=threshold.target,
+            n_images=threshold.n_images,
+        )
         self.modified = now_iso()
 
     def problems(self) -> dict[str, str]:
@@ -365,8 +427,10 @@ class ReferenceStore:
         bad = self.problems()
         if bad:
             name, problem = next(iter(bad.items()))
-            raise ReferenceStoreError(f"not writing {path}: generator {name!r} is inconsistent ({problem})",
-                                      hint=f"remove it with `osma refs remove {name}`")
+            raise ReferenceStoreError(
+                f"not writing {path}: generator {name!r} is inconsistent ({problem})",
+                hint=f"remove it with `osma refs remove {name}`",
+            )
         if self.provenance_since is None:
             self.provenance_since, self.provenance_since_version = now_iso(), osma_cli.__version__
         try:
@@ -380,9 +444,10 @@ class ReferenceStore:
         (so that ``osma refs remove`` can drop them), any other problem is refused."""
         path = Path(path)
         if not path.exists():
-            raise ReferenceStoreError(f"no reference store at {path}",
-                                      hint="build one with `osma build ROOT --out FILE` or "
-                                           "enroll a generator with `osma enroll`")
+            raise ReferenceStoreError(
+                f"no reference store at {path}",
+                hint="build one with `osma build ROOT --out FILE` or enroll a generator with `osma enroll`",
+            )
         store, problems = read_store_file(path, _read_hdf5)
         problems.update(store.problems())  # a value that cannot be right says more than a mismatch
         refuse_inconsistent(path, problems, allow_invalid)
@@ -396,8 +461,9 @@ def read_store_file(path: Path, reader: Callable[[Path], T]) -> T:
     except ReferenceStoreError:
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
-        raise ReferenceStoreError(f"{path} is not a readable osma reference store ({exc})",
-                                  hint="rebuild it with `osma build`") from None
+        raise ReferenceStoreError(
+            f"{path} is not a readable osma reference store ({exc})", hint="rebuild it with `osma build`"
+        ) from None
 
 
 def refuse_inconsistent(path: Path, problems: dict[str, str], allow_invalid: Collection[str]) -> None:
@@ -407,15 +473,15 @@ def refuse_inconsistent(path: Path, problems: dict[str, str], allow_invalid: Col
             raise ReferenceStoreError(
                 f"{path}: generator {name!r} is inconsistent ({problem}); the store is not used",
                 hint=f"rebuild the store with `osma build`, or remove the generator with "
-                     f"`osma refs remove {name} --refs {path}`")
+                f"`osma refs remove {name} --refs {path}`",
+            )
 
 
 def validate_name(name: str) -> str:
     """Generator names are shown in tables and written to CSV: keep them printable."""
     clean = name.strip()
     if not clean or not clean.isprintable() or clean.lower() == "unknown":
-        raise UsageError(f"invalid generator name {name!r}",
-                         hint="use a non-empty printable name other than 'unknown'")
+        raise UsageError(f"invalid generator name {name!r}", hint="use a non-empty printable name other than 'unknown'")
     return clean
 
 
@@ -424,8 +490,7 @@ def _shape(values: np.ndarray | None) -> tuple[int, ...]:
     return () if values is None else np.shape(values)
 
 
-def reference_problem(ref: GeneratorReference, dim: int, requires: frozenset[str],
-                      n_events: int) -> str | None:
+def reference_problem(ref: GeneratorReference, dim: int, requires: frozenset[str], n_events: int) -> str | None:
     """Why ``ref`` cannot be scored with (a count, shape or value that cannot be right), or None."""
     if ref.count < MIN_IMAGES:
         return f"its count is {ref.count}, a generator needs at least {MIN_IMAGES} images"
@@ -447,8 +512,10 @@ def reference_problem(ref: GeneratorReference, dim: int, requires: frozenset[str
         if not np.isfinite(ref.vectors).all():
             return "its vectors are not finite"
     if len(ref.image_sha256) != len(ref.image_event) or len(ref.image_sha256) > ref.count:
-        return (f"its provenance lists {len(ref.image_sha256)} image hashes and {len(ref.image_event)} "
-                f"events for {ref.count} images")
+        return (
+            f"its provenance lists {len(ref.image_sha256)} image hashes and {len(ref.image_event)} "
+            f"events for {ref.count} images"
+        )
     if any(not SHA256_HEX.match(h) for h in ref.image_sha256):
         return "its provenance holds a malformed image hash"
     if any(not 0 <= e < n_events for e in ref.image_event):
@@ -498,8 +565,9 @@ def write_store_group(f: h5py.Group, store: ReferenceStore) -> None:
     f.create_dataset("created", data=np.array([r.created for r in refs], dtype=object), dtype=text)
     f.create_dataset("updated", data=np.array([r.updated for r in refs], dtype=object), dtype=text)
     if "second_moment" in extras:
-        f.create_dataset("second_moments", data=np.array([r.second_moment for r in refs],
-                                                         dtype=np.float64).reshape(k, d, d))
+        f.create_dataset(
+            "second_moments", data=np.array([r.second_moment for r in refs], dtype=np.float64).reshape(k, d, d)
+        )
     if "vectors" in extras:
         group = f.create_group("vectors")
         for i, r in enumerate(refs):
@@ -507,8 +575,9 @@ def write_store_group(f: h5py.Group, store: ReferenceStore) -> None:
     prov = f.create_group("provenance")
     prov.attrs["since"] = store.provenance_since or now_iso()
     prov.attrs["since_version"] = store.provenance_since_version
-    prov.create_dataset("history", dtype=text, data=np.array(
-        [json.dumps(e, sort_keys=True) for e in store.history], dtype=object))
+    prov.create_dataset(
+        "history", dtype=text, data=np.array([json.dumps(e, sort_keys=True) for e in store.history], dtype=object)
+    )
     hashes, events = prov.create_group("sha256"), prov.create_group("event")
     for i, r in enumerate(refs):
         hashes.create_dataset(str(i), data=np.array(r.image_sha256, dtype="S64").reshape(-1))
@@ -520,8 +589,10 @@ def _text(values) -> list[str]:
 
 
 def _shape_error(path: Path, what: str, shape, expected) -> ReferenceStoreError:
-    return ReferenceStoreError(f"{path}: {what} has shape {tuple(shape)}, expected {tuple(expected)}; "
-                               "the store is not used", hint="rebuild it with `osma build`")
+    return ReferenceStoreError(
+        f"{path}: {what} has shape {tuple(shape)}, expected {tuple(expected)}; the store is not used",
+        hint="rebuild it with `osma build`",
+    )
 
 
 def _read_hdf5(path: Path) -> tuple[ReferenceStore, dict[str, str]]:
@@ -541,28 +612,46 @@ def read_store_group(f: h5py.Group, path: Path) -> tuple[ReferenceStore, dict[st
         raise ReferenceStoreError(f"{path} is an HDF5 file but not an osma reference store")
     version = int(f.attrs["format_version"])
     if version == REGIME_FORMAT_VERSION and "regimes" in f.attrs:
-        raise ReferenceStoreError(f"{path} holds references per compression regime",
-                                  hint="read it with osma_cli.regime_store.load_store")
+        raise ReferenceStoreError(
+            f"{path} holds references per compression regime", hint="read it with osma_cli.regime_store.load_store"
+        )
     if version > STORE_FORMAT_VERSION:
-        raise ReferenceStoreError(f"{path} has store format {version}, newer than this osma "
-                                  f"understands ({STORE_FORMAT_VERSION})", hint="upgrade osma")
+        raise ReferenceStoreError(
+            f"{path} has store format {version}, newer than this osma understands ({STORE_FORMAT_VERSION})",
+            hint="upgrade osma",
+        )
     threshold = json.loads(f.attrs["threshold"])
     rule = rule_from_spec(json.loads(f.attrs["rule"]) if "rule" in f.attrs else None)
-    store = ReferenceStore(rule=rule,
-        weights_sha256=str(f.attrs["weights_sha256"]), architecture=str(f.attrs["architecture"]),
-        embedding_dim=int(f.attrs["embedding_dim"]), l2_normalize=bool(f.attrs["l2_normalize"]),
+    store = ReferenceStore(
+        rule=rule,
+        weights_sha256=str(f.attrs["weights_sha256"]),
+        architecture=str(f.attrs["architecture"]),
+        embedding_dim=int(f.attrs["embedding_dim"]),
+        l2_normalize=bool(f.attrs["l2_normalize"]),
         threshold=None if threshold is None else Threshold.from_dict(threshold),
-        created=str(f.attrs["created"]), modified=str(f.attrs["modified"]),
-        osma_version=str(f.attrs["osma_version"]), provenance_since=None)
+        created=str(f.attrs["created"]),
+        modified=str(f.attrs["modified"]),
+        osma_version=str(f.attrs["osma_version"]),
+        provenance_since=None,
+    )
     if store.threshold is not None and not np.isfinite(store.threshold.value):
-        raise ReferenceStoreError(f"{path}: the threshold is {store.threshold.value}, not a finite number",
-                                  hint="set it again with `osma calibrate`")
+        raise ReferenceStoreError(
+            f"{path}: the threshold is {store.threshold.value}, not a finite number",
+            hint="set it again with `osma calibrate`",
+        )
     names = _text(f["names"][()])
     k, d = len(names), store.embedding_dim
     if len(set(names)) != k:
         raise ReferenceStoreError(f"{path}: a generator name appears twice", hint="rebuild it with `osma build`")
-    expected = {"counts": (k,), "vector_sums": (k, d), "sq_norm_sums": (k,), "created": (k,),
-                "updated": (k,), "centroids": (k, d), "sigmas": (k,)}
+    expected = {
+        "counts": (k,),
+        "vector_sums": (k, d),
+        "sq_norm_sums": (k,),
+        "created": (k,),
+        "updated": (k,),
+        "centroids": (k, d),
+        "sigmas": (k,),
+    }
     if "second_moment" in rule.requires:
         expected["second_moments"] = (k, d, d)
     for key, shape in expected.items():
@@ -585,18 +674,27 @@ def read_store_group(f: h5py.Group, path: Path) -> tuple[ReferenceStore, dict[st
         events = [[int(e) for e in prov["event"][str(i)][()]] for i in range(k)]
     for i, name in enumerate(names):
         ref = GeneratorReference(
-            name=name, count=int(counts[i]), vector_sum=np.array(sums[i], dtype=np.float64),
-            sq_norm_sum=float(sq[i]), created=created[i], updated=updated[i],
+            name=name,
+            count=int(counts[i]),
+            vector_sum=np.array(sums[i], dtype=np.float64),
+            sq_norm_sum=float(sq[i]),
+            created=created[i],
+            updated=updated[i],
             second_moment=None if moments is None else np.array(moments[i], dtype=np.float64),
             vectors=None if vectors is None else np.array(vectors[i], dtype=np.float64),
-            image_sha256=hashes[i], image_event=events[i])
+            image_sha256=hashes[i],
+            image_event=events[i],
+        )
         store.generators[name] = ref
         if ref.count >= MIN_IMAGES and centroids is not None and sigmas is not None:
             with np.errstate(all="ignore"):
-                if not (np.allclose(ref.centroid, centroids[i], rtol=1e-9, atol=1e-12)
-                        and np.isclose(ref.sigma, sigmas[i], rtol=1e-9, atol=1e-12)):
-                    problems[name] = ("its centroid or sigma do not match its count and running sums "
-                                      "(was the file edited?)")
+                if not (
+                    np.allclose(ref.centroid, centroids[i], rtol=1e-9, atol=1e-12)
+                    and np.isclose(ref.sigma, sigmas[i], rtol=1e-9, atol=1e-12)
+                ):
+                    problems[name] = (
+                        "its centroid or sigma do not match its count and running sums (was the file edited?)"
+                    )
     return store, problems
 
 
@@ -615,8 +713,9 @@ def store_lock(path: Path | str, *, timeout: float = LOCK_TIMEOUT_S) -> Iterator
 
 
 @contextlib.contextmanager
-def open_store_for_update(path: Path | str, *, create_for=None, timeout: float = LOCK_TIMEOUT_S,
-                          allow_invalid: Collection[str] = ()) -> Iterator:
+def open_store_for_update(
+    path: Path | str, *, create_for=None, timeout: float = LOCK_TIMEOUT_S, allow_invalid: Collection[str] = ()
+) -> Iterator:
     """Lock, load (or create for the weights ``create_for``), yield, then save atomically.
 
     The store is a ``ReferenceStore``, or ``RegimeStores`` for a model with JPEG regimes.

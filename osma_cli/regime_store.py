@@ -57,8 +57,9 @@ class RegimeStores:
         try:
             return self.stores[regime.name]
         except KeyError:
-            raise ReferenceStoreError(f"the reference store has no {regime.name} regime",
-                                      hint=f"its regimes: {', '.join(self.stores)}") from None
+            raise ReferenceStoreError(
+                f"the reference store has no {regime.name} regime", hint=f"its regimes: {', '.join(self.stores)}"
+            ) from None
 
     @property
     def primary(self) -> ReferenceStore:
@@ -88,10 +89,10 @@ class RegimeStores:
         wanted = [r.name for r in meta.regimes]
         if list(self.stores) != wanted:
             where = f" {store_path}" if store_path is not None else ""
-            raise ReferenceStoreError(f"the reference store{where} has regimes {', '.join(self.stores)}; "
-                                      f"the model has {', '.join(wanted)}",
-                                      hint="use the model the store was built with, "
-                                           "or build a new store with `osma build`")
+            raise ReferenceStoreError(
+                f"the reference store{where} has regimes {', '.join(self.stores)}; the model has {', '.join(wanted)}",
+                hint="use the model the store was built with, or build a new store with `osma build`",
+            )
         for store in self.stores.values():
             store.check_weights(meta, store_path=store_path)
 
@@ -111,8 +112,10 @@ class RegimeStores:
         bad = self.problems()
         if bad:
             name, problem = next(iter(bad.items()))
-            raise ReferenceStoreError(f"not writing {path}: generator {name!r} is inconsistent ({problem})",
-                                      hint=f"remove it with `osma refs remove {name}`")
+            raise ReferenceStoreError(
+                f"not writing {path}: generator {name!r} is inconsistent ({problem})",
+                hint=f"remove it with `osma refs remove {name}`",
+            )
         buffer = io.BytesIO()
         with h5py.File(buffer, "w") as f:
             f.attrs["format"] = STORE_FORMAT
@@ -126,6 +129,7 @@ class RegimeStores:
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 handle.write(data)
+
         try:
             atomic_write(path, write)
         except OSError as exc:
@@ -138,10 +142,14 @@ class RegimeStores:
         def read(source: Path) -> dict[str, tuple[ReferenceStore, dict[str, str]]]:
             with h5py.File(source, "r") as f:
                 return {name: read_store_group(f[GROUP][name], source) for name in json.loads(f.attrs["regimes"])}
+
         found = read_store_file(path, read)
         stores = cls({name: store for name, (store, _) in found.items()})
-        problems = {name: f"{problem} (in the {regime} regime)"
-                    for regime, (_, each) in found.items() for name, problem in each.items()}
+        problems = {
+            name: f"{problem} (in the {regime} regime)"
+            for regime, (_, each) in found.items()
+            for name, problem in each.items()
+        }
         problems.update(stores.problems())
         refuse_inconsistent(path, problems, allow_invalid)
         return stores
@@ -154,8 +162,11 @@ def is_regime_file(path: Path | str) -> bool:
     """Whether ``path`` is a store file with one store per regime (False for anything else)."""
     try:
         with h5py.File(path, "r") as f:
-            return (f.attrs.get("format") == STORE_FORMAT
-                    and int(f.attrs.get("format_version", 0)) == REGIME_FORMAT_VERSION and "regimes" in f.attrs)
+            return (
+                f.attrs.get("format") == STORE_FORMAT
+                and int(f.attrs.get("format_version", 0)) == REGIME_FORMAT_VERSION
+                and "regimes" in f.attrs
+            )
     except (OSError, ValueError, TypeError):
         return False
 

@@ -67,8 +67,9 @@ def parse_regimes(text: str) -> tuple[int, ...]:
     try:
         return check_jpeg_regimes([int(part) for part in text.split(",") if part.strip()])
     except ValueError:
-        raise UsageError(f"JPEG regimes {text!r} are not comma-separated qualities",
-                         hint="e.g. --jpeg-regimes 95,90,75") from None
+        raise UsageError(
+            f"JPEG regimes {text!r} are not comma-separated qualities", hint="e.g. --jpeg-regimes 95,90,75"
+        ) from None
 
 
 def route(jpeg_quality: int | None, regimes: Sequence[Regime]) -> tuple[Regime, str | None]:
@@ -77,19 +78,28 @@ def route(jpeg_quality: int | None, regimes: Sequence[Regime]) -> tuple[Regime, 
     if jpeg_quality is None:
         return LOSSLESS, None
     if not jpegs:
-        return LOSSLESS, (f"JPEG (quality about {jpeg_quality}): this model has no JPEG regime and is "
-                          "reliable only on images compressed like its references (docs/descriptors.md)")
-    best_quality, best = min(((r.jpeg_quality, r) for r in regimes if r.jpeg_quality is not None),
-                             key=lambda qr: (abs(qr[0] - jpeg_quality), -qr[0]))
+        return LOSSLESS, (
+            f"JPEG (quality about {jpeg_quality}): this model has no JPEG regime and is "
+            "reliable only on images compressed like its references (docs/descriptors.md)"
+        )
+    best_quality, best = min(
+        ((r.jpeg_quality, r) for r in regimes if r.jpeg_quality is not None),
+        key=lambda qr: (abs(qr[0] - jpeg_quality), -qr[0]),
+    )
     if abs(best_quality - jpeg_quality) > FAR_FROM_REGIME:
         fitted = ", ".join(str(r.jpeg_quality) for r in jpegs)
-        return best, (f"JPEG quality about {jpeg_quality}, far from the qualities this model was fitted "
-                      f"for ({fitted}): scored as {best.name}, less reliable")
+        return best, (
+            f"JPEG quality about {jpeg_quality}, far from the qualities this model was fitted "
+            f"for ({fitted}): scored as {best.name}, less reliable"
+        )
     return best, None
 
 
-LOSSY_FORMATS = {"JPEG2000": "JPEG 2000 (usually lossy)", "AVIF": "AVIF (usually lossy)",
-                 "HEIF": "HEIF (usually lossy)"}
+LOSSY_FORMATS = {
+    "JPEG2000": "JPEG 2000 (usually lossy)",
+    "AVIF": "AVIF (usually lossy)",
+    "HEIF": "HEIF (usually lossy)",
+}
 """Formats whose header does not say whether they are lossy, usually are, and have no regime."""
 
 
@@ -124,7 +134,7 @@ def _webp_is_lossy(path: Path | str) -> bool:
         head = handle.read(4096)
     pos = 12
     while pos + 8 <= len(head):
-        kind, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        kind, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
         if kind in (b"VP8 ", b"VP8L"):
             return kind == b"VP8 "
         pos += 8 + size + (size & 1)
@@ -141,6 +151,8 @@ def route_file(path: Path | str, regimes: Sequence[Regime]) -> tuple[Regime, str
     as lossless, with a warning."""
     quality, lossy = file_compression(path)
     if lossy is not None and quality is None:
-        return LOSSLESS, (f"{lossy} compression: this model has no regime for it; scored as lossless, "
-                          "less reliable (docs/descriptors.md)")
+        return LOSSLESS, (
+            f"{lossy} compression: this model has no regime for it; scored as lossless, "
+            "less reliable (docs/descriptors.md)"
+        )
     return route(quality, regimes)

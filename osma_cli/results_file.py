@@ -50,8 +50,10 @@ def results_format(path: Path | str) -> str:
     """``jsonl`` or ``csv``, from the file's suffix; any other suffix is a usage error."""
     kind = SUFFIXES.get(Path(path).suffix.lower())
     if kind is None:
-        raise UsageError(f"--out {os.fsdecode(path)}: cannot tell the format from the suffix",
-                         hint="name it .jsonl (JSON lines) or .csv")
+        raise UsageError(
+            f"--out {os.fsdecode(path)}: cannot tell the format from the suffix",
+            hint="name it .jsonl (JSON lines) or .csv",
+        )
     return kind
 
 
@@ -74,8 +76,11 @@ class RunIdentity:
 
     @classmethod
     def of(cls, model_sha256: str, store_identity: str | None, settings: Mapping[str, Any]) -> RunIdentity:
-        return cls(model=model_sha256[:16], references=None if store_identity is None else store_identity[:16],
-                   settings=short_digest(settings))
+        return cls(
+            model=model_sha256[:16],
+            references=None if store_identity is None else store_identity[:16],
+            settings=short_digest(settings),
+        )
 
     def fields(self) -> dict[str, str | None]:
         return {"model": self.model, "references": self.references, "settings": self.settings}
@@ -167,8 +172,9 @@ def read_contents(path: Path | str) -> Contents:
         raise DataError(f"{os.fsdecode(path)}: cannot be read ({exc.strerror or exc})") from None
     with handle:
         contents.size = os.fstat(handle.fileno()).st_size
-        contents.valid_bytes = _end_of_last_record(handle, contents.size,
-                                                   CSV_LINE_END.encode() if kind == CSV else b"\n")
+        contents.valid_bytes = _end_of_last_record(
+            handle, contents.size, CSV_LINE_END.encode() if kind == CSV else b"\n"
+        )
         handle.seek(0)
         lines = _lines(path, handle, contents.valid_bytes)
         if kind == JSONL:
@@ -184,7 +190,7 @@ def _end_of_last_record(handle: BinaryIO, size: int, end: bytes) -> int:
     while stop > 0:
         start = max(0, stop - TAIL_BLOCK)
         handle.seek(start)
-        chunk = handle.read(stop - start) + after[:len(end) - 1]  # an ``end`` across two blocks
+        chunk = handle.read(stop - start) + after[: len(end) - 1]  # an ``end`` across two blocks
         found = chunk.rfind(end)
         if found >= 0:
             return start + found + len(end)
@@ -207,8 +213,10 @@ def _lines(path: Path, handle: BinaryIO, limit: int) -> Iterator[tuple[int, int,
 
 
 def _not_ours(path: Path, what: str) -> DataError:
-    return DataError(f"{os.fsdecode(path)}: {what}; it is not a results file written by osma, or it was edited",
-                     hint="give --out a new file name")
+    return DataError(
+        f"{os.fsdecode(path)}: {what}; it is not a results file written by osma, or it was edited",
+        hint="give --out a new file name",
+    )
 
 
 def _json_entries(path: Path, lines: Iterator[tuple[int, int, str]]) -> Iterator[Entry]:
@@ -217,9 +225,13 @@ def _json_entries(path: Path, lines: Iterator[tuple[int, int, str]]) -> Iterator
         try:
             record = json.loads(line)
             identity = tuple(record.get(name) for name in IDENTITY_FIELDS)
-            yield Entry(key=record_path_key(record), file_id=record.get("file_id"),
-                        status=shared.setdefault(record["status"], record["status"]),
-                        identity=shared.setdefault(identity, identity), span=(start, end))
+            yield Entry(
+                key=record_path_key(record),
+                file_id=record.get("file_id"),
+                status=shared.setdefault(record["status"], record["status"]),
+                identity=shared.setdefault(identity, identity),
+                span=(start, end),
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise _not_ours(path, f"line {number} is not an attribution record") from None
 
@@ -240,8 +252,9 @@ def _read_csv(path: Path, lines: Iterator[tuple[int, int, str]], contents: Conte
         if header is None:
             return
         contents.header, contents.header_span = header, (0, consumed[0])
-        missing = [name for name in ("path", "path_bytes_b64", "status", "file_id", *IDENTITY_FIELDS)
-                   if name not in header]
+        missing = [
+            name for name in ("path", "path_bytes_b64", "status", "file_id", *IDENTITY_FIELDS) if name not in header
+        ]
         if missing:
             raise _not_ours(path, f"its header lacks the column(s) {', '.join(missing)}")
         shared: dict[Any, Any] = {}
@@ -252,10 +265,15 @@ def _read_csv(path: Path, lines: Iterator[tuple[int, int, str]], contents: Conte
             record = {name: _none_if_empty(value) for name, value in zip(header, row)}
             identity = tuple(record[name] for name in IDENTITY_FIELDS)
             status = record["status"] or ""
-            contents.entries.append(Entry(key=record_path_key(record), file_id=record["file_id"],
-                                          status=shared.setdefault(status, status),
-                                          identity=shared.setdefault(identity, identity),
-                                          span=(start, consumed[0])))
+            contents.entries.append(
+                Entry(
+                    key=record_path_key(record),
+                    file_id=record["file_id"],
+                    status=shared.setdefault(status, status),
+                    identity=shared.setdefault(identity, identity),
+                    span=(start, consumed[0]),
+                )
+            )
             start = consumed[0]
     except csv.Error as exc:
         raise _not_ours(path, f"a row is not CSV ({exc})") from None
@@ -263,22 +281,32 @@ def _read_csv(path: Path, lines: Iterator[tuple[int, int, str]], contents: Conte
 
 def check_identity(contents: Contents, identity: RunIdentity) -> None:
     """Refuse a results file whose records were computed with another model, store or settings."""
-    names = {"model": "another model", "references": "other reference-store contents (a generator "
-             "enrolled or removed, or a new tau, since)", "settings": "other settings (--threshold, "
-             "--top, --crops, --small, --max-pixels, --detect or --hash)"}
+    names = {
+        "model": "another model",
+        "references": "other reference-store contents (a generator enrolled or removed, or a new tau, since)",
+        "settings": "other settings (--threshold, --top, --crops, --small, --max-pixels, --detect or --hash)",
+    }
     for number, entry in enumerate(contents.entries, start=1):
         for name, theirs, ours in zip(IDENTITY_FIELDS, entry.identity, identity.as_tuple()):
             if theirs != ours:
-                raise UsageError(f"{os.fsdecode(contents.path)}: record {number} was made with {names[name]} "
-                                 f"({name} {theirs}, this run {ours}): resuming would mix two runs in one file",
-                                 hint="give --out a new file name, or delete this file to start again")
+                raise UsageError(
+                    f"{os.fsdecode(contents.path)}: record {number} was made with {names[name]} "
+                    f"({name} {theirs}, this run {ours}): resuming would mix two runs in one file",
+                    hint="give --out a new file name, or delete this file to start again",
+                )
 
 
 class ResultsFile:
     """The ``--out`` file of a run: what it holds already, and the records this run appends."""
 
-    def __init__(self, path: Path | str, identity: RunIdentity, *, csv_fields: Sequence[str] | None = None,
-                 csv_row: Callable[[dict], dict] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        identity: RunIdentity,
+        *,
+        csv_fields: Sequence[str] | None = None,
+        csv_row: Callable[[dict], dict] | None = None,
+    ) -> None:
         """Read ``path`` (resuming) or start it; ``csv_fields`` and ``csv_row``: the CSV layout."""
         self.path = Path(path)
         self.format = results_format(self.path)
@@ -287,17 +315,22 @@ class ResultsFile:
         contents = read_contents(self.path)
         check_identity(contents, identity)
         if self.format == CSV and contents.header is not None and contents.header != list(csv_fields or ()):
-            raise UsageError(f"{os.fsdecode(self.path)}: its columns differ from this run's (another --top or "
-                             "--detect?): resuming would mix two layouts in one file",
-                             hint="give --out a new file name, or the same options as the run that wrote it")
+            raise UsageError(
+                f"{os.fsdecode(self.path)}: its columns differ from this run's (another --top or "
+                "--detect?): resuming would mix two layouts in one file",
+                hint="give --out a new file name, or the same options as the run that wrote it",
+            )
         self.torn_bytes = contents.size - contents.valid_bytes
         self.recorded: dict[bytes, str | None] = {e.key: e.file_id for e in contents.entries}
         self.counts: Counter[str] = Counter(e.status for e in contents.entries)
         self.resumed = len(contents.entries)
         self._csv_row = csv_row
         self._handle = self._open_for_append(contents)
-        self._writer = (csv.DictWriter(self._handle, fieldnames=list(csv_fields or ()), extrasaction="ignore")
-                        if self.format == CSV else None)
+        self._writer = (
+            csv.DictWriter(self._handle, fieldnames=list(csv_fields or ()), extrasaction="ignore")
+            if self.format == CSV
+            else None
+        )
         if self._writer is not None and contents.header is None:
             self._writer.writeheader()
             self._handle.flush()
@@ -308,8 +341,10 @@ class ResultsFile:
                 os.truncate(self.path, contents.valid_bytes)
             return open(self.path, "a", encoding="utf-8", newline="" if self.format == CSV else None)
         except OSError as exc:
-            raise DataError(f"--out {os.fsdecode(self.path)}: cannot be written ({exc.strerror or exc})",
-                            hint="check the folder's permissions and free space") from None
+            raise DataError(
+                f"--out {os.fsdecode(self.path)}: cannot be written ({exc.strerror or exc})",
+                hint="check the folder's permissions and free space",
+            ) from None
 
     def status_of(self, path: Path | str, identity_of_file: str | None) -> str:
         """``new``, ``done`` (recorded under the same ``file_id``) or ``changed`` (recorded under another)."""

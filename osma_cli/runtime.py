@@ -40,12 +40,12 @@ def resolve_device(spec: str = "auto") -> torch.device:
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError("CUDA was asked for but no CUDA device is available",
-                             hint="use --device cpu (or auto)")
+            raise UsageError("CUDA was asked for but no CUDA device is available", hint="use --device cpu (or auto)")
         index = device.index or 0
         if index >= torch.cuda.device_count():
-            raise UsageError(f"no CUDA device {index}: this machine has "
-                             f"{torch.cuda.device_count()}", hint="use --device cuda:0")
+            raise UsageError(
+                f"no CUDA device {index}: this machine has {torch.cuda.device_count()}", hint="use --device cuda:0"
+            )
     return device
 
 

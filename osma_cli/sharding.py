@@ -39,9 +39,11 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 1 <= self.index <= self.count:
-            raise UsageError(f"--shard {self.index}/{self.count}: the shard must be between 1/{self.count} "
-                             f"and {self.count}/{self.count}",
-                             hint="shards are counted from 1 (a 0-based array index i is --shard $((i+1))/n)")
+            raise UsageError(
+                f"--shard {self.index}/{self.count}: the shard must be between 1/{self.count} "
+                f"and {self.count}/{self.count}",
+                hint="shards are counted from 1 (a 0-based array index i is --shard $((i+1))/n)",
+            )
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -59,4 +61,3 @@ class Shard:
     def select(self, paths: Sequence[T], key=lambda p: p) -> list[T]:
         """The items of ``paths`` this shard takes, in their order (``key`` gives each one's path)."""
         return [p for p in paths if self.holds(key(p))]
-

@@ -92,9 +92,20 @@ class WeightsMeta:
 
 _REQUIRED = ("architecture", "embedding_dim", "crop_size", "l2_normalize")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "architecture": str, "embedding_dim": int, "crop_size": int, "l2_normalize": bool,
-    "arch_kwargs": dict, "kind": str, "recipe": dict, "metrics": dict, "licence": str,
-    "osma_version": str, "created": str, "sha256": str, "class_names": list, "rule": dict,
+    "architecture": str,
+    "embedding_dim": int,
+    "crop_size": int,
+    "l2_normalize": bool,
+    "arch_kwargs": dict,
+    "kind": str,
+    "recipe": dict,
+    "metrics": dict,
+    "licence": str,
+    "osma_version": str,
+    "created": str,
+    "sha256": str,
+    "class_names": list,
+    "rule": dict,
 }
 
 
@@ -136,13 +147,19 @@ def save_weights(path: Path | str, model: nn.Module, meta: WeightsMeta) -> Weigh
         raise WeightsError(f"{path}: directory {path.parent} does not exist", hint="create it first")
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
     _check_savable(path, model, meta, tensors)
-    meta = replace(meta, sha256=model_identity(model, tensors), osma_version=__version__,
-                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    meta = replace(
+        meta,
+        sha256=model_identity(model, tensors),
+        osma_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     try:
         header = json.dumps(asdict(meta), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: metadata is not plain JSON ({exc})",
-                           hint="keep recipe, metrics and arch_kwargs to str/int/float/bool/list/dict") from exc
+        raise WeightsError(
+            f"{path}: metadata is not plain JSON ({exc})",
+            hint="keep recipe, metrics and arch_kwargs to str/int/float/bool/list/dict",
+        ) from exc
     _atomic_save(path, tensors, {METADATA_KEY: header})
     return meta
 
@@ -156,11 +173,15 @@ def read_meta(path: Path | str) -> WeightsMeta:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})",
-                           hint="the file is truncated or not a weights file; download or copy it again") from exc
+        raise WeightsError(
+            f"{path}: not a readable safetensors file ({exc})",
+            hint="the file is truncated or not a weights file; download or copy it again",
+        ) from exc
     if METADATA_KEY not in header:
-        raise WeightsError(f"{path}: not an osma weights file (no {METADATA_KEY!r} metadata)",
-                           hint="use a file written by osma (training or `save_weights`)")
+        raise WeightsError(
+            f"{path}: not an osma weights file (no {METADATA_KEY!r} metadata)",
+            hint="use a file written by osma (training or `save_weights`)",
+        )
     return _meta_from_json(path, header[METADATA_KEY])
 
 
@@ -169,17 +190,23 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
     path = Path(path)
     meta = read_meta(path)
     if meta.kind not in KINDS:
-        raise WeightsError(f"{path}: weights of unknown kind {meta.kind!r}",
-                           hint=f"this osma reads kinds {', '.join(KINDS)}; a newer osma may read it")
+        raise WeightsError(
+            f"{path}: weights of unknown kind {meta.kind!r}",
+            hint=f"this osma reads kinds {', '.join(KINDS)}; a newer osma may read it",
+        )
     model = _build(path, meta)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: tensors cannot be read ({exc})",
-                           hint="the file is truncated or corrupt; download or copy it again") from exc
+        raise WeightsError(
+            f"{path}: tensors cannot be read ({exc})",
+            hint="the file is truncated or corrupt; download or copy it again",
+        ) from exc
     if model_identity(model, tensors) != meta.sha256:
-        raise WeightsError(f"{path}: content hash does not match the metadata: the file is modified or corrupt",
-                           hint="download or copy the weights again; never edit a weights file")
+        raise WeightsError(
+            f"{path}: content hash does not match the metadata: the file is modified or corrupt",
+            hint="download or copy the weights again; never edit a weights file",
+        )
     _check_tensors(path, model.state_dict(), tensors)
     model.load_state_dict(tensors, strict=True)
     model.eval()
@@ -206,8 +233,10 @@ def _refuse_reference_store(path: Path) -> None:
     except OSError:
         return  # safe_open reports it
     if head == HDF5_SIGNATURE:
-        raise WeightsError(f"{path}: this is an HDF5 file (a reference store), not a weights file",
-                           hint="pass a reference store to --refs, and a .safetensors file to --model")
+        raise WeightsError(
+            f"{path}: this is an HDF5 file (a reference store), not a weights file",
+            hint="pass a reference store to --refs, and a .safetensors file to --model",
+        )
 
 
 def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Mapping[str, Tensor]) -> None:
@@ -215,19 +244,27 @@ def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Map
     if meta.kind not in KINDS:
         raise WeightsError(f"{path}: unknown weights kind {meta.kind!r}; known: {', '.join(KINDS)}")
     if isinstance(model, (EmbeddingNet, ClassifierNet, DescriptorNet)) and model.embedding_dim != meta.embedding_dim:
-        raise WeightsError(f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network "
-                           f"outputs {model.embedding_dim}", hint="fix the metadata before saving")
+        raise WeightsError(
+            f"{path}: metadata says embedding_dim={meta.embedding_dim} but the network outputs {model.embedding_dim}",
+            hint="fix the metadata before saving",
+        )
     if meta.is_classifier:
         names = meta.class_names
         if len(names) < 2 or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-            raise WeightsError(f"{path}: a classifier needs at least 2 distinct, non-empty class names",
-                               hint="set WeightsMeta.class_names to the training classes, in label order")
+            raise WeightsError(
+                f"{path}: a classifier needs at least 2 distinct, non-empty class names",
+                hint="set WeightsMeta.class_names to the training classes, in label order",
+            )
         if isinstance(model, ClassifierNet) and model.n_classes != len(names):
-            raise WeightsError(f"{path}: the classifier has {model.n_classes} outputs but the metadata "
-                               f"names {len(names)} classes", hint="fix class_names before saving")
+            raise WeightsError(
+                f"{path}: the classifier has {model.n_classes} outputs but the metadata names {len(names)} classes",
+                hint="fix class_names before saving",
+            )
     elif meta.class_names:
-        raise WeightsError(f"{path}: class_names are for classifier weights only",
-                           hint="leave class_names empty for an embedding network")
+        raise WeightsError(
+            f"{path}: class_names are for classifier weights only",
+            hint="leave class_names empty for an embedding network",
+        )
     with torch.device("meta"):
         skeleton = _build(path, meta)
     _check_tensors(path, skeleton.state_dict(), tensors)
@@ -236,35 +273,45 @@ def _check_savable(path: Path, model: nn.Module, meta: WeightsMeta, tensors: Map
 def _build(path: Path, meta: WeightsMeta) -> ImageModel:
     for key, home in (("embedding_dim", "its own metadata field"), ("n_classes", "class_names")):
         if key in meta.arch_kwargs:
-            raise WeightsError(f"{path}: arch_kwargs repeats {key}",
-                               hint=f"{key} belongs in {home} only")
+            raise WeightsError(f"{path}: arch_kwargs repeats {key}", hint=f"{key} belongs in {home} only")
     kwargs = dict(meta.arch_kwargs)
     if meta.is_classifier:
         kwargs["n_classes"] = len(meta.class_names)
     try:
         registered = model_kind(meta.architecture)
         if registered != meta.kind:
-            raise WeightsError(f"{path}: metadata says kind {meta.kind!r} but {meta.architecture!r} is "
-                               f"a{'n' if registered[0] in 'aeiou' else ''} {registered} network",
-                               hint="the file's metadata is wrong; re-export it")
+            raise WeightsError(
+                f"{path}: metadata says kind {meta.kind!r} but {meta.architecture!r} is "
+                f"a{'n' if registered[0] in 'aeiou' else ''} {registered} network",
+                hint="the file's metadata is wrong; re-export it",
+            )
         return get_model(meta.architecture, embedding_dim=meta.embedding_dim, **kwargs)
     except UsageError as exc:
-        raise WeightsError(f"{path}: cannot build its network: {exc.message}",
-                           hint=exc.hint or "the file may need a newer osma") from exc
+        raise WeightsError(
+            f"{path}: cannot build its network: {exc.message}", hint=exc.hint or "the file may need a newer osma"
+        ) from exc
 
 
 def _check_tensors(path: Path, expected: Mapping[str, Tensor], found: Mapping[str, Tensor]) -> None:
     """Name missing, unexpected and mis-shaped tensors (a few of each) instead of a bare strict-load error."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
-    misshaped = [f"{name} {tuple(found[name].shape)} vs {tuple(expected[name].shape)}"
-                 for name in sorted(set(expected) & set(found)) if found[name].shape != expected[name].shape]
-    problems = [f"{label}: {_few(names)}" for label, names in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if names]
+    misshaped = [
+        f"{name} {tuple(found[name].shape)} vs {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(found))
+        if found[name].shape != expected[name].shape
+    ]
+    problems = [
+        f"{label}: {_few(names)}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        if names
+    ]
     if problems:
-        raise WeightsError(f"{path}: tensors do not fit the network ({'; '.join(problems)})",
-                           hint="the metadata (architecture, embedding_dim, arch_kwargs) does not "
-                                "describe these tensors; re-export the weights")
+        raise WeightsError(
+            f"{path}: tensors do not fit the network ({'; '.join(problems)})",
+            hint="the metadata (architecture, embedding_dim, arch_kwargs) does not "
+            "describe these tensors; re-export the weights",
+        )
 
 
 def _check_output(path: Path, model: ImageModel, meta: WeightsMeta) -> None:
@@ -273,11 +320,15 @@ def _check_output(path: Path, model: ImageModel, meta: WeightsMeta) -> None:
         out = model(torch.zeros(1, 3, side, side))
     if out.shape != (1, meta.output_dim):
         what = f"{len(meta.class_names)} classes" if meta.is_classifier else f"embedding_dim={meta.embedding_dim}"
-        raise WeightsError(f"{path}: metadata says {what} but the network "
-                           f"outputs {tuple(out.shape[1:])}", hint="the file's metadata is wrong; re-export it")
+        raise WeightsError(
+            f"{path}: metadata says {what} but the network outputs {tuple(out.shape[1:])}",
+            hint="the file's metadata is wrong; re-export it",
+        )
     if meta.crop_size < model.min_input_size:
-        raise WeightsError(f"{path}: crop_size {meta.crop_size} is below the network's minimum input "
-                           f"{model.min_input_size}", hint="the file's metadata is wrong; re-export it")
+        raise WeightsError(
+            f"{path}: crop_size {meta.crop_size} is below the network's minimum input {model.min_input_size}",
+            hint="the file's metadata is wrong; re-export it",
+        )
 
 
 def _few(names: list[str]) -> str:
@@ -290,8 +341,9 @@ def _meta_from_json(path: Path, text: str) -> WeightsMeta:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise WeightsError(f"{path}: osma metadata is not valid JSON ({exc})",
-                           hint="the file is corrupt; download or copy it again") from exc
+        raise WeightsError(
+            f"{path}: osma metadata is not valid JSON ({exc})", hint="the file is corrupt; download or copy it again"
+        ) from exc
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: osma metadata is not a JSON object", hint="the file is corrupt")
     absent = [name for name in _REQUIRED if name not in data]
@@ -301,8 +353,10 @@ def _meta_from_json(path: Path, text: str) -> WeightsMeta:
     for name, value in known.items():
         wanted = _FIELD_TYPES[name]
         if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-            raise WeightsError(f"{path}: osma metadata field {name!r} has the wrong type "
-                               f"({type(value).__name__})", hint="re-export the weights")
+            raise WeightsError(
+                f"{path}: osma metadata field {name!r} has the wrong type ({type(value).__name__})",
+                hint="re-export the weights",
+            )
     return WeightsMeta(**known)
 
 
@@ -311,5 +365,4 @@ def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str
     try:
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     except OSError as exc:
-        raise WeightsError(f"{path}: cannot write weights ({exc})",
-                           hint="check free space and permissions") from exc
+        raise WeightsError(f"{path}: cannot write weights ({exc})", hint="check free space and permissions") from exc

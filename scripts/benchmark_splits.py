@@ -20,8 +20,13 @@ import sys
 from pathlib import Path
 
 KINDS = ("seed", "arch", "dataset")
-COLUMNS = ["acc"] + [f"AUC {k}" for k in KINDS] + ["AUC"] + [f"OSCR {k}" for k in KINDS] + \
-          ["OSCR", "aF1", "CRR", "aF1-CRR area"]
+COLUMNS = (
+    ["acc"]
+    + [f"AUC {k}" for k in KINDS]
+    + ["AUC"]
+    + [f"OSCR {k}" for k in KINDS]
+    + ["OSCR", "aF1", "CRR", "aF1-CRR area"]
+)
 
 
 def figures(metrics: dict) -> list[float]:
@@ -41,8 +46,7 @@ def mean(rows: list[list[float]]) -> list[float]:
 
 def markdown(rows: dict[str, list[float]], label: str) -> str:
     head = "| " + " | ".join([label] + COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1) + "\n"
-    body = "".join("| " + " | ".join([name] + [f"{v:.2f}" for v in row]) + " |\n"
-                   for name, row in rows.items())
+    body = "".join("| " + " | ".join([name] + [f"{v:.2f}" for v in row]) + " |\n" for name, row in rows.items())
     return head + body
 
 
@@ -57,8 +61,19 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     for k in args.splits:
         out = args.out / f"split{k}"
-        command = [sys.executable, "-m", "osma_cli", "benchmark", f"split{k}", "--model", str(args.model),
-                   "--json", "--out", str(out), *shlex.split(args.extra)]
+        command = [
+            sys.executable,
+            "-m",
+            "osma_cli",
+            "benchmark",
+            f"split{k}",
+            "--model",
+            str(args.model),
+            "--json",
+            "--out",
+            str(out),
+            *shlex.split(args.extra),
+        ]
         print("$ " + shlex.join(command), file=sys.stderr, flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:

@@ -31,8 +31,13 @@ from osma_cli.home import osma_home
 from osma_cli.rules import get_rule
 
 KINDS = ("seed", "arch", "dataset")
-COLUMNS = (["acc"] + [f"AUC {k}" for k in KINDS] + ["AUC"] + [f"OSCR {k}" for k in KINDS] +
-           ["OSCR", "aF1", "CRR", "aF1-CRR area"])
+COLUMNS = (
+    ["acc"]
+    + [f"AUC {k}" for k in KINDS]
+    + ["AUC"]
+    + [f"OSCR {k}" for k in KINDS]
+    + ["OSCR", "aF1", "CRR", "aF1-CRR area"]
+)
 
 
 def row(metrics: dict) -> list[float]:
@@ -65,13 +70,20 @@ def main() -> None:
             rule = get_rule(name, **(json.loads(params) if params else {}))
             rows = []
             for k in args.splits:
-                run = run_benchmark(embedder, load_pose_split(args.data_root, f"split{k}"),
-                                    options=EmbedOptions(batch_size=16, workers=args.workers), cache=cache, rule=rule)
+                run = run_benchmark(
+                    embedder,
+                    load_pose_split(args.data_root, f"split{k}"),
+                    options=EmbedOptions(batch_size=16, workers=args.workers),
+                    cache=cache,
+                    rule=rule,
+                )
                 metrics = run.report.to_dict()
                 everything[f"{label} {rule_spec} split{k}"] = metrics
                 rows.append(row(metrics))
-                print(f"{label} {rule_spec} split{k}: " + " ".join(f"{c} {v:.1f}" for c, v in zip(COLUMNS, rows[-1])),
-                      flush=True)
+                print(
+                    f"{label} {rule_spec} split{k}: " + " ".join(f"{c} {v:.1f}" for c, v in zip(COLUMNS, rows[-1])),
+                    flush=True,
+                )
             mean = np.mean(rows, axis=0)
             lines.append(f"| {label} | {rule_spec} | " + " | ".join(f"{v:.1f}" for v in mean) + " |")
     table = "\n".join(lines) + "\n"

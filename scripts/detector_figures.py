@@ -66,8 +66,11 @@ class Described:
         self.paths = paths
         self.by_copy = {c.name: described.raw[described.copy_index == j] for j, c in enumerate(described.copies)}
         self.failures = described.failures
-        print(f"  {note}: {len(paths)} files x {len(names)} copies, {time.time() - start:.0f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"  {note}: {len(paths)} files x {len(names)} copies, {time.time() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def zoo_tiles(zoo: Path, part: str) -> list[str]:
@@ -86,8 +89,13 @@ def figures(detector: Detector, positives: np.ndarray, negatives: np.ndarray) ->
     labels = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
     detected = float(np.mean(pos >= detector.threshold))
     passed = float(np.mean(neg < detector.threshold))
-    return {"n": int(len(pos)), "n_real": int(len(neg)), "auc": roc_auc(labels, np.r_[pos, neg]),
-            "detected": detected, "balanced_accuracy": (detected + passed) / 2}
+    return {
+        "n": int(len(pos)),
+        "n_real": int(len(neg)),
+        "auc": roc_auc(labels, np.r_[pos, neg]),
+        "detected": detected,
+        "balanced_accuracy": (detected + passed) / 2,
+    }
 
 
 def share_real(detector: Detector, raw: np.ndarray) -> float:
@@ -103,24 +111,34 @@ def measure(args, loaded) -> dict:
     print("describing (cached after the first run):", file=sys.stderr)
     test_real = [Path(p) for p in (args.work / "test-real.txt").read_text().split()]
     real = Described(embedder, test_real, REAL_COPIES, "test camera photos")
-    generators = {g.name: Described(embedder, sorted(p for p in g.iterdir() if p.is_file()), GENERATED_COPIES, g.name)
-                  for g in sorted((args.data / "generated").iterdir())}
+    generators = {
+        g.name: Described(embedder, sorted(p for p in g.iterdir() if p.is_file()), GENERATED_COPIES, g.name)
+        for g in sorted((args.data / "generated").iterdir())
+    }
     zoo_root = args.zoo / "dataset" / "zoo"
-    tiles = zoo_tiles(args.zoo, "test")[:args.zoo_per_generator]
+    tiles = zoo_tiles(args.zoo, "test")[: args.zoo_per_generator]
     zoo_real = Described(embedder, [zoo_root / "real" / t for t in tiles], ZOO_COPIES, "zoo real test tiles")
-    zoo = {g.name: Described(embedder, [g / t for t in tiles], ZOO_COPIES, g.name)
-           for g in sorted((zoo_root / "fake").iterdir())}
+    zoo = {
+        g.name: Described(embedder, [g / t for t in tiles], ZOO_COPIES, g.name)
+        for g in sorted((zoo_root / "fake").iterdir())
+    }
 
-    out: dict = {"detector": str(loaded.path), "threshold": detector.threshold, "acceptance": detector.acceptance,
-                 "real": {c: share_real(detector, real.by_copy[c]) for c in REAL_COPIES},
-                 "n_real": len(test_real),
-                 "zoo_real": {c: share_real(detector, zoo_real.by_copy[c]) for c in ZOO_COPIES},
-                 "generated": {}, "zoo": {}}
+    out: dict = {
+        "detector": str(loaded.path),
+        "threshold": detector.threshold,
+        "acceptance": detector.acceptance,
+        "real": {c: share_real(detector, real.by_copy[c]) for c in REAL_COPIES},
+        "n_real": len(test_real),
+        "zoo_real": {c: share_real(detector, zoo_real.by_copy[c]) for c in ZOO_COPIES},
+        "generated": {},
+        "zoo": {},
+    }
     test_files = test_part(args.data)
     for name, d in generators.items():
         rows = np.array([str(p) in test_files for p in d.paths])
-        out["generated"][name] = {c: figures(detector, d.by_copy[c][rows], real.by_copy["original"])
-                                  for c in GENERATED_COPIES}
+        out["generated"][name] = {
+            c: figures(detector, d.by_copy[c][rows], real.by_copy["original"]) for c in GENERATED_COPIES
+        }
         for c in ("jpeg:95", "jpeg:90"):
             out["generated"][name][f"{c} vs real {c}"] = figures(detector, d.by_copy[c][rows], real.by_copy[c])
         out["generated"][name]["all images"] = figures(detector, d.by_copy["original"], real.by_copy["original"])
@@ -129,10 +147,12 @@ def measure(args, loaded) -> dict:
     out["mean"] = {
         "generated_auc": float(np.mean([g["original"]["auc"] for g in out["generated"].values()])),
         "generated_all_images_auc": float(np.mean([g["all images"]["auc"] for g in out["generated"].values()])),
-        "generated_balanced_accuracy": float(np.mean([g["original"]["balanced_accuracy"]
-                                                      for g in out["generated"].values()])),
-        "generated_jpeg90_auc": float(np.mean([g["jpeg:90 vs real jpeg:90"]["auc"]
-                                               for g in out["generated"].values()])),
+        "generated_balanced_accuracy": float(
+            np.mean([g["original"]["balanced_accuracy"] for g in out["generated"].values()])
+        ),
+        "generated_jpeg90_auc": float(
+            np.mean([g["jpeg:90 vs real jpeg:90"]["auc"] for g in out["generated"].values()])
+        ),
         "generated_jpeg90_detected": float(np.mean([g["jpeg:90"]["detected"] for g in out["generated"].values()])),
         "generated_jpeg95_detected": float(np.mean([g["jpeg:95"]["detected"] for g in out["generated"].values()])),
         "zoo_auc": float(np.mean([g["original"]["auc"] for g in out["zoo"].values()])),
@@ -146,44 +166,66 @@ def measure(args, loaded) -> dict:
 
 def markdown(out: dict) -> str:
     m = out["mean"]
-    lines = [f"Threshold {out['threshold']:.2f} (passes {pct(out['acceptance'])}% of the held-out calibration "
-             f"photos and their copies).", "",
-             f"**Real test camera photos** ({out['n_real']} photos of camera models never seen), share called real, %:",
-             "", "| " + " | ".join(REAL_COPIES) + " |", "|" + "---|" * len(REAL_COPIES),
-             "| " + " | ".join(pct(out["real"][c]) for c in REAL_COPIES) + " |", "",
-             "**Six real generators**, their test part (`docs/shared_data_test_files.txt`), against the real "
-             "test camera photos (AUC %, share called synthetic %, balanced accuracy %); JPEG columns: the "
-             "generated images compressed at that quality, against the real photos as they are / re-compressed "
-             "at the same quality; last column: AUC over all of the generator's images (its other images may "
-             "have been used to choose settings, `--select`):", "",
-             "| generator | n | AUC | synthetic | bal. acc. | q95: synthetic | q95: AUC vs real / vs real q95 "
-             "| q90: synthetic | q90: AUC vs real / vs real q90 | all images: AUC |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Threshold {out['threshold']:.2f} (passes {pct(out['acceptance'])}% of the held-out calibration "
+        f"photos and their copies).",
+        "",
+        f"**Real test camera photos** ({out['n_real']} photos of camera models never seen), share called real, %:",
+        "",
+        "| " + " | ".join(REAL_COPIES) + " |",
+        "|" + "---|" * len(REAL_COPIES),
+        "| " + " | ".join(pct(out["real"][c]) for c in REAL_COPIES) + " |",
+        "",
+        "**Six real generators**, their test part (`docs/shared_data_test_files.txt`), against the real "
+        "test camera photos (AUC %, share called synthetic %, balanced accuracy %); JPEG columns: the "
+        "generated images compressed at that quality, against the real photos as they are / re-compressed "
+        "at the same quality; last column: AUC over all of the generator's images (its other images may "
+        "have been used to choose settings, `--select`):",
+        "",
+        "| generator | n | AUC | synthetic | bal. acc. | q95: synthetic | q95: AUC vs real / vs real q95 "
+        "| q90: synthetic | q90: AUC vs real / vs real q90 | all images: AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, g in out["generated"].items():
         o, a, b = g["original"], g["jpeg:95"], g["jpeg:90"]
-        lines.append(f"| {name} | {o['n']} | {pct(o['auc'])} | {pct(o['detected'])} | {pct(o['balanced_accuracy'])} "
-                     f"| {pct(a['detected'])} | {pct(a['auc'])} / {pct(g['jpeg:95 vs real jpeg:95']['auc'])} "
-                     f"| {pct(b['detected'])} | {pct(b['auc'])} / {pct(g['jpeg:90 vs real jpeg:90']['auc'])} "
-                     f"| {pct(g['all images']['auc'])} ({g['all images']['n']}) |")
-    lines.append(f"| **mean** | | **{pct(m['generated_auc'])}** | | {pct(m['generated_balanced_accuracy'])} "
-                 f"| {pct(m['generated_jpeg95_detected'])} | | {pct(m['generated_jpeg90_detected'])} "
-                 f"| / {pct(m['generated_jpeg90_auc'])} | {pct(m['generated_all_images_auc'])} |")
-    lines += ["", f"**Zoo generators** ({out['zoo_tiles_per_generator']} test tiles each) against the zoo's real "
-                  f"test tiles (same photos; called real: {pct(out['zoo_real']['original'])}% as they are, "
-                  f"{pct(out['zoo_real']['jpeg:90'])}% at q90); q90: both sides compressed:", "",
-              "| generator | AUC | synthetic | bal. acc. | q90: AUC | q90: synthetic |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {o['n']} | {pct(o['auc'])} | {pct(o['detected'])} | {pct(o['balanced_accuracy'])} "
+            f"| {pct(a['detected'])} | {pct(a['auc'])} / {pct(g['jpeg:95 vs real jpeg:95']['auc'])} "
+            f"| {pct(b['detected'])} | {pct(b['auc'])} / {pct(g['jpeg:90 vs real jpeg:90']['auc'])} "
+            f"| {pct(g['all images']['auc'])} ({g['all images']['n']}) |"
+        )
+    lines.append(
+        f"| **mean** | | **{pct(m['generated_auc'])}** | | {pct(m['generated_balanced_accuracy'])} "
+        f"| {pct(m['generated_jpeg95_detected'])} | | {pct(m['generated_jpeg90_detected'])} "
+        f"| / {pct(m['generated_jpeg90_auc'])} | {pct(m['generated_all_images_auc'])} |"
+    )
+    lines += [
+        "",
+        f"**Zoo generators** ({out['zoo_tiles_per_generator']} test tiles each) against the zoo's real "
+        f"test tiles (same photos; called real: {pct(out['zoo_real']['original'])}% as they are, "
+        f"{pct(out['zoo_real']['jpeg:90'])}% at q90); q90: both sides compressed:",
+        "",
+        "| generator | AUC | synthetic | bal. acc. | q90: AUC | q90: synthetic |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, g in out["zoo"].items():
         o, j = g["original"], g["jpeg:90"]
-        lines.append(f"| {name} | {pct(o['auc'])} | {pct(o['detected'])} | {pct(o['balanced_accuracy'])} "
-                     f"| {pct(j['auc'])} | {pct(j['detected'])} |")
-    lines.append(f"| **mean** | **{pct(m['zoo_auc'])}** | | {pct(m['zoo_balanced_accuracy'])} "
-                 f"| {pct(m['zoo_jpeg90_auc'])} | {pct(m['zoo_jpeg90_detected'])} |")
+        lines.append(
+            f"| {name} | {pct(o['auc'])} | {pct(o['detected'])} | {pct(o['balanced_accuracy'])} "
+            f"| {pct(j['auc'])} | {pct(j['detected'])} |"
+        )
+    lines.append(
+        f"| **mean** | **{pct(m['zoo_auc'])}** | | {pct(m['zoo_balanced_accuracy'])} "
+        f"| {pct(m['zoo_jpeg90_auc'])} | {pct(m['zoo_jpeg90_detected'])} |"
+    )
     return "\n".join(lines) + "\n"
 
 
 SELECT_GRID = ((64, 1), (128, 1), (64, 2), (64, 4), (128, 4))
-SELECT_COPIES = {"all copies": ("original",) + DEFAULT_COPIES,
-                 "no resized copies": ("original", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")}
+SELECT_COPIES = {
+    "all copies": ("original",) + DEFAULT_COPIES,
+    "no resized copies": ("original", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85"),
+}
 
 
 def select(args, loaded) -> None:
@@ -198,34 +240,44 @@ def select(args, loaded) -> None:
     zoo_root = args.zoo / "dataset" / "zoo"
     tiles = zoo_tiles(args.zoo, "val")
     val_real = Described(embedder, [zoo_root / "real" / t for t in tiles], ZOO_COPIES, "zoo real val tiles")
-    fakes = {g.name: Described(embedder, [g / t for t in tiles], ZOO_COPIES, g.name)
-             for g in sorted((zoo_root / "fake").iterdir()) if (g / tiles[0]).exists()}
+    fakes = {
+        g.name: Described(embedder, [g / t for t in tiles], ZOO_COPIES, g.name)
+        for g in sorted((zoo_root / "fake").iterdir())
+        if (g / tiles[0]).exists()
+    }
     test_files = test_part(args.data)
     generated = {}
     for g in sorted((args.data / "generated").iterdir()):
         d = Described(embedder, sorted(p for p in g.iterdir() if p.is_file()), GENERATED_COPIES, g.name)
         generated[g.name] = d.by_copy["original"][[str(p) not in test_files for p in d.paths]]
     # real negatives for the six generators: the calibration part's originals (not the test cameras)
-    print("| copies | PCA | K | zoo val AUC | zoo val q90 AUC | six (non-test) AUC | criterion "
-          "| zoo val synthetic | six (non-test) synthetic |")
+    print(
+        "| copies | PCA | K | zoo val AUC | zoo val q90 AUC | six (non-test) AUC | criterion "
+        "| zoo val synthetic | six (non-test) synthetic |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for subset, names in SELECT_COPIES.items():
         keep = np.isin(np.array(copies), names)[train.copy_index]
         fit_rows, held_rows = keep & ~held[train.photo], keep & held[train.photo]
         negatives = train.raw[held_rows & (train.copy_index == 0)]
         for pca_dim, components in SELECT_GRID:
-            d = fit_detector(train.raw[fit_rows], train.raw[held_rows], pca_dim=pca_dim, components=components,
-                             covariance="full")
-            zoo_auc = np.mean([figures(d, f.by_copy["original"], val_real.by_copy["original"])["auc"]
-                               for f in fakes.values()])
-            zoo90 = np.mean([figures(d, f.by_copy["jpeg:90"], val_real.by_copy["jpeg:90"])["auc"]
-                             for f in fakes.values()])
+            d = fit_detector(
+                train.raw[fit_rows], train.raw[held_rows], pca_dim=pca_dim, components=components, covariance="full"
+            )
+            zoo_auc = np.mean(
+                [figures(d, f.by_copy["original"], val_real.by_copy["original"])["auc"] for f in fakes.values()]
+            )
+            zoo90 = np.mean(
+                [figures(d, f.by_copy["jpeg:90"], val_real.by_copy["jpeg:90"])["auc"] for f in fakes.values()]
+            )
             six = [figures(d, raw, negatives) for raw in generated.values()]
             six_auc = np.mean([f["auc"] for f in six])
             zoo_det = np.mean([np.mean(d.score_raw(f.by_copy["original"]) >= d.threshold) for f in fakes.values()])
-            print(f"| {subset} | {pca_dim} | {components} | {pct(zoo_auc)} | {pct(zoo90)} | {pct(six_auc)} "
-                  f"| {pct((zoo_auc + six_auc) / 2)} | {pct(zoo_det)} | {pct(np.mean([f['detected'] for f in six]))} |",
-                  flush=True)
+            print(
+                f"| {subset} | {pca_dim} | {components} | {pct(zoo_auc)} | {pct(zoo90)} | {pct(six_auc)} "
+                f"| {pct((zoo_auc + six_auc) / 2)} | {pct(zoo_det)} | {pct(np.mean([f['detected'] for f in six]))} |",
+                flush=True,
+            )
 
 
 def main() -> None:

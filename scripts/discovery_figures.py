@@ -66,14 +66,24 @@ def no_progress(n: int) -> None:
 class Space:
     """A model's space for one set of known generators: the store (tau set) and a way to embed more images."""
 
-    def __init__(self, embedder: Embedder, known: list[LabeledImage], val: list[LabeledImage], names: list[str],
-                 cache: EmbeddingCache, options: EmbedOptions) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        known: list[LabeledImage],
+        val: list[LabeledImage],
+        names: list[str],
+        cache: EmbeddingCache,
+        options: EmbedOptions,
+    ) -> None:
         self.embedder, self.cache, self.options = embedder, cache, options
         self.refit = embedder.is_descriptor
         train = self._raw(known)
         labels = np.array([im.label for im in train.images])
-        self.projection = (fit_projection(train.embeddings.astype(np.float64), labels,
-                                          **projection_settings(embedder.meta)) if self.refit else None)
+        self.projection = (
+            fit_projection(train.embeddings.astype(np.float64), labels, **projection_settings(embedder.meta))
+            if self.refit
+            else None
+        )
         vectors = self._apply(train.embeddings)
         self.store = ReferenceStore.for_weights(embedder.meta)
         self.store.embedding_dim = vectors.shape[1]
@@ -99,8 +109,9 @@ def table5(vectors: np.ndarray, truth: list[str], store: ReferenceStore, min_siz
     """Purity/NMI/ARI of HDBSCAN and of agglomerative at each cut scale, on every unknown image."""
     out = {}
     for method, scale in [(HDBSCAN_METHOD, None)] + [(AGGLOMERATIVE, s) for s in SCALES]:
-        labels = group_labels(vectors, store, min_cluster_size=min_size, method=method,
-                              cut_scale=scale if scale is not None else 1.0)
+        labels = group_labels(
+            vectors, store, min_cluster_size=min_size, method=method, cut_scale=scale if scale is not None else 1.0
+        )
         key = method if scale is None else f"{method} x{scale:g}"
         out[key] = clustering_scores(truth, labels).to_dict()
     from sklearn.cluster import HDBSCAN
@@ -110,14 +121,17 @@ def table5(vectors: np.ndarray, truth: list[str], store: ReferenceStore, min_siz
     return out
 
 
-def end_to_end(space: Space, vectors: np.ndarray, images: list[LabeledImage], method: str, scale: float,
-               min_size: int) -> dict:
+def end_to_end(
+    space: Space, vectors: np.ndarray, images: list[LabeledImage], method: str, scale: float, min_size: int
+) -> dict:
     """Discover on 60% of each unknown generator's images, enrol the pure clusters, score the rest."""
     generators = sorted({im.generator for im in images})
-    order = {g: [i for i in sorted(range(len(images)), key=lambda i: images[i].path.name)
-                 if images[i].generator == g] for g in generators}
-    discover_idx = [i for g in generators for i in order[g][:round(DISCOVERY_SHARE * len(order[g]))]]
-    held_idx = [i for g in generators for i in order[g][round(DISCOVERY_SHARE * len(order[g])):]]
+    order = {
+        g: [i for i in sorted(range(len(images)), key=lambda i: images[i].path.name) if images[i].generator == g]
+        for g in generators
+    }
+    discover_idx = [i for g in generators for i in order[g][: round(DISCOVERY_SHARE * len(order[g]))]]
+    held_idx = [i for g in generators for i in order[g][round(DISCOVERY_SHARE * len(order[g])) :]]
     store = copy.deepcopy(space.store)
     tau = store.threshold.value
     scored = space.store.fitted_rule().score(vectors[discover_idx])
@@ -142,16 +156,28 @@ def end_to_end(space: Space, vectors: np.ndarray, images: list[LabeledImage], me
             continue
         accepted = after.scores[mine] < tau
         as_g = accepted & (np.array([names[c] for c in after.candidates[mine]]) == f"new:{g}")
-        per_generator[g] = {"enrolled": g in enrolled, "held_back": len(mine),
-                            "attributed_to_it": float(as_g.mean()), "rejected": float((~accepted).mean())}
+        per_generator[g] = {
+            "enrolled": g in enrolled,
+            "held_back": len(mine),
+            "attributed_to_it": float(as_g.mean()),
+            "rejected": float((~accepted).mean()),
+        }
     new = [v["attributed_to_it"] for v in per_generator.values() if v["enrolled"]]
     rest = [k for k, i in enumerate(held_idx) if images[i].generator not in enrolled]
     crr_rest = float((after.scores[rest] >= tau).mean()) if rest else None
-    return {"method": method if method == HDBSCAN_METHOD else f"{method} x{scale:g}",
-            "discovery_images": len(discover_idx), "rejected": len(rejected), "clusters": clusters,
-            "enrolled": enrolled, "n_new": len(enrolled), "n_unknown_generators": len(generators),
-            "mean_attributed_to_new": float(np.mean(new)) if new else None,
-            "crr_remaining": crr_rest, "n_remaining": len(rest), "per_generator": per_generator}
+    return {
+        "method": method if method == HDBSCAN_METHOD else f"{method} x{scale:g}",
+        "discovery_images": len(discover_idx),
+        "rejected": len(rejected),
+        "clusters": clusters,
+        "enrolled": enrolled,
+        "n_new": len(enrolled),
+        "n_unknown_generators": len(generators),
+        "mean_attributed_to_new": float(np.mean(new)) if new else None,
+        "crr_remaining": crr_rest,
+        "n_remaining": len(rest),
+        "per_generator": per_generator,
+    }
 
 
 def main() -> None:
@@ -179,15 +205,30 @@ def main() -> None:
         unknown = list(split.test_unknown) if label != "real-six" else real_six(args.data)
         vectors, images = space.embed(unknown)
         truth = [im.generator for im in images]
-        entry = {"n_unknown": len(images), "n_generators": len(set(truth)),
-                 "table5": table5(vectors, truth, space.store, args.min_cluster_size),
-                 "end_to_end": [end_to_end(space, vectors, images, m, s, args.min_cluster_size)
-                                for m, s in [(HDBSCAN_METHOD, 1.0)] + [(AGGLOMERATIVE, x) for x in SCALES[1:]]],
-                 "seconds": round(time.perf_counter() - start, 1)}
+        entry = {
+            "n_unknown": len(images),
+            "n_generators": len(set(truth)),
+            "table5": table5(vectors, truth, space.store, args.min_cluster_size),
+            "end_to_end": [
+                end_to_end(space, vectors, images, m, s, args.min_cluster_size)
+                for m, s in [(HDBSCAN_METHOD, 1.0)] + [(AGGLOMERATIVE, x) for x in SCALES[1:]]
+            ],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         results["splits"][label] = entry
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(label, json.dumps({k: {m: round(v[m], 3) for m in ("purity", "nmi", "ari", "clustered")}
-                                 for k, v in entry["table5"].items()}), entry["seconds"], "s", flush=True)
+        print(
+            label,
+            json.dumps(
+                {
+                    k: {m: round(v[m], 3) for m in ("purity", "nmi", "ari", "clustered")}
+                    for k, v in entry["table5"].items()
+                }
+            ),
+            entry["seconds"],
+            "s",
+            flush=True,
+        )
 
 
 def real_six(data: Path) -> list[LabeledImage]:
@@ -198,8 +239,10 @@ def real_six(data: Path) -> list[LabeledImage]:
     for name, rel in GENERATORS.items():
         if name == "real":
             continue
-        out += [LabeledImage(path=p, label=-1, kind="real-generator", generator=name)
-                for p in split_files(ordered_files(data.resolve() / rel))["test"]]
+        out += [
+            LabeledImage(path=p, label=-1, kind="real-generator", generator=name)
+            for p in split_files(ordered_files(data.resolve() / rel))["test"]
+        ]
     return out
 
 

@@ -57,8 +57,9 @@ def generator_images(zoo_root: Path, name: str, part: str) -> list[Path]:
 
 
 def verdicts(model: Path, store: Path, paths: list[Path]) -> dict[str, str]:
-    lines = osma("attribute", "--model", str(model), "--refs", str(store), "--json",
-                 *[str(p) for p in paths]).splitlines()
+    lines = osma(
+        "attribute", "--model", str(model), "--refs", str(store), "--json", *[str(p) for p in paths]
+    ).splitlines()
     return {r["path"]: r["verdict"] for r in map(json.loads, lines) if r["status"] == "ok"}
 
 
@@ -97,16 +98,23 @@ def main() -> None:
     result = {"split": args.split, "enrolled": {}, "still_unknown": {}}
     for name in args.enroll:
         pairs = per_generator[name]
-        result["enrolled"][name] = {"test_images": len(pairs),
-                                    "attributed_to_it_after": sum(a == name for _, a in pairs) / len(pairs),
-                                    "rejected_before": sum(b == "unknown" for b, _ in pairs) / len(pairs)}
-    rest = [(b, a, unknown[p][1]) for p, (b, a) in zip(unknown, ((before[p], after[p]) for p in unknown))
-            if unknown[p][0] not in args.enroll]
+        result["enrolled"][name] = {
+            "test_images": len(pairs),
+            "attributed_to_it_after": sum(a == name for _, a in pairs) / len(pairs),
+            "rejected_before": sum(b == "unknown" for b, _ in pairs) / len(pairs),
+        }
+    rest = [
+        (b, a, unknown[p][1])
+        for p, (b, a) in zip(unknown, ((before[p], after[p]) for p in unknown))
+        if unknown[p][0] not in args.enroll
+    ]
     for kind in sorted({k for _, _, k in rest}) + ["all"]:
         sel = [(b, a) for b, a, k in rest if kind in (k, "all")]
-        result["still_unknown"][kind] = {"images": len(sel),
-                                         "crr_before": sum(b == "unknown" for b, _ in sel) / len(sel),
-                                         "crr_after": sum(a == "unknown" for _, a in sel) / len(sel)}
+        result["still_unknown"][kind] = {
+            "images": len(sel),
+            "crr_before": sum(b == "unknown" for b, _ in sel) / len(sel),
+            "crr_after": sum(a == "unknown" for _, a in sel) / len(sel),
+        }
     (args.out / "enrolment.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -44,10 +44,16 @@ def main() -> None:
     for k in args.splits:
         clean, extra = (load_pose_split(r, f"split{k}") for r in (args.root, args.extra_root))
         test = load_pose_split(args.test_root or args.root, f"split{k}")
-        mixed = replace(clean, train=clean.train + extra.train, val=clean.val + extra.val,
-                        test_known=test.test_known, test_unknown=test.test_unknown)
-        m = run_benchmark(embedder, mixed, options=EmbedOptions(batch_size=16, workers=1), cache=cache,
-                          rule=get_rule(args.rule)).report.to_dict()
+        mixed = replace(
+            clean,
+            train=clean.train + extra.train,
+            val=clean.val + extra.val,
+            test_known=test.test_known,
+            test_unknown=test.test_unknown,
+        )
+        m = run_benchmark(
+            embedder, mixed, options=EmbedOptions(batch_size=16, workers=1), cache=cache, rule=get_rule(args.rule)
+        ).report.to_dict()
         rows.append([100 * m[key] for key in ("closed_set_accuracy", "auc", "oscr", "crr")])
         print(f"split{k}: acc {rows[-1][0]:.1f} AUC {rows[-1][1]:.1f} OSCR {rows[-1][2]:.1f} CRR {rows[-1][3]:.1f}")
     mean = np.mean(rows, axis=0)

@@ -71,8 +71,16 @@ def train(weights: Path, method: str, flags: list[str], split: int, args) -> flo
     ``osma train --json``'s summary (per-epoch history included), the budget and the wall time
     go to ``<weights stem>.train.json``.
     """
-    budget = ["--epochs", str(args.epochs), "--crop", str(args.crop), "--batch-size", str(args.batch_size),
-              "--seed", str(args.seed)]
+    budget = [
+        "--epochs",
+        str(args.epochs),
+        "--crop",
+        str(args.crop),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+    ]
     if method not in POSE_SCHEDULE:
         # ProxyNCA++ decays its rate every 2 (long) epochs in the paper; with short epochs it
         # would vanish early, so decay 8 times over the run, as the shipped defaults do.
@@ -89,9 +97,24 @@ def train(weights: Path, method: str, flags: list[str], split: int, args) -> flo
     annotations = args.zoo / "dataset" / f"split{split}_{{0}}" / "annotations" / f"split{split}_{{0}}.txt"
     start = time.monotonic()
     # --force: only ever replaces the checkpoint of a run that was cut off
-    summary = run(OSMA + ["train", "--annotations", str(annotations).format("train"),
-                          "--val-annotations", str(annotations).format("val"), "--data-root", str(args.zoo),
-                          "--out", str(weights), "--force", "--json", *budget, *flags])
+    summary = run(
+        OSMA
+        + [
+            "train",
+            "--annotations",
+            str(annotations).format("train"),
+            "--val-annotations",
+            str(annotations).format("val"),
+            "--data-root",
+            str(args.zoo),
+            "--out",
+            str(weights),
+            "--force",
+            "--json",
+            *budget,
+            *flags,
+        ]
+    )
     wall = time.monotonic() - start
     record.write_text(json.dumps({"wall_s": wall, "budget": budget, "train": json.loads(summary)}, indent=2) + "\n")
     return wall
@@ -101,16 +124,30 @@ def benchmark(weights: Path, split: int, zoo: Path) -> list[float]:
     """``osma benchmark`` unless its metrics.json exists; the table row."""
     out = weights.with_suffix("")
     if not (out / "metrics.json").exists():
-        run(OSMA + ["benchmark", f"split{split}", "--data-root", str(zoo), "--model", str(weights), "--json",
-                    "--out", str(out)])
+        run(
+            OSMA
+            + [
+                "benchmark",
+                f"split{split}",
+                "--data-root",
+                str(zoo),
+                "--model",
+                str(weights),
+                "--json",
+                "--out",
+                str(out),
+            ]
+        )
     return figures(json.loads((out / "metrics.json").read_text())["metrics"])
 
 
 def wall_table(walls: dict[str, dict[int, float]], splits: list[int]) -> str:
     head = ["method"] + [f"split{k}" for k in splits] + ["total"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([m] + [f"{t[k]:.0f}" for k in splits] + [f"{sum(t.values()):.0f}"]) + " |"
-              for m, t in walls.items()]
+    lines += [
+        "| " + " | ".join([m] + [f"{t[k]:.0f}" for k in splits] + [f"{sum(t.values()):.0f}"]) + " |"
+        for m, t in walls.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -123,19 +160,35 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--with-released-code", action="store_true",
-                        help="also train POSE's released-code variant (pose-code)")
-    parser.add_argument("--with-pose-fast", action="store_true",
-                        help="also train POSE with metric learning's learning rate and decay (pose-fast)")
-    parser.add_argument("--with-dct-metric", action="store_true",
-                        help="also train metric learning on POSE's dct_cnn backbone (metric-dct)")
-    parser.add_argument("--with-dct-osa", action="store_true",
-                        help="also train metric learning on dct_cnn with --open-space-aug (metric-dct+osa)")
-    parser.add_argument("--zoo", type=Path, default=osma_home() / "benchmarks" / "zoo",
-                        help="the built benchmark (osma zoo build)")
+    parser.add_argument(
+        "--with-released-code", action="store_true", help="also train POSE's released-code variant (pose-code)"
+    )
+    parser.add_argument(
+        "--with-pose-fast",
+        action="store_true",
+        help="also train POSE with metric learning's learning rate and decay (pose-fast)",
+    )
+    parser.add_argument(
+        "--with-dct-metric",
+        action="store_true",
+        help="also train metric learning on POSE's dct_cnn backbone (metric-dct)",
+    )
+    parser.add_argument(
+        "--with-dct-osa",
+        action="store_true",
+        help="also train metric learning on dct_cnn with --open-space-aug (metric-dct+osa)",
+    )
+    parser.add_argument(
+        "--zoo", type=Path, default=osma_home() / "benchmarks" / "zoo", help="the built benchmark (osma zoo build)"
+    )
     args = parser.parse_args()
-    methods = (METHODS | (DCT_METRIC if args.with_dct_metric else {}) | (DCT_OSA if args.with_dct_osa else {})
-               | (POSE_FAST if args.with_pose_fast else {}) | (RELEASED_CODE if args.with_released_code else {}))
+    methods = (
+        METHODS
+        | (DCT_METRIC if args.with_dct_metric else {})
+        | (DCT_OSA if args.with_dct_osa else {})
+        | (POSE_FAST if args.with_pose_fast else {})
+        | (RELEASED_CODE if args.with_released_code else {})
+    )
 
     rows: dict[int, dict[str, list[float]]] = {k: {} for k in args.splits}
     walls: dict[str, dict[int, float]] = {m: {} for m in methods}
@@ -146,11 +199,15 @@ def main() -> None:
             walls[method][k] = train(weights, method, flags, k, args)
             rows[k][method] = benchmark(weights, k, args.zoo)
 
-    budget = (f"{args.epochs} epochs, crop {args.crop}, batch {args.batch_size}, seed {args.seed}"
-              + (f", at most {args.steps_per_epoch} steps per epoch" if args.steps_per_epoch else ""))
+    budget = f"{args.epochs} epochs, crop {args.crop}, batch {args.batch_size}, seed {args.seed}" + (
+        f", at most {args.steps_per_epoch} steps per epoch" if args.steps_per_epoch else ""
+    )
     means = {m: mean([rows[k][m] for k in args.splits]) for m in methods}
-    sections = [f"# Method comparison ({budget})\n",
-                f"## Mean over split{', split'.join(map(str, args.splits))}\n", markdown(means, "method")]
+    sections = [
+        f"# Method comparison ({budget})\n",
+        f"## Mean over split{', split'.join(map(str, args.splits))}\n",
+        markdown(means, "method"),
+    ]
     for k in args.splits:
         sections += [f"## split{k}\n", markdown(rows[k], "method")]
     sections += ["## Training wall time (s)\n", wall_table(walls, args.splits)]

@@ -31,8 +31,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-GENERATORS = ("stable-diffusion-v1", "stylegan2", "cyclegan", "pix2pix-facades", "pix2pix-edges2shoes",
-              "pix2pix-map2sat")
+GENERATORS = (
+    "stable-diffusion-v1",
+    "stylegan2",
+    "cyclegan",
+    "pix2pix-facades",
+    "pix2pix-edges2shoes",
+    "pix2pix-map2sat",
+)
 
 
 def osma(*args: str, log: Path | None = None) -> str:
@@ -54,8 +60,9 @@ def jpeg_copy(test: Path, quality: int, out: Path) -> Path:
         (out / folder.name).mkdir(parents=True, exist_ok=True)
         for image in sorted(folder.iterdir()):
             with Image.open(image) as opened:
-                opened.convert("RGB").save(out / folder.name / (image.stem + ".jpg"), format="JPEG",
-                                           quality=quality, subsampling="4:2:0")
+                opened.convert("RGB").save(
+                    out / folder.name / (image.stem + ".jpg"), format="JPEG", quality=quality, subsampling="4:2:0"
+                )
     return out
 
 
@@ -66,21 +73,36 @@ def closed(work: Path, model: Path, refs: Path, crops: int = 1, jpeg: int | None
     if jpeg is not None:
         test = jpeg_copy(test, jpeg, work / f"test-q{jpeg}")
     classes = ["real", *GENERATORS]
-    records = [json.loads(line) for line in osma("attribute", "--model", str(model), "--refs", str(refs),
-                                                  "--crops", str(crops), "--json",
-                                                  *[str(test / c) for c in classes]).splitlines()]
+    records = [
+        json.loads(line)
+        for line in osma(
+            "attribute",
+            "--model",
+            str(model),
+            "--refs",
+            str(refs),
+            "--crops",
+            str(crops),
+            "--json",
+            *[str(test / c) for c in classes],
+        ).splitlines()
+    ]
     truth = {str(p): c for c in classes for p in (test / c).iterdir()}
     per_class = {}
     for c in classes:
         mine = [r for r in records if truth.get(r["path"]) == c and r["status"] == "ok"]
-        per_class[c] = {"images": len(mine),
-                        "closed_set_accuracy": sum(r["candidate"] == c for r in mine) / len(mine),
-                        "verdict_accuracy": sum(r["verdict"] == c for r in mine) / len(mine)}
+        per_class[c] = {
+            "images": len(mine),
+            "closed_set_accuracy": sum(r["candidate"] == c for r in mine) / len(mine),
+            "verdict_accuracy": sum(r["verdict"] == c for r in mine) / len(mine),
+        }
     ok = [r for r in records if r["status"] == "ok"]
-    return {"images": len(ok),
-            "closed_set_accuracy": sum(r["candidate"] == truth[r["path"]] for r in ok) / len(ok),
-            "verdict_accuracy": sum(r["verdict"] == truth[r["path"]] for r in ok) / len(ok),
-            "per_class": per_class}
+    return {
+        "images": len(ok),
+        "closed_set_accuracy": sum(r["candidate"] == truth[r["path"]] for r in ok) / len(ok),
+        "verdict_accuracy": sum(r["verdict"] == truth[r["path"]] for r in ok) / len(ok),
+        "per_class": per_class,
+    }
 
 
 def tree_without(work: Path, held_out: str, out: Path) -> tuple[Path, Path]:
@@ -91,25 +113,41 @@ def tree_without(work: Path, held_out: str, out: Path) -> tuple[Path, Path]:
     for c in classes:
         if not (train / c).exists():
             os.symlink((work / "train" / c).resolve(), train / c)
-    lines = [f"{(work / 'val' / c / f.name).resolve()}\t{k}\n"
-             for k, c in enumerate(classes) for f in sorted((work / "val" / c).iterdir())]
+    lines = [
+        f"{(work / 'val' / c / f.name).resolve()}\t{k}\n"
+        for k, c in enumerate(classes)
+        for f in sorted((work / "val" / c).iterdir())
+    ]
     (out / "val.txt").write_text("".join(lines))
     return train, out / "val.txt"
 
 
 def manifest_for(work: Path, held_out: str, out: Path) -> Path:
     shared = (work / "shared").resolve()
-    known = {c: {"train": str(shared / "train" / c), "val": str(shared / "val" / c), "test": str(shared / "test" / c)}
-             for c in ["real", *GENERATORS] if c != held_out}
-    data = {"name": f"shared-without-{held_out}", "known": known,
-            "unknown": {held_out: {"test": str(shared / "test" / held_out)}}}
+    known = {
+        c: {"train": str(shared / "train" / c), "val": str(shared / "val" / c), "test": str(shared / "test" / c)}
+        for c in ["real", *GENERATORS]
+        if c != held_out
+    }
+    data = {
+        "name": f"shared-without-{held_out}",
+        "known": known,
+        "unknown": {held_out: {"test": str(shared / "test" / held_out)}},
+    }
     path = out / "manifest.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
 
-def leave_one_out(work: Path, epochs: int, out: Path, only: list[str], init_weights: Path | None,
-                  descriptor: Path | None = None, rule: str | None = None) -> dict:
+def leave_one_out(
+    work: Path,
+    epochs: int,
+    out: Path,
+    only: list[str],
+    init_weights: Path | None,
+    descriptor: Path | None = None,
+    rule: str | None = None,
+) -> dict:
     results = {}
     for g in only or GENERATORS:
         folder = out / g
@@ -118,13 +156,44 @@ def leave_one_out(work: Path, epochs: int, out: Path, only: list[str], init_weig
         if not model.is_file():
             train, val = tree_without(work, g, folder)
             init = ["--init", str(init_weights)] if init_weights is not None else []
-            osma("train", str(train), "--val-annotations", str(val), *init, "--crop", "128", "--epochs", str(epochs),
-                 "--lr", "7e-4", "--decay-every", str(max(1, epochs // 8)), "--lr-decay", "0.6", "--seed", "0",
-                 "--cache-decoded", "--out", str(model), "--force",
-                 log=folder / "train.log")
+            osma(
+                "train",
+                str(train),
+                "--val-annotations",
+                str(val),
+                *init,
+                "--crop",
+                "128",
+                "--epochs",
+                str(epochs),
+                "--lr",
+                "7e-4",
+                "--decay-every",
+                str(max(1, epochs // 8)),
+                "--lr-decay",
+                "0.6",
+                "--seed",
+                "0",
+                "--cache-decoded",
+                "--out",
+                str(model),
+                "--force",
+                log=folder / "train.log",
+            )
         extra = ["--rule", rule] if rule else []
-        report = json.loads(osma("benchmark", "--manifest", str(manifest_for(work, g, folder)), "--model", str(model),
-                                 *extra, "--json", "--out", str(folder / "bench")))["metrics"]
+        report = json.loads(
+            osma(
+                "benchmark",
+                "--manifest",
+                str(manifest_for(work, g, folder)),
+                "--model",
+                str(model),
+                *extra,
+                "--json",
+                "--out",
+                str(folder / "bench"),
+            )
+        )["metrics"]
         results[g] = {k: report[k] for k in ("closed_set_accuracy", "auc", "oscr", "crr", "af1")}
         print(g, json.dumps(results[g]), file=sys.stderr, flush=True)
     return results

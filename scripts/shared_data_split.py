@@ -44,15 +44,16 @@ def ordered_files(folder: Path) -> list[Path]:
 def split_files(files: list[Path]) -> dict[str, list[Path]]:
     n_test = round(len(files) * TEST_FRACTION)
     n_val = round(len(files) * VAL_FRACTION)
-    return {"test": files[:n_test], "val": files[n_test:n_test + n_val], "train": files[n_test + n_val:]}
+    return {"test": files[:n_test], "val": files[n_test : n_test + n_val], "train": files[n_test + n_val :]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--unknown", action="append", default=[],
-                        help="NAME[:KIND] held out of the known classes in the manifest")
+    parser.add_argument(
+        "--unknown", action="append", default=[], help="NAME[:KIND] held out of the known classes in the manifest"
+    )
     parser.add_argument("--test-list", type=Path, default=None)
     args = parser.parse_args()
     data = args.data.resolve()

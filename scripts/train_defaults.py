@@ -45,8 +45,18 @@ REPO = Path(__file__).resolve().parent.parent
 ZOO_SPLIT = "split1"
 
 CROP = 128
-PRETRAIN = ["--simulate-cameras", "16", "--epochs", "10", "--samples-per-epoch", "3200",
-            "--decay-every", "3", "--lr-decay", "0.65"]
+PRETRAIN = [
+    "--simulate-cameras",
+    "16",
+    "--epochs",
+    "10",
+    "--samples-per-epoch",
+    "3200",
+    "--decay-every",
+    "3",
+    "--lr-decay",
+    "0.65",
+]
 TRAIN = ["--epochs", "80", "--lr", "7e-4", "--decay-every", "10", "--lr-decay", "0.6"]
 
 
@@ -70,8 +80,11 @@ def zoo_photos_in_benchmark_val_test() -> set[str]:
     whose content the zoo benchmark uses for validation or test."""
     from osma_cli.zoo.photos import PhotoSet
 
-    return {"_".join(Path(p.path).parts[1:]) for p in PhotoSet.open().photos
-            if p.domain == "cameras" and p.role == "heldout" and p.part in ("val", "test")}
+    return {
+        "_".join(Path(p.path).parts[1:])
+        for p in PhotoSet.open().photos
+        if p.domain == "cameras" and p.role == "heldout" and p.part in ("val", "test")
+    }
 
 
 def compose_trees(work: Path, zoo_root: Path, shared: Path) -> list[str]:
@@ -92,9 +105,11 @@ def compose_trees(work: Path, zoo_root: Path, shared: Path) -> list[str]:
                 link(f, work / part / folder.name / f"shared-{f.name}")
                 link(f, work / f"refs-{part}" / folder.name / f.name)
     classes = sorted(p.name for p in (work / "train").iterdir())
-    lines = [f"val/{c}/{f.name}\t{classes.index(c)}\n"
-             for c in sorted(p.name for p in (work / "val").iterdir())
-             for f in sorted((work / "val" / c).iterdir())]
+    lines = [
+        f"val/{c}/{f.name}\t{classes.index(c)}\n"
+        for c in sorted(p.name for p in (work / "val").iterdir())
+        for f in sorted((work / "val" / c).iterdir())
+    ]
     (work / "val.txt").write_text("".join(lines))
     return classes
 
@@ -103,8 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="working folder (resumable)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--pretrain", action="store_true",
-                        help="pre-train on simulated camera pipelines first (not the shipped recipe)")
+    parser.add_argument(
+        "--pretrain", action="store_true", help="pre-train on simulated camera pipelines first (not the shipped recipe)"
+    )
     parser.add_argument("--install", action="store_true", help="copy the results into weights/")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -118,9 +134,19 @@ def main() -> None:
     run(osma + ["zoo", "build"], work / "zoo-build.log")
     shared = work / "shared"
     if not (shared / "train").is_dir():
-        run([sys.executable, str(REPO / "scripts" / "shared_data_split.py"), "--data", str(args.data),
-             "--out", str(shared), "--test-list", str(work / "shared-test-files.txt")],
-            work / "split.log")
+        run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "shared_data_split.py"),
+                "--data",
+                str(args.data),
+                "--out",
+                str(shared),
+                "--test-list",
+                str(work / "shared-test-files.txt"),
+            ],
+            work / "split.log",
+        )
     if not (work / "val.txt").is_file():
         classes = compose_trees(work, zoo_root, shared)
         print(f"{len(classes)} training classes: {', '.join(classes)}")
@@ -130,20 +156,52 @@ def main() -> None:
     if args.pretrain:
         pretrained = work / "pretrained.safetensors"
         if not pretrained.is_file():
-            run(osma + ["pretrain", str(work / "train" / "real"), "--crop", str(CROP), *PRETRAIN, *seed,
-                        "--cache-decoded", "--out", str(pretrained), "--force"], work / "pretrain.log")
+            run(
+                osma
+                + [
+                    "pretrain",
+                    str(work / "train" / "real"),
+                    "--crop",
+                    str(CROP),
+                    *PRETRAIN,
+                    *seed,
+                    "--cache-decoded",
+                    "--out",
+                    str(pretrained),
+                    "--force",
+                ],
+                work / "pretrain.log",
+            )
         init = ["--init", str(pretrained)]
     model = work / "osma-default.safetensors"
     if not model.is_file():
-        run(osma + ["train", str(work / "train"), "--val-annotations", str(work / "val.txt"),
-                    "--crop", str(CROP), *TRAIN, *init, *seed, "--cache-decoded", "--out", str(model),
-                    "--force"], work / "train.log")
+        run(
+            osma
+            + [
+                "train",
+                str(work / "train"),
+                "--val-annotations",
+                str(work / "val.txt"),
+                "--crop",
+                str(CROP),
+                *TRAIN,
+                *init,
+                *seed,
+                "--cache-decoded",
+                "--out",
+                str(model),
+                "--force",
+            ],
+            work / "train.log",
+        )
     refs = work / "references.h5"
     if not refs.is_file():
-        run(osma + ["build", str(work / "refs-train"), "--model", str(model), "--out", str(refs)],
-            work / "build.log")
-        run(osma + ["calibrate", str(work / "refs-val"), "--model", str(model), "--refs", str(refs),
-                    "--acceptance", "0.95"], work / "calibrate.log")
+        run(osma + ["build", str(work / "refs-train"), "--model", str(model), "--out", str(refs)], work / "build.log")
+        run(
+            osma
+            + ["calibrate", str(work / "refs-val"), "--model", str(model), "--refs", str(refs), "--acceptance", "0.95"],
+            work / "calibrate.log",
+        )
     if args.install:
         for f, name in ((model, "osma-mislnet.safetensors"), (refs, "references-mislnet.h5")):
             shutil.copyfile(f, REPO / "weights" / name)

@@ -75,9 +75,21 @@ def main() -> None:
     (args.work / "test-real.txt").write_text("".join(f"{p.resolve()}\n" for p in test))
     print(f"{len(train)} photos to train on, {len(test)} test camera photos left out", flush=True)
     out = args.work / "detector-fsd.safetensors"
-    command = [sys.executable, "-m", "osma_cli", "train", str(args.work / "real"), "--method", "fsd-detector",
-               "--model", str(REPO / "weights" / "osma-fsd.safetensors"), "--out", str(out), "--json",
-               *shlex.split(args.train_args)]
+    command = [
+        sys.executable,
+        "-m",
+        "osma_cli",
+        "train",
+        str(args.work / "real"),
+        "--method",
+        "fsd-detector",
+        "--model",
+        str(REPO / "weights" / "osma-fsd.safetensors"),
+        "--out",
+        str(out),
+        "--json",
+        *shlex.split(args.train_args),
+    ]
     print("$ " + shlex.join(command), flush=True)
     done = subprocess.run(command, stdout=open(args.work / "train.json", "w"))
     if done.returncode != 0:

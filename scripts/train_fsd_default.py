@@ -47,10 +47,33 @@ def main() -> None:
     shared = args.work / "shared"
     model, refs = args.work / "osma-fsd.safetensors", args.work / "references-fsd.h5"
     if not (shared / "train").is_dir():
-        run([sys.executable, str(REPO / "scripts" / "shared_data_split.py"), "--data", str(args.data),
-             "--out", str(shared)])
-    run([*osma, "train", str(shared / "train"), "--method", "fsd", "--photos", str(shared / "train" / "real"),
-         "--jpeg-regimes", args.jpeg_regimes, "--rule", args.rule, "--out", str(model)])
+        run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "shared_data_split.py"),
+                "--data",
+                str(args.data),
+                "--out",
+                str(shared),
+            ]
+        )
+    run(
+        [
+            *osma,
+            "train",
+            str(shared / "train"),
+            "--method",
+            "fsd",
+            "--photos",
+            str(shared / "train" / "real"),
+            "--jpeg-regimes",
+            args.jpeg_regimes,
+            "--rule",
+            args.rule,
+            "--out",
+            str(model),
+        ]
+    )
     run([*osma, "build", str(shared / "train"), "--model", str(model), "--out", str(refs), "--force"])
     run([*osma, "calibrate", str(shared / "val"), "--model", str(model), "--refs", str(refs)])
     if args.install:

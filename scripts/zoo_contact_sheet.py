@@ -37,7 +37,7 @@ def window(image: np.ndarray, size: int, *, flattest: bool) -> tuple[int, int]:
     best, origin = None, (0, 0)
     for top in range(0, detail.shape[0] - size + 1, 16):
         for left in range(0, detail.shape[1] - size + 1, 16):
-            value = detail[top:top + size, left:left + size].mean()
+            value = detail[top : top + size, left : left + size].mean()
             if best is None or (value < best if flattest else value > best):
                 best, origin = value, (top, left)
     return origin
@@ -47,8 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/zoo_contact_sheet.png"))
-    parser.add_argument("--tiles", default="cam-Epson_PhotoPC-3100Z-04,kair-face_08,kair-10",
-                        help="held-out test photos (ids) whose first tile is shown")
+    parser.add_argument(
+        "--tiles",
+        default="cam-Epson_PhotoPC-3100Z-04,kair-face_08,kair-10",
+        help="held-out test photos (ids) whose first tile is shown",
+    )
     args = parser.parse_args()
     root = args.root or default_root()
     manifest = read_manifest(root)
@@ -66,7 +69,7 @@ def main() -> None:
     reals = [np.asarray(Image.open(root / image_relpath(REAL, t)).convert("RGB")) for t in chosen]
     windows = [window(im, CROP, flattest=False) for im in reals]
     top0, left0 = windows[0]
-    dy, dx = window(reals[0][top0:top0 + CROP, left0:left0 + CROP], DETAIL, flattest=True)
+    dy, dx = window(reals[0][top0 : top0 + CROP, left0 : left0 + CROP], DETAIL, flattest=True)
     detail_origin = (top0 + dy, left0 + dx)
     panel_w = len(chosen) * (CROP + 2) + DETAIL * ZOOM
     panel_h = CROP + LABEL
@@ -83,11 +86,11 @@ def main() -> None:
                 continue
             pixels = np.asarray(Image.open(root / relpath).convert("RGB"))
             top, left = windows[column]
-            crop = pixels[top:top + CROP, left:left + CROP]
+            crop = pixels[top : top + CROP, left : left + CROP]
             sheet.paste(Image.fromarray(crop), (x0 + column * (CROP + 2), y0 + LABEL))
             if column == 0:
                 top, left = detail_origin
-                detail = pixels[top:top + DETAIL, left:left + DETAIL].repeat(ZOOM, 0).repeat(ZOOM, 1)
+                detail = pixels[top : top + DETAIL, left : left + DETAIL].repeat(ZOOM, 0).repeat(ZOOM, 1)
                 sheet.paste(Image.fromarray(detail), (x0 + len(chosen) * (CROP + 2), y0 + LABEL))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)

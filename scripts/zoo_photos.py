@@ -34,13 +34,32 @@ MCU = 16
 TRAIN_CROP = (512, 512)
 HELDOUT_CROP = (512, 256)
 HELDOUT_PARTS = ("train", "test", "train", "val", "train", "test")
-KAIR_HELDOUT = {"baby.bmp": "train", "03.png": "train", "face_04.png": "train",
-                "head.bmp": "val", "10.png": "test", "12.png": "test", "face_08.png": "test"}
+KAIR_HELDOUT = {
+    "baby.bmp": "train",
+    "03.png": "train",
+    "face_04.png": "train",
+    "head.bmp": "val",
+    "10.png": "test",
+    "12.png": "test",
+    "face_08.png": "test",
+}
 KAIR_EXCLUDED = {"08.png": "Lena: left out of the shipped set"}
 CAMERA_SOURCE = "drewnoakes/digicam_corpus (commit 6385e5e)"
 KAIR_SOURCE = "cszn/KAIR testsets (commit fc1732f)"
-FIELDS = ("id", "path", "domain", "role", "part", "width", "height", "sha256", "source",
-          "original_name", "licence", "note")
+FIELDS = (
+    "id",
+    "path",
+    "domain",
+    "role",
+    "part",
+    "width",
+    "height",
+    "sha256",
+    "source",
+    "original_name",
+    "licence",
+    "note",
+)
 
 
 SOURCES = """\
@@ -102,8 +121,10 @@ def centred(size: int, extent: int) -> int:
 
 def jpeg_crop(src: Path, dst: Path, width: int, height: int, x: int, y: int) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["jpegtran", "-copy", "all", "-perfect", "-crop", f"{width}x{height}+{x}+{y}",
-                    "-outfile", str(dst), str(src)], check=True)
+    subprocess.run(
+        ["jpegtran", "-copy", "all", "-perfect", "-crop", f"{width}x{height}+{x}+{y}", "-outfile", str(dst), str(src)],
+        check=True,
+    )
 
 
 def sha256(path: Path) -> str:
@@ -132,8 +153,11 @@ def main() -> None:
         paths = by_model[model]
         training = index % 2 == 0
         crop_w, crop_h = TRAIN_CROP if training else HELDOUT_CROP
-        usable = [p for p in paths if min(Image.open(data / p).size) >= HELDOUT_CROP[1]
-                  and max(Image.open(data / p).size) >= HELDOUT_CROP[0]]
+        usable = [
+            p
+            for p in paths
+            if min(Image.open(data / p).size) >= HELDOUT_CROP[1] and max(Image.open(data / p).size) >= HELDOUT_CROP[0]
+        ]
         if training:
             chosen = list(dict.fromkeys([usable[0], usable[len(usable) // 2]]))
         else:
@@ -148,13 +172,23 @@ def main() -> None:
             jpeg_crop(src, dst, w, h, x, y)
             row = manifest[path]
             part = "" if training else HELDOUT_PARTS[(index // 2) % len(HELDOUT_PARTS)]
-            rows.append({
-                "id": f"cam-{model}-{Path(name).stem}", "path": f"cameras/{model}/{name}",
-                "domain": "cameras", "role": "train" if training else "heldout", "part": part,
-                "width": w, "height": h, "sha256": sha256(dst), "source": CAMERA_SOURCE,
-                "original_name": row["original_name"], "licence": row["licence"],
-                "note": f"lossless crop {w}x{h}+{x}+{y} of the {width}x{height} "
-                        f"osma data file, itself a {row['note']}"})
+            rows.append(
+                {
+                    "id": f"cam-{model}-{Path(name).stem}",
+                    "path": f"cameras/{model}/{name}",
+                    "domain": "cameras",
+                    "role": "train" if training else "heldout",
+                    "part": part,
+                    "width": w,
+                    "height": h,
+                    "sha256": sha256(dst),
+                    "source": CAMERA_SOURCE,
+                    "original_name": row["original_name"],
+                    "licence": row["licence"],
+                    "note": f"lossless crop {w}x{h}+{x}+{y} of the {width}x{height} "
+                    f"osma data file, itself a {row['note']}",
+                }
+            )
 
     for path in sorted(manifest):
         if not path.startswith("real/photos/kair/"):
@@ -176,11 +210,22 @@ def main() -> None:
         width, height = Image.open(dst).size
         row = manifest[path]
         heldout = name in KAIR_HELDOUT
-        rows.append({
-            "id": f"kair-{stem}", "path": f"kair/{stem}.png", "domain": "kair",
-            "role": "heldout" if heldout else "train", "part": KAIR_HELDOUT.get(name, ""),
-            "width": width, "height": height, "sha256": sha256(dst), "source": KAIR_SOURCE,
-            "original_name": row["original_name"], "licence": row["licence"], "note": note})
+        rows.append(
+            {
+                "id": f"kair-{stem}",
+                "path": f"kair/{stem}.png",
+                "domain": "kair",
+                "role": "heldout" if heldout else "train",
+                "part": KAIR_HELDOUT.get(name, ""),
+                "width": width,
+                "height": height,
+                "sha256": sha256(dst),
+                "source": KAIR_SOURCE,
+                "original_name": row["original_name"],
+                "licence": row["licence"],
+                "note": note,
+            }
+        )
 
     with open(out / "photos.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS, lineterminator="\n")

@@ -43,7 +43,7 @@ def main() -> None:
         prefix = f"dataset/zoo/fake/{spec.name}/"
         for relpath in manifest.images:
             if relpath.startswith(prefix):
-                name = relpath[len(prefix):-4]
+                name = relpath[len(prefix) : -4]
                 real = f"dataset/zoo/{REAL}/{name}.png"
                 photo = name.rsplit("-y", 1)[0]
                 scores[domain[photo]].append(psnr(load_rgb(root / real), load_rgb(root / relpath)))
@@ -51,8 +51,10 @@ def main() -> None:
         with deterministic_torch():
             scores["deadleaves"] = [psnr(im, render(model, im)) for im in fresh]
         cells = [f"{np.mean(scores[d]):.2f}" for d in ("cameras", "kair", "deadleaves")]
-        print(f"| {spec.name} | {spec.dataset} | {' | '.join(cells)} | "
-              f"{record.metrics.get('psnr_heldout', float('nan')):.2f} |")
+        print(
+            f"| {spec.name} | {spec.dataset} | {' | '.join(cells)} | "
+            f"{record.metrics.get('psnr_heldout', float('nan')):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,11 @@ class HighPassCNN(nn.Module):
         self.register_buffer("high_pass", kernel.expand(3, 1, 3, 3).clone())
         layers, c_in = [], 3
         for c_out, stride in [(width, 1), (width, 2), (2 * width, 2), (2 * width, 2), (4 * width, 2)]:
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c_in = c_out
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, n_classes)
@@ -60,14 +63,14 @@ def random_crops(images, labels, n, crop, rng):
         image = images[i]
         top = int(rng.integers((image.shape[0] - crop) // GRID + 1)) * GRID
         left = int(rng.integers((image.shape[1] - crop) // GRID + 1)) * GRID
-        out.append(image[top:top + crop, left:left + crop])
+        out.append(image[top : top + crop, left : left + crop])
     return to_batch(out), torch.as_tensor(labels[idx])
 
 
 def centre(image: np.ndarray, crop: int) -> np.ndarray:
     top = (image.shape[0] - crop) // 2 // GRID * GRID
     left = (image.shape[1] - crop) // 2 // GRID * GRID
-    return image[top:top + crop, left:left + crop]
+    return image[top : top + crop, left : left + crop]
 
 
 @torch.no_grad()
@@ -75,7 +78,7 @@ def predict(model, images, crop, batch=32):
     model.eval()
     probs = []
     for i in range(0, len(images), batch):
-        probs.append(F.softmax(model(to_batch([centre(im, crop) for im in images[i:i + batch]])), 1))
+        probs.append(F.softmax(model(to_batch([centre(im, crop) for im in images[i : i + batch]])), 1))
     model.train()
     return torch.cat(probs).numpy()
 
@@ -95,8 +98,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     split = load_pose_split(args.root or default_root(), args.split)
+
     def load(part):
         return [load_rgb(i.path) for i in part]
+
     train, val = load(split.train), load(split.val)
     test_known, test_unknown = load(split.test_known), load(split.test_unknown)
     y_train = np.array([i.label for i in split.train])
@@ -124,14 +129,22 @@ def main() -> None:
     kinds = np.array([""] * len(test_known) + [i.kind for i in split.test_unknown])
     scores = 1 - probs.max(1)
     tau = float(np.quantile(1 - predict(model, val, args.crop).max(1), 0.95))
-    report = evaluate_open_set(y_true, probs.argmax(1), scores, split.n_classes, tau,
-                               unknown_kind=kinds).to_dict()
-    summary = {"split": split.name, "classes": split.n_classes, "train_images": len(train),
-               "steps": step, "minutes": args.minutes, "crop": args.crop,
-               "val_accuracy": best, "closed_set_accuracy": report["closed_set_accuracy"],
-               "auc": report["auc"], "oscr": report["oscr"],
-               "per_kind": {k: {"n": v["n_unknown"], "auc": v["auc"], "oscr": v["oscr"]}
-                            for k, v in report["per_kind"].items()}}
+    report = evaluate_open_set(y_true, probs.argmax(1), scores, split.n_classes, tau, unknown_kind=kinds).to_dict()
+    summary = {
+        "split": split.name,
+        "classes": split.n_classes,
+        "train_images": len(train),
+        "steps": step,
+        "minutes": args.minutes,
+        "crop": args.crop,
+        "val_accuracy": best,
+        "closed_set_accuracy": report["closed_set_accuracy"],
+        "auc": report["auc"],
+        "oscr": report["oscr"],
+        "per_kind": {
+            k: {"n": v["n_unknown"], "auc": v["auc"], "oscr": v["oscr"]} for k, v in report["per_kind"].items()
+        },
+    }
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

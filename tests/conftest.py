@@ -44,8 +44,13 @@ def save_tiny_model(path: Path, *, seed: int = 0, arch: str = "mislnet") -> Path
     torch.manual_seed(seed)
     model = get_model(arch)
     crop = max(CROP, model.min_input_size)
-    save_weights(path, model, WeightsMeta(architecture=arch, embedding_dim=model.embedding_dim,
-                                          crop_size=crop, l2_normalize=False, arch_kwargs={}))
+    save_weights(
+        path,
+        model,
+        WeightsMeta(
+            architecture=arch, embedding_dim=model.embedding_dim, crop_size=crop, l2_normalize=False, arch_kwargs={}
+        ),
+    )
     return path
 
 
@@ -113,4 +118,5 @@ def deny_listing(monkeypatch, folder: Path) -> None:
         if Path(path) == folder:
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
+
     monkeypatch.setattr(os, "scandir", scandir)

@@ -50,8 +50,9 @@ def _generators() -> dict[str, _Generator]:
         "real": _Generator((f"{root}/real/FF_c23_youtube/000", f"{root}/real/summer"), None, 0.0),
         "progan_v0": _Generator((f"{root}/fake/ProGAN/multiseed_celeba/seed_v0",), progan, 0.3),
         "stylegan_cat": _Generator((f"{root}/fake/styleGAN/cat",), stylegan, 1.2),
-        "progan_v1": _Generator((f"{root}/fake/ProGAN/multiseed_celeba/seed_v1",),
-                                (progan + _tile(303, 4)) / np.sqrt(2), 0.3),
+        "progan_v1": _Generator(
+            (f"{root}/fake/ProGAN/multiseed_celeba/seed_v1",), (progan + _tile(303, 4)) / np.sqrt(2), 0.3
+        ),
         "mmdgan": _Generator((f"{root}/fake/MMDGAN/celeba",), _tile(404, 8), 0.3),
         "stylegan_airplane": _Generator((f"{root}/fake/styleGAN/airplane",), stylegan, 2.4),
     }
@@ -61,8 +62,7 @@ def _image(gen: _Generator, rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     phase = rng.uniform(0, 2 * np.pi, size=2)
     channel = np.array([0.0, 2.1, 4.2]) + gen.hue
-    content = 128 + 60 * np.sin(xx[..., None] / 9.0 + phase[0] + channel) \
-        * np.cos(yy[..., None] / 11.0 + phase[1])
+    content = 128 + 60 * np.sin(xx[..., None] / 9.0 + phase[0] + channel) * np.cos(yy[..., None] / 11.0 + phase[1])
     if gen.tile is not None:
         reps = (size // gen.tile.shape[0] + 1, size // gen.tile.shape[1] + 1, 1)
         content = content + 18 * np.tile(gen.tile, reps)[:size, :size]
@@ -75,8 +75,7 @@ def _write(root: Path, gen: _Generator, part: str, n: int, seed: int, size: int)
     paths = []
     for i in range(n):
         folder = gen.folders[i % len(gen.folders)]
-        name = (f"2011-06-26 19:33:{i:02d}_{part}.png" if folder.endswith("summer")
-                else f"{part}_{i:03d}.png")
+        name = f"2011-06-26 19:33:{i:02d}_{part}.png" if folder.endswith("summer") else f"{part}_{i:03d}.png"
         relative = f"{folder}/{name}"
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +103,10 @@ def make_pose_fixture(root: Path, n_per_class: int = 4, size: int = 48) -> Path:
     order = np.random.default_rng(7).permutation(len(lines["train"]))
     lines["train"] = [lines["train"][i] for i in order]
     unknown = {}
-    for k, (kind, key) in enumerate((("seed", "progan_v1"), ("arch", "mmdgan"),
-                                     ("dataset", "stylegan_airplane"))):
+    for k, (kind, key) in enumerate((("seed", "progan_v1"), ("arch", "mmdgan"), ("dataset", "stylegan_airplane"))):
         paths = _write(root, gens[key], "test", n_per_class, seed=1000 + k, size=size)
         unknown[kind] = [(path, 0) for path in paths]
-    write_pose_annotations(root, SPLIT, PoseAnnotations(
-        train=lines["train"], val=lines["val"], test=lines["test"], unknown=unknown))
+    write_pose_annotations(
+        root, SPLIT, PoseAnnotations(train=lines["train"], val=lines["val"], test=lines["test"], unknown=unknown)
+    )
     return root

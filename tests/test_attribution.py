@@ -97,7 +97,7 @@ def test_leave_one_out_scores_match_rebuilding_without_the_image():
         store = ReferenceStore.for_weights(FakeMeta())
         for c in (0, 1):
             store.enroll(str(c), emb[keep & (labels == c)])
-        slow = score_embeddings(emb[i:i + 1], store.centroids(), store.sigmas()).scores[0]
+        slow = score_embeddings(emb[i : i + 1], store.centroids(), store.sigmas()).scores[0]
         assert fast[i] == pytest.approx(slow, rel=1e-9)
 
 
@@ -118,6 +118,6 @@ def test_threshold_for_crr_known_answer():
     from osma_cli.calibration import threshold_for_crr
 
     u = np.array([4.0, 1.0, 3.0, 2.0])
-    assert threshold_for_crr(u, 1.0) == 1.0   # everything rejected: tau at the smallest score
+    assert threshold_for_crr(u, 1.0) == 1.0  # everything rejected: tau at the smallest score
     assert threshold_for_crr(u, 0.75) == 2.0  # one may pass (the 1.0)
     assert threshold_for_crr(u, 0.5) == 3.0

@@ -90,8 +90,9 @@ def test_a_regime_of_a_model_is_served_its_own_features(tmp_path: Path):
         np.testing.assert_allclose(np.stack(cached), np.stack(direct), rtol=1e-6)
     assert cache.serving(lossless) is cache and cache.serving(jpeg).path != cache.path
     assert len(cache) == 3 and len(cache.serving(jpeg)) == 3
-    assert not np.allclose(np.stack(direct), np.stack(
-        [it.embedding for it in lossless.embed_files(paths, workers=0, features_only=True)]))
+    assert not np.allclose(
+        np.stack(direct), np.stack([it.embedding for it in lossless.embed_files(paths, workers=0, features_only=True)])
+    )
 
 
 def test_a_routed_benchmark_with_the_cache_equals_one_without(tmp_path: Path):

@@ -29,3 +29,7 @@ def test_ruff_finds_nothing():
 
 def test_mypy_finds_nothing():
     run_tool("mypy")
+
+
+def test_ruff_format_changes_nothing():
+    run_tool("ruff", "format", "--check", ".")

@@ -72,10 +72,14 @@ def test_pinned_memory_loading_hands_over_page_locked_batches(tiny_weights: Path
     dataset = ImageCropDataset(files, 32)
     batches = list(crop_loader(dataset, batch_size=4, workers=1, pin_memory=True))
     assert batches and all(b.crops.is_pinned() and b.owners.is_pinned() for b in batches)
-    on_gpu = [item.embedding for item in cuda_embedder(tiny_weights, mixed_precision=False)
-              .embed_files(files, batch_size=4, workers=1)]
-    on_cpu = [item.embedding for item in Embedder.from_file(tiny_weights, device="cpu")
-              .embed_files(files, batch_size=4, workers=1)]
+    on_gpu = [
+        item.embedding
+        for item in cuda_embedder(tiny_weights, mixed_precision=False).embed_files(files, batch_size=4, workers=1)
+    ]
+    on_cpu = [
+        item.embedding
+        for item in Embedder.from_file(tiny_weights, device="cpu").embed_files(files, batch_size=4, workers=1)
+    ]
     np.testing.assert_allclose(np.stack(on_gpu), np.stack(on_cpu), atol=1e-4, rtol=1e-4)
 
 
@@ -99,11 +103,11 @@ def test_the_self_description_on_cuda_equals_the_cpus() -> None:
     torch.manual_seed(0)
     x = torch.rand(4, 3, 96, 80, dtype=torch.float64)
     exact = get_model("fsd", residual_precision="float64")
-    torch.testing.assert_close(exact.cuda().describe(x.cuda()).cpu(), exact.cpu().describe(x),
-                               atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(exact.cuda().describe(x.cuda()).cpu(), exact.cpu().describe(x), atol=1e-8, rtol=1e-8)
     shipped_settings = get_model("fsd")  # float32 residuals: ~2e-6 from float64 on the CPU already
-    torch.testing.assert_close(shipped_settings.cuda().describe(x.cuda()).cpu(),
-                               shipped_settings.cpu().describe(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        shipped_settings.cuda().describe(x.cuda()).cpu(), shipped_settings.cpu().describe(x), atol=1e-4, rtol=1e-4
+    )
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP with NCCL needs two GPUs (one rank per GPU)")
@@ -117,8 +121,9 @@ def test_two_gpus_under_nccl_train_the_model_one_gpu_trains(tmp_path: Path) -> N
 
     configure_numerics()
     single = train_state(DistContext(device=torch.device("cuda", 0)), batch_size=8, mixed_precision=False)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), 4, "cuda"), nprocs=2, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(tmp_path), 4, "cuda"), nprocs=2, join=True, start_method="spawn"
+    )
     for rank in (0, 1):
         assert_close_states(single, load_file(tmp_path / f"rank{rank}.safetensors"), prefix="model.")
 

@@ -25,8 +25,9 @@ def test_mixture_density_agrees_with_scikit_learn(covariance):
     x = np.concatenate([gaussian(150, 5, 0), gaussian(150, 5, 1, shift=4.0)])
     model = GaussianMixture(n_components=3, covariance_type=covariance, random_state=0).fit(x)
     queries = gaussian(40, 5, 2, shift=1.0)
-    np.testing.assert_allclose(MixtureDensity.from_sklearn(model).log_density(queries),
-                               model.score_samples(queries), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        MixtureDensity.from_sklearn(model).log_density(queries), model.score_samples(queries), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_one_gaussian_is_scipys_normal_log_density():
@@ -48,8 +49,9 @@ def test_standardisation_is_a_robust_z_score():
 @pytest.mark.parametrize("acceptance", [0.9, 0.95, 0.99])
 def test_threshold_passes_the_stated_share_of_held_out_real_scores(acceptance):
     fit, held = gaussian(2000, 6, 0), gaussian(1000, 6, 1)
-    detector = fit_detector(fit, held, pca_dim=6, components=1, covariance="full", acceptance=acceptance,
-                            descriptor=DESCRIPTOR)
+    detector = fit_detector(
+        fit, held, pca_dim=6, components=1, covariance="full", acceptance=acceptance, descriptor=DESCRIPTOR
+    )
     held_scores = detector.score_raw(held)
     assert np.mean(held_scores < detector.threshold) == pytest.approx(acceptance, abs=1e-3)
     assert np.median(held_scores) == pytest.approx(0.0, abs=1e-9)
@@ -73,8 +75,9 @@ def test_images_unlike_the_real_ones_are_synthetic():
 
 def test_pca_keeps_the_requested_dimensions_and_scores_in_them():
     raw = gaussian(300, 20, 0)
-    detector = fit_detector(raw, gaussian(100, 20, 1), pca_dim=5, components=2, covariance="diag",
-                            descriptor=DESCRIPTOR)
+    detector = fit_detector(
+        raw, gaussian(100, 20, 1), pca_dim=5, components=2, covariance="diag", descriptor=DESCRIPTOR
+    )
     assert detector.projection.output_dim == 5 and detector.density.dim == 5 and detector.raw_dim == 20
     direct = -detector.density.log_density(detector.projection.apply(raw[:7]))
     np.testing.assert_allclose(detector.nll(raw[:7]), direct)
@@ -97,8 +100,7 @@ def saved(tmp_path, detector: Detector):
 
 def test_save_and_load_round_trip(tmp_path):
     raw = gaussian(300, 8, 0)
-    detector = fit_detector(raw, gaussian(100, 8, 1), pca_dim=4, components=2, covariance="full",
-                            descriptor=DESCRIPTOR)
+    detector = fit_detector(raw, gaussian(100, 8, 1), pca_dim=4, components=2, covariance="full", descriptor=DESCRIPTOR)
     path = saved(tmp_path, detector)
     loaded, meta = load_detector(path)
     queries = gaussian(30, 8, 5, shift=0.5)
@@ -110,8 +112,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_a_modified_detector_is_refused(tmp_path):
-    path = saved(tmp_path, fit_detector(gaussian(100, 4, 0), gaussian(40, 4, 1), pca_dim=3,
-                                        descriptor=DESCRIPTOR))
+    path = saved(tmp_path, fit_detector(gaussian(100, 4, 0), gaussian(40, 4, 1), pca_dim=3, descriptor=DESCRIPTOR))
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))

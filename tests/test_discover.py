@@ -64,8 +64,9 @@ def test_group_unknowns_names_each_clusters_nearest_generator_at_its_means_dista
     points, truth = blobs(np.random.default_rng(3))
     store = store_with({"near_a": np.r_[12.0, np.zeros(7)], "near_b": np.r_[-13.0, np.zeros(7)]})
     files = [Path(f"f{i}.png") for i in range(len(points))]
-    clusters, rest, ids = group_unknowns(points, files, store, regime=None, min_cluster_size=5, first_id=3,
-                                         method="hdbscan")
+    clusters, rest, ids = group_unknowns(
+        points, files, store, regime=None, min_cluster_size=5, first_id=3, method="hdbscan"
+    )
     assert [c.id for c in clusters] == [3, 4] and [c.size for c in clusters] == [30, 20]
     assert [c.nearest for c in clusters] == ["near_a", "near_b"]
     for cluster, label in zip(clusters, (0, 1)):
@@ -124,11 +125,18 @@ def test_a_routed_model_clusters_each_regime_in_its_own_space(tmp_path: Path):
         for i in range(5):
             write(tmp_path / "train" / f"{kind}gan" / f"{i}.png", pattern_image(kind, rng, 48))
     store = build_references(embedder, tmp_path / "train", options=options).store
-    paths = ([write(tmp_path / "new" / f"{i}.png", pattern_image("stripes", rng, 48)) for i in range(6)]
-             + [write(tmp_path / "new" / f"{i}.jpg", pattern_image("stripes", rng, 48), quality=90)
-                for i in range(6)])
-    found = discover_files(embedder, store, paths, threshold={name: 1e-9 for name in store.stores},
-                           min_cluster_size=3, method="hdbscan", options=options)
+    paths = [write(tmp_path / "new" / f"{i}.png", pattern_image("stripes", rng, 48)) for i in range(6)] + [
+        write(tmp_path / "new" / f"{i}.jpg", pattern_image("stripes", rng, 48), quality=90) for i in range(6)
+    ]
+    found = discover_files(
+        embedder,
+        store,
+        paths,
+        threshold={name: 1e-9 for name in store.stores},
+        min_cluster_size=3,
+        method="hdbscan",
+        options=options,
+    )
     assert found.n_unknown == 12 and found.clusters
     assert sorted([f for c in found.clusters for f in c.files] + found.unclustered) == sorted(paths)
     regimes = {"lossless": LOSSLESS, "jpeg90": Regime(90)}

@@ -14,8 +14,9 @@ from osma_cli.rules import get_rule
 
 
 def store(rule: str = "fang", dim: int = 60) -> ReferenceStore:
-    out = ReferenceStore(weights_sha256="0" * 64, architecture="test", embedding_dim=dim, l2_normalize=False,
-                         rule=get_rule(rule))
+    out = ReferenceStore(
+        weights_sha256="0" * 64, architecture="test", embedding_dim=dim, l2_normalize=False, rule=get_rule(rule)
+    )
     rng = np.random.default_rng(0)
     for k, name in enumerate(("alpha", "beta")):
         out.enroll(name, rng.normal(k * 5.0, 1.0, (6, dim)))
@@ -25,10 +26,14 @@ def store(rule: str = "fang", dim: int = 60) -> ReferenceStore:
 def view(of: ReferenceStore) -> SpaceView:
     rng = np.random.default_rng(1)
     dim = of.embedding_dim
-    return SpaceView(regime=None, store=of, accepted=rng.normal(0, 1, (8, dim)), accepted_as=["alpha"] * 8,
-                     unknown=np.vstack([rng.normal(20, 1, (7, dim)), rng.normal(-20, 1, (7, dim)),
-                                        rng.normal(0, 30, (2, dim))]),
-                     labels=np.r_[np.zeros(7, int), np.ones(7, int), np.full(2, NOISE)])
+    return SpaceView(
+        regime=None,
+        store=of,
+        accepted=rng.normal(0, 1, (8, dim)),
+        accepted_as=["alpha"] * 8,
+        unknown=np.vstack([rng.normal(20, 1, (7, dim)), rng.normal(-20, 1, (7, dim)), rng.normal(0, 30, (2, dim))]),
+        labels=np.r_[np.zeros(7, int), np.ones(7, int), np.full(2, NOISE)],
+    )
 
 
 def test_embed_2d_is_seeded_and_handles_few_points():
@@ -60,8 +65,9 @@ def test_the_clusters_stay_apart_on_the_map():
     points = map_points(view(store()))
     a, b = points.unknown[points.labels == 0], points.unknown[points.labels == 1]
     gap = np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))
-    assert gap > 2 * max(np.linalg.norm(a - a.mean(axis=0), axis=1).max(),
-                         np.linalg.norm(b - b.mean(axis=0), axis=1).max())
+    assert gap > 2 * max(
+        np.linalg.norm(a - a.mean(axis=0), axis=1).max(), np.linalg.norm(b - b.mean(axis=0), axis=1).max()
+    )
 
 
 def test_write_map_writes_a_png(tmp_path: Path):

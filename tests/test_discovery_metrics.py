@@ -47,8 +47,9 @@ def planted(rng: np.random.Generator, sizes=(40, 30, 20), dim: int = 16, spread:
 
 def store_of(points: np.ndarray, truth: np.ndarray) -> ReferenceStore:
     """A store whose generators are spread as the planted clusters are (a distance cut's unit)."""
-    store = ReferenceStore(weights_sha256="0" * 64, architecture="test", embedding_dim=points.shape[1],
-                           l2_normalize=False)
+    store = ReferenceStore(
+        weights_sha256="0" * 64, architecture="test", embedding_dim=points.shape[1], l2_normalize=False
+    )
     for label in np.unique(truth):
         store.enroll(f"g{label}", points[truth == label] + 100.0)
     return store
@@ -63,8 +64,9 @@ def test_planted_clusters_are_recovered_and_scored_as_scikit_learn_scores_them(m
     assert scores.nmi == pytest.approx(normalized_mutual_info_score(truth, labels))
     assert scores.ari == pytest.approx(adjusted_rand_score(truth, labels))
     assert scores.purity > 0.95 and scores.nmi > 0.9 and scores.ari > 0.9
-    assert scores.n_clusters == 3 and list(np.bincount(labels[labels >= 0])) == sorted(np.bincount(labels[labels >= 0]),
-                                                                                     reverse=True)
+    assert scores.n_clusters == 3 and list(np.bincount(labels[labels >= 0])) == sorted(
+        np.bincount(labels[labels >= 0]), reverse=True
+    )
 
 
 def test_agglomerative_cut_is_the_scale_times_the_median_sigma_and_small_groups_are_noise():

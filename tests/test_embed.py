@@ -51,7 +51,7 @@ def test_aggregate_crops_is_mean_then_normalise():
     raw = aggregate_crops(per_crop, owners, 2, l2_normalize=False)
     assert raw.tolist() == [[1.5, 2.0], [1.0, 1.0]]
     unit = aggregate_crops(per_crop, owners, 2, l2_normalize=True)
-    np.testing.assert_allclose(unit.numpy(), [[0.6, 0.8], [2 ** -0.5, 2 ** -0.5]], atol=1e-6)
+    np.testing.assert_allclose(unit.numpy(), [[0.6, 0.8], [2**-0.5, 2**-0.5]], atol=1e-6)
 
 
 def test_vector_is_the_embedding_of_a_good_image_and_refused_for_a_failed_one():

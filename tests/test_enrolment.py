@@ -19,8 +19,9 @@ def labelled(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def store(rule_name: str) -> ReferenceStore:
-    return ReferenceStore(weights_sha256="0" * 64, architecture="test", embedding_dim=5, l2_normalize=False,
-                          rule=get_rule(rule_name))
+    return ReferenceStore(
+        weights_sha256="0" * 64, architecture="test", embedding_dim=5, l2_normalize=False, rule=get_rule(rule_name)
+    )
 
 
 @pytest.mark.parametrize("rule_name", ["fang", "mahalanobis"])
@@ -47,7 +48,15 @@ def test_images_sha256_follow_their_rows_and_the_event_is_recorded() -> None:
     x, labels = labelled(1)
     digests = [f"{i:064x}" for i in range(len(x))]
     made = store("fang")
-    enroll_classes(made, ["a", "b", "c"], x, labels, acceptance=0.95, images="training images",
-                   image_sha256=digests, command="osma build")
+    enroll_classes(
+        made,
+        ["a", "b", "c"],
+        x,
+        labels,
+        acceptance=0.95,
+        images="training images",
+        image_sha256=digests,
+        command="osma build",
+    )
     assert made.generators["b"].image_sha256 == digests[6:13]
     assert [e["event"] for e in made.history if e.get("generator")] == ["build"] * 3

@@ -35,8 +35,15 @@ def test_the_measurements_run_on_the_cpu(tmp_path: Path) -> None:
     models = gpu_check.default_models(torch.device("cpu"))
     for embedder in models.values():  # 64-pixel images: a 40-pixel centre crop keeps the test fast
         embedder.meta = dataclasses.replace(embedder.meta, crop_size=40)
-    figures = gpu_check.measure(models, jpegs, batch_size=4, decoders=["pillow", "torchvision-cpu"],
-                                max_seconds=5.0, workers=0, folder=tmp_path / "images")
+    figures = gpu_check.measure(
+        models,
+        jpegs,
+        batch_size=4,
+        decoders=["pillow", "torchvision-cpu"],
+        max_seconds=5.0,
+        workers=0,
+        folder=tmp_path / "images",
+    )
     assert set(figures) == set(models) and any(label.startswith("fsd") for label in figures)
     for entry in figures.values():
         assert entry["forward_img_s"] > 0 and entry["pipeline_img_s"] > 0
@@ -61,7 +68,12 @@ def test_the_decoders_give_the_same_crops() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
 def test_without_cuda_the_script_says_so_and_fails(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "f.json")], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "f.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2 and "no CUDA device" in done.stderr
     assert not (tmp_path / "f.json").exists()

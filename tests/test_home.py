@@ -33,8 +33,9 @@ def test_seeded_from_shipped_store_and_shipped_untouched(tmp_path, tiny_weights,
     before = {p.name: digest(p) for p in shipped.iterdir()}
 
     write_images(tmp_path / "new", "stripes", 3, seed=1)
-    result = CliRunner().invoke(app, ["enroll", str(tmp_path / "new"), "--name", "stripegan",
-                                      "--workers", "0"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["enroll", str(tmp_path / "new"), "--name", "stripegan", "--workers", "0"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     user = default_references_path()
     assert user == isolated_home / "references-fsd.h5"

@@ -62,8 +62,12 @@ def inputs(tmp_path_factory) -> list[Path]:
 def assert_same_records(ray_records, single_records) -> None:
     assert [r.path for r in ray_records] == [r.path for r in single_records]
     for got, want in zip(ray_records, single_records):
-        assert (got.error, got.warnings, got.skipped, got.regime) == (want.error, want.warnings, want.skipped,
-                                                                       want.regime)
+        assert (got.error, got.warnings, got.skipped, got.regime) == (
+            want.error,
+            want.warnings,
+            want.skipped,
+            want.regime,
+        )
         assert (got.attribution is None) == (want.attribution is None)
         if want.attribution is None:
             continue
@@ -78,8 +82,9 @@ def assert_same_records(ray_records, single_records) -> None:
 def test_a_ray_it_starts_is_shut_down_also_when_the_caller_stops_early(model_and_store, inputs):
     assert not ray.is_initialized()
     weights, store_path = model_and_store
-    results = attribute_files_ray(weights, store_path, inputs, device="cpu", threshold=1.0, options=OPTIONS,
-                                  files_per_task=2)
+    results = attribute_files_ray(
+        weights, store_path, inputs, device="cpu", threshold=1.0, options=OPTIONS, files_per_task=2
+    )
     first = next(results)
     assert first.path == inputs[0] and ray.is_initialized()
     results.close()
@@ -90,12 +95,26 @@ def test_ray_records_equal_the_single_process_ones_in_input_order(local_ray, mod
     weights, store_path = model_and_store
     store = load_store(store_path)
     tau = store.threshold.value
-    single = list(attribute_files(Embedder.from_file(weights, device="cpu"), store, inputs, threshold=tau,
-                                  top_k=2, options=OPTIONS))
+    single = list(
+        attribute_files(
+            Embedder.from_file(weights, device="cpu"), store, inputs, threshold=tau, top_k=2, options=OPTIONS
+        )
+    )
     progress, reports = [], []
-    got = list(attribute_files_ray(weights, store_path, inputs, device="cpu", threshold=tau, top_k=2,
-                                   options=OPTIONS, files_per_task=2, on_progress=progress.append,
-                                   on_worker_report=reports.append))
+    got = list(
+        attribute_files_ray(
+            weights,
+            store_path,
+            inputs,
+            device="cpu",
+            threshold=tau,
+            top_k=2,
+            options=OPTIONS,
+            files_per_task=2,
+            on_progress=progress.append,
+            on_worker_report=reports.append,
+        )
+    )
     assert_same_records(got, single)
     assert got[1].error and got[1].attribution is None
     assert got[7].warnings and got[7].attribution is not None
@@ -118,14 +137,18 @@ def test_a_model_with_jpeg_regimes_is_routed_as_in_one_process(local_ray, tmp_pa
     taus = {name: single.threshold.value for name, single in store.stores.items()}
     chosen = inputs[:6]
     single = list(attribute_files(embedder, store, chosen, threshold=taus, options=OPTIONS))
-    got = list(attribute_files_ray(weights, tmp_path / "refs.h5", chosen, device="cpu", threshold=taus,
-                                   options=OPTIONS, files_per_task=3))
+    got = list(
+        attribute_files_ray(
+            weights, tmp_path / "refs.h5", chosen, device="cpu", threshold=taus, options=OPTIONS, files_per_task=3
+        )
+    )
     assert_same_records(got, single)
     assert {r.regime for r in got if r.attribution is not None} == {"lossless", "jpeg85"}
 
 
-def test_bad_model_or_store_fails_in_the_driver_with_osma_messages(local_ray, tmp_path, model_and_store,
-                                                                   other_weights, inputs):
+def test_bad_model_or_store_fails_in_the_driver_with_osma_messages(
+    local_ray, tmp_path, model_and_store, other_weights, inputs
+):
     weights, store_path = model_and_store
     with pytest.raises(ReferenceStoreError, match="needs a reference store"):
         list(attribute_files_ray(weights, None, inputs, device="cpu", threshold=1.0))
@@ -140,7 +163,6 @@ def test_bad_model_or_store_fails_in_the_driver_with_osma_messages(local_ray, tm
     assert list(attribute_files_ray(weights, store_path, [], device="cpu", threshold=1.0)) == []
 
 
-
 def test_attribute_engine_ray_writes_the_local_engines_records(local_ray, model_and_store, inputs, tmp_path):
     """``osma attribute --engine ray --out``: the same records as the local engine, batch for batch."""
     import json
@@ -153,14 +175,33 @@ def test_attribute_engine_ray_writes_the_local_engines_records(local_ray, model_
     outs = {}
     for engine in ("local", "ray"):
         outs[engine] = tmp_path / f"{engine}.jsonl"
-        result = CliRunner().invoke(app, ["attribute", *map(str, inputs), "--engine", engine,
-                                          "--out", str(outs[engine]), "--model", str(weights),
-                                          "--refs", str(store), "--workers", "0", "--batch-size", "1",
-                                          "--device", "cpu"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            [
+                "attribute",
+                *map(str, inputs),
+                "--engine",
+                engine,
+                "--out",
+                str(outs[engine]),
+                "--model",
+                str(weights),
+                "--refs",
+                str(store),
+                "--workers",
+                "0",
+                "--batch-size",
+                "1",
+                "--device",
+                "cpu",
+            ],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 3, result.output  # the unreadable file, reported
     local, remote = (outs[e].read_text().splitlines() for e in ("local", "ray"))
     assert len(local) == len(inputs) and remote == local
     assert json.loads(remote[1])["status"] == "error"
-    refused = CliRunner().invoke(app, ["attribute", str(inputs[0]), "--engine", "ray", "--cache",
-                                       "--model", str(weights), "--refs", str(store)])
+    refused = CliRunner().invoke(
+        app, ["attribute", str(inputs[0]), "--engine", "ray", "--cache", "--model", str(weights), "--refs", str(store)]
+    )
     assert refused.exit_code == 2

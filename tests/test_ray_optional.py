@@ -26,8 +26,9 @@ except UsageError as exc:
 
 
 def test_osma_imports_without_ray_and_the_engine_names_the_extra():
-    done = subprocess.run([sys.executable, "-c", WITHOUT_RAY], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_RAY], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pip install 'osma[ray]'"
 
@@ -43,9 +44,14 @@ def actor_batch(indices, records, failure=None) -> dict:
     n = len(indices)
     out = np.empty(n, dtype=object)
     out[:] = [pickle.dumps(r) for r in records]
-    return {"index": np.array(indices), "record": out,
-            "failure": np.array([pickle_failure(failure)] * n, dtype=object),
-            "pid": np.full(n, 7), "host": np.array(["node"] * n, dtype=object), "peak_rss_mb": np.full(n, 1.5)}
+    return {
+        "index": np.array(indices),
+        "record": out,
+        "failure": np.array([pickle_failure(failure)] * n, dtype=object),
+        "pid": np.full(n, 7),
+        "host": np.array(["node"] * n, dtype=object),
+        "peak_rss_mb": np.full(n, 1.5),
+    }
 
 
 def test_records_are_put_back_in_input_order_with_the_callers_paths():
@@ -107,8 +113,9 @@ def test_one_actor_per_gpu_else_one_per_cpu_and_bad_devices_refused():
     gpu = place(FakeCluster(CPU=32.0, GPU=4.0), "auto", 10_000, options, None)
     assert (gpu.gpu, gpu.actors, gpu.workers, gpu.cpus_per_actor, gpu.files_per_task) == (True, 4, 7, 8, 256)
     assert not place(FakeCluster(CPU=32.0, GPU=4.0), "cpu", 10_000, options, None).gpu
-    assert place(FakeCluster(CPU=4.0), "cpu", 10_000, EmbedOptions(batch_size=24), None, routed=True
-                 ).files_per_task == 768, "whole routing chunks (256) and batches (24)"
+    assert (
+        place(FakeCluster(CPU=4.0), "cpu", 10_000, EmbedOptions(batch_size=24), None, routed=True).files_per_task == 768
+    ), "whole routing chunks (256) and batches (24)"
     assert place(FakeCluster(CPU=8.0, GPU=2.0), "cuda:1", 100, EmbedOptions(workers=2), 10).workers == 2
     with pytest.raises(UsageError, match="no GPU"):
         place(FakeCluster(CPU=8.0), "cuda", 100, options, None)

@@ -56,7 +56,7 @@ def test_incremental_enrolment_equals_batch_build():
     steps = ReferenceStore.for_weights(FakeMeta())
     steps.enroll("g", x[:2])
     for start in range(2, 100, 7):
-        steps.enroll("g", x[start:start + 7], update=True)
+        steps.enroll("g", x[start : start + 7], update=True)
     a, b = batch.get("g"), steps.get("g")
     assert a.count == b.count == 100
     np.testing.assert_allclose(b.centroid, a.centroid, atol=1e-6)

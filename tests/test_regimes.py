@@ -49,11 +49,19 @@ def routed_model(path: Path, qualities=(90,), dim: int = 3, seed: int = 0) -> Pa
     model = get_model("fsd", **SMALL, projected=True, embedding_dim=dim, jpeg_regimes=list(qualities))
     generator = torch.Generator().manual_seed(seed)
     for regime in model.regimes:
-        model.set_projection(torch.rand(model.raw_dim, generator=generator, dtype=torch.float64),
-                             torch.randn(model.raw_dim, dim, generator=generator, dtype=torch.float64),
-                             regime.jpeg_quality)
-    meta = WeightsMeta(architecture="fsd", embedding_dim=dim, crop_size=SMALL["window"], l2_normalize=False,
-                       kind="descriptor", arch_kwargs={**SMALL, "projected": True, "jpeg_regimes": list(qualities)})
+        model.set_projection(
+            torch.rand(model.raw_dim, generator=generator, dtype=torch.float64),
+            torch.randn(model.raw_dim, dim, generator=generator, dtype=torch.float64),
+            regime.jpeg_quality,
+        )
+    meta = WeightsMeta(
+        architecture="fsd",
+        embedding_dim=dim,
+        crop_size=SMALL["window"],
+        l2_normalize=False,
+        kind="descriptor",
+        arch_kwargs={**SMALL, "projected": True, "jpeg_regimes": list(qualities)},
+    )
     save_weights(path, model, meta)
     return path
 
@@ -142,8 +150,12 @@ def test_each_regime_projects_with_its_own_projection(tmp_path, tree):
     paths = sorted((tree / "checkergan").glob("*.png"))[:2]
     lossless, _ = embed_all(embedder.for_regime(LOSSLESS), paths, workers=0)
     jpeg, _ = embed_all(embedder.for_regime(Regime(90)), paths, workers=0)
-    raw = [embedder.model.describe(torch.from_numpy(jpeg_recompress(np.asarray(Image.open(p)), 90)
-                                                    ).permute(2, 0, 1)[None].double() / 255) for p in paths]
+    raw = [
+        embedder.model.describe(
+            torch.from_numpy(jpeg_recompress(np.asarray(Image.open(p)), 90)).permute(2, 0, 1)[None].double() / 255
+        )
+        for p in paths
+    ]
     expected = torch.cat([embedder.model.project(r, 90) for r in raw]).numpy()
     np.testing.assert_allclose(jpeg, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(lossless, jpeg)
@@ -219,8 +231,21 @@ def test_routed_attribution_scores_each_file_in_its_regime(tmp_path, tree):
 
 def test_cli_train_build_enroll_calibrate_attribute_benchmark_with_regimes(tmp_path, tree):
     model = tmp_path / "fsd.safetensors"
-    result = invoke("train", tree, "--method", "fsd", "--out", model, "--workers", 0,
-                    "--descriptor", "block=3,scales=2,window=48", "--jpeg-regimes", "90", "--json")
+    result = invoke(
+        "train",
+        tree,
+        "--method",
+        "fsd",
+        "--out",
+        model,
+        "--workers",
+        0,
+        "--descriptor",
+        "block=3,scales=2,window=48",
+        "--jpeg-regimes",
+        "90",
+        "--json",
+    )
     assert result.exit_code == EXIT_OK, result.output
     assert json.loads(result.stdout)["regimes"] == ["lossless", "jpeg90"]
     refs = tmp_path / "refs.h5"
@@ -275,14 +300,12 @@ def test_benchmark_of_a_model_with_regimes_runs_in_the_test_images_regime(tmp_pa
     split = load_pose_split(root, SPLIT)
     for image in split.test_known + split.test_unknown:
         Image.open(image.path).convert("RGB").save(image.path, format="JPEG", quality=90)
-    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--json",
-                    "--no-cache")
+    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--json", "--no-cache")
     assert result.exit_code == EXIT_OK, result.output
     assert json.loads(result.stdout)["regime"] == "jpeg90"
     first = split.test_known[0].path
     Image.open(first).convert("RGB").save(first, format="PNG")
-    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--no-cache",
-                    "--json")
+    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", model, "--workers", 0, "--no-cache", "--json")
     assert result.exit_code == EXIT_OK, result.output
     mixed = json.loads(result.stdout)
     assert mixed["regime"] == "lossless, jpeg90" and mixed["threshold"]["value"] == 1.0
@@ -309,8 +332,9 @@ def test_a_mixed_test_set_is_scored_relative_to_each_regimes_tau(tmp_path):
     run = run_benchmark(embedder, split, options=options)
     expected = []
     for regime, (known, unknown) in groups.items():
-        alone = run_benchmark(embedder.for_regime(regime), replace(split, test_known=known,
-                                                                    test_unknown=unknown), options=options)
+        alone = run_benchmark(
+            embedder.for_regime(regime), replace(split, test_known=known, test_unknown=unknown), options=options
+        )
         expected.append(alone.scores / alone.threshold.value)
     np.testing.assert_allclose(run.scores, np.concatenate(expected), rtol=1e-9)
 
@@ -340,5 +364,4 @@ def test_per_regime_thresholds_are_refused_for_a_store_without_regimes(tmp_path,
     lossless = embedder.for_regime(LOSSLESS)
     png = write(tmp_path / "in" / "a.png", pattern_image("checker", np.random.default_rng(9), 48))
     with pytest.raises(UsageError, match="per regime"):
-        list(attribute_files(lossless, store.stores["lossless"], [png], threshold={"lossless": 1.5},
-                             options=options))
+        list(attribute_files(lossless, store.stores["lossless"], [png], threshold={"lossless": 1.5}, options=options))

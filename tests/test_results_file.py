@@ -49,15 +49,25 @@ def test_store_identity_follows_what_decides_a_verdict(tmp_path: Path):
 def test_run_identity_changes_with_each_setting():
     base = {"tau": 2.0, "top": 1, "crops": 1, "small": "pad", "max_pixels": 10, "detector": None, "hash": False}
     digests = {RunIdentity.of("f" * 64, "e" * 64, base).settings}
-    for key, other in (("tau", 2.5), ("top", 3), ("crops", 2), ("small", "skip"), ("max_pixels", 11),
-                       ("detector", "ab"), ("hash", True)):
+    for key, other in (
+        ("tau", 2.5),
+        ("top", 3),
+        ("crops", 2),
+        ("small", "skip"),
+        ("max_pixels", 11),
+        ("detector", "ab"),
+        ("hash", True),
+    ):
         digests.add(RunIdentity.of("f" * 64, "e" * 64, {**base, key: other}).settings)
     assert len(digests) == 8
     import hashlib
 
     canonical = json.dumps(base, sort_keys=True, separators=(",", ":")).encode()
     assert RunIdentity.of("f" * 64, None, base).fields() == {
-        "model": "f" * 16, "references": None, "settings": hashlib.sha256(canonical).hexdigest()[:16]}
+        "model": "f" * 16,
+        "references": None,
+        "settings": hashlib.sha256(canonical).hexdigest()[:16],
+    }
 
 
 def test_file_id_is_size_and_mtime_or_the_bytes_hash(tmp_path: Path):
@@ -145,4 +155,4 @@ def test_the_last_record_end_is_found_from_the_end_in_any_block_size(tmp_path: P
     contents = read_contents(out)
     assert contents.valid_bytes == len(whole) and contents.torn
     assert [e.key for e in contents.entries] == [f"dir\n{i}.png".encode() for i in range(3)]
-    assert b"".join(whole[slice(*e.span)] for e in contents.entries) == whole[contents.header_span[1]:]
+    assert b"".join(whole[slice(*e.span)] for e in contents.entries) == whole[contents.header_span[1] :]

@@ -40,8 +40,16 @@ def test_the_shard_is_the_path_hash_known_answer():
     assert shard_of(Path("data/img_00007.png"), 5) == shard_of("data/img_00007.png", 5)
 
 
-@pytest.mark.parametrize("text,message", [("0/4", "counted from 1"), ("5/4", "between 1/4 and 4/4"),
-                                          ("1/0", "between"), ("a/b", "not of the form"), ("3", "not of the form")])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("0/4", "counted from 1"),
+        ("5/4", "between 1/4 and 4/4"),
+        ("1/0", "between"),
+        ("a/b", "not of the form"),
+        ("3", "not of the form"),
+    ],
+)
 def test_bad_shard_specs_are_refused(text: str, message: str):
     with pytest.raises(UsageError) as err:
         Shard.parse(text)

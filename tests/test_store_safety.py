@@ -61,6 +61,7 @@ def fd_path(fd: int) -> str:
 
 # 1. seeding ------------------------------------------------------------------------------
 
+
 def test_slow_seed_never_overwrites_a_confirmed_enrolment(shipped, isolated_home, monkeypatch):
     """A first-use seed whose rename is delayed must not undo an enrolment made meanwhile."""
     real_replace, real_fsync = os.replace, os.fsync
@@ -127,12 +128,15 @@ def test_seed_copy_failing_leaves_nothing(shipped, isolated_home, monkeypatch):
 
 # 2. full disk at each write step ---------------------------------------------------------
 
+
 def inject(monkeypatch, step: str, fault) -> None:
     """Make the store write meet ``fault()`` at ``step`` (call it to raise, or to die)."""
     if step == "hdf5":
+
         def broken(store, path):
             Path(path).write_bytes(b"\x89HDF partial")
             fault()
+
         monkeypatch.setattr(references, "_write_hdf5", broken)
     elif step == "fsync":
         real = os.fsync
@@ -141,6 +145,7 @@ def inject(monkeypatch, step: str, fault) -> None:
             if fd_path(fd).endswith(".tmp"):
                 fault()
             return real(fd)
+
         monkeypatch.setattr(os, "fsync", broken_fsync)
     elif step == "rename":
         real_replace = os.replace
@@ -149,6 +154,7 @@ def inject(monkeypatch, step: str, fault) -> None:
             if str(src).endswith(".tmp"):
                 fault()
             return real_replace(src, dst, *args, **kwargs)
+
         monkeypatch.setattr(os, "replace", broken_replace)
     elif step == "after-rename":
         monkeypatch.setattr(atomic, "fsync_dir", lambda folder: fault())
@@ -175,6 +181,7 @@ def test_full_disk_at_each_step_is_a_clean_error_and_changes_nothing(tmp_path, m
 
 
 # 4. kills inside a write, stale temporaries ------------------------------------------------
+
 
 def _killed_writer(path: str, step: str) -> None:
     import pytest as _pytest
@@ -227,6 +234,7 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
 
 # 5. inconsistent values ----------------------------------------------------------------------
 
+
 def edit(path: Path, key: str, value) -> None:
     with h5py.File(path, "r+") as f:
         if np.shape(value) == f[key].shape:
@@ -236,12 +244,15 @@ def edit(path: Path, key: str, value) -> None:
             f.create_dataset(key, data=value)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("counts", [0, 4], "count is 0"),
-    ("counts", [5, 4], "do not match"),
-    ("vector_sums", np.vstack([np.full(8, np.nan), np.ones(8)]), "not finite"),
-    ("sq_norm_sums", [0.0, 1.0], "sigma"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("counts", [0, 4], "count is 0"),
+        ("counts", [5, 4], "do not match"),
+        ("vector_sums", np.vstack([np.full(8, np.nan), np.ones(8)]), "not finite"),
+        ("sq_norm_sums", [0.0, 1.0], "sigma"),
+    ],
+)
 def test_inconsistent_values_are_refused_on_load(tmp_path, key, value, message):
     path = tmp_path / "refs.h5"
     small_store("gan-a", "gan-b").save(path)
@@ -262,10 +273,13 @@ def test_inconsistent_values_are_refused_on_load(tmp_path, key, value, message):
     assert ReferenceStore.load(path).names == ["gan-b"]
 
 
-@pytest.mark.parametrize("rule, key, shape", [
-    ("mahalanobis", "second_moments", (2, 8, 7)),
-    ("gmm", "vectors/0", (3, 8)),
-])
+@pytest.mark.parametrize(
+    "rule, key, shape",
+    [
+        ("mahalanobis", "second_moments", (2, 8, 7)),
+        ("gmm", "vectors/0", (3, 8)),
+    ],
+)
 def test_wrong_shapes_of_extra_statistics_are_refused(tmp_path, rule, key, shape):
     path = tmp_path / "refs.h5"
     small_store("gan-a", "gan-b", rule=get_rule(rule)).save(path)
@@ -282,6 +296,7 @@ def test_identical_images_are_refused_at_enrolment():
 
 
 # 6. shipped files ----------------------------------------------------------------------------
+
 
 def test_shipped_store_is_never_written(shipped, monkeypatch):
     target = shipped / "references-fsd.h5"
@@ -301,6 +316,7 @@ def test_shipped_store_is_never_written(shipped, monkeypatch):
 
 
 # 8. provenance -----------------------------------------------------------------------------------
+
 
 def test_history_and_image_hashes_round_trip(tmp_path):
     path = tmp_path / "refs.h5"
@@ -341,8 +357,7 @@ def test_store_without_provenance_still_loads(tmp_path):
     old = ReferenceStore.load(path)
     assert old.history == [] and old.provenance_since is None and old.get("g").unrecorded == 4
     with open_store_for_update(path) as store:
-        store.enroll("g", np.random.default_rng(5).normal(size=(2, 8)), update=True,
-                     image_sha256=["a" * 64, "b" * 64])
+        store.enroll("g", np.random.default_rng(5).normal(size=(2, 8)), update=True, image_sha256=["a" * 64, "b" * 64])
     new = ReferenceStore.load(path)
     assert new.provenance_since is not None
     assert new.get("g").unrecorded == 4 and new.get("g").count == 6

@@ -20,9 +20,14 @@ from osma_cli.weights import WeightsMeta, content_hash, load_weights, read_meta,
 
 
 def make_meta(architecture: str = "mislnet", embedding_dim: int = 200, **changes: object) -> WeightsMeta:
-    meta = WeightsMeta(architecture=architecture, embedding_dim=embedding_dim, crop_size=64,
-                       l2_normalize=True, recipe={"loss": "proxynca++", "epochs": 30},
-                       metrics={"val_accuracy": 0.93})
+    meta = WeightsMeta(
+        architecture=architecture,
+        embedding_dim=embedding_dim,
+        crop_size=64,
+        l2_normalize=True,
+        recipe={"loss": "proxynca++", "epochs": 30},
+        metrics={"val_accuracy": 0.93},
+    )
     return replace(meta, **changes)
 
 
@@ -155,13 +160,18 @@ def test_safetensors_without_osma_metadata(folder: Path, mislnet: MISLNet) -> No
     assert_fails(path, "not an osma weights file")
 
 
-@pytest.mark.parametrize(("header", "needle"), [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "not a JSON object"),
-    (json.dumps({"architecture": "mislnet"}), "lacks embedding_dim, crop_size, l2_normalize"),
-    (json.dumps({"architecture": "mislnet", "embedding_dim": "200", "crop_size": 64, "l2_normalize": True}),
-     "'embedding_dim' has the wrong type"),
-])
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"architecture": "mislnet"}), "lacks embedding_dim, crop_size, l2_normalize"),
+        (
+            json.dumps({"architecture": "mislnet", "embedding_dim": "200", "crop_size": 64, "l2_normalize": True}),
+            "'embedding_dim' has the wrong type",
+        ),
+    ],
+)
 def test_malformed_metadata(folder: Path, mislnet: MISLNet, header: str, needle: str) -> None:
     path = write_raw(folder / "bad-meta.safetensors", dict(mislnet.state_dict()), None, raw_header=header)
     assert_fails(path, needle, loader=read_meta)
@@ -206,12 +216,12 @@ def test_tampered_bytes_fail_the_hash(saved: Path) -> None:
     assert_fails(saved, "modified or corrupt")
 
 
-def test_metadata_disagreeing_with_the_output(folder: Path, monkeypatch: pytest.MonkeyPatch,
-                                              mislnet: MISLNet) -> None:
+def test_metadata_disagreeing_with_the_output(folder: Path, monkeypatch: pytest.MonkeyPatch, mislnet: MISLNet) -> None:
     monkeypatch.setitem(registry._BUILDERS, "fixed_dim", lambda *, embedding_dim=200: MISLNet())
     tensors = dict(mislnet.state_dict())
-    path = write_raw(folder / "liar.safetensors", tensors,
-                     raw_meta(tensors, architecture="fixed_dim", embedding_dim=64))
+    path = write_raw(
+        folder / "liar.safetensors", tensors, raw_meta(tensors, architecture="fixed_dim", embedding_dim=64)
+    )
     assert_fails(path, "embedding_dim=64", "(200,)")
 
 
@@ -221,15 +231,16 @@ def test_save_refuses_metadata_that_could_not_be_loaded(folder: Path, mislnet: M
     assert_fails(path, "embedding_dim=128", loader=lambda p: save(make_meta(embedding_dim=128)))
     assert_fails(path, "unknown model", loader=lambda p: save(make_meta("no_such_net")))
     six_filters = get_model("mislnet", num_constrained_filters=6)
-    assert_fails(path, "constrained.weight (6, 3, 5, 5) vs (3, 3, 5, 5)",
-                 loader=lambda p: save(make_meta(), six_filters))
+    assert_fails(
+        path, "constrained.weight (6, 3, 5, 5) vs (3, 3, 5, 5)", loader=lambda p: save(make_meta(), six_filters)
+    )
     assert_fails(path, "not plain JSON", loader=lambda p: save(make_meta(metrics={"auc": float("nan")})))
     assert_fails(path, "not plain JSON", loader=lambda p: save(make_meta(recipe={"when": object()})))
     assert_fails(path, "unknown weights kind", loader=lambda p: save(make_meta(kind="regressor")))
-    assert_fails(path, "is an embedding network",
-                 loader=lambda p: save(make_meta(kind="classifier", class_names=["a", "b"])))
-    assert_fails(path, "repeats embedding_dim",
-                 loader=lambda p: save(make_meta(arch_kwargs={"embedding_dim": 200})))
+    assert_fails(
+        path, "is an embedding network", loader=lambda p: save(make_meta(kind="classifier", class_names=["a", "b"]))
+    )
+    assert_fails(path, "repeats embedding_dim", loader=lambda p: save(make_meta(arch_kwargs={"embedding_dim": 200})))
     assert not path.exists()
     assert os.listdir(folder) == []
 
@@ -239,8 +250,9 @@ def test_save_into_missing_directory(folder: Path, mislnet: MISLNet) -> None:
     assert_fails(path, "does not exist", loader=lambda p: save_weights(p, mislnet, make_meta()))
 
 
-def test_failed_write_leaves_old_file_and_no_temporary(saved: Path, mislnet: MISLNet,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_old_file_and_no_temporary(
+    saved: Path, mislnet: MISLNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = saved.read_bytes()
 
     def crash(tensors: dict, filename: str, metadata: dict) -> None:
@@ -291,8 +303,11 @@ def test_classifier_metadata_must_fit_the_network(folder: Path) -> None:
     with pytest.raises(WeightsError, match="is a classifier network"):
         save_weights(folder / "kind.safetensors", net, replace(good, kind="embedding", class_names=[]))
     with pytest.raises(WeightsError, match="classifier weights only"):
-        save_weights(folder / "names.safetensors", get_model("dct_cnn", embedding_dim=16, width=8),
-                     make_meta("dct_cnn", 16, class_names=["a", "b"], arch_kwargs={"width": 8}))
+        save_weights(
+            folder / "names.safetensors",
+            get_model("dct_cnn", embedding_dim=16, width=8),
+            make_meta("dct_cnn", 16, class_names=["a", "b"], arch_kwargs={"width": 8}),
+        )
     written = save_weights(folder / "ok.safetensors", net, good)
     assert read_meta(folder / "ok.safetensors").class_names == ["a", "b", "c"]
     assert written.output_dim == 3 and written.is_classifier

@@ -42,9 +42,13 @@ def show_version(value: bool) -> None:
 
 
 @app.callback()
-def main_options(version: Annotated[bool, typer.Option(
-        "--version", help="Show osma's version and exit.", callback=show_version, is_eager=True)] = False) -> None:
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", help="Show osma's version and exit.", callback=show_version, is_eager=True)
+    ] = False,
+) -> None:
     pass
+
 
 command(app, "attribute", attribute.attribute)
 command(app, "merge", merge.merge)
@@ -58,8 +62,12 @@ command(app, "pretrain", train.pretrain)
 command(app, "benchmark", evaluate.benchmark)
 command(app, "info", info.info)
 command(app, "demo", demo.demo)
-refs_app = typer.Typer(help="List, show and remove the generators in a reference store.",
-                       no_args_is_help=True, rich_markup_mode="markdown", cls=Group)
+refs_app = typer.Typer(
+    help="List, show and remove the generators in a reference store.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    cls=Group,
+)
 command(refs_app, "list", references.refs_list)
 command(refs_app, "show", references.refs_show)
 command(refs_app, "remove", references.refs_remove)

@@ -12,9 +12,15 @@ from osma_cli.cli.options import DeviceOpt, JsonOpt, ModelOpt, RefsOpt
 
 
 def demo(
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Where to write the sample images. Default: $OSMA_HOME/demo.",
-        file_okay=False, show_default=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write the sample images. Default: $OSMA_HOME/demo.",
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOpt = None,
     refs: RefsOpt = None,
     device: DeviceOpt = "auto",
@@ -34,11 +40,24 @@ def demo(
     say = output.stderr if json_out else output.stdout
     say.print(f"Sample images in {output.escape(str(folder))}:")
     for image in images:
-        say.print(f"  {output.escape(image.path.name)}: {output.escape(image.what)}; expected verdict: "
-                  f"{image.expected}")
-    say.print(f"Next: `osma attribute YOUR_IMAGES/`, or `osma attribute {output.escape(str(folder))} "
-              f"--top 3`.\n")
-    attribute_paths([image.path for image in images], top=1, threshold=None, json_out=json_out, csv_out=None,
-                    model=model, refs=refs, device=device, batch_size=32, workers=0, crops=1, small="pad",
-                    max_pixels=None, command="demo",
-                    extra={image.path: {"expected": image.expected} for image in images})
+        say.print(
+            f"  {output.escape(image.path.name)}: {output.escape(image.what)}; expected verdict: {image.expected}"
+        )
+    say.print(f"Next: `osma attribute YOUR_IMAGES/`, or `osma attribute {output.escape(str(folder))} --top 3`.\n")
+    attribute_paths(
+        [image.path for image in images],
+        top=1,
+        threshold=None,
+        json_out=json_out,
+        csv_out=None,
+        model=model,
+        refs=refs,
+        device=device,
+        batch_size=32,
+        workers=0,
+        crops=1,
+        small="pad",
+        max_pixels=None,
+        command="demo",
+        extra={image.path: {"expected": image.expected} for image in images},
+    )

@@ -15,8 +15,7 @@ from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
 from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 
 COMMAND = "detect"
-CSV_FIELDS = ["path", "path_bytes_b64", "status", "verdict", "score", "threshold", "margin", "nll", "error",
-              "warnings"]
+CSV_FIELDS = ["path", "path_bytes_b64", "status", "verdict", "score", "threshold", "margin", "nll", "error", "warnings"]
 
 
 def status_of(item) -> str:
@@ -28,13 +27,26 @@ def status_of(item) -> str:
 def detection_record(item) -> dict:
     """One file's result: the JSON object and the CSV row (docs/output.md, ``osma detect``)."""
     d = item.detection
-    data = {"path": output.path_text(item.path), "path_bytes_b64": output.path_bytes_b64(item.path),
-            "status": status_of(item), "verdict": None, "score": None, "threshold": None, "margin": None,
-            "nll": None, "error": item.error, "warnings": list(item.warnings)}
+    data = {
+        "path": output.path_text(item.path),
+        "path_bytes_b64": output.path_bytes_b64(item.path),
+        "status": status_of(item),
+        "verdict": None,
+        "score": None,
+        "threshold": None,
+        "margin": None,
+        "nll": None,
+        "error": item.error,
+        "warnings": list(item.warnings),
+    }
     if d is not None:
-        data.update(verdict=d.verdict, score=output.finite_or_none(d.score),
-                    threshold=output.finite_or_none(d.threshold), margin=output.finite_or_none(d.margin),
-                    nll=output.finite_or_none(d.nll))
+        data.update(
+            verdict=d.verdict,
+            score=output.finite_or_none(d.score),
+            threshold=output.finite_or_none(d.threshold),
+            margin=output.finite_or_none(d.margin),
+            nll=output.finite_or_none(d.nll),
+        )
     return output.record(COMMAND, data)
 
 
@@ -52,22 +64,52 @@ def report(item) -> None:
 
 
 def detect(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).",
-                                                exists=True, show_default=False)],
-    detector: Annotated[Path | None, typer.Option(
-        "--detector", help="Detector file (`osma train --method fsd-detector`). Default: the shipped one, "
-                           "fitted on camera photographs.", exists=True, dir_okay=False, show_default=False)] = None,
-    model: Annotated[Path | None, typer.Option(
-        "--model", help="The descriptor (fsd weights) the detector was fitted on. Default: the shipped "
-                        "osma-fsd.safetensors. Another one is refused.",
-        exists=True, dir_okay=False, show_default=False)] = None,
-    threshold: Annotated[float | None, typer.Option(
-        "--threshold", help="Override the detector's threshold (on the score: synthetic when score >= it).",
-        show_default=False, callback=finite_threshold)] = None,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Image files and/or folders (searched recursively).", exists=True, show_default=False),
+    ],
+    detector: Annotated[
+        Path | None,
+        typer.Option(
+            "--detector",
+            help="Detector file (`osma train --method fsd-detector`). Default: the shipped one, "
+            "fitted on camera photographs.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="The descriptor (fsd weights) the detector was fitted on. Default: the shipped "
+            "osma-fsd.safetensors. Another one is refused.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="Override the detector's threshold (on the score: synthetic when score >= it).",
+            show_default=False,
+            callback=finite_threshold,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
-    csv_out: Annotated[Path | None, typer.Option(
-        "--csv", help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
-        dir_okay=False, allow_dash=True, show_default=False)] = None,
+    csv_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
+            dir_okay=False,
+            allow_dash=True,
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 16,
     workers: WorkersOpt = None,
@@ -92,8 +134,10 @@ def detect(
     check_output_file(csv_out, "--csv")
     files, unlisted = list_image_inputs(paths)
     if not files and not unlisted:
-        raise UsageError("no image files found in " + ", ".join(output.path_text(p) for p in paths),
-                         hint="pass image files or folders holding .jpg/.png/... images")
+        raise UsageError(
+            "no image files found in " + ", ".join(output.path_text(p) for p in paths),
+            hint="pass image files or folders holding .jpg/.png/... images",
+        )
     loaded = load(detector, model, device)
     tau = loaded.detector.threshold if threshold is None else threshold
 
@@ -101,12 +145,12 @@ def detect(
     with contextlib.ExitStack() as stack:
         csv_writer = None
         if csv_out is not None:
-            handle = sys.stdout if csv_to_stdout else stack.enter_context(
-                open(csv_out, "w", newline="", encoding="utf-8"))
+            handle = (
+                sys.stdout if csv_to_stdout else stack.enter_context(open(csv_out, "w", newline="", encoding="utf-8"))
+            )
             csv_writer = output.CsvWriter(handle, CSV_FIELDS)
 
-        sink = output.RecordSink(json_out=json_out, csv_writer=csv_writer, csv_to_stdout=csv_to_stdout,
-                                 csv_row=csv_row)
+        sink = output.RecordSink(json_out=json_out, csv_writer=csv_writer, csv_to_stdout=csv_to_stdout, csv_row=csv_row)
         records = sink.records
 
         def emit(item) -> None:
@@ -117,10 +161,18 @@ def detect(
         for folder, reason in unlisted:
             emit(FileDetection(path=folder, detection=None, error=reason))
         try:
-            with output.progress_bar("detecting", len(files), enabled=len(files) > 1,
-                                     streams_stdout=json_out or csv_to_stdout) as advance:
-                for item in detect_files(loaded, files, threshold=threshold, batch_size=batch_size,
-                                         workers=workers, max_pixels=max_pixels, on_progress=advance):
+            with output.progress_bar(
+                "detecting", len(files), enabled=len(files) > 1, streams_stdout=json_out or csv_to_stdout
+            ) as advance:
+                for item in detect_files(
+                    loaded,
+                    files,
+                    threshold=threshold,
+                    batch_size=batch_size,
+                    workers=workers,
+                    max_pixels=max_pixels,
+                    on_progress=advance,
+                ):
                     emit(item)
                     counts[status_of(item)] += 1
         except KeyboardInterrupt:
@@ -155,6 +207,7 @@ def render_table(records: list[dict], tau: float) -> None:
         if with_notes:
             row.append("; ".join(([r["error"]] if r["error"] else []) + r["warnings"]))
         rows.append(row)
-    title = (f"synthetic when score >= threshold = {tau:.2f} (score 0: a typical real photo)"
-             + (f"; files under {root}" if root else ""))
+    title = f"synthetic when score >= threshold = {tau:.2f} (score 0: a typical real photo)" + (
+        f"; files under {root}" if root else ""
+    )
     output.print_table(output.simple_table(title, columns, rows))

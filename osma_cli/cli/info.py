@@ -21,10 +21,14 @@ def gather_info(model, refs, device: str) -> dict:
     from osma_cli.runtime import resolve_device
     from osma_cli.weights import read_meta
 
-    info: dict = {"osma_version": osma_cli.__version__, "torch_version": torch.__version__,
-                  "device": str(resolve_device(device)),
-                  "cuda_available": torch.cuda.is_available(),
-                  "osma_home": str(osma_home()), "shipped_dir": str(shipped_dir())}
+    info: dict = {
+        "osma_version": osma_cli.__version__,
+        "torch_version": torch.__version__,
+        "device": str(resolve_device(device)),
+        "cuda_available": torch.cuda.is_available(),
+        "osma_home": str(osma_home()),
+        "shipped_dir": str(shipped_dir()),
+    }
     meta = None
     try:
         path = model_path(model)
@@ -41,8 +45,11 @@ def gather_info(model, refs, device: str) -> dict:
         except OsmaError as exc:
             tau_info = {"error": str(exc)}
         info["references"] = {"error": "none: a closed-set classifier's classes are in its weights"}
-        info["classifier"] = {"classes": list(meta.class_names), "threshold": tau_info,
-                              "threshold_file": str(threshold_path(path))}
+        info["classifier"] = {
+            "classes": list(meta.class_names),
+            "threshold": tau_info,
+            "threshold_file": str(threshold_path(path)),
+        }
         return info
     try:
         path = refs_path(refs, write=False, model=model)
@@ -79,8 +86,11 @@ def is_build_path(value) -> bool:
 def model_rows(model_info: dict) -> list[list[str]]:
     """The model table: empty class names of a non-classifier left out, the recipe's paths
     marked as the build machine's (they name nothing on this one)."""
-    shown = {k: v for k, v in model_info.items()
-             if not (k == "class_names" and not v and model_info.get("kind") != "classifier")}
+    shown = {
+        k: v
+        for k, v in model_info.items()
+        if not (k == "class_names" and not v and model_info.get("kind") != "classifier")
+    }
     rows = []
     for name, value in flat_items(shown):
         text = str(value)
@@ -92,8 +102,7 @@ def model_rows(model_info: dict) -> list[list[str]]:
     return rows
 
 
-def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto",
-         json_out: JsonOpt = False) -> None:
+def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt = False) -> None:
     """Show the model, its recipe, the known generators, tau and the device."""
     data = gather_info(model, refs, device)
     if json_out:
@@ -107,24 +116,34 @@ def info(model: ModelOpt = None, refs: RefsOpt = None, device: DeviceOpt = "auto
     if "classifier" in data:
         tau = data["classifier"]["threshold"]
         shown = "not set" if tau is None else tau.get("error") or f"{tau['value']:.4g} ({tau['method']})"
-        output.print_table(output.simple_table(
-            "closed-set classifier", ["field", "value"],
-            [["classes", ", ".join(data["classifier"]["classes"])], ["threshold (1 - max softmax)", shown],
-             ["threshold file", data["classifier"]["threshold_file"]]]))
+        output.print_table(
+            output.simple_table(
+                "closed-set classifier",
+                ["field", "value"],
+                [
+                    ["classes", ", ".join(data["classifier"]["classes"])],
+                    ["threshold (1 - max softmax)", shown],
+                    ["threshold file", data["classifier"]["threshold_file"]],
+                ],
+            )
+        )
     elif "error" in refs_info:
-        output.print_table(output.simple_table("references", ["field", "value"],
-                                                [["error", refs_info["error"]]]))
+        output.print_table(output.simple_table("references", ["field", "value"], [["error", refs_info["error"]]]))
     else:
         gens = refs_info["generators"]
         tau = refs_info["threshold"]
         if "regimes" in refs_info:
-            taus = ", ".join(f"{r['name']} {r['threshold']['value']:.4g}" if r["threshold"] else f"{r['name']} not set"
-                             for r in refs_info["regimes"])
+            taus = ", ".join(
+                f"{r['name']} {r['threshold']['value']:.4g}" if r["threshold"] else f"{r['name']} not set"
+                for r in refs_info["regimes"]
+            )
             caption = f"references: {refs_info['path']} (tau per regime: {taus})"
         elif tau:
             caption = f"references: {refs_info['path']} (tau {tau['value']:.4g})"
         else:
             caption = f"references: {refs_info['path']} (no threshold)"
-        output.print_table(output.simple_table(
-            caption,
-            ["generator", "images", "sigma"], [[g["name"], g["count"], f"{g['sigma']:.4g}"] for g in gens]))
+        output.print_table(
+            output.simple_table(
+                caption, ["generator", "images", "sigma"], [[g["name"], g["count"], f"{g['sigma']:.4g}"] for g in gens]
+            )
+        )

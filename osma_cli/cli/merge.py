@@ -12,14 +12,31 @@ from osma_cli.cli.paths import check_output_file, list_image_inputs
 
 
 def merge(
-    parts: Annotated[list[Path], typer.Argument(help="The shards' --out files (.jsonl or .csv).",
-                                                exists=True, dir_okay=False, show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="The merged file (.jsonl or .csv, as the parts); "
-                                                    "written atomically.", dir_okay=False, show_default=False)],
-    inputs: Annotated[list[Path], typer.Option(
-        "--inputs", help="The image files and folders the shards were given, written the same way "
-                         "(repeat the option for several): each must have exactly one record.",
-        exists=True, show_default=False)],
+    parts: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The shards' --out files (.jsonl or .csv).", exists=True, dir_okay=False, show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="The merged file (.jsonl or .csv, as the parts); written atomically.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Option(
+            "--inputs",
+            help="The image files and folders the shards were given, written the same way "
+            "(repeat the option for several): each must have exactly one record.",
+            exists=True,
+            show_default=False,
+        ),
+    ],
 ) -> None:
     """Combine the results files of `osma attribute --shard I/N --out ...` into one run's file.
 
@@ -34,8 +51,7 @@ def merge(
     files, unlisted = list_image_inputs(inputs)
     report = merge_results(parts, [folder for folder, _ in unlisted] + files, out)
     for part in report.torn:
-        output.file_problem(part, "ends in a torn record (its shard was stopped while writing): left out",
-                            level="note")
+        output.file_problem(part, "ends in a torn record (its shard was stopped while writing): left out", level="note")
     if report.stale:
         output.note(f"{report.stale} older record(s) of files that changed since were left out")
     output.note(f"{report.records} records from {report.parts} part(s) in {output.path_text(out)}")

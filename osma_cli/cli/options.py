@@ -9,36 +9,67 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-ModelOpt = Annotated[Path | None, typer.Option(
-    "--model", help="Weights file (.safetensors), or a shipped model by name: fsd (the default), mislnet.",
-    dir_okay=False, show_default=False)]
-RefsOpt = Annotated[Path | None, typer.Option(
-    "--refs", help="Reference store (.h5). Default: $OSMA_HOME/references.h5, seeded from the shipped one.",
-    dir_okay=False, show_default=False)]
-DeviceOpt = Annotated[str, typer.Option(
-    "--device", help="auto, cpu, cuda or cuda:N.")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Weights file (.safetensors), or a shipped model by name: fsd (the default), mislnet.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+RefsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--refs",
+        help="Reference store (.h5). Default: $OSMA_HOME/references.h5, seeded from the shipped one.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
-WorkersOpt = Annotated[int | None, typer.Option(
-    "--workers", min=0, help="Decoding processes (0: decode in the main process). Default: by CPU count.",
-    show_default=False)]
-CropsOpt = Annotated[int, typer.Option(
-    "--crops", min=1, help="Average the embeddings of N non-overlapping crops of a large image.")]
-SmallOpt = Annotated[str, typer.Option(
-    "--small", help="Images smaller than the crop: 'pad' (mirror-pad, no resampling) or 'skip'.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Decoding processes (0: decode in the main process). Default: by CPU count.",
+        show_default=False,
+    ),
+]
+CropsOpt = Annotated[
+    int, typer.Option("--crops", min=1, help="Average the embeddings of N non-overlapping crops of a large image.")
+]
+SmallOpt = Annotated[
+    str, typer.Option("--small", help="Images smaller than the crop: 'pad' (mirror-pad, no resampling) or 'skip'.")
+]
 MAX_PIXELS = 2**26
 """``osma_cli.data.DEFAULT_MAX_PIXELS``, named in --help without importing the data package
 (a test checks they agree)."""
-MaxPixelsOpt = Annotated[int | None, typer.Option(
-    "--max-pixels", min=1, help=f"Refuse images with more pixels (decompression bombs). Default: "
-                                f"{MAX_PIXELS:,} (2^26, e.g. 8192x8192). Decoding takes about 10 bytes "
-                                "per pixel, so about 650 MB per decode worker at the default and 2.6 GB "
-                                "at 2^28.",
-    show_default=False)]
+MaxPixelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help=f"Refuse images with more pixels (decompression bombs). Default: "
+        f"{MAX_PIXELS:,} (2^26, e.g. 8192x8192). Decoding takes about 10 bytes "
+        "per pixel, so about 650 MB per decode worker at the default and 2.6 GB "
+        "at 2^28.",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-RuleOpt = Annotated[str | None, typer.Option(
-    "--rule", help="Open-set rule of the references: fang (Fang et al.'s normalized distance), mahalanobis "
-                   "(shared covariance) or gmm (per-generator Gaussian mixtures); NAME or NAME:key=value,... "
-                   "Default: the model's own, else fang.", show_default=False)]
+RuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rule",
+        help="Open-set rule of the references: fang (Fang et al.'s normalized distance), mahalanobis "
+        "(shared covariance) or gmm (per-generator Gaussian mixtures); NAME or NAME:key=value,... "
+        "Default: the model's own, else fang.",
+        show_default=False,
+    ),
+]
 
 
 def finite_threshold(value: float | None) -> float | None:

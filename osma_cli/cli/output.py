@@ -54,8 +54,12 @@ def warn(message: str) -> None:
 def file_problem(path: str | os.PathLike, message: str, *, level: str = "warning") -> None:
     """One line on stderr about one input file, naming it (``level``: warning, error or note)."""
     colour = {"error": "red", "warning": "yellow"}.get(level, "cyan")
-    stderr.print(f"[{colour}]{level}:[/] {escape(path_text(path))}: {escape(message)}",
-                 markup=True, highlight=False, soft_wrap=True)
+    stderr.print(
+        f"[{colour}]{level}:[/] {escape(path_text(path))}: {escape(message)}",
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def report_failures(items) -> int:
@@ -88,12 +92,14 @@ def error(message: str) -> None:
 
 def escape(text: str) -> str:
     from rich.markup import escape as rich_escape
+
     return rich_escape(text)
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool = True,
-                 streams_stdout: bool = False) -> Iterator[Any]:
+def progress_bar(
+    description: str, total: int | None, enabled: bool = True, streams_stdout: bool = False
+) -> Iterator[Any]:
     """A progress bar on stderr when it is a terminal; yields a callback ``advance(n)``.
 
     The bar never captures ``print`` or ``sys.stdout`` (rich would send them to stderr), so
@@ -104,10 +110,14 @@ def progress_bar(description: str, total: int | None, enabled: bool = True,
     if not enabled or not stderr.is_terminal or (streams_stdout and _stdout_is_terminal()):
         yield lambda n: None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=stderr, transient=True, redirect_stdout=False,
-                  redirect_stderr=False) as progress:
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=stderr, transient=True, redirect_stdout=False, redirect_stderr=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 
@@ -146,8 +156,15 @@ class RecordSink:
     when the CSV goes to stdout, nor with a results file, whose runs may be of any length),
     the CSV when one is asked for, and the results file (``--out``); each record as it comes."""
 
-    def __init__(self, *, json_out: bool, csv_writer: CsvWriter | None, csv_to_stdout: bool,
-                 csv_row: Callable[[dict], dict], results: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        json_out: bool,
+        csv_writer: CsvWriter | None,
+        csv_to_stdout: bool,
+        csv_row: Callable[[dict], dict],
+        results: Any = None,
+    ) -> None:
         self.json_out = json_out
         self.csv_writer = csv_writer
         self.results = results

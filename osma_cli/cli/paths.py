@@ -33,8 +33,10 @@ def check_output_file(path: Path | None, option: str) -> None:
         raise UsageError(f"{option} {shown} is a folder", hint="give a file name")
     parent = path.parent
     if not parent.is_dir():
-        raise UsageError(f"{option} {shown}: folder {path_text(parent)} does not exist",
-                         hint=f"create it first (mkdir -p {path_text(parent)}) or give another path")
+        raise UsageError(
+            f"{option} {shown}: folder {path_text(parent)} does not exist",
+            hint=f"create it first (mkdir -p {path_text(parent)}) or give another path",
+        )
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{option} {shown}: folder {path_text(parent)} is not writable")
 
@@ -52,18 +54,21 @@ def list_image_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Pat
 
     files: list[Path] = []
     unlisted: list[tuple[Path, str]] = []
-    for path in unique(paths, lambda p: output.file_problem(p, "given more than once (processed once)",
-                                                            level="note")):
+    for path in unique(paths, lambda p: output.file_problem(p, "given more than once (processed once)", level="note")):
         before = (len(files), len(unlisted))
         files.extend(iter_image_files([path], on_error=lambda folder, reason: unlisted.append((folder, reason))))
         if path.is_dir() and (len(files), len(unlisted)) == before:
-            raise UsageError(f"no image files found in {path_text(path)}",
-                             hint="pass image files or folders holding .jpg/.png/... images")
+            raise UsageError(
+                f"no image files found in {path_text(path)}",
+                hint="pass image files or folders holding .jpg/.png/... images",
+            )
     repeated: list[Path] = []
     files = unique(files, repeated.append)
     if repeated:
-        output.note(f"{len(repeated)} file(s) found more than once (a file and a folder holding it, or "
-                    f"overlapping folders) are processed once")
+        output.note(
+            f"{len(repeated)} file(s) found more than once (a file and a folder holding it, or "
+            f"overlapping folders) are processed once"
+        )
     return files, unlisted
 
 

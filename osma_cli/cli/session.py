@@ -26,8 +26,10 @@ def model_path(model: Path | None) -> Path:
         return model
     if str(model) in SHIPPED_MODELS:
         return default_model_path(str(model))
-    raise UsageError(f"--model {model}: no such file, and osma ships no model of that name",
-                     hint=f"give a .safetensors weights file, or a shipped model: {', '.join(SHIPPED_MODELS)}")
+    raise UsageError(
+        f"--model {model}: no such file, and osma ships no model of that name",
+        hint=f"give a .safetensors weights file, or a shipped model: {', '.join(SHIPPED_MODELS)}",
+    )
 
 
 def shipped_name(model: Path | None) -> str:
@@ -80,15 +82,13 @@ def load_embedder(model: Path | None, device: str):
     return Embedder.from_file(model_path(model), device=device)
 
 
-def embed_options(crops: int, batch_size: int, workers: int | None, small: str,
-                  max_pixels: int | None):
+def embed_options(crops: int, batch_size: int, workers: int | None, small: str, max_pixels: int | None):
     from osma_cli.embed import EmbedOptions
     from osma_cli.errors import UsageError
 
     if small not in ("pad", "skip"):
         raise UsageError(f"--small must be 'pad' or 'skip', got {small!r}")
-    return EmbedOptions(n_crops=crops, batch_size=batch_size, workers=workers, small=small,
-                        max_pixels=max_pixels)
+    return EmbedOptions(n_crops=crops, batch_size=batch_size, workers=workers, small=small, max_pixels=max_pixels)
 
 
 def parse_rule(spec: str | None):

@@ -51,8 +51,7 @@ def jpeg_encode(image: np.ndarray, quality: int) -> bytes:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise UsageError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality,
-                                subsampling=JPEG_SUBSAMPLING)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING)
     return buffer.getvalue()
 
 
@@ -100,8 +99,7 @@ class TrainTransform:
 
     def describe(self) -> dict:
         """The augmentation as a weights recipe records it (JSON-ready)."""
-        description: dict = {"crop": "random, 8-aligned, no resampling",
-                             "jpeg_qualities": list(self.jpeg_qualities)}
+        description: dict = {"crop": "random, 8-aligned, no resampling", "jpeg_qualities": list(self.jpeg_qualities)}
         if self.perturbations:
             description["perturbations"] = [p.spec for p in self.perturbations]
             description["perturbation_draw"] = "one of them or none, uniformly, on the whole image before the crop"

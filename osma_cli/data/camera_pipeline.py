@@ -65,20 +65,115 @@ _TO_LINEAR = ((np.arange(256, dtype=np.float64) / 255.0) ** _SCENE_GAMMA).astype
 _PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 _MAX_BLUR_SIGMA = 3.0
 
-_IJG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-])
-_IJG_CHROMA = np.array([
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
-    *([99] * 32),
-])
+_IJG_LUMA = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ]
+)
+_IJG_CHROMA = np.array(
+    [
+        17,
+        18,
+        24,
+        47,
+        99,
+        99,
+        99,
+        99,
+        18,
+        21,
+        26,
+        66,
+        99,
+        99,
+        99,
+        99,
+        24,
+        26,
+        56,
+        99,
+        99,
+        99,
+        99,
+        99,
+        47,
+        66,
+        99,
+        99,
+        99,
+        99,
+        99,
+        99,
+        *([99] * 32),
+    ]
+)
 
 
 # --- colour-filter array and demosaicing -------------------------------------------------
+
 
 def _masks(shape: tuple[int, int], cfa: str) -> np.ndarray:
     """``(3, H, W) bool``: where the mosaic holds R, G and B. ``cfa`` reads the 2x2 tile
@@ -105,7 +200,7 @@ def _correlate(x: np.ndarray, kernel: np.ndarray, mode: Literal["reflect", "cons
     height, width = x.shape
     out = np.zeros_like(x)
     for dy, dx in zip(*np.nonzero(kernel)):
-        out += kernel[dy, dx] * padded[dy:dy + height, dx:dx + width]
+        out += kernel[dy, dx] * padded[dy : dy + height, dx : dx + width]
     return out
 
 
@@ -126,16 +221,31 @@ def _bilinear(raw: np.ndarray, masks: np.ndarray) -> np.ndarray:
     green = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=np.float32) / 4
     red_blue = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 4
     r_m, g_m, b_m = masks
-    return np.stack([_correlate(raw * r_m, red_blue), _correlate(raw * g_m, green),
-                     _correlate(raw * b_m, red_blue)], axis=-1)
+    return np.stack(
+        [_correlate(raw * r_m, red_blue), _correlate(raw * g_m, green), _correlate(raw * b_m, red_blue)], axis=-1
+    )
 
 
-_MALVAR_G = np.array([[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1],
-                      [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]], dtype=np.float32) / 8
-_MALVAR_ROW = np.array([[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1],
-                        [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]], dtype=np.float32) / 8
-_MALVAR_DIAG = np.array([[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5],
-                         [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]], dtype=np.float32) / 8
+_MALVAR_G = (
+    np.array(
+        [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]], dtype=np.float32
+    )
+    / 8
+)
+_MALVAR_ROW = (
+    np.array(
+        [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]],
+        dtype=np.float32,
+    )
+    / 8
+)
+_MALVAR_DIAG = (
+    np.array(
+        [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]],
+        dtype=np.float32,
+    )
+    / 8
+)
 
 
 def _rows_and_columns(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +274,9 @@ def _malvar2004(raw: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.stack([red, green, blue], axis=-1).astype(np.float32, copy=False)
 
 
-_MENON_CLASSIFIER = np.array([[0, 0, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 3, 0, 3],
-                              [0, 0, 0, 1, 0], [0, 0, 1, 0, 1]], dtype=np.float32)
+_MENON_CLASSIFIER = np.array(
+    [[0, 0, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 3, 0, 3], [0, 0, 0, 1, 0], [0, 0, 1, 0, 1]], dtype=np.float32
+)
 _HALF = (0.5, 0.0, 0.5)
 _THIRD = (1 / 3, 1 / 3, 1 / 3)
 
@@ -197,12 +308,24 @@ def _menon2007(raw: np.ndarray, masks: np.ndarray) -> np.ndarray:
     red = np.where(g_m & b_rows, green + _vertical(red, _HALF) - v_green, red)
     blue = np.where(g_m & b_rows, green + _horizontal(blue, _HALF) - h_green, blue)
     blue = np.where(g_m & r_rows, green + _vertical(blue, _HALF) - v_green, blue)
-    red = np.where(b_m, np.where(along_rows,
-                                 blue + _horizontal(red, _HALF) - _horizontal(blue, _HALF),
-                                 blue + _vertical(red, _HALF) - _vertical(blue, _HALF)), red)
-    blue = np.where(r_m, np.where(along_rows,
-                                  red + _horizontal(blue, _HALF) - _horizontal(red, _HALF),
-                                  red + _vertical(blue, _HALF) - _vertical(red, _HALF)), blue)
+    red = np.where(
+        b_m,
+        np.where(
+            along_rows,
+            blue + _horizontal(red, _HALF) - _horizontal(blue, _HALF),
+            blue + _vertical(red, _HALF) - _vertical(blue, _HALF),
+        ),
+        red,
+    )
+    blue = np.where(
+        r_m,
+        np.where(
+            along_rows,
+            red + _horizontal(blue, _HALF) - _horizontal(red, _HALF),
+            red + _vertical(blue, _HALF) - _vertical(red, _HALF),
+        ),
+        blue,
+    )
     return _menon_refine(red, green, blue, masks, along_rows)
 
 
@@ -210,8 +333,9 @@ def _directional(x: np.ndarray, along_rows: np.ndarray, taps: Sequence[float]) -
     return np.where(along_rows, _horizontal(x, taps), _vertical(x, taps))
 
 
-def _menon_refine(red: np.ndarray, green: np.ndarray, blue: np.ndarray, masks: np.ndarray,
-                  along_rows: np.ndarray) -> np.ndarray:
+def _menon_refine(
+    red: np.ndarray, green: np.ndarray, blue: np.ndarray, masks: np.ndarray, along_rows: np.ndarray
+) -> np.ndarray:
     """Menon's refinement: smooth colour differences along the chosen direction."""
     r_m, g_m, b_m = masks
     r_rows, r_cols = _rows_and_columns(r_m)
@@ -233,10 +357,8 @@ def _menon_refine(red: np.ndarray, green: np.ndarray, blue: np.ndarray, masks: n
     blue = np.where(g_m & r_cols, green + blue_green, blue)
 
     red_blue = red - blue
-    red = np.where(b_m, blue + np.where(b_m, _directional(red_blue, along_rows, _THIRD), 0),
-                   red)
-    blue = np.where(r_m, red - np.where(r_m, _directional(red_blue, along_rows, _THIRD), 0),
-                    blue)
+    red = np.where(b_m, blue + np.where(b_m, _directional(red_blue, along_rows, _THIRD), 0), red)
+    blue = np.where(r_m, red - np.where(r_m, _directional(red_blue, along_rows, _THIRD), 0), blue)
     return np.stack([red, green, blue], axis=-1).astype(np.float32, copy=False)
 
 
@@ -250,16 +372,15 @@ _DEMOSAIC: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 def demosaic(raw: np.ndarray, cfa: str, method: str) -> np.ndarray:
     """``(H, W, 3) float32`` from ``(H, W)`` raw samples (even H and W) by ``method``."""
     if cfa not in CFA_PATTERNS:
-        raise UsageError(f"unknown colour-filter pattern {cfa!r}",
-                         hint=f"use one of {', '.join(CFA_PATTERNS)}")
+        raise UsageError(f"unknown colour-filter pattern {cfa!r}", hint=f"use one of {', '.join(CFA_PATTERNS)}")
     if method not in _DEMOSAIC:
-        raise UsageError(f"unknown demosaicing method {method!r}",
-                         hint=f"use one of {', '.join(DEMOSAIC_METHODS)}")
+        raise UsageError(f"unknown demosaicing method {method!r}", hint=f"use one of {', '.join(DEMOSAIC_METHODS)}")
     raw = np.asarray(raw, dtype=np.float32)
     return _DEMOSAIC[method](raw, _masks(raw.shape, cfa))
 
 
 # --- the rest of the pipeline ------------------------------------------------------------
+
 
 def _blur_radius(sigma: float) -> int:
     return max(1, math.ceil(3 * sigma))
@@ -269,7 +390,7 @@ def _blur_radius(sigma: float) -> int:
 def _gaussian_taps(sigma: float) -> np.ndarray:
     radius = _blur_radius(sigma)
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = np.exp(-offsets**2 / (2 * sigma**2))
+    taps = np.exp(-(offsets**2) / (2 * sigma**2))
     return (taps / taps.sum()).astype(np.float32)
 
 
@@ -281,11 +402,11 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     padded = np.pad(image, ((radius, radius), (0, 0), (0, 0)), mode="reflect")
     rows = np.zeros_like(image)
     for k, tap in enumerate(taps):
-        rows += tap * padded[k:k + height]
+        rows += tap * padded[k : k + height]
     padded = np.pad(rows, ((0, 0), (radius, radius), (0, 0)), mode="reflect")
     out = np.zeros_like(image)
     for k, tap in enumerate(taps):
-        out += tap * padded[:, k:k + width]
+        out += tap * padded[:, k : k + width]
     return out
 
 
@@ -305,8 +426,9 @@ def _quantisation_tables(seed: int, quality: int, jitter: float) -> tuple[tuple[
 
 def _jpeg(pixels: np.ndarray, tables: tuple[tuple[int, ...], ...], subsampling: str) -> np.ndarray:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", qtables=[list(t) for t in tables],
-                                 subsampling=_PIL_SUBSAMPLING[subsampling])
+    Image.fromarray(pixels).save(
+        buffer, format="JPEG", qtables=[list(t) for t in tables], subsampling=_PIL_SUBSAMPLING[subsampling]
+    )
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return np.array(decoded.convert("RGB"), dtype=np.uint8)
@@ -337,14 +459,17 @@ class CameraPipeline:
 
     def __post_init__(self) -> None:
         if self.cfa not in CFA_PATTERNS:
-            raise UsageError(f"unknown colour-filter pattern {self.cfa!r}",
-                             hint=f"use one of {', '.join(CFA_PATTERNS)}")
+            raise UsageError(
+                f"unknown colour-filter pattern {self.cfa!r}", hint=f"use one of {', '.join(CFA_PATTERNS)}"
+            )
         if self.demosaic not in DEMOSAIC_METHODS:
-            raise UsageError(f"unknown demosaicing method {self.demosaic!r}",
-                             hint=f"use one of {', '.join(DEMOSAIC_METHODS)}")
+            raise UsageError(
+                f"unknown demosaicing method {self.demosaic!r}", hint=f"use one of {', '.join(DEMOSAIC_METHODS)}"
+            )
         if self.subsampling not in SUBSAMPLINGS:
-            raise UsageError(f"unknown chroma subsampling {self.subsampling!r}",
-                             hint=f"use one of {', '.join(SUBSAMPLINGS)}")
+            raise UsageError(
+                f"unknown chroma subsampling {self.subsampling!r}", hint=f"use one of {', '.join(SUBSAMPLINGS)}"
+            )
         if self.seed < 0:
             raise UsageError(f"pipeline seed must be 0 or more, not {self.seed}")
         if not 0 <= self.denoise <= _MAX_BLUR_SIGMA:
@@ -416,8 +541,7 @@ PIPELINE_OPTIONS: dict[str, tuple] = {
 
 def _spread_levels(n: int, rng: np.random.Generator) -> np.ndarray:
     """``(n, fields)`` option indices, each field using its options equally often (to one)."""
-    return np.stack([rng.permutation(np.arange(n) % len(options))
-                     for options in PIPELINE_OPTIONS.values()], axis=1)
+    return np.stack([rng.permutation(np.arange(n) % len(options)) for options in PIPELINE_OPTIONS.values()], axis=1)
 
 
 def _make_distinct(levels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -461,8 +585,8 @@ def make_pipelines(n: int, seed: int = 0) -> list[CameraPipeline]:
     seeds = rng.integers(0, 2**31, size=n)
     names = list(PIPELINE_OPTIONS)
     return [
-        CameraPipeline(seed=int(seeds[k]), **{
-            field: PIPELINE_OPTIONS[field][int(levels[k, j])] for j, field in enumerate(names)
-        })
+        CameraPipeline(
+            seed=int(seeds[k]), **{field: PIPELINE_OPTIONS[field][int(levels[k, j])] for j, field in enumerate(names)}
+        )
         for k in range(n)
     ]

@@ -46,7 +46,7 @@ def _region(photo: np.ndarray, extent: int, rng: np.random.Generator) -> np.ndar
     left); a photo smaller than ``extent`` is mirror-padded at its bottom or right."""
     top = _region_origin(photo.shape[0], extent, rng)
     left = _region_origin(photo.shape[1], extent, rng)
-    window = photo[top:top + extent, left:left + extent]
+    window = photo[top : top + extent, left : left + extent]
     pad = ((0, extent - window.shape[0]), (0, extent - window.shape[1]), (0, 0))
     if pad[0][1] or pad[1][1]:
         window = np.pad(window, pad, mode="symmetric")
@@ -70,9 +70,16 @@ class SimulatedCameraDataset(Dataset):
     first fills one cache that forked workers share.
     """
 
-    def __init__(self, photos: Sequence[Path | str], pipelines: Sequence[CameraPipeline],
-                 crop: int, *, seed: int, samples_per_epoch: int | None = None,
-                 cache_decoded: bool = False) -> None:
+    def __init__(
+        self,
+        photos: Sequence[Path | str],
+        pipelines: Sequence[CameraPipeline],
+        crop: int,
+        *,
+        seed: int,
+        samples_per_epoch: int | None = None,
+        cache_decoded: bool = False,
+    ) -> None:
         if not photos:
             raise DataError("no photos to render", hint="give at least one real photo")
         if not pipelines:
@@ -87,8 +94,9 @@ class SimulatedCameraDataset(Dataset):
         self.pipelines = tuple(pipelines)
         self.crop = crop
         self.seed = seed
-        self.samples_per_epoch = (samples_per_epoch if samples_per_epoch is not None
-                                  else len(self.photos) * len(self.pipelines))
+        self.samples_per_epoch = (
+            samples_per_epoch if samples_per_epoch is not None else len(self.photos) * len(self.pipelines)
+        )
         self.cache_decoded = cache_decoded
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._cache: dict[int, np.ndarray] = {}
@@ -138,7 +146,7 @@ class SimulatedCameraDataset(Dataset):
         margin = pipeline.margin
         extent = -(-self.crop // ALIGN) * ALIGN + 2 * margin
         rendered = pipeline.render(_region(photo, extent, rng))
-        window = rendered[margin:margin + self.crop, margin:margin + self.crop]
+        window = rendered[margin : margin + self.crop, margin : margin + self.crop]
         return torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1))), label
 
     def check_readable(self) -> list[tuple[Path, str]]:

@@ -136,15 +136,14 @@ def _unpadded_window(image: np.ndarray, crop: int) -> np.ndarray:
     height, width = image.shape[:2]
     top = centred_origin(height, crop) if height >= crop else 0
     left = centred_origin(width, crop) if width >= crop else 0
-    return image[top:top + min(height, crop), left:left + min(width, crop)]
+    return image[top : top + min(height, crop), left : left + min(width, crop)]
 
 
 def _too_small(image: np.ndarray, crop: int) -> bool:
     return image.shape[0] < crop or image.shape[1] < crop
 
 
-def extract_crops(image: np.ndarray, crop: int, n_crops: int = 1, *,
-                  small: str = "pad") -> np.ndarray:
+def extract_crops(image: np.ndarray, crop: int, n_crops: int = 1, *, small: str = "pad") -> np.ndarray:
     """Test-time crops of an ``(H, W, 3) uint8`` image as ``(n, 3, crop, crop) uint8`` CHW.
 
     ``n`` is ``n_crops`` or fewer (see the module docstring); raises ``CropTooSmall`` for a

@@ -83,9 +83,18 @@ class ImageCropDataset(Dataset):
     counts change, which for millions of files costs each worker that much memory.
     """
 
-    def __init__(self, paths: Iterable[str | Path], crop: int, n_crops: int = 1, *,
-                 small: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1,
-                 note_compression: bool = False, reencode_quality: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: Iterable[str | Path],
+        crop: int,
+        n_crops: int = 1,
+        *,
+        small: str = "pad",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_size: int = 1,
+        note_compression: bool = False,
+        reencode_quality: int | None = None,
+    ) -> None:
         """``min_size``: the smallest side a model can take unpadded (``small="keep"``); smaller is an error.
 
         ``note_compression``: add a warning to each JPEG's item, for models whose verdicts
@@ -127,8 +136,14 @@ class ImageCropDataset(Dataset):
             return index, exc.reason, ()
         height, width = decoded.pixels.shape[:2]
         if min(height, width) < self.min_size:
-            return index, (f"image is {width}x{height}, smaller than the {self.min_size}x{self.min_size} "
-                           "pixels this model needs"), decoded.warnings
+            return (
+                index,
+                (
+                    f"image is {width}x{height}, smaller than the {self.min_size}x{self.min_size} "
+                    "pixels this model needs"
+                ),
+                decoded.warnings,
+            )
         notes = decoded.warnings
         if self.note_compression and decoded.jpeg_quality is not None:
             notes = (*notes, note_for(decoded.jpeg_quality))
@@ -190,8 +205,7 @@ def default_workers() -> int:
     return 0 if cpus <= 1 else min(8, cpus - 1)
 
 
-def crop_loader(dataset: ImageCropDataset, *, batch_size: int, workers: int,
-                pin_memory: bool = False) -> DataLoader:
+def crop_loader(dataset: ImageCropDataset, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
     """A loader of ``CropBatch`` es over ``dataset``, in the dataset's order.
 
     ``batch_size`` counts images. With workers, they persist across epochs and each keeps

@@ -32,6 +32,7 @@ def file_sha256(path: Path | str) -> str | None:
         return None
     return digest.hexdigest()
 
+
 ListingErrorHandler = Callable[[Path, str], None]
 """Told (folder, reason) for a folder that cannot be listed, when the walk is to go on."""
 
@@ -40,8 +41,7 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(directory: Path, seen: set[tuple[int, int]],
-          on_error: ListingErrorHandler | None = None) -> Iterator[Path]:
+def _walk(directory: Path, seen: set[tuple[int, int]], on_error: ListingErrorHandler | None = None) -> Iterator[Path]:
     """Image files under ``directory``, depth first, each folder's entries sorted by name.
 
     ``seen`` holds the (device, inode) of the folders already entered, so a symbolic link
@@ -64,8 +64,7 @@ def _walk(directory: Path, seen: set[tuple[int, int]],
         if on_error is not None:
             on_error(directory, f"cannot list folder: {reason}")
             return
-        raise DataError(f"cannot list {directory}: {reason}",
-                        hint="fix its permissions or leave it out") from None
+        raise DataError(f"cannot list {directory}: {reason}", hint="fix its permissions or leave it out") from None
     for entry in entries:
         if _is_hidden(entry.name):
             continue
@@ -76,8 +75,7 @@ def _walk(directory: Path, seen: set[tuple[int, int]],
             yield path
 
 
-def iter_image_files(paths: Iterable[str | Path], *,
-                     on_error: ListingErrorHandler | None = None) -> Iterator[Path]:
+def iter_image_files(paths: Iterable[str | Path], *, on_error: ListingErrorHandler | None = None) -> Iterator[Path]:
     """The image files named by ``paths``, in the order given, folders expanded.
 
     - A path that is not a folder is yielded as is, whatever its extension and even when it
@@ -116,11 +114,11 @@ def class_folders(root: str | Path) -> dict[str, list[Path]]:
         raise DataError(f"not a folder: {root}", hint="give a folder with one sub-folder per class")
     try:
         with os.scandir(root) as scan:
-            names = sorted(entry.name for entry in scan
-                           if not _is_hidden(entry.name) and entry.is_dir())
+            names = sorted(entry.name for entry in scan if not _is_hidden(entry.name) and entry.is_dir())
     except OSError as exc:
         raise DataError(f"cannot list {root}: {exc.strerror or exc}") from None
     if not names:
-        raise DataError(f"no class folders in {root}",
-                        hint="put the images of each class in a sub-folder named after it")
+        raise DataError(
+            f"no class folders in {root}", hint="put the images of each class in a sub-folder named after it"
+        )
     return {name: list(iter_image_files([root / name])) for name in names}

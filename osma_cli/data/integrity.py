@@ -42,13 +42,13 @@ def png_warnings(data: bytes) -> list[str]:
     while True:
         if pos + 8 > len(data):
             return [f"png: cut short: no IEND chunk (file ends at byte {len(data)})"]
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 12 + length
         if end > len(data):
             name = kind.decode("latin-1")
             return [f"png: cut short: chunk {name} at byte {pos} needs {end - len(data)} more bytes"]
-        crc = struct.unpack(">I", data[end - 4:end])[0]
-        if zlib.crc32(data[pos + 4:end - 4]) != crc:
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
+        if zlib.crc32(data[pos + 4 : end - 4]) != crc:
             return [f"png: chunk {kind.decode('latin-1')} at byte {pos} fails its CRC check (corrupt data)"]
         if kind == b"IEND":
             return []
@@ -76,7 +76,7 @@ def jpeg_warnings(data: bytes) -> list[str]:
             continue
         if pos + 4 > len(data):
             return ["jpeg: cut short: no end-of-image marker"]
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         end = pos + 2 + length
         if length < 2 or end > len(data):
             return [f"jpeg: cut short: segment 0x{marker:02x} at byte {pos} runs past the end of the file"]
@@ -96,8 +96,9 @@ def _scan_end(data: bytes, start: int) -> tuple[int, str | None]:
         at = match.end() - 2
         if 0xD0 <= marker <= 0xD7:
             if marker - 0xD0 != expected:
-                return at, (f"jpeg: restart marker {marker - 0xD0} at byte {at} where {expected} was due "
-                            "(corrupt data)")
+                return at, (
+                    f"jpeg: restart marker {marker - 0xD0} at byte {at} where {expected} was due (corrupt data)"
+                )
             expected = (expected + 1) % 8
             continue
         if marker in _JPEG_AFTER_SCAN:

@@ -132,8 +132,8 @@ def _walk(data: bytes, budget: int | None) -> list[str]:
         if marker in _STANDALONE:
             pos += 2
             continue
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        body = data[pos + 4:pos + 2 + length]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        body = data[pos + 4 : pos + 2 + length]
         end = pos + 2 + length
         if marker in _SOF_OTHER:
             raise _Unchecked
@@ -183,16 +183,15 @@ def _parse_tables(body: bytes) -> dict[tuple[int, int], bytes]:
     at = 0
     while at + 17 <= len(body):
         kind = body[at]
-        size = 17 + sum(body[at + 1:at + 17])
+        size = 17 + sum(body[at + 1 : at + 17])
         if at + size > len(body) or kind >> 4 > 1:
             raise _Unchecked
-        out[(kind >> 4, kind & 15)] = bytes(body[at + 1:at + size])
+        out[(kind >> 4, kind & 15)] = bytes(body[at + 1 : at + size])
         at += size
     return out
 
 
-def _scan_plan(body: bytes, frame: _Frame, tables: dict[tuple[int, int], bytes]
-               ) -> tuple[list[_Tables], int]:
+def _scan_plan(body: bytes, frame: _Frame, tables: dict[tuple[int, int], bytes]) -> tuple[list[_Tables], int]:
     """The (DC, AC) lookup tables of each block of one MCU, in order, and the scan's MCU count."""
     if not body:
         raise _Unchecked
@@ -257,9 +256,10 @@ def _codes(spec: bytes) -> tuple[np.ndarray, np.ndarray]:
             if code + count > 1 << length:
                 raise _Unchecked  # libjpeg refuses such a table: the decode fails, not this check
             shift = 16 - length
-            lengths[code << shift:(code + count) << shift] = length
-            symbols[code << shift:(code + count) << shift] = np.repeat(
-                np.frombuffer(spec[at:at + count], np.uint8), 1 << shift)
+            lengths[code << shift : (code + count) << shift] = length
+            symbols[code << shift : (code + count) << shift] = np.repeat(
+                np.frombuffer(spec[at : at + count], np.uint8), 1 << shift
+            )
             at += count
             code += count
         code <<= 1
@@ -278,8 +278,9 @@ def _ac_single(spec: bytes, max_category: int) -> tuple[np.ndarray, np.ndarray]:
     return bits, step
 
 
-def _greedy(bits: np.ndarray, step: np.ndarray, stop: np.ndarray, ac_bits: np.ndarray, ac_step: np.ndarray,
-            max_step: int) -> tuple[np.ndarray, np.ndarray]:
+def _greedy(
+    bits: np.ndarray, step: np.ndarray, stop: np.ndarray, ac_bits: np.ndarray, ac_step: np.ndarray, max_step: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each 16-bit value's first code (``bits``, ``step``), then the AC codes that follow it whole
     within the 16 bits, up to an end of block and while the index steps add up to ``max_step``."""
     bits, step = bits.copy(), step.copy()
@@ -287,8 +288,11 @@ def _greedy(bits: np.ndarray, step: np.ndarray, stop: np.ndarray, ac_bits: np.nd
     while values.size:
         more = (values << bits[values]) & 0xFFFF
         next_bits, next_step = ac_bits[more], ac_step[more]
-        take = ((bits[values] + next_bits <= 16) & (next_step < _BAD_CODE)
-                & ((next_step == _EOB) | (step[values] + next_step <= max_step)))
+        take = (
+            (bits[values] + next_bits <= 16)
+            & (next_step < _BAD_CODE)
+            & ((next_step == _EOB) | (step[values] + next_step <= max_step))
+        )
         values, next_bits, next_step = values[take], next_bits[take], next_step[take]
         bits[values] += next_bits
         step[values] += next_step
@@ -311,7 +315,7 @@ def _pieces(data: bytes, start: int) -> tuple[int, list[_Piece]]:
     at = 0
     piece_start = start
     for match in _MARKER.finditer(data, start):
-        raw = data[piece_start:match.start()]
+        raw = data[piece_start : match.start()]
         destuffed = raw.replace(b"\xff\x00", b"\xff")
         pieces.append(_Piece(piece_start, destuffed, at))
         at += len(destuffed)
@@ -322,8 +326,9 @@ def _pieces(data: bytes, start: int) -> tuple[int, list[_Piece]]:
     raise _Unchecked
 
 
-def _check_scan(pieces: list[_Piece], plan: list[_Tables], mcus: int,
-                restart: int, budget: int | None) -> tuple[str | None, int]:
+def _check_scan(
+    pieces: list[_Piece], plan: list[_Tables], mcus: int, restart: int, budget: int | None
+) -> tuple[str | None, int]:
     """The first fault in one scan's data, and how many de-stuffed bytes were checked."""
     per_piece = restart if restart else mcus
     due = _ceil(mcus, per_piece)
@@ -334,8 +339,10 @@ def _check_scan(pieces: list[_Piece], plan: list[_Tables], mcus: int,
         begin = piece.buffer_start * 8
         end = begin + len(piece.destuffed) * 8
         if index >= due:
-            return (f"jpeg: {len(piece.destuffed)} extraneous bytes after the last block of the scan at byte "
-                    f"{piece.file_start} (corrupt data)"), limit
+            return (
+                f"jpeg: {len(piece.destuffed)} extraneous bytes after the last block of the scan at byte "
+                f"{piece.file_start} (corrupt data)"
+            ), limit
         stop = min(end, limit * 8)
         count = min(per_piece, mcus - index * per_piece)
         bit, fault = _decode(windows, begin, stop, count, plan)
@@ -347,11 +354,14 @@ def _check_scan(pieces: list[_Piece], plan: list[_Tables], mcus: int,
             return _describe(fault, piece, bit - begin, index, due), limit
         extra = (end - bit) // 8
         if extra:
-            return (f"jpeg: {extra} extraneous bytes after the last block near byte "
-                    f"{_file_offset(piece, (bit - begin + 7) // 8)} (corrupt data)"), limit
+            return (
+                f"jpeg: {extra} extraneous bytes after the last block near byte "
+                f"{_file_offset(piece, (bit - begin + 7) // 8)} (corrupt data)"
+            ), limit
     if len(pieces) < due:
-        return (f"jpeg: compressed data ends early: {due - len(pieces)} of {due} restart intervals missing "
-                "(corrupt data)"), limit
+        return (
+            f"jpeg: compressed data ends early: {due - len(pieces)} of {due} restart intervals missing (corrupt data)"
+        ), limit
     return None, limit
 
 
@@ -404,8 +414,11 @@ def _describe(fault: str, piece: _Piece, bit: int, index: int, due: int) -> str:
     if fault == "ends" or left <= 0 or (left < 8 and piece.destuffed[-1] & ((1 << left) - 1) == (1 << left) - 1):
         where = f" (restart interval {index} of {due})" if due > 1 else ""
         return f"jpeg: compressed data ends before the last block{where} at byte {near} (corrupt data)"
-    what = {"code": "bad Huffman code", "category": "magnitude category out of range",
-            "index": "AC coefficient index past 63"}[fault]
+    what = {
+        "code": "bad Huffman code",
+        "category": "magnitude category out of range",
+        "index": "AC coefficient index past 63",
+    }[fault]
     return f"jpeg: {what} in the compressed data near byte {near} (corrupt data)"
 
 

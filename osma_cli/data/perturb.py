@@ -47,8 +47,16 @@ from osma_cli.data.crops import centred_origin
 from osma_cli.errors import UsageError
 
 STANDARD_NAME = "standard"
-STANDARD_SPECS: tuple[str, ...] = ("jpeg:90", "jpeg:75", "jpeg:50", "resize:0.75", "resize:0.5",
-                                   "blur:1.0", "noise:2", "crop:0.5")
+STANDARD_SPECS: tuple[str, ...] = (
+    "jpeg:90",
+    "jpeg:75",
+    "jpeg:50",
+    "resize:0.75",
+    "resize:0.5",
+    "blur:1.0",
+    "noise:2",
+    "crop:0.5",
+)
 """The sweep ``--perturb standard`` runs (issue 17)."""
 
 
@@ -70,8 +78,10 @@ class Perturbation(ABC):
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.strength) or not self.valid(self.strength):
-            raise UsageError(f"bad perturbation {self.spec!r}: {self.name} needs {self.requirement}",
-                             hint=f"e.g. {self.name}:{self.example}; see docs/robustness.md")
+            raise UsageError(
+                f"bad perturbation {self.spec!r}: {self.name} needs {self.requirement}",
+                hint=f"e.g. {self.name}:{self.example}; see docs/robustness.md",
+            )
 
     example: ClassVar[str]
 
@@ -123,12 +133,14 @@ P = TypeVar("P", bound=type[Perturbation])
 
 def register_perturbation(name: str) -> Callable[[P], P]:
     """Register a perturbation class under ``name``; a name is registered once."""
+
     def decorate(cls: P) -> P:
         if name in _REGISTRY:
             raise ValueError(f"perturbation {name!r} is already registered")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
+
     return decorate
 
 
@@ -143,21 +155,27 @@ def parse_perturbation(spec: str) -> Perturbation:
     cls = _REGISTRY.get(name)
     if cls is None:
         close = difflib.get_close_matches(name, list_perturbations(), n=1)
-        raise UsageError(f"unknown perturbation {spec!r}",
-                         hint=(f"did you mean {close[0]}? " if close else "")
-                              + f"known: {', '.join(list_perturbations())}, or {STANDARD_NAME}")
+        raise UsageError(
+            f"unknown perturbation {spec!r}",
+            hint=(f"did you mean {close[0]}? " if close else "")
+            + f"known: {', '.join(list_perturbations())}, or {STANDARD_NAME}",
+        )
     if not colon or not text.strip():
-        raise UsageError(f"perturbation {spec!r} has no strength",
-                         hint=f"write {name}:STRENGTH, e.g. {name}:{cls.example}")
+        raise UsageError(
+            f"perturbation {spec!r} has no strength", hint=f"write {name}:STRENGTH, e.g. {name}:{cls.example}"
+        )
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"bad perturbation {spec!r}: strength {text.strip()!r} is not a number",
-                         hint=f"{name} needs {cls.requirement}, e.g. {name}:{cls.example}") from None
+        raise UsageError(
+            f"bad perturbation {spec!r}: strength {text.strip()!r} is not a number",
+            hint=f"{name} needs {cls.requirement}, e.g. {name}:{cls.example}",
+        ) from None
     if cls.integer:
         if not value.is_integer():
-            raise UsageError(f"bad perturbation {spec!r}: {name} needs {cls.requirement}",
-                             hint=f"e.g. {name}:{cls.example}")
+            raise UsageError(
+                f"bad perturbation {spec!r}: {name} needs {cls.requirement}", hint=f"e.g. {name}:{cls.example}"
+            )
         value = int(value)
     return cls(value)
 
@@ -166,7 +184,7 @@ def parse_perturbations(specs: Sequence[str]) -> tuple[Perturbation, ...]:
     """Each ``--perturb`` value (``standard`` for the whole sweep), repeats dropped, in order."""
     found: dict[str, Perturbation] = {}
     for spec in specs:
-        for one in (STANDARD_SPECS if spec.strip().lower() == STANDARD_NAME else (spec,)):
+        for one in STANDARD_SPECS if spec.strip().lower() == STANDARD_NAME else (spec,):
             perturbation = parse_perturbation(one)
             found.setdefault(perturbation.spec, perturbation)
     if not found:
@@ -242,8 +260,9 @@ class Blur(Perturbation):
     def apply(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from scipy.ndimage import gaussian_filter
 
-        blurred = gaussian_filter(_checked(pixels).astype(np.float64), sigma=(self.strength, self.strength, 0),
-                                  mode="reflect", truncate=4.0)
+        blurred = gaussian_filter(
+            _checked(pixels).astype(np.float64), sigma=(self.strength, self.strength, 0), mode="reflect", truncate=4.0
+        )
         return _to_uint8(blurred)
 
 

@@ -65,9 +65,11 @@ def parse_resave(text: str) -> Resave:
     """``original``, ``resize:0.5``, ``offgrid:3`` or ``jpeg:90`` -> a ``Resave``, or a clear error."""
     kind, _, value = text.strip().partition(":")
     if kind not in KINDS or (kind == "original") != (value == ""):
-        raise UsageError(f"unknown re-saved copy {text!r}",
-                         hint="use original, resize:FACTOR (e.g. resize:0.5), offgrid:PIXELS (e.g. offgrid:3) "
-                              "or jpeg:QUALITY (e.g. jpeg:90)")
+        raise UsageError(
+            f"unknown re-saved copy {text!r}",
+            hint="use original, resize:FACTOR (e.g. resize:0.5), offgrid:PIXELS (e.g. offgrid:3) "
+            "or jpeg:QUALITY (e.g. jpeg:90)",
+        )
     if kind == "original":
         return Resave("original")
     try:

@@ -45,8 +45,9 @@ class LabeledFiles:
         if len(paths) != len(labels):
             raise UsageError(f"{len(paths)} paths but {len(labels)} labels")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
-            raise UsageError(f"labels must be in 0..{len(names) - 1} "
-                             f"(one per class name), got {labels.min()}..{labels.max()}")
+            raise UsageError(
+                f"labels must be in 0..{len(names) - 1} (one per class name), got {labels.min()}..{labels.max()}"
+            )
         if len(set(names)) != len(names):
             raise UsageError("class names must be unique")
         labels.setflags(write=False)
@@ -72,14 +73,19 @@ class LabeledFiles:
         Recorded in a classifier's recipe, it says which images a label stood for wherever the
         data lies later, so a benchmark can refuse a split whose label k is another generator.
         """
-        folders = {k: os.path.commonpath([os.path.dirname(os.path.normpath(self.paths[i]))
-                                          for i in np.flatnonzero(self.labels == k)])
-                   for k in np.unique(self.labels).tolist()}
+        folders = {
+            k: os.path.commonpath(
+                [os.path.dirname(os.path.normpath(self.paths[i])) for i in np.flatnonzero(self.labels == k)]
+            )
+            for k in np.unique(self.labels).tolist()
+        }
         if not folders:
             return [None] * self.num_classes
         top = os.path.dirname(os.path.commonpath(list(folders.values())))
-        return [None if k not in folders else Path(os.path.relpath(folders[k], top)).as_posix()
-                for k in range(self.num_classes)]
+        return [
+            None if k not in folders else Path(os.path.relpath(folders[k], top)).as_posix()
+            for k in range(self.num_classes)
+        ]
 
     @classmethod
     def from_folders(cls, root: Path | str) -> LabeledFiles:
@@ -91,15 +97,15 @@ class LabeledFiles:
         classes = class_folders(root)
         empty = [name for name, files in classes.items() if not files]
         if empty:
-            raise DataError(f"class folders without images in {root}: {', '.join(empty)}",
-                            hint="add images to them or remove them")
+            raise DataError(
+                f"class folders without images in {root}: {', '.join(empty)}", hint="add images to them or remove them"
+            )
         paths = [path for files in classes.values() for path in files]
         labels = np.repeat(np.arange(len(classes)), [len(f) for f in classes.values()])
         return cls(tuple(paths), labels, tuple(classes))
 
     @classmethod
-    def from_annotations(cls, *files: Path | str,
-                         data_root: Path | str | None = None) -> LabeledFiles:
+    def from_annotations(cls, *files: Path | str, data_root: Path | str | None = None) -> LabeledFiles:
         """Files listed in POSE-style annotation files, one ``relative/path<TAB>label`` a line.
 
         A minimal reader for a plain list of labelled files (the full POSE split loader,
@@ -139,8 +145,7 @@ class LabeledFiles:
         index = index.astype(np.int64, copy=False).reshape(-1)
         if len(index) and (index.min() < -len(self) or index.max() >= len(self)):
             raise UsageError(f"index out of range for {len(self)} files")
-        return LabeledFiles(tuple(self.paths[i] for i in index), self.labels[index],
-                            self.class_names)
+        return LabeledFiles(tuple(self.paths[i] for i in index), self.labels[index], self.class_names)
 
     def split(self, val_fraction: float, seed: int) -> tuple[LabeledFiles, LabeledFiles]:
         """(train, val), stratified: each class gives ``round(n * val_fraction)`` of its
@@ -179,12 +184,10 @@ def _parse_line(line: str, file: Path, number: int) -> tuple[str, int]:
     parts = line.rsplit("\t", 1) if "\t" in line else line.rsplit(None, 1)
     hint = "each line must be 'relative/path<TAB>integer label'"
     if len(parts) != 2 or not parts[0].strip():
-        raise DataError(f"{file}, line {number}: expected a path and a label, got {line!r}",
-                        hint=hint)
+        raise DataError(f"{file}, line {number}: expected a path and a label, got {line!r}", hint=hint)
     relative, label = parts[0].strip(), parts[1].strip()
     if not label.isdigit():
-        raise DataError(f"{file}, line {number}: label {label!r} is not a non-negative integer",
-                        hint=hint)
+        raise DataError(f"{file}, line {number}: label {label!r} is not a non-negative integer", hint=hint)
     return relative, int(label)
 
 
@@ -197,8 +200,7 @@ def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
         return np.zeros(0, dtype=np.int64)
     classes, counts = np.unique(labels, return_counts=True)
     smallest = int(counts.min())
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=smallest, replace=False)
-              for c in classes]
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=smallest, replace=False) for c in classes]
     return rng.permutation(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -219,8 +221,7 @@ class TrainingDataset(Dataset):
     (copy-on-write) and decode nothing.
     """
 
-    def __init__(self, files: LabeledFiles, transform: Transform, *, seed: int,
-                 cache_decoded: bool = False) -> None:
+    def __init__(self, files: LabeledFiles, transform: Transform, *, seed: int, cache_decoded: bool = False) -> None:
         if seed < 0:
             raise UsageError(f"seed must be 0 or more, not {seed}")
         self.files = files
@@ -259,8 +260,7 @@ class TrainingDataset(Dataset):
         try:
             image = self._image(index)
         except ImageError as exc:
-            raise DataError(f"training file {exc}",
-                            hint="training data must decode; remove or replace it") from None
+            raise DataError(f"training file {exc}", hint="training data must decode; remove or replace it") from None
         rng = np.random.default_rng([self.seed, self.epoch, index])
         crop = self.transform(image, rng)
         return torch.from_numpy(crop), int(self.files.labels[index])

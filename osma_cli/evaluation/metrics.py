@@ -158,8 +158,10 @@ def _labels(name: str, values: ArrayLike, *, low: int, n_classes: int | None = N
         raise MetricInputError(f"{name} must hold integer labels, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < low:
-        raise MetricInputError(f"{name} has label {int(arr.min())}; the smallest allowed is {low}",
-                               hint=f"use {UNKNOWN_LABEL} for unknown images and 0..K-1 for known ones")
+        raise MetricInputError(
+            f"{name} has label {int(arr.min())}; the smallest allowed is {low}",
+            hint=f"use {UNKNOWN_LABEL} for unknown images and 0..K-1 for known ones",
+        )
     if n_classes is not None and arr.size and arr.max() >= n_classes:
         raise MetricInputError(f"{name} has label {int(arr.max())}, but n_classes is {n_classes}")
     return arr
@@ -171,8 +173,10 @@ def _scores(values: ArrayLike) -> FloatArray:
         raise MetricInputError(f"scores must be numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
-        raise MetricInputError("scores must be finite; found NaN or infinity",
-                               hint="an infinite normalized distance usually means a reference with zero spread")
+        raise MetricInputError(
+            "scores must be finite; found NaN or infinity",
+            hint="an infinite normalized distance usually means a reference with zero spread",
+        )
     return arr
 
 
@@ -213,8 +217,9 @@ def _same_length(**arrays: np.ndarray) -> int:
     return n
 
 
-def _open_set_inputs(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike,
-                     n_classes: int | None) -> tuple[IntArray, IntArray, FloatArray]:
+def _open_set_inputs(
+    y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike, n_classes: int | None
+) -> tuple[IntArray, IntArray, FloatArray]:
     y = _labels("y_true", y_true, low=UNKNOWN_LABEL, n_classes=n_classes)
     c = _labels("candidates", candidates, low=0, n_classes=n_classes)
     s = _scores(scores)
@@ -322,8 +327,7 @@ def _roc_from(sweep: _Sweep, unknown: NDArray[np.bool_]) -> ROCCurve:
     n_known = len(unknown) - n_unknown
     fpr = _ratio(n_known - sweep.accepted(~unknown), n_known)
     tpr = _ratio(n_unknown - sweep.accepted(unknown), n_unknown)
-    return ROCCurve(thresholds=_frozen(sweep.thresholds), fpr=_frozen(fpr), tpr=_frozen(tpr),
-                    auc=_trapezoid(fpr, tpr))
+    return ROCCurve(thresholds=_frozen(sweep.thresholds), fpr=_frozen(fpr), tpr=_frozen(tpr), auc=_trapezoid(fpr, tpr))
 
 
 def _oscr_from(sweep: _Sweep, y: IntArray, c: IntArray) -> OSCRCurve:
@@ -331,8 +335,9 @@ def _oscr_from(sweep: _Sweep, y: IntArray, c: IntArray) -> OSCRCurve:
     correct = (y == c) & ~unknown
     ccr = _ratio(sweep.accepted(correct), int((~unknown).sum()))
     fpr = _ratio(sweep.accepted(unknown), int(unknown.sum()))
-    return OSCRCurve(thresholds=_frozen(sweep.thresholds), fpr=_frozen(fpr), ccr=_frozen(ccr),
-                     oscr=_trapezoid(fpr, ccr))
+    return OSCRCurve(
+        thresholds=_frozen(sweep.thresholds), fpr=_frozen(fpr), ccr=_frozen(ccr), oscr=_trapezoid(fpr, ccr)
+    )
 
 
 def _af1_crr_from(sweep: _Sweep, y: IntArray, c: IntArray, n_classes: int) -> AF1CRRCurve:
@@ -340,8 +345,9 @@ def _af1_crr_from(sweep: _Sweep, y: IntArray, c: IntArray, n_classes: int) -> AF
     n_unknown = int(unknown.sum())
     crr = _ratio(n_unknown - sweep.accepted(unknown), n_unknown)
     af1 = _af1_along(sweep, y, c, n_classes)
-    return AF1CRRCurve(thresholds=_frozen(sweep.thresholds), af1=_frozen(af1), crr=_frozen(crr),
-                       auc=_trapezoid(crr, af1))
+    return AF1CRRCurve(
+        thresholds=_frozen(sweep.thresholds), af1=_frozen(af1), crr=_frozen(crr), auc=_trapezoid(crr, af1)
+    )
 
 
 # --------------------------------------------------------------------------- public API
@@ -413,16 +419,14 @@ def oscr(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike) -> OSCRCur
     return _oscr_from(_sweep(s), y, c)
 
 
-def af1_crr_curve(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike,
-                  n_classes: int) -> AF1CRRCurve:
+def af1_crr_curve(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike, n_classes: int) -> AF1CRRCurve:
     """aF1 and CRR at every threshold and the area under aF1 against CRR (CRR in [0, 1])."""
     k = _n_classes(n_classes)
     y, c, s = _open_set_inputs(y_true, candidates, scores, k)
     return _af1_crr_from(_sweep(s), y, c, k)
 
 
-def _figures(kind: str, y: IntArray, c: IntArray, s: FloatArray, n_classes: int,
-             tau: float) -> KindReport:
+def _figures(kind: str, y: IntArray, c: IntArray, s: FloatArray, n_classes: int, tau: float) -> KindReport:
     """The open-set figures of one set of images, sharing one sort between the curves."""
     sweep = _sweep(s)
     unknown = y == UNKNOWN_LABEL
@@ -445,13 +449,16 @@ def _kinds(unknown_kind: ArrayLike, y: IntArray) -> NDArray[np.str_]:
     kinds = kinds.astype(str)
     labelled_known = (y != UNKNOWN_LABEL) & (kinds != "")
     if labelled_known.any():
-        raise MetricInputError(f"{int(labelled_known.sum())} known images have an unknown kind",
-                               hint='use "" as the kind of every known image')
+        raise MetricInputError(
+            f"{int(labelled_known.sum())} known images have an unknown kind",
+            hint='use "" as the kind of every known image',
+        )
     return kinds
 
 
-def breakdown_by_kind(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike, n_classes: int,
-                      tau: float, unknown_kind: ArrayLike) -> dict[str, KindReport]:
+def breakdown_by_kind(
+    y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike, n_classes: int, tau: float, unknown_kind: ArrayLike
+) -> dict[str, KindReport]:
     """Open-set figures per unknown kind (e.g. seed / arch / dataset), sorted by kind.
 
     For kind k the figures use every known image and only the unknown images of kind k, as
@@ -470,8 +477,14 @@ def breakdown_by_kind(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLik
     return reports
 
 
-def evaluate_open_set(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike, n_classes: int,
-                      tau: float, unknown_kind: ArrayLike | None = None) -> OpenSetReport:
+def evaluate_open_set(
+    y_true: ArrayLike,
+    candidates: ArrayLike,
+    scores: ArrayLike,
+    n_classes: int,
+    tau: float,
+    unknown_kind: ArrayLike | None = None,
+) -> OpenSetReport:
     """Every figure of docs/metrics.md for one set of scored images.
 
     ``tau`` must be finite so the report stays valid JSON.
@@ -480,8 +493,9 @@ def evaluate_open_set(y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLik
     y, c, s = _open_set_inputs(y_true, candidates, scores, k)
     t = _tau(tau)
     if not math.isfinite(t):
-        raise MetricInputError(f"tau must be finite for a report, got {t}",
-                               hint="for the closed-set figure use closed_set_accuracy")
+        raise MetricInputError(
+            f"tau must be finite for a report, got {t}", hint="for the closed-set figure use closed_set_accuracy"
+        )
     overall = _figures("", y, c, s, k, t)
     per_kind = {} if unknown_kind is None else breakdown_by_kind(y, c, s, k, t, unknown_kind)
     n_unknown = overall.n_unknown

@@ -36,15 +36,28 @@ def write_benchmark_outputs(run: BenchmarkRun, out: Path) -> None:
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
         writer = CsvWriter(handle, SCORE_FIELDS)
         for im, cand, score, ok in zip(run.test_images, run.candidates, run.scores, accepted):
-            writer.write({"path": str(im.path), "label": im.label,
-                          "true_class": names[im.label] if im.label >= 0 else "unknown",
-                          "unknown_kind": im.kind, "candidate": names[cand],
-                          "score": f"{score:.6g}", "accepted": int(ok)})
+            writer.write(
+                {
+                    "path": str(im.path),
+                    "label": im.label,
+                    "true_class": names[im.label] if im.label >= 0 else "unknown",
+                    "unknown_kind": im.kind,
+                    "candidate": names[cand],
+                    "score": f"{score:.6g}",
+                    "accepted": int(ok),
+                }
+            )
     if run.store is not None:  # a classifier's run has no references
         run.store.save(out / "references.h5")
-    write_benchmark_plots(out, y_true=run.y_true, candidates=run.candidates, scores=run.scores,
-                          n_classes=len(names), tau=run.threshold.value,
-                          unknown_kind=run.unknown_kind if any(run.unknown_kind) else None)
+    write_benchmark_plots(
+        out,
+        y_true=run.y_true,
+        candidates=run.candidates,
+        scores=run.scores,
+        n_classes=len(names),
+        tau=run.threshold.value,
+        unknown_kind=run.unknown_kind if any(run.unknown_kind) else None,
+    )
 
 
 def write_robustness_outputs(rows: Sequence[RobustnessRow], out: Path) -> None:

@@ -47,8 +47,9 @@ def seed_rng(digest: bytes) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:16], "big"))
 
 
-def perturbed_file(source: Path, perturbation: Perturbation, *, root: Path | None = None,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
+def perturbed_file(
+    source: Path, perturbation: Perturbation, *, root: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Path:
     """The perturbed copy of ``source``, written on first use; ``source`` itself when it
     cannot be read or decoded, so that the benchmark reports it as it would the clean file."""
     try:
@@ -56,8 +57,9 @@ def perturbed_file(source: Path, perturbation: Perturbation, *, root: Path | Non
         digest = hashlib.sha256(data).digest()
     except OSError:
         return Path(source)
-    target = (perturbed_root() if root is None else root) / folder_name(perturbation) / (
-        digest.hex() + perturbation.suffix)
+    target = (
+        (perturbed_root() if root is None else root) / folder_name(perturbation) / (digest.hex() + perturbation.suffix)
+    )
     if target.is_file():
         return target
     try:
@@ -68,18 +70,26 @@ def perturbed_file(source: Path, perturbation: Perturbation, *, root: Path | Non
     return target
 
 
-def perturbed_split(split: BenchmarkSplit, perturbation: Perturbation, *, root: Path | None = None,
-                    max_pixels: int = DEFAULT_MAX_PIXELS,
-                    on_progress: Callable[[int], None] = lambda n: None) -> BenchmarkSplit:
+def perturbed_split(
+    split: BenchmarkSplit,
+    perturbation: Perturbation,
+    *,
+    root: Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> BenchmarkSplit:
     """``split`` with its test images (known and unknown) replaced by their perturbed copies."""
 
     def moved(images: tuple[LabeledImage, ...]) -> tuple[LabeledImage, ...]:
         out = []
         for image in images:
-            out.append(replace(image, path=perturbed_file(image.path, perturbation, root=root,
-                                                          max_pixels=max_pixels)))
+            out.append(replace(image, path=perturbed_file(image.path, perturbation, root=root, max_pixels=max_pixels)))
             on_progress(1)
         return tuple(out)
 
-    return replace(split, test_known=moved(split.test_known), test_unknown=moved(split.test_unknown),
-                   source=f"{split.source}, test images perturbed by {perturbation.spec}")
+    return replace(
+        split,
+        test_known=moved(split.test_known),
+        test_unknown=moved(split.test_unknown),
+        source=f"{split.source}, test images perturbed by {perturbation.spec}",
+    )

@@ -106,8 +106,17 @@ def _panels(path: Path, n: int) -> Iterator[list[Axes]]:
 
 def _say_in_axes(ax: Axes, message: str) -> None:
     """A centred note where the curves would be, so an empty figure explains itself."""
-    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
-            fontsize="large", color="#555555", wrap=True)
+    ax.text(
+        0.5,
+        0.5,
+        message,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize="large",
+        color="#555555",
+        wrap=True,
+    )
 
 
 def _unit_square(ax: Axes) -> None:
@@ -142,8 +151,9 @@ def _empty_reason(x: np.ndarray, y: np.ndarray, *, x_of: str, y_of: str) -> str 
 # --------------------------------------------------------------------------- the figures
 
 
-def plot_roc(curves: Mapping[str, ROCCurve], path: Path, *,
-             title: str = "Known vs unknown: ROC of the rejection score") -> Path:
+def plot_roc(
+    curves: Mapping[str, ROCCurve], path: Path, *, title: str = "Known vs unknown: ROC of the rejection score"
+) -> Path:
     """ROC per unknown kind (and ``all``), AUC in the legend, against the chance diagonal."""
     path = Path(path)
     with _figure(path) as ax:
@@ -155,8 +165,9 @@ def plot_roc(curves: Mapping[str, ROCCurve], path: Path, *,
             if reason is not None:
                 reasons.append(reason)
                 continue
-            ax.plot(curve.fpr, curve.tpr, color=palette[name], label=f"{name} (AUC {curve.auc:.3f})",
-                    **_line_style(name))
+            ax.plot(
+                curve.fpr, curve.tpr, color=palette[name], label=f"{name} (AUC {curve.auc:.3f})", **_line_style(name)
+            )
         if len(reasons) == len(curves):
             _say_in_axes(ax, reasons[0] if reasons else "no unknown images")
         _unit_square(ax)
@@ -167,8 +178,13 @@ def plot_roc(curves: Mapping[str, ROCCurve], path: Path, *,
     return path
 
 
-def plot_oscr(curves: Mapping[str, OSCRCurve], path: Path, *, log_fpr: bool = False,
-              title: str = "Open-set classification rate (OSCR)") -> Path:
+def plot_oscr(
+    curves: Mapping[str, OSCRCurve],
+    path: Path,
+    *,
+    log_fpr: bool = False,
+    title: str = "Open-set classification rate (OSCR)",
+) -> Path:
     """CCR against FPR per unknown kind (and ``all``), the area (OSCR) in the legend.
 
     The x axis is linear by default so that the area one sees is the OSCR reported.
@@ -190,8 +206,7 @@ def plot_oscr(curves: Mapping[str, OSCRCurve], path: Path, *, log_fpr: bool = Fa
                 keep = fpr > 0
                 fpr, ccr = fpr[keep], ccr[keep]
                 smallest_fpr = min(smallest_fpr, float(fpr.min()))
-            ax.plot(fpr, ccr, color=palette[name], label=f"{name} (OSCR {curve.oscr:.3f})",
-                    **_line_style(name))
+            ax.plot(fpr, ccr, color=palette[name], label=f"{name} (OSCR {curve.oscr:.3f})", **_line_style(name))
         drew = len(reasons) < len(curves)
         if not drew:
             _say_in_axes(ax, reasons[0] if reasons else "no unknown images")
@@ -207,9 +222,14 @@ def plot_oscr(curves: Mapping[str, OSCRCurve], path: Path, *, log_fpr: bool = Fa
     return path
 
 
-def plot_af1_crr(curve: AF1CRRCurve, path: Path, *,
-                 operating_point: tuple[float, float] | None = None, tau: float | None = None,
-                 title: str = "aF1 against CRR over all thresholds") -> Path:
+def plot_af1_crr(
+    curve: AF1CRRCurve,
+    path: Path,
+    *,
+    operating_point: tuple[float, float] | None = None,
+    tau: float | None = None,
+    title: str = "aF1 against CRR over all thresholds",
+) -> Path:
     """aF1 against CRR (Fang et al. Table 2), the area in the legend.
 
     ``operating_point`` is ``(crr, af1)`` at the calibrated threshold, in the axes' (x, y)
@@ -218,15 +238,25 @@ def plot_af1_crr(curve: AF1CRRCurve, path: Path, *,
     """
     path = Path(path)
     with _figure(path) as ax:
-        ax.plot(curve.crr, curve.af1, color=_FIXED_COLOURS[ALL], linewidth=2,
-                label=f"all thresholds (area {curve.auc:.3f})")
+        ax.plot(
+            curve.crr, curve.af1, color=_FIXED_COLOURS[ALL], linewidth=2, label=f"all thresholds (area {curve.auc:.3f})"
+        )
         if not np.any(curve.crr):
             _say_in_axes(ax, "no unknown images:\nCRR is 0 at every threshold")
         if operating_point is not None:
             crr, af1 = operating_point
             name = "calibrated threshold" if tau is None else f"calibrated \N{GREEK SMALL LETTER TAU} = {tau:.4g}"
-            ax.plot([crr], [af1], linestyle="none", marker="o", markersize=8, color=THRESHOLD_COLOUR,
-                    markeredgecolor="white", zorder=4, label=f"{name}: CRR {crr:.3f}, aF1 {af1:.3f}")
+            ax.plot(
+                [crr],
+                [af1],
+                linestyle="none",
+                marker="o",
+                markersize=8,
+                color=THRESHOLD_COLOUR,
+                markeredgecolor="white",
+                zorder=4,
+                label=f"{name}: CRR {crr:.3f}, aF1 {af1:.3f}",
+            )
         _unit_square(ax)
         ax.set_xlabel("CRR: unknown images rejected")
         ax.set_ylabel("aF1: mean F1 over known classes")
@@ -273,9 +303,15 @@ def histogram_bins(groups: Iterable[np.ndarray]) -> int:
     return int(np.clip(round(2 * min(sizes) ** (1 / 3)), 20, 60))
 
 
-def plot_score_histograms(known_scores: ArrayLike, unknown_scores: Mapping[str, ArrayLike], path: Path,
-                          *, tau: float | None = None, xlabel: str = "normalized distance",
-                          title: str = "Rejection scores: known vs unknown images") -> Path:
+def plot_score_histograms(
+    known_scores: ArrayLike,
+    unknown_scores: Mapping[str, ArrayLike],
+    path: Path,
+    *,
+    tau: float | None = None,
+    xlabel: str = "normalized distance",
+    title: str = "Rejection scores: known vs unknown images",
+) -> Path:
     """Overlaid score densities, known vs each unknown kind, on shared bins, ``tau`` marked.
 
     Each bar height is the fraction of that group's images in the bin divided by the bin
@@ -313,8 +349,10 @@ def plot_score_histograms(known_scores: ArrayLike, unknown_scores: Mapping[str, 
         notes = []
         if clipped:
             beyond = int(np.count_nonzero(pooled > high))
-            notes.append(f"x clipped at the {CLIP_PERCENTILE:g}th percentile, {high:.3g}: "
-                         f"{beyond:,} image{'s' if beyond != 1 else ''} beyond not shown")
+            notes.append(
+                f"x clipped at the {CLIP_PERCENTILE:g}th percentile, {high:.3g}: "
+                f"{beyond:,} image{'s' if beyond != 1 else ''} beyond not shown"
+            )
         if dropped:
             notes.append(f"{dropped:,} non-finite score{'s' if dropped != 1 else ''} left out")
         if pooled.size == 0:
@@ -322,8 +360,9 @@ def plot_score_histograms(known_scores: ArrayLike, unknown_scores: Mapping[str, 
         if tau is not None:
             tau_label = f"\N{GREEK SMALL LETTER TAU} = {tau:.4g}"
             if math.isfinite(tau) and low <= tau <= high:
-                ax.axvline(tau, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5,
-                           label=f"{tau_label} (accept below)")
+                ax.axvline(
+                    tau, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5, label=f"{tau_label} (accept below)"
+                )
             else:
                 ax.plot([], [], color=THRESHOLD_COLOUR, linestyle="--", label=f"{tau_label} (off scale)")
         ax.set_xlim(low, high)
@@ -340,9 +379,16 @@ def plot_score_histograms(known_scores: ArrayLike, unknown_scores: Mapping[str, 
 # --------------------------------------------------------------------------- the benchmark set
 
 
-def write_benchmark_plots(out_dir: Path, *, y_true: ArrayLike, candidates: ArrayLike, scores: ArrayLike,
-                          n_classes: int, tau: float | None,
-                          unknown_kind: ArrayLike | None = None) -> dict[str, Path]:
+def write_benchmark_plots(
+    out_dir: Path,
+    *,
+    y_true: ArrayLike,
+    candidates: ArrayLike,
+    scores: ArrayLike,
+    n_classes: int,
+    tau: float | None,
+    unknown_kind: ArrayLike | None = None,
+) -> dict[str, Path]:
     """Write ``roc.png``, ``oscr.png``, ``af1_crr.png`` and ``scores.png`` into ``out_dir``.
 
     Inputs follow ``docs/metrics.md``; they are checked (``MetricInputError``) and every
@@ -377,18 +423,28 @@ def write_benchmark_plots(out_dir: Path, *, y_true: ArrayLike, candidates: Array
     return {
         "roc": plot_roc(rocs, out_dir / "roc.png", title=f"Known vs unknown ROC\n{counts}"),
         "oscr": plot_oscr(oscrs, out_dir / "oscr.png", title=f"Open-set classification rate\n{counts}"),
-        "af1_crr": plot_af1_crr(af1_crr, out_dir / "af1_crr.png", operating_point=operating_point, tau=tau,
-                                title=f"aF1 against CRR ({n_classes} known classes)\n{counts}"),
-        "scores": plot_score_histograms(s[known], unknown_groups, out_dir / "scores.png", tau=tau,
-                                        title=f"Rejection scores\n{counts}"),
+        "af1_crr": plot_af1_crr(
+            af1_crr,
+            out_dir / "af1_crr.png",
+            operating_point=operating_point,
+            tau=tau,
+            title=f"aF1 against CRR ({n_classes} known classes)\n{counts}",
+        ),
+        "scores": plot_score_histograms(
+            s[known], unknown_groups, out_dir / "scores.png", tau=tau, title=f"Rejection scores\n{counts}"
+        ),
     }
 
 
 # --------------------------------------------------------------------------- robustness
 
 
-ROBUSTNESS_TITLES = {"accuracy": "Closed-set accuracy", "auc": "AUC (known vs unknown)",
-                     "oscr": "OSCR", "crr": "CRR at tau"}
+ROBUSTNESS_TITLES = {
+    "accuracy": "Closed-set accuracy",
+    "auc": "AUC (known vs unknown)",
+    "oscr": "OSCR",
+    "crr": "CRR at tau",
+}
 _MODEL_COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
 
 
@@ -420,9 +476,14 @@ def write_robustness_plots(out_dir: Path, rows: Sequence[RobustnessRow]) -> dict
                 for k, model in enumerate(models):
                     mine = {row.perturbation: row.metrics()[metric] for row in rows if row.model == model}
                     values = [mine.get(p) for p in (None, *perturbations)]
-                    ax.plot(range(len(labels)), [np.nan if v is None else 100 * v for v in values],
-                            marker="o", color=_MODEL_COLOURS[k % len(_MODEL_COLOURS)], label=model,
-                            linewidth=1.8)
+                    ax.plot(
+                        range(len(labels)),
+                        [np.nan if v is None else 100 * v for v in values],
+                        marker="o",
+                        color=_MODEL_COLOURS[k % len(_MODEL_COLOURS)],
+                        label=model,
+                        linewidth=1.8,
+                    )
                 ax.set_xticks(range(len(labels)), labels)
                 ax.set_xlabel(perturbations[0].axis)
                 ax.set_title(name)

@@ -74,31 +74,54 @@ class BenchmarkRun:
     """The compression regime the test images were scored in, for a model with JPEG regimes."""
 
     def to_dict(self) -> dict:
-        return {"split": self.split.name, "source": self.split.source,
-                "model_kind": self.model_kind, "score": self.score_name, "regime": self.regime,
-                "classes": list(self.split.class_names),
-                "threshold": self.threshold.to_dict(),
-                "metrics": self.report.to_dict(),
-                "counts": self.split.summary(),
-                "unreadable_files": [f.error for f in self.failures],
-                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        return {
+            "split": self.split.name,
+            "source": self.split.source,
+            "model_kind": self.model_kind,
+            "score": self.score_name,
+            "regime": self.regime,
+            "classes": list(self.split.class_names),
+            "threshold": self.threshold.to_dict(),
+            "metrics": self.report.to_dict(),
+            "counts": self.split.summary(),
+            "unreadable_files": [f.error for f in self.failures],
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
 
 
-def embed_part(embedder: Embedder, images: Sequence[LabeledImage], cache: EmbeddingCache | None,
-               options: EmbedOptions, advance: Callable[[int], None], *,
-               features_only: bool = False) -> EmbeddedPart:
-    items = embed_with_cache(embedder, [im.path for im in images], cache, features_only=features_only,
-                             on_progress=advance, **options.kwargs())
-    good, vectors, failures = split_embedded(items, embedder.feature_dim if features_only
-                                             else embedder.embedding_dim)
+def embed_part(
+    embedder: Embedder,
+    images: Sequence[LabeledImage],
+    cache: EmbeddingCache | None,
+    options: EmbedOptions,
+    advance: Callable[[int], None],
+    *,
+    features_only: bool = False,
+) -> EmbeddedPart:
+    items = embed_with_cache(
+        embedder,
+        [im.path for im in images],
+        cache,
+        features_only=features_only,
+        on_progress=advance,
+        **options.kwargs(),
+    )
+    good, vectors, failures = split_embedded(items, embedder.feature_dim if features_only else embedder.embedding_dim)
     return EmbeddedPart(images=[images[it.index] for it in good], embeddings=vectors, failures=failures)
 
 
-def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions = EmbedOptions(),
-                  cache: EmbeddingCache | None = None, acceptance: float = DEFAULT_ACCEPTANCE,
-                  threshold: float | None = None, rule: OpenSetRule | None = None,
-                  refit_projection: bool = True,
-                  progress: ProgressFactory = no_progress) -> BenchmarkRun:
+def run_benchmark(
+    embedder: Embedder,
+    split: BenchmarkSplit,
+    *,
+    options: EmbedOptions = EmbedOptions(),
+    cache: EmbeddingCache | None = None,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    threshold: float | None = None,
+    rule: OpenSetRule | None = None,
+    refit_projection: bool = True,
+    progress: ProgressFactory = no_progress,
+) -> BenchmarkRun:
     """Run the whole protocol; ``threshold`` overrides the calibrated tau.
 
     ``rule`` scores the references (default: the one the weights recommend, else ``fang``).
@@ -115,17 +138,37 @@ def run_benchmark(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOp
     (``_score_classifier``); the rest of the run is the same.
     """
     if embedder.is_classifier:
-        return _report(split, [_score_classifier(embedder, split, options=options, cache=cache,
-                                                 acceptance=acceptance, threshold=threshold,
-                                                 progress=progress)])
-    score_split = functools.partial(_score_split, options=options, cache=cache, acceptance=acceptance,
-                                    threshold=threshold, rule=rule, refit_projection=refit_projection,
-                                    progress=progress)
+        return _report(
+            split,
+            [
+                _score_classifier(
+                    embedder,
+                    split,
+                    options=options,
+                    cache=cache,
+                    acceptance=acceptance,
+                    threshold=threshold,
+                    progress=progress,
+                )
+            ],
+        )
+    score_split = functools.partial(
+        _score_split,
+        options=options,
+        cache=cache,
+        acceptance=acceptance,
+        threshold=threshold,
+        rule=rule,
+        refit_projection=refit_projection,
+        progress=progress,
+    )
     if not embedder.is_routed:
         return _report(split, [score_split(embedder, split)])
     groups = test_regimes(embedder, split)
-    scored = [score_split(embedder.for_regime(regime), replace(split, test_known=known, test_unknown=unknown),
-                          regime=regime) for regime, (known, unknown) in groups.items()]
+    scored = [
+        score_split(embedder.for_regime(regime), replace(split, test_known=known, test_unknown=unknown), regime=regime)
+        for regime, (known, unknown) in groups.items()
+    ]
     return _report(split, scored)
 
 
@@ -146,15 +189,32 @@ class _Scored:
     model_kind: str = "embedding"
 
 
-def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
-                 cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
-                 rule: OpenSetRule | None, refit_projection: bool, progress: ProgressFactory,
-                 regime: Regime | None = None) -> _Scored:
+def _score_split(
+    embedder: Embedder,
+    split: BenchmarkSplit,
+    *,
+    options: EmbedOptions,
+    cache: EmbeddingCache | None,
+    acceptance: float,
+    threshold: float | None,
+    rule: OpenSetRule | None,
+    refit_projection: bool,
+    progress: ProgressFactory,
+    regime: Regime | None = None,
+) -> _Scored:
     """Steps 1-3 of the protocol in the embedder's one regime."""
     seconds: dict[str, float] = {}
     refit = refit_projection and embedder.is_descriptor
-    parts = _embed_parts(embedder, split, ("train", "val", "test known", "test unknown"), cache, options,
-                         progress, seconds, features_only=refit)
+    parts = _embed_parts(
+        embedder,
+        split,
+        ("train", "val", "test known", "test unknown"),
+        cache,
+        options,
+        progress,
+        seconds,
+        features_only=refit,
+    )
 
     train = parts["train"]
     labels = np.array([im.label for im in train.images], dtype=np.int64)
@@ -169,8 +229,10 @@ def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOpt
     for k, name in enumerate(split.class_names):
         mine = train.embeddings[labels == k]
         if len(mine) < MIN_IMAGES:
-            raise DataError(f"{split.source}: known class {name!r} has {len(mine)} readable "
-                            f"training images; at least {MIN_IMAGES} are needed")
+            raise DataError(
+                f"{split.source}: known class {name!r} has {len(mine)} readable "
+                f"training images; at least {MIN_IMAGES} are needed"
+            )
         store.enroll(name, mine)
     tau = _calibrated_threshold(store, parts["val"], train, labels, acceptance)
     store.set_threshold(tau)
@@ -178,9 +240,17 @@ def _score_split(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOpt
         tau = given_threshold(threshold)
         store.set_threshold(tau)
     images, candidates, scores = _test_scores(parts, store.fitted_rule().score)
-    return _Scored(store=store, threshold=tau, score_name=store.rule.score_name, images=images,
-                   candidates=candidates, scores=scores, failures=[f for part in parts.values() for f in part.failures],
-                   seconds=seconds, regime=regime)
+    return _Scored(
+        store=store,
+        threshold=tau,
+        score_name=store.rule.score_name,
+        images=images,
+        candidates=candidates,
+        scores=scores,
+        failures=[f for part in parts.values() for f in part.failures],
+        seconds=seconds,
+        regime=regime,
+    )
 
 
 def given_threshold(value: float) -> Threshold:
@@ -188,8 +258,9 @@ def given_threshold(value: float) -> Threshold:
     return Threshold(value=float(value), method="given with --threshold", chosen=now_iso())
 
 
-def _test_scores(parts: dict[str, EmbeddedPart], score: Callable[[np.ndarray], ScoredBatch]
-                 ) -> tuple[list[LabeledImage], np.ndarray, np.ndarray]:
+def _test_scores(
+    parts: dict[str, EmbeddedPart], score: Callable[[np.ndarray], ScoredBatch]
+) -> tuple[list[LabeledImage], np.ndarray, np.ndarray]:
     """The readable test images (known, then unknown) with their candidates and scores."""
     known, unknown = parts["test known"], parts["test unknown"]
     images = known.images + unknown.images
@@ -216,28 +287,47 @@ def _report(split: BenchmarkSplit, scored: list[_Scored]) -> BenchmarkRun:
         score_name, store = first.score_name, first.store
     else:
         scores = np.concatenate([part.scores / part.threshold.value for part in scored])
-        tau = Threshold(value=1.0, method="each regime's tau; scores divided by it",
-                        target=first.threshold.target, chosen=now_iso())
+        tau = Threshold(
+            value=1.0, method="each regime's tau; scores divided by it", target=first.threshold.target, chosen=now_iso()
+        )
         score_name = f"{first.score_name} / regime tau"
-        store = RegimeStores({part.regime.name: part.store for part in scored
-                              if part.regime is not None and part.store is not None})
+        store = RegimeStores(
+            {part.regime.name: part.store for part in scored if part.regime is not None and part.store is not None}
+        )
     candidates = np.concatenate([part.candidates for part in scored])
     y_true = np.array([im.label for im in images], dtype=np.int64)
     kinds = np.array([im.kind for im in images], dtype=object)
-    report = evaluate_open_set(y_true, candidates, scores, len(split.class_names), tau.value,
-                               unknown_kind=kinds if any(kinds) else None)
+    report = evaluate_open_set(
+        y_true, candidates, scores, len(split.class_names), tau.value, unknown_kind=kinds if any(kinds) else None
+    )
     several = len(scored) > 1
-    seconds = {(f"{key} ({part.regime.name})" if several and part.regime is not None else key): value
-               for part in scored for key, value in part.seconds.items()}
+    seconds = {
+        (f"{key} ({part.regime.name})" if several and part.regime is not None else key): value
+        for part in scored
+        for key, value in part.seconds.items()
+    }
     regimes = [part.regime.name for part in scored if part.regime is not None]
-    return BenchmarkRun(split=split, store=store, threshold=tau, test_images=images, y_true=y_true,
-                        candidates=candidates, scores=scores, unknown_kind=kinds, report=report,
-                        failures=[f for part in scored for f in part.failures], seconds=seconds,
-                        model_kind=first.model_kind, score_name=score_name, regime=", ".join(regimes) or None)
+    return BenchmarkRun(
+        split=split,
+        store=store,
+        threshold=tau,
+        test_images=images,
+        y_true=y_true,
+        candidates=candidates,
+        scores=scores,
+        unknown_kind=kinds,
+        report=report,
+        failures=[f for part in scored for f in part.failures],
+        seconds=seconds,
+        model_kind=first.model_kind,
+        score_name=score_name,
+        regime=", ".join(regimes) or None,
+    )
 
 
-def test_regimes(embedder: Embedder, split: BenchmarkSplit
-                 ) -> dict[Regime, tuple[tuple[LabeledImage, ...], tuple[LabeledImage, ...]]]:
+def test_regimes(
+    embedder: Embedder, split: BenchmarkSplit
+) -> dict[Regime, tuple[tuple[LabeledImage, ...], tuple[LabeledImage, ...]]]:
     """The test images (known, unknown) that route to each regime, by their own compression.
 
     A file that cannot be read routes to ``lossless``, whose decoding then reports it.
@@ -251,8 +341,9 @@ def test_regimes(embedder: Embedder, split: BenchmarkSplit
     return {r: (tuple(groups.get(r, ([], []))[0]), tuple(groups.get(r, ([], []))[1])) for r in order}
 
 
-def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: EmbeddedPart,
-                          train_labels: np.ndarray, acceptance: float) -> Threshold:
+def _calibrated_threshold(
+    store: ReferenceStore, val: EmbeddedPart, train: EmbeddedPart, train_labels: np.ndarray, acceptance: float
+) -> Threshold:
     """tau for the target acceptance on validation images, else leave-one-out on training."""
     if len(val.images):
         scores = store.fitted_rule().score(val.embeddings).scores
@@ -260,10 +351,14 @@ def _calibrated_threshold(store: ReferenceStore, val: EmbeddedPart, train: Embed
     else:
         scores = leave_one_out_scores(train.embeddings, train_labels, store.rule)
         scores = scores[np.isfinite(scores)]
-        method = (f"acceptance rate on {store.rule.held_out_method()} scores of the training images "
-                  "(no validation part)")
-    return Threshold(value=threshold_for_acceptance(scores, acceptance), method=method,
-                     target=acceptance, n_images=int(len(scores)), chosen=now_iso())
+        method = f"acceptance rate on {store.rule.held_out_method()} scores of the training images (no validation part)"
+    return Threshold(
+        value=threshold_for_acceptance(scores, acceptance),
+        method=method,
+        target=acceptance,
+        n_images=int(len(scores)),
+        chosen=now_iso(),
+    )
 
 
 def projection_settings(meta) -> dict:
@@ -273,9 +368,15 @@ def projection_settings(meta) -> dict:
     return saved
 
 
-def _projection_rows(embedder: Embedder, train: EmbeddedPart, labels: np.ndarray, cache: EmbeddingCache | None,
-                     options: EmbedOptions, progress: ProgressFactory, seconds: dict[str, float]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _projection_rows(
+    embedder: Embedder,
+    train: EmbeddedPart,
+    labels: np.ndarray,
+    cache: EmbeddingCache | None,
+    options: EmbedOptions,
+    progress: ProgressFactory,
+    seconds: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
     """The rows a descriptor's projection is refitted on: the training images' raw features,
     then those of each perturbed copy the weights' recipe names (``osma_cli.projection_augment``)."""
     augment = augment_of(embedder.meta.recipe)
@@ -287,20 +388,37 @@ def _projection_rows(embedder: Embedder, train: EmbeddedPart, labels: np.ndarray
     with progress(f"embedding train copies ({', '.join(p.spec for p in augment)})", len(images)) as advance:
         part = embed_part(embedder, images, cache, options, advance, features_only=True)
     seconds["embed train copies"] = time.perf_counter() - start
-    return (np.concatenate([train.embeddings, part.embeddings]).astype(np.float64),
-            np.concatenate([labels, np.array([im.label for im in part.images], dtype=np.int64)]))
+    return (
+        np.concatenate([train.embeddings, part.embeddings]).astype(np.float64),
+        np.concatenate([labels, np.array([im.label for im in part.images], dtype=np.int64)]),
+    )
 
 
 def _projected(parts: dict[str, EmbeddedPart], projection: Projection) -> dict[str, EmbeddedPart]:
-    return {name: EmbeddedPart(images=part.images, embeddings=projection.apply(part.embeddings.astype(np.float64)),
-                               failures=part.failures) for name, part in parts.items()}
+    return {
+        name: EmbeddedPart(
+            images=part.images, embeddings=projection.apply(part.embeddings.astype(np.float64)), failures=part.failures
+        )
+        for name, part in parts.items()
+    }
 
 
-def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str], cache: EmbeddingCache | None,
-                 options: EmbedOptions, progress: ProgressFactory,
-                 seconds: dict[str, float], features_only: bool = False) -> dict[str, EmbeddedPart]:
-    images_of = {"train": split.train, "val": split.val, "test known": split.test_known,
-                 "test unknown": split.test_unknown}
+def _embed_parts(
+    embedder: Embedder,
+    split: BenchmarkSplit,
+    names: Sequence[str],
+    cache: EmbeddingCache | None,
+    options: EmbedOptions,
+    progress: ProgressFactory,
+    seconds: dict[str, float],
+    features_only: bool = False,
+) -> dict[str, EmbeddedPart]:
+    images_of = {
+        "train": split.train,
+        "val": split.val,
+        "test known": split.test_known,
+        "test unknown": split.test_unknown,
+    }
     parts: dict[str, EmbeddedPart] = {}
     for name in names:
         images = images_of[name]
@@ -311,8 +429,9 @@ def _embed_parts(embedder: Embedder, split: BenchmarkSplit, names: Sequence[str]
     return parts
 
 
-def classifier_class_order(model_classes: Sequence[str], split: BenchmarkSplit,
-                           label_folders: Sequence[str | None] | None = None) -> np.ndarray:
+def classifier_class_order(
+    model_classes: Sequence[str], split: BenchmarkSplit, label_folders: Sequence[str | None] | None = None
+) -> np.ndarray:
     """For each of the model's classes, the split's label of that class.
 
     By name when the two sets of names agree; by label when the model was trained from
@@ -328,12 +447,14 @@ def classifier_class_order(model_classes: Sequence[str], split: BenchmarkSplit,
     if list(model_classes) == by_label:
         _check_label_folders(label_folders, split)
         return np.arange(len(split_names), dtype=np.int64)
-    raise UsageError(f"the classifier's classes do not match {split.name}'s known classes",
-                     hint=f"the model knows {', '.join(model_classes[:6])}"
-                          f"{' ...' if len(model_classes) > 6 else ''}; the split's are "
-                          f"{', '.join(split_names[:6])}{' ...' if len(split_names) > 6 else ''}. "
-                          "A closed-set classifier can only be benchmarked on the split it was trained "
-                          "on: train it with `osma train --method pose` on that split's training images")
+    raise UsageError(
+        f"the classifier's classes do not match {split.name}'s known classes",
+        hint=f"the model knows {', '.join(model_classes[:6])}"
+        f"{' ...' if len(model_classes) > 6 else ''}; the split's are "
+        f"{', '.join(split_names[:6])}{' ...' if len(split_names) > 6 else ''}. "
+        "A closed-set classifier can only be benchmarked on the split it was trained "
+        "on: train it with `osma train --method pose` on that split's training images",
+    )
 
 
 def _check_label_folders(label_folders: Sequence[str | None] | None, split: BenchmarkSplit) -> None:
@@ -345,20 +466,30 @@ def _check_label_folders(label_folders: Sequence[str | None] | None, split: Benc
         if trained is None or not paths:
             continue
         tail = PurePath(trained).parts
-        if PurePath(os.path.commonpath(paths)).parts[-len(tail):] != tail:
-            raise UsageError(f"the classifier was trained on other images than {split.name}'s: its class{k} "
-                             f"was trained on {trained}, but the split's label {k} ({name}) holds the "
-                             f"images of {os.path.commonpath(paths)}",
-                             hint="a classifier trained from annotation files can only be benchmarked on the "
-                                  "split whose training files it was trained on")
+        if PurePath(os.path.commonpath(paths)).parts[-len(tail) :] != tail:
+            raise UsageError(
+                f"the classifier was trained on other images than {split.name}'s: its class{k} "
+                f"was trained on {trained}, but the split's label {k} ({name}) holds the "
+                f"images of {os.path.commonpath(paths)}",
+                hint="a classifier trained from annotation files can only be benchmarked on the "
+                "split whose training files it was trained on",
+            )
 
 
-def _score_classifier(embedder: Embedder, split: BenchmarkSplit, *, options: EmbedOptions,
-                      cache: EmbeddingCache | None, acceptance: float, threshold: float | None,
-                      progress: ProgressFactory) -> _Scored:
+def _score_classifier(
+    embedder: Embedder,
+    split: BenchmarkSplit,
+    *,
+    options: EmbedOptions,
+    cache: EmbeddingCache | None,
+    acceptance: float,
+    threshold: float | None,
+    progress: ProgressFactory,
+) -> _Scored:
     """Steps 1-3 for a closed-set classifier: its own classes, tau on 1 - max softmax."""
-    order = classifier_class_order(embedder.meta.class_names, split,
-                                   embedder.meta.recipe.get("data", {}).get("label_folders"))
+    order = classifier_class_order(
+        embedder.meta.class_names, split, embedder.meta.recipe.get("data", {}).get("label_folders")
+    )
     scorer = ClassifierScorer(embedder.meta.class_names)
     seconds: dict[str, float] = {}
     names = ["val", "test known", "test unknown"] if split.val else ["train", "test known", "test unknown"]
@@ -366,14 +497,29 @@ def _score_classifier(embedder: Embedder, split: BenchmarkSplit, *, options: Emb
     calibration = parts["val"] if split.val else parts["train"]
     if not len(calibration.images):
         raise DataError(f"{split.source}: no readable validation or training images to choose tau from")
-    method = ("acceptance rate on the split's validation images" if split.val else
-              "acceptance rate on the split's training images (no validation part; optimistic)")
-    chosen = Threshold(value=threshold_for_acceptance(scorer.score(calibration.embeddings).scores, acceptance),
-                       method=method, target=acceptance, n_images=len(calibration.images), chosen=now_iso())
+    method = (
+        "acceptance rate on the split's validation images"
+        if split.val
+        else "acceptance rate on the split's training images (no validation part; optimistic)"
+    )
+    chosen = Threshold(
+        value=threshold_for_acceptance(scorer.score(calibration.embeddings).scores, acceptance),
+        method=method,
+        target=acceptance,
+        n_images=len(calibration.images),
+        chosen=now_iso(),
+    )
     if threshold is not None:
         chosen = given_threshold(threshold)
     images, candidates, scores = _test_scores(parts, scorer.score)
-    return _Scored(store=None, threshold=chosen, score_name=scorer.score_name, images=images,
-                   candidates=order[candidates], scores=scores,
-                   failures=[f for part in parts.values() for f in part.failures],
-                   seconds=seconds, model_kind="classifier")
+    return _Scored(
+        store=None,
+        threshold=chosen,
+        score_name=scorer.score_name,
+        images=images,
+        candidates=order[candidates],
+        scores=scores,
+        failures=[f for part in parts.values() for f in part.failures],
+        seconds=seconds,
+        model_kind="classifier",
+    )

@@ -53,28 +53,52 @@ class RobustnessRow:
         figures = self.metrics()
         base = clean.metrics() if clean is not None else None
         report = self.run.report
-        return {"model": self.model, "split": self.run.split.name, "perturbation": self.label,
-                "name": CLEAN if p is None else p.name, "strength": None if p is None else p.strength,
-                **figures,
-                "kept": None if base is None else {k: (v / base[k] if base[k] else None)
-                                                   for k, v in figures.items()},
-                "threshold": self.run.threshold.value, "regime": self.run.regime,
-                "n_known": report.n_known, "n_unknown": report.n_unknown,
-                "unreadable_files": len(self.run.failures), "seconds": round(self.seconds, 3)}
+        return {
+            "model": self.model,
+            "split": self.run.split.name,
+            "perturbation": self.label,
+            "name": CLEAN if p is None else p.name,
+            "strength": None if p is None else p.strength,
+            **figures,
+            "kept": None if base is None else {k: (v / base[k] if base[k] else None) for k, v in figures.items()},
+            "threshold": self.run.threshold.value,
+            "regime": self.run.regime,
+            "n_known": report.n_known,
+            "n_unknown": report.n_unknown,
+            "unreadable_files": len(self.run.failures),
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def run_perturbed(embedder: Embedder, split: BenchmarkSplit, perturbations: Sequence[Perturbation], *,
-                  model: str, options: EmbedOptions = EmbedOptions(), cache: EmbeddingCache | None = None,
-                  acceptance: float = DEFAULT_ACCEPTANCE, threshold: float | None = None,
-                  rule: OpenSetRule | None = None, refit_projection: bool = True,
-                  progress: ProgressFactory = no_progress, root: Path | None = None) -> list[RobustnessRow]:
+def run_perturbed(
+    embedder: Embedder,
+    split: BenchmarkSplit,
+    perturbations: Sequence[Perturbation],
+    *,
+    model: str,
+    options: EmbedOptions = EmbedOptions(),
+    cache: EmbeddingCache | None = None,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    threshold: float | None = None,
+    rule: OpenSetRule | None = None,
+    refit_projection: bool = True,
+    progress: ProgressFactory = no_progress,
+    root: Path | None = None,
+) -> list[RobustnessRow]:
     """The clean run, then one run per perturbation of the test images; ``model`` names the rows.
 
     ``root`` is where perturbed files are kept (default ``$OSMA_HOME/cache/perturbed/v1``).
     Settings are ``run_benchmark``'s, the same for every run.
     """
-    settings = dict(options=options, cache=cache, acceptance=acceptance, threshold=threshold, rule=rule,
-                    refit_projection=refit_projection, progress=progress)
+    settings = dict(
+        options=options,
+        cache=cache,
+        acceptance=acceptance,
+        threshold=threshold,
+        rule=rule,
+        refit_projection=refit_projection,
+        progress=progress,
+    )
     rows = [_timed(model, None, embedder, split, settings)]
     limit = {} if options.max_pixels is None else {"max_pixels": options.max_pixels}
     for perturbation in perturbations:
@@ -84,8 +108,9 @@ def run_perturbed(embedder: Embedder, split: BenchmarkSplit, perturbations: Sequ
     return rows
 
 
-def _timed(model: str, perturbation: Perturbation | None, embedder: Embedder, split: BenchmarkSplit,
-           settings: dict) -> RobustnessRow:
+def _timed(
+    model: str, perturbation: Perturbation | None, embedder: Embedder, split: BenchmarkSplit, settings: dict
+) -> RobustnessRow:
     start = time.perf_counter()
     run = run_benchmark(embedder, split, **settings)
     return RobustnessRow(model=model, perturbation=perturbation, run=run, seconds=time.perf_counter() - start)

@@ -9,5 +9,15 @@ from osma_cli.nets import dct_cnn, fsd, mislnet, pose_classifier, resnet  # noqa
 from osma_cli.nets.base import ClassifierNet, DescriptorNet, EmbeddingNet, ImageModel, InputPolicy
 from osma_cli.nets.registry import get_model, get_model_builder, list_models, model_kind, register_model
 
-__all__ = ["ClassifierNet", "DescriptorNet", "EmbeddingNet", "InputPolicy", "ImageModel", "get_model",
-           "get_model_builder", "list_models", "model_kind", "register_model"]
+__all__ = [
+    "ClassifierNet",
+    "DescriptorNet",
+    "EmbeddingNet",
+    "InputPolicy",
+    "ImageModel",
+    "get_model",
+    "get_model_builder",
+    "list_models",
+    "model_kind",
+    "register_model",
+]

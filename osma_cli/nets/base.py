@@ -92,15 +92,18 @@ class ImageModel(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Refuse inputs outside the contract with a message, not a shape error deep inside."""
         if x.ndim != 4 or x.shape[1] != 3:
-            raise UsageError(f"{type(self).__name__} expects a (B, 3, H, W) tensor, "
-                             f"got shape {tuple(x.shape)}")
+            raise UsageError(f"{type(self).__name__} expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
-            raise UsageError(f"{type(self).__name__} expects float input in [0, 1], got {x.dtype}",
-                             hint="convert uint8 images with x.float() / 255")
+            raise UsageError(
+                f"{type(self).__name__} expects float input in [0, 1], got {x.dtype}",
+                hint="convert uint8 images with x.float() / 255",
+            )
         height, width = x.shape[-2:]
         if min(height, width) < self.min_input_size:
-            raise UsageError(f"{type(self).__name__} needs inputs of at least "
-                             f"{self.min_input_size}x{self.min_input_size} pixels, got {height}x{width}")
+            raise UsageError(
+                f"{type(self).__name__} needs inputs of at least "
+                f"{self.min_input_size}x{self.min_input_size} pixels, got {height}x{width}"
+            )
 
 
 class EmbeddingNet(ImageModel):
@@ -197,8 +200,15 @@ class DescriptorNet(ImageModel):
     raw_dim: int
     PROJECTION_PREFIX = "projection_"
 
-    def __init__(self, *, embedding_dim: int, raw_dim: int, projected: bool, min_input_size: int,
-                 jpeg_regimes: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        raw_dim: int,
+        projected: bool,
+        min_input_size: int,
+        jpeg_regimes: Sequence[int] = (),
+    ) -> None:
         super().__init__(min_input_size=min_input_size)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.raw_dim = check_positive_int("raw_dim", raw_dim)
@@ -212,8 +222,10 @@ class DescriptorNet(ImageModel):
                 self.register_buffer(mean, torch.zeros(raw_dim, dtype=torch.float64))
                 self.register_buffer(matrix, torch.zeros(raw_dim, embedding_dim, dtype=torch.float64))
         elif embedding_dim != raw_dim:
-            raise UsageError(f"an unprojected descriptor outputs its {raw_dim} raw values, "
-                             f"not embedding_dim={embedding_dim}", hint=f"use embedding_dim={raw_dim}")
+            raise UsageError(
+                f"an unprojected descriptor outputs its {raw_dim} raw values, not embedding_dim={embedding_dim}",
+                hint=f"use embedding_dim={raw_dim}",
+            )
 
     @staticmethod
     def _buffer_names(jpeg_quality: int | None) -> tuple[str, str]:
@@ -222,8 +234,10 @@ class DescriptorNet(ImageModel):
 
     def _projection(self, jpeg_quality: int | None) -> tuple[Tensor, Tensor]:
         if jpeg_quality not in [r.jpeg_quality for r in self.regimes]:
-            raise UsageError(f"this descriptor has no JPEG regime of quality {jpeg_quality}",
-                             hint=f"its regimes: {', '.join(r.name for r in self.regimes)}")
+            raise UsageError(
+                f"this descriptor has no JPEG regime of quality {jpeg_quality}",
+                hint=f"its regimes: {', '.join(r.name for r in self.regimes)}",
+            )
         mean, matrix = self._buffer_names(jpeg_quality)
         return getattr(self, mean), getattr(self, matrix)
 
@@ -246,8 +260,10 @@ class DescriptorNet(ImageModel):
         if not self.projected:
             raise UsageError("this descriptor was built without a projection", hint="build it with projected=True")
         if tuple(mean.shape) != (self.raw_dim,) or tuple(matrix.shape) != (self.raw_dim, self.embedding_dim):
-            raise UsageError(f"projection of shape {tuple(mean.shape)}, {tuple(matrix.shape)} does not fit "
-                             f"({self.raw_dim},), ({self.raw_dim}, {self.embedding_dim})")
+            raise UsageError(
+                f"projection of shape {tuple(mean.shape)}, {tuple(matrix.shape)} does not fit "
+                f"({self.raw_dim},), ({self.raw_dim}, {self.embedding_dim})"
+            )
         own_mean, own_matrix = self._projection(jpeg_quality)
         own_mean.copy_(mean.to(own_mean))
         own_matrix.copy_(matrix.to(own_matrix))

@@ -54,28 +54,55 @@ class FSDDescriptor(DescriptorNet):
 
     filters: Tensor  # a buffer (register_buffer)
 
-    def __init__(self, *, embedding_dim: int, filters: Sequence[str], colour: str, block: int,
-                 scales: int, mode: str, scale_mode: str, constrained: bool, ridge: float,
-                 window: int, residual_precision: str, projected: bool,
-                 jpeg_regimes: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        filters: Sequence[str],
+        colour: str,
+        block: int,
+        scales: int,
+        mode: str,
+        scale_mode: str,
+        constrained: bool,
+        ridge: float,
+        window: int,
+        residual_precision: str,
+        projected: bool,
+        jpeg_regimes: Sequence[int] = (),
+    ) -> None:
         if residual_precision not in PRECISIONS:
-            raise UsageError(f"unknown residual precision {residual_precision!r}",
-                             hint=f"use {', '.join(PRECISIONS)}")
+            raise UsageError(f"unknown residual precision {residual_precision!r}", hint=f"use {', '.join(PRECISIONS)}")
         if colour not in COLOURS:
             raise UsageError(f"unknown colour handling {colour!r}", hint=f"use {', '.join(COLOURS)}")
         unknown = [f for f in filters if f not in FILTER_SUPPORTS]
         if unknown or not filters:
-            raise UsageError(f"unknown residual filters {unknown or '(none)'}",
-                             hint=f"available: {', '.join(FILTER_SUPPORTS)}")
+            raise UsageError(
+                f"unknown residual filters {unknown or '(none)'}", hint=f"available: {', '.join(FILTER_SUPPORTS)}"
+            )
         bank = fixed_filters(list(filters))
         raw = raw_width(filters, colour, block=block, mode=mode, scales=scales, scale_mode=scale_mode)
         support = bank.shape[-1]
-        super().__init__(embedding_dim=embedding_dim, raw_dim=raw, projected=projected,
-                         min_input_size=support - 1 + block, jpeg_regimes=jpeg_regimes)
+        super().__init__(
+            embedding_dim=embedding_dim,
+            raw_dim=raw,
+            projected=projected,
+            min_input_size=support - 1 + block,
+            jpeg_regimes=jpeg_regimes,
+        )
         self.register_buffer("filters", bank)
-        self.settings: dict[str, Any] = {"filters": list(filters), "colour": colour, "block": block, "scales": scales,
-                         "mode": mode, "scale_mode": scale_mode, "constrained": bool(constrained),
-                         "ridge": float(ridge), "window": int(window), "residual_precision": residual_precision}
+        self.settings: dict[str, Any] = {
+            "filters": list(filters),
+            "colour": colour,
+            "block": block,
+            "scales": scales,
+            "mode": mode,
+            "scale_mode": scale_mode,
+            "constrained": bool(constrained),
+            "ridge": float(ridge),
+            "window": int(window),
+            "residual_precision": residual_precision,
+        }
         if len(self.regimes) > 1:  # absent otherwise, so files from before regimes keep their identity
             self.settings["jpeg_regimes"] = [r.jpeg_quality for r in self.regimes[1:]]
 
@@ -87,17 +114,34 @@ class FSDDescriptor(DescriptorNet):
         if self.settings["colour"] == "grey":
             x = (x * x.new_tensor(LUMA)[None, :, None, None]).sum(1, keepdim=True)
         channels = residuals(x, self.filters.to(x), compute_dtype=PRECISIONS[self.settings["residual_precision"]])
-        return self_description(channels, block=self.settings["block"], mode=self.settings["mode"],
-                                constrained=self.settings["constrained"], scales=self.settings["scales"],
-                                scale_mode=self.settings["scale_mode"], ridge=self.settings["ridge"])
+        return self_description(
+            channels,
+            block=self.settings["block"],
+            mode=self.settings["mode"],
+            constrained=self.settings["constrained"],
+            scales=self.settings["scales"],
+            scale_mode=self.settings["scale_mode"],
+            ridge=self.settings["ridge"],
+        )
 
 
 @register_model("fsd", kind="descriptor")
-def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FILTERS, colour: str = "rgb",
-        block: int = 9, scales: int = 3, mode: str = "per-channel", scale_mode: str = "separate",
-        constrained: bool = False, ridge: float = 1e-6, window: int = 256,
-        residual_precision: str = "float32", projected: bool | None = None,
-        jpeg_regimes: Sequence[int] = ()) -> FSDDescriptor:
+def fsd(
+    *,
+    embedding_dim: int | None = None,
+    filters: Sequence[str] = DEFAULT_FILTERS,
+    colour: str = "rgb",
+    block: int = 9,
+    scales: int = 3,
+    mode: str = "per-channel",
+    scale_mode: str = "separate",
+    constrained: bool = False,
+    ridge: float = 1e-6,
+    window: int = 256,
+    residual_precision: str = "float32",
+    projected: bool | None = None,
+    jpeg_regimes: Sequence[int] = (),
+) -> FSDDescriptor:
     """A self-description extractor; ``embedding_dim`` is the projection's width (raw width without one).
 
     The defaults are the settings that measured best on the built-in benchmark's splits 1-3
@@ -112,7 +156,18 @@ def fsd(*, embedding_dim: int | None = None, filters: Sequence[str] = DEFAULT_FI
         embedding_dim = raw
     if projected is None:
         projected = embedding_dim != raw
-    return FSDDescriptor(embedding_dim=embedding_dim, filters=list(filters), colour=colour, block=block,
-                         scales=scales, mode=mode, scale_mode=scale_mode, constrained=constrained,
-                         ridge=ridge, window=window, residual_precision=residual_precision,
-                         projected=projected, jpeg_regimes=jpeg_regimes)
+    return FSDDescriptor(
+        embedding_dim=embedding_dim,
+        filters=list(filters),
+        colour=colour,
+        block=block,
+        scales=scales,
+        mode=mode,
+        scale_mode=scale_mode,
+        constrained=constrained,
+        ridge=ridge,
+        window=window,
+        residual_precision=residual_precision,
+        projected=projected,
+        jpeg_regimes=jpeg_regimes,
+    )

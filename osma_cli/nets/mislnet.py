@@ -31,11 +31,13 @@ from osma_cli.nets.constrained import ConstrainedConv2d
 from osma_cli.nets.registry import register_model
 
 
-def _conv_block(in_ch: int, out_ch: int, kernel: int, *, stride: int, padding: int,
-                pool: bool) -> nn.Sequential:
+def _conv_block(in_ch: int, out_ch: int, kernel: int, *, stride: int, padding: int, pool: bool) -> nn.Sequential:
     """Conv + BatchNorm + TanH (+ 3x3/2 max pooling)."""
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding),
-                               nn.BatchNorm2d(out_ch), nn.Tanh()]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding),
+        nn.BatchNorm2d(out_ch),
+        nn.Tanh(),
+    ]
     if pool:
         layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
     return nn.Sequential(*layers)
@@ -44,8 +46,7 @@ def _conv_block(in_ch: int, out_ch: int, kernel: int, *, stride: int, padding: i
 class MISLNet(EmbeddingNet):
     """Constrained conv, four conv blocks, global average pooling, two TanH fully connected layers."""
 
-    def __init__(self, *, embedding_dim: int = 200, num_constrained_filters: int = 3,
-                 hidden_dim: int = 200) -> None:
+    def __init__(self, *, embedding_dim: int = 200, num_constrained_filters: int = 3, hidden_dim: int = 200) -> None:
         super().__init__(embedding_dim=embedding_dim, min_input_size=39)
         self.constrained = ConstrainedConv2d(3, num_constrained_filters, 5, bias=False)
         self.blocks = nn.Sequential(
@@ -54,8 +55,7 @@ class MISLNet(EmbeddingNet):
             _conv_block(64, 64, 5, stride=1, padding=2, pool=True),
             _conv_block(64, 128, 1, stride=1, padding=0, pool=False),
         )
-        self.fc = nn.Sequential(nn.Linear(128, hidden_dim), nn.Tanh(),
-                                nn.Linear(hidden_dim, embedding_dim), nn.Tanh())
+        self.fc = nn.Sequential(nn.Linear(128, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, embedding_dim), nn.Tanh())
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.blocks(self.constrained(x))

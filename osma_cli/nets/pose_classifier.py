@@ -37,11 +37,11 @@ DEFAULT_DROPOUT = 0.2
 class PoseClassifier(ClassifierNet):
     """dct_cnn features, then ReLU, dropout and a linear layer to ``n_classes`` logits."""
 
-    def __init__(self, *, n_classes: int, embedding_dim: int = 128, width: int = 128,
-                 dropout: float = DEFAULT_DROPOUT) -> None:
+    def __init__(
+        self, *, n_classes: int, embedding_dim: int = 128, width: int = 128, dropout: float = DEFAULT_DROPOUT
+    ) -> None:
         backbone = DCTCNN(embedding_dim=embedding_dim, width=width)
-        super().__init__(embedding_dim=embedding_dim, n_classes=n_classes,
-                         min_input_size=backbone.min_input_size)
+        super().__init__(embedding_dim=embedding_dim, n_classes=n_classes, min_input_size=backbone.min_input_size)
         self.backbone = backbone
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(p=float(dropout)), nn.Linear(embedding_dim, n_classes))
 

@@ -26,8 +26,11 @@ from osma_cli.nets.base import ClassifierNet, DescriptorNet, EmbeddingNet, Image
 Builder = Callable[..., ImageModel]
 B = TypeVar("B", bound=Builder)
 
-MODEL_CLASSES: dict[str, type[ImageModel]] = {"embedding": EmbeddingNet, "classifier": ClassifierNet,
-                                              "descriptor": DescriptorNet}
+MODEL_CLASSES: dict[str, type[ImageModel]] = {
+    "embedding": EmbeddingNet,
+    "classifier": ClassifierNet,
+    "descriptor": DescriptorNet,
+}
 _BUILDERS: dict[str, Builder] = {}
 _KINDS: dict[str, str] = {}
 
@@ -39,13 +42,20 @@ def register_model(name: str, *, kind: str = "embedding") -> Callable[[B], B]:
 
     def decorate(builder: B) -> B:
         if name in _BUILDERS:
-            raise UsageError(f"a model named {name!r} is already registered "
-                             f"({_BUILDERS[name].__module__}.{_BUILDERS[name].__qualname__})")
-        positional = [p.name for p in inspect.signature(builder).parameters.values()
-                      if p.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)]
+            raise UsageError(
+                f"a model named {name!r} is already registered "
+                f"({_BUILDERS[name].__module__}.{_BUILDERS[name].__qualname__})"
+            )
+        positional = [
+            p.name
+            for p in inspect.signature(builder).parameters.values()
+            if p.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
+        ]
         if positional:
-            raise UsageError(f"builder for {name!r} must be keyword-only; positional parameters: "
-                             f"{', '.join(positional)}", hint="put '*' first in its signature")
+            raise UsageError(
+                f"builder for {name!r} must be keyword-only; positional parameters: {', '.join(positional)}",
+                hint="put '*' first in its signature",
+            )
         _BUILDERS[name] = builder
         _KINDS[name] = kind
         return builder

@@ -56,23 +56,24 @@ def _mask(offsets: Iterable[tuple[int, int]]) -> Tensor:
 
 
 def _square(radius: int) -> list[tuple[int, int]]:
-    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
-            if (dy, dx) != (0, 0)]
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if (dy, dx) != (0, 0)]
 
 
 _H2 = [(0, -1), (0, 1)]
 _V2 = [(-1, 0), (1, 0)]
 
-FILTER_SUPPORTS: MappingProxyType[str, Tensor] = MappingProxyType({
-    "h2": _mask(_H2),
-    "v2": _mask(_V2),
-    "cross4": _mask(_H2 + _V2),
-    "diag4": _mask([(-1, -1), (-1, 1), (1, -1), (1, 1)]),
-    "square8": _mask(_square(1)),
-    "cross8": _mask(_H2 + _V2 + [(0, -2), (0, 2), (-2, 0), (2, 0)]),
-    "ring16": _mask([o for o in _square(2) if max(abs(o[0]), abs(o[1])) == 2]),
-    "square24": _mask(_square(2)),
-})
+FILTER_SUPPORTS: MappingProxyType[str, Tensor] = MappingProxyType(
+    {
+        "h2": _mask(_H2),
+        "v2": _mask(_V2),
+        "cross4": _mask(_H2 + _V2),
+        "diag4": _mask([(-1, -1), (-1, 1), (1, -1), (1, 1)]),
+        "square8": _mask(_square(1)),
+        "cross8": _mask(_H2 + _V2 + [(0, -2), (0, 2), (-2, 0), (2, 0)]),
+        "ring16": _mask([o for o in _square(2) if max(abs(o[0]), abs(o[1])) == 2]),
+        "square24": _mask(_square(2)),
+    }
+)
 """Named supports, in a fixed order (read-only; the masks are shared, copy before changing one)."""
 
 
@@ -108,8 +109,7 @@ def residuals(images: Tensor, filters: Tensor, *, compute_dtype: torch.dtype = t
 
 
 @torch.no_grad()
-def learn_filters(images: Iterable[Tensor], *, supports: Sequence[str] | None = None,
-                  ridge: float = 1e-6) -> Tensor:
+def learn_filters(images: Iterable[Tensor], *, supports: Sequence[str] | None = None, ridge: float = 1e-6) -> Tensor:
     """Least-squares constrained predictors (K, S, S) float64 from camera photos (C, H, W) in [0, 1].
 
     Normal equations summed over every pixel of every colour plane of every photo, one KKT
@@ -146,8 +146,10 @@ def learn_filters(images: Iterable[Tensor], *, supports: Sequence[str] | None = 
         box = _bounding_box(offsets[name])
         gram, rhs, count = sums[box]
         if int(count) == 0:
-            raise UsageError(f"no photograph is large enough to learn the {name!r} filter",
-                             hint=f"use photos of at least {SUPPORT_SIZE}x{SUPPORT_SIZE} pixels")
+            raise UsageError(
+                f"no photograph is large enough to learn the {name!r} filter",
+                hint=f"use photos of at least {SUPPORT_SIZE}x{SUPPORT_SIZE} pixels",
+            )
         idx = torch.tensor([families[box].index(o) for o in offsets[name]], device=device)
         w = solve_predictor(gram[idx][:, idx], rhs[idx], count, groups=1, constrained=True, ridge=ridge)
         bank[i][FILTER_SUPPORTS[name].to(device)] = w
@@ -165,8 +167,9 @@ def _check_names(names: Sequence[str] | None) -> list[str]:
     if names is None:
         return list(FILTER_SUPPORTS)
     if isinstance(names, str) or not isinstance(names, Sequence) or not names:
-        raise UsageError("filter supports must be a non-empty list of names",
-                         hint=f"available: {', '.join(FILTER_SUPPORTS)}")
+        raise UsageError(
+            "filter supports must be a non-empty list of names", hint=f"available: {', '.join(FILTER_SUPPORTS)}"
+        )
     unknown = [n for n in names if n not in FILTER_SUPPORTS]
     if unknown:
         raise UsageError(f"unknown filter supports {unknown}", hint=f"available: {', '.join(FILTER_SUPPORTS)}")
@@ -190,10 +193,16 @@ def _check_bank(filters: object, device: torch.device) -> None:
         raise UsageError(f"filters must be float64, got {filters.dtype}")
     centre = filters[:, s // 2, s // 2].abs().max()
     off_sum = filters.sum(dim=(1, 2)) - filters[:, s // 2, s // 2]
-    if not bool(torch.isfinite(filters).all()) or centre > _CONSTRAINT_TOL \
-            or (off_sum - 1.0).abs().max() > _CONSTRAINT_TOL:
-        raise UsageError("filters must be prediction-error predictors: centre 0, other weights summing to 1",
-                         hint="use fixed_filters or learn_filters")
+    if (
+        not bool(torch.isfinite(filters).all())
+        or centre > _CONSTRAINT_TOL
+        or (off_sum - 1.0).abs().max() > _CONSTRAINT_TOL
+    ):
+        raise UsageError(
+            "filters must be prediction-error predictors: centre 0, other weights summing to 1",
+            hint="use fixed_filters or learn_filters",
+        )
     if filters.device != device:
-        raise UsageError(f"filters are on {filters.device} but the images on {device}",
-                         hint="move them with filters.to(images)")
+        raise UsageError(
+            f"filters are on {filters.device} but the images on {device}", hint="move them with filters.to(images)"
+        )

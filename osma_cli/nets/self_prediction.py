@@ -95,8 +95,10 @@ def masked_offsets(mask: Tensor) -> list[tuple[int, int]]:
     the same normal equations.
     """
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.ndim != 2:
-        raise UsageError("a support mask must be a 2-D boolean tensor",
-                         hint="build it with torch.zeros(S, S, dtype=torch.bool) and set the support to True")
+        raise UsageError(
+            "a support mask must be a 2-D boolean tensor",
+            hint="build it with torch.zeros(S, S, dtype=torch.bool) and set the support to True",
+        )
     size = mask.shape[0]
     if mask.shape[1] != size or size % 2 == 0 or size < 3:
         raise UsageError(f"a support mask must be an odd square of side >= 3, got {tuple(mask.shape)}")
@@ -111,8 +113,9 @@ def masked_offsets(mask: Tensor) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def normal_equations(channels: Tensor, offsets: Sequence[tuple[int, int]], *,
-                     mode: str) -> tuple[Tensor, Tensor, Tensor]:
+def normal_equations(
+    channels: Tensor, offsets: Sequence[tuple[int, int]], *, mode: str
+) -> tuple[Tensor, Tensor, Tensor]:
     """Sums ``G = sum a a^T``, ``h = sum a y`` and the pixel count n over the valid region.
 
     ``channels`` is (B, K, H, W) float64. Returns G (B, K, M, M), h (B, K, M) for
@@ -154,8 +157,7 @@ def normal_equations(channels: Tensor, offsets: Sequence[tuple[int, int]], *,
 
 
 @torch.no_grad()
-def solve_predictor(G: Tensor, h: Tensor, n: Tensor, *, groups: int, constrained: bool,
-                    ridge: float = 1e-6) -> Tensor:
+def solve_predictor(G: Tensor, h: Tensor, n: Tensor, *, groups: int, constrained: bool, ridge: float = 1e-6) -> Tensor:
     """Batched solve of the regularised normal equations; returns w (..., D), float64.
 
     ``G`` (..., D, D), ``h`` (..., D), ``n`` pixel counts whose shape is a leading part of the
@@ -185,15 +187,24 @@ def solve_predictor(G: Tensor, h: Tensor, n: Tensor, *, groups: int, constrained
         else:
             w = torch.linalg.solve(a, rhs)
     except torch.linalg.LinAlgError as exc:
-        raise UsageError("the normal equations are singular",
-                         hint="G must be a sum of outer products a a^T (positive semi-definite)") from exc
+        raise UsageError(
+            "the normal equations are singular", hint="G must be a sum of outer products a a^T (positive semi-definite)"
+        ) from exc
     flat_answer = torch.full_like(w, 1.0 / m) if constrained else torch.zeros_like(w)
     return torch.where(flat[..., None], flat_answer, w)
 
 
 @torch.no_grad()
-def self_description(channels: Tensor, *, block: int = 11, mode: str = "joint", constrained: bool = True,
-                     scales: int = 3, scale_mode: str = "joint", ridge: float = 1e-6) -> Tensor:
+def self_description(
+    channels: Tensor,
+    *,
+    block: int = 11,
+    mode: str = "joint",
+    constrained: bool = True,
+    scales: int = 3,
+    scale_mode: str = "joint",
+    ridge: float = 1e-6,
+) -> Tensor:
     """The forensic self-description (B, D_total) of each image's residual channels (B, K, H, W).
 
     The defaults are the paper's: 11x11 neighbourhoods, one joint predictor of the channel sum
@@ -232,8 +243,9 @@ def self_description(channels: Tensor, *, block: int = 11, mode: str = "joint", 
     return torch.cat(parts, dim=1)
 
 
-def descriptor_dim(n_channels: int, *, block: int = 11, mode: str = "joint", scales: int = 3,
-                   scale_mode: str = "joint") -> int:
+def descriptor_dim(
+    n_channels: int, *, block: int = 11, mode: str = "joint", scales: int = 3, scale_mode: str = "joint"
+) -> int:
     """Length of ``self_description``'s output: K (block^2 - 1) per solve, one solve per scale if separate."""
     if not isinstance(n_channels, int) or isinstance(n_channels, bool) or n_channels < 1:
         raise UsageError(f"the number of channels must be a positive integer, got {n_channels!r}")
@@ -302,11 +314,11 @@ def _first_box_row(x: Tensor, box_h: int, box_w: int) -> Tensor:
     images = max(1, min(n, _CHUNK_ELEMENTS // per_image))
     first = x.new_empty(n, k, box_w, k, box)
     for i0 in range(0, n, images):
-        part = flat[i0:i0 + images]
+        part = flat[i0 : i0 + images]
         sums = _lag_sums(part, length, int(shift[-1]))[..., lag].permute(0, 1, 3, 2, 4)
         if box_w > 1:
             sums = sums + _edge_terms(part, box_h, box_w, w, valid_h, length)
-        first[i0:i0 + images] = sums
+        first[i0 : i0 + images] = sums
     first = first.view(n, k, box_w, k, box_h, box_w)
     same_row = first[:, :, :, :, 0]
     below = torch.ones(box_w, box_w, dtype=torch.bool, device=dev).tril(-1)[None, None, :, None, :]
@@ -335,8 +347,7 @@ def _edge_terms(flat: Tensor, box_h: int, box_w: int, w: int, valid_h: int, leng
     steps = torch.arange(e, device=flat.device)
     mask = (steps[None, :] >= e - torch.arange(box_w, device=flat.device)[:, None]).to(flat.dtype)
     left = torch.cat([-mask * view((box_w, e), (1, 1), -e), mask * view((box_w, e), (1, 1), length - e)], dim=3)
-    right = torch.cat([view((box_h, box_w, e), (w, 1, 1), -e),
-                       view((box_h, box_w, e), (w, 1, 1), length - e)], dim=4)
+    right = torch.cat([view((box_h, box_w, e), (w, 1, 1), -e), view((box_h, box_w, e), (w, 1, 1), length - e)], dim=4)
     ends = torch.bmm(left.reshape(n, k * box_w, 2 * e), right.reshape(n, k * box, 2 * e).transpose(1, 2))
     if valid_h < 2:
         return ends.view(n, k, box_w, k, box)
@@ -361,7 +372,7 @@ def _lag_sums(flat: Tensor, length: int, max_lag: int) -> Tensor:
     head = torch.fft.rfft(flat[..., :length], n=nfft).conj()
     sums = flat.new_empty(n, k, k, max_lag + 1)
     for a in range(k):
-        sums[:, a] = torch.fft.irfft(head[:, a, None] * spectrum, n=nfft)[..., :max_lag + 1]
+        sums[:, a] = torch.fft.irfft(head[:, a, None] * spectrum, n=nfft)[..., : max_lag + 1]
     return sums
 
 
@@ -394,8 +405,8 @@ def _row_shift_terms(x: Tensor, box_h: int, box_w: int, valid_h: int) -> Tensor:
     def hankel(rows: Tensor) -> Tensor:
         return rows.unfold(3, box_w, 1).permute(0, 1, 2, 4, 3).reshape(n, span, valid_w)
 
-    top = hankel(x[:, :, :box_h - 1])
-    bottom = hankel(x[:, :, valid_h:valid_h + box_h - 1])
+    top = hankel(x[:, :, : box_h - 1])
+    bottom = hankel(x[:, :, valid_h : valid_h + box_h - 1])
     left = torch.cat([bottom, top], dim=2)
     right = torch.cat([bottom, -top], dim=2)
     return torch.bmm(left, right.transpose(1, 2)).view(n, k, box_h - 1, box_w, k, box_h - 1, box_w)
@@ -411,8 +422,9 @@ def _downsample(x: Tensor) -> Tensor:
 
 def _check_block(block: object) -> None:
     if not isinstance(block, int) or isinstance(block, bool) or block < 3 or block % 2 == 0:
-        raise UsageError(f"the neighbourhood block must be an odd integer >= 3, got {block!r}",
-                         hint="the paper uses 11")
+        raise UsageError(
+            f"the neighbourhood block must be an odd integer >= 3, got {block!r}", hint="the paper uses 11"
+        )
 
 
 def _check_scales(scales: object) -> None:
@@ -421,8 +433,12 @@ def _check_scales(scales: object) -> None:
 
 
 def _check_ridge(ridge: object) -> None:
-    if (not isinstance(ridge, (int, float)) or isinstance(ridge, bool)
-            or not float(ridge) >= 0.0 or float(ridge) == float("inf")):
+    if (
+        not isinstance(ridge, (int, float))
+        or isinstance(ridge, bool)
+        or not float(ridge) >= 0.0
+        or float(ridge) == float("inf")
+    ):
         raise UsageError(f"ridge must be a finite number >= 0, got {ridge!r}", hint="1e-6 is the default")
 
 
@@ -435,8 +451,10 @@ def _check_channels(channels: object) -> None:
     if not isinstance(channels, Tensor) or channels.ndim != 4:
         raise UsageError("channels must be a (B, K, H, W) tensor")
     if channels.dtype != torch.float64:
-        raise UsageError(f"channels must be float64, got {channels.dtype}",
-                         hint="call .double(): sums of squares over many pixels need float64")
+        raise UsageError(
+            f"channels must be float64, got {channels.dtype}",
+            hint="call .double(): sums of squares over many pixels need float64",
+        )
     if channels.shape[0] < 1 or channels.shape[1] < 1:
         raise UsageError(f"channels needs at least one image and one channel, got {tuple(channels.shape)}")
 
@@ -446,8 +464,11 @@ def _check_offsets(offsets: object) -> list[tuple[int, int]]:
         raise UsageError("offsets must be a non-empty sequence of (dy, dx) integer pairs")
     result: list[tuple[int, int]] = []
     for o in offsets:
-        if (not isinstance(o, Sequence) or len(o) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in o)):
+        if (
+            not isinstance(o, Sequence)
+            or len(o) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in o)
+        ):
             raise UsageError(f"an offset must be a (dy, dx) pair of integers, got {o!r}")
         pair = (int(o[0]), int(o[1]))
         if pair == (0, 0):
@@ -465,9 +486,8 @@ def _check_system(G: object, h: object, n: object, *, groups: object, ridge: obj
         raise UsageError(f"G and h must be float64, got {G.dtype} and {h.dtype}")
     if G.ndim < 2 or G.shape[-1] != G.shape[-2] or h.shape != G.shape[:-1]:
         raise UsageError(f"G must be (..., D, D) and h (..., D), got {tuple(G.shape)} and {tuple(h.shape)}")
-    if n.ndim > G.ndim - 2 or tuple(n.shape) != tuple(G.shape[:n.ndim]):
-        raise UsageError(f"n's shape {tuple(n.shape)} must be a leading part of the batch shape "
-                         f"{tuple(G.shape[:-2])}")
+    if n.ndim > G.ndim - 2 or tuple(n.shape) != tuple(G.shape[: n.ndim]):
+        raise UsageError(f"n's shape {tuple(n.shape)} must be a leading part of the batch shape {tuple(G.shape[:-2])}")
     d = G.shape[-1]
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or d % groups or d == 0:
         raise UsageError(f"groups must be a positive integer dividing D = {d}, got {groups!r}")

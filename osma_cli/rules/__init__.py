@@ -56,5 +56,15 @@ def rule_from_spec(spec: dict | None) -> OpenSetRule:
     return get_rule(str(spec.get("name", DEFAULT_RULE)), **dict(spec.get("params") or {}))
 
 
-__all__ = ["DEFAULT_RULE", "STATISTICS", "FittedRule", "GeneratorStats", "OpenSetRule", "ScoredBatch",
-           "get_rule", "list_rules", "register_rule", "rule_from_spec"]
+__all__ = [
+    "DEFAULT_RULE",
+    "STATISTICS",
+    "FittedRule",
+    "GeneratorStats",
+    "OpenSetRule",
+    "ScoredBatch",
+    "get_rule",
+    "list_rules",
+    "register_rule",
+    "rule_from_spec",
+]

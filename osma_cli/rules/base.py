@@ -51,8 +51,7 @@ class ScoredBatch:
         """Candidate and score from one (N, K) matrix that both ranks and is compared with tau."""
         m = np.asarray(per_generator, dtype=np.float64)
         candidates = m.argmin(axis=1)
-        return cls(candidates=candidates, scores=m[np.arange(len(candidates)), candidates],
-                   distances=m, normalized=m)
+        return cls(candidates=candidates, scores=m[np.arange(len(candidates)), candidates], distances=m, normalized=m)
 
 
 class GeneratorStats(Protocol):
@@ -117,8 +116,9 @@ class OpenSetRule:
 
 def require_generators(generators: Sequence[GeneratorStats]) -> None:
     if not generators:
-        raise ReferenceStoreError("the reference store holds no generators",
-                                  hint="enroll generators with `osma enroll` or `osma build`")
+        raise ReferenceStoreError(
+            "the reference store holds no generators", hint="enroll generators with `osma enroll` or `osma build`"
+        )
 
 
 def class_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

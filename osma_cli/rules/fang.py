@@ -68,8 +68,10 @@ class FittedFang:
 class FangRule(OpenSetRule):
     name = "fang"
     score_name = "norm. distance"
-    meaning = ("L2 distance to the nearest generator's centroid divided by that generator's spread "
-               "sigma (Fang et al.); higher is more likely unknown")
+    meaning = (
+        "L2 distance to the nearest generator's centroid divided by that generator's spread "
+        "sigma (Fang et al.); higher is more likely unknown"
+    )
 
     def fit(self, generators: Sequence[GeneratorStats]) -> FittedFang:
         require_generators(generators)

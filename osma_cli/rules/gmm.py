@@ -37,8 +37,9 @@ def fit_mixture(vectors: np.ndarray, *, components: int, covariance: str, reg_co
 
     x = np.asarray(vectors, dtype=np.float64)
     k = max(1, min(components, x.shape[0] // MIN_PER_COMPONENT))
-    model = GaussianMixture(n_components=k, covariance_type=covariance, reg_covar=reg_covar,
-                            random_state=0, n_init=1, max_iter=200)
+    model = GaussianMixture(
+        n_components=k, covariance_type=covariance, reg_covar=reg_covar, random_state=0, n_init=1, max_iter=200
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x)
@@ -58,38 +59,46 @@ class FittedMixtures:
 class GMMRule(OpenSetRule):
     name = "gmm"
     score_name = "neg. log-lik."
-    meaning = ("negative log-likelihood under the most probable generator's Gaussian mixture; "
-               "higher is more likely unknown (can be negative)")
+    meaning = (
+        "negative log-likelihood under the most probable generator's Gaussian mixture; "
+        "higher is more likely unknown (can be negative)"
+    )
     requires = frozenset({"vectors"})
     nonnegative_scores = False
 
-    def __init__(self, *, components: int = 2, covariance: str = "tied", reg_covar: float = 1e-3,
-                 folds: int = 5) -> None:
+    def __init__(
+        self, *, components: int = 2, covariance: str = "tied", reg_covar: float = 1e-3, folds: int = 5
+    ) -> None:
         if covariance not in COVARIANCES:
             raise UsageError(f"unknown gmm covariance {covariance!r}", hint=f"use {', '.join(COVARIANCES)}")
         if int(components) < 1 or int(folds) < 2 or not float(reg_covar) > 0:
-            raise UsageError(f"gmm needs components >= 1, folds >= 2 and reg_covar > 0; got "
-                             f"{components}, {folds}, {reg_covar}")
+            raise UsageError(
+                f"gmm needs components >= 1, folds >= 2 and reg_covar > 0; got {components}, {folds}, {reg_covar}"
+            )
         self.components = int(components)
         self.covariance = covariance
         self.reg_covar = float(reg_covar)
         self.folds = int(folds)
 
     def params(self) -> dict:
-        return {"components": self.components, "covariance": self.covariance,
-                "reg_covar": self.reg_covar, "folds": self.folds}
+        return {
+            "components": self.components,
+            "covariance": self.covariance,
+            "reg_covar": self.reg_covar,
+            "folds": self.folds,
+        }
 
     def _fit_one(self, vectors: np.ndarray):
-        return fit_mixture(vectors, components=self.components, covariance=self.covariance,
-                           reg_covar=self.reg_covar)
+        return fit_mixture(vectors, components=self.components, covariance=self.covariance, reg_covar=self.reg_covar)
 
     def fit(self, generators: Sequence[GeneratorStats]) -> FittedMixtures:
         require_generators(generators)
         vectors = [g.vectors for g in generators if g.vectors is not None]
         if len(vectors) < len(generators):
             missing = [g.name for g in generators if g.vectors is None]
-            raise ReferenceStoreError(f"the store keeps no vectors for {', '.join(missing)}",
-                                      hint="rebuild the store with --rule gmm")
+            raise ReferenceStoreError(
+                f"the store keeps no vectors for {', '.join(missing)}", hint="rebuild the store with --rule gmm"
+            )
         return FittedMixtures([self._fit_one(v) for v in vectors])
 
     def held_out_method(self) -> str:
@@ -107,7 +116,7 @@ class GMMRule(OpenSetRule):
             if len(rows) < max(3, self.folds):
                 continue
             for fold in range(self.folds):
-                held = rows[fold::self.folds]
+                held = rows[fold :: self.folds]
                 kept = np.setdiff1d(rows, held)
                 nll = nll_full[held].copy()
                 nll[:, j] = -self._fit_one(x[kept]).score_samples(x[held])

@@ -30,8 +30,9 @@ FLOOR = 1e-12
 def shrunk_covariance(scatter: np.ndarray, dof: int, shrinkage: float) -> np.ndarray:
     """``(1 - a) S_w + a (tr S_w / D) I`` with ``S_w = scatter / dof``; floored so it inverts."""
     if dof < 1:
-        raise ReferenceStoreError("a shared covariance needs more images than generators",
-                                  hint="enroll at least two images per generator")
+        raise ReferenceStoreError(
+            "a shared covariance needs more images than generators", hint="enroll at least two images per generator"
+        )
     s_w = scatter / dof
     d = s_w.shape[0]
     level = max(float(np.trace(s_w)) / d, FLOOR)
@@ -65,8 +66,10 @@ class FittedMahalanobis:
 class MahalanobisRule(OpenSetRule):
     name = "mahalanobis"
     score_name = "Mahalanobis"
-    meaning = ("Mahalanobis distance to the nearest generator's mean under one covariance shared by "
-               "the known generators (shrunk); higher is more likely unknown")
+    meaning = (
+        "Mahalanobis distance to the nearest generator's mean under one covariance shared by "
+        "the known generators (shrunk); higher is more likely unknown"
+    )
     requires = frozenset({"second_moment"})
 
     def __init__(self, *, shrinkage: float = 0.1) -> None:
@@ -87,8 +90,10 @@ class MahalanobisRule(OpenSetRule):
             else:
                 scatters.append(_scatter(g.count, g.vector_sum, g.second_moment))
         if missing:
-            raise ReferenceStoreError(f"the store keeps no second moments for {', '.join(missing)}",
-                                      hint="rebuild the store with --rule mahalanobis")
+            raise ReferenceStoreError(
+                f"the store keeps no second moments for {', '.join(missing)}",
+                hint="rebuild the store with --rule mahalanobis",
+            )
         means = np.stack([g.vector_sum / g.count for g in generators])
         scatter = scatters[0]
         for more in scatters[1:]:

@@ -72,6 +72,7 @@ def has_checkpoint(directory: Path | str) -> bool:
 
 # --------------------------------------------------------------------------- RNG
 
+
 def capture_rng() -> dict:
     """The global generators' states: torch (CPU, every CUDA device), numpy, Python."""
     np_state = np.random.get_state()  # legacy=True: a tuple for MT19937, a dict for another bit generator
@@ -80,8 +81,12 @@ def capture_rng() -> dict:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-        "numpy": {"kind": np_state[0], "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "kind": np_state[0],
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": _python_state_to_json(random.getstate()),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -96,8 +101,15 @@ def restore_rng(state: dict) -> None:
         return
     torch.set_rng_state(state["torch"])
     np_meta = state["numpy"]
-    np.random.set_state((np_meta["kind"], state["numpy_keys"].numpy().astype(np.uint32),
-                         np_meta["pos"], np_meta["has_gauss"], np_meta["cached_gaussian"]))
+    np.random.set_state(
+        (
+            np_meta["kind"],
+            state["numpy_keys"].numpy().astype(np.uint32),
+            np_meta["pos"],
+            np_meta["has_gauss"],
+            np_meta["cached_gaussian"],
+        )
+    )
     random.setstate(_python_state_from_json(state["python"]))
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
@@ -117,6 +129,7 @@ def _python_state_from_json(data: list) -> tuple:
 
 # --------------------------------------------------------------------------- save
 
+
 def save_checkpoint(directory: Path | str, state: TrainingState) -> Path:
     """Write ``state`` to ``<directory>/last.safetensors`` atomically; returns the path."""
     path = checkpoint_path(directory)
@@ -134,10 +147,17 @@ def save_checkpoint(directory: Path | str, state: TrainingState) -> Path:
             rng_json[key] = value
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     header = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "epoch": state.epoch,
-        "best_accuracy": state.best_accuracy, "best_epoch": state.best_epoch,
-        "history": state.history, "optimizer": optim_json, "scaler": state.scaler,
-        "rng": rng_json, "fingerprint": state.fingerprint, "has_best": state.best_model is not None,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "epoch": state.epoch,
+        "best_accuracy": state.best_accuracy,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "optimizer": optim_json,
+        "scaler": state.scaler,
+        "rng": rng_json,
+        "fingerprint": state.fingerprint,
+        "has_best": state.best_model is not None,
     }
     try:
         text = json.dumps(header, sort_keys=True, allow_nan=False)
@@ -146,8 +166,9 @@ def save_checkpoint(directory: Path | str, state: TrainingState) -> Path:
     try:
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: text}))
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc})",
-                              hint="check free space and permissions") from exc
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({exc})", hint="check free space and permissions"
+        ) from exc
     return path
 
 
@@ -175,20 +196,24 @@ def _flatten_optimizer(state_dict: dict, tensors: dict[str, Tensor]) -> dict:
 
 # --------------------------------------------------------------------------- load
 
+
 def load_checkpoint(directory: Path | str) -> TrainingState:
     """Read ``<directory>/last.safetensors`` (safetensors + JSON only; nothing is unpickled)."""
     directory = Path(directory)
     path = checkpoint_path(directory)
     if not path.is_file():
-        raise CheckpointError(f"no training checkpoint in {directory} (looked for {CHECKPOINT_NAME})",
-                              hint="give the checkpoint folder of an earlier `osma train` run")
+        raise CheckpointError(
+            f"no training checkpoint in {directory} (looked for {CHECKPOINT_NAME})",
+            hint="give the checkpoint folder of an earlier `osma train` run",
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})",
-                              hint="the file is truncated or corrupt; start the run again") from exc
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({exc})", hint="the file is truncated or corrupt; start the run again"
+        ) from exc
     if METADATA_KEY not in metadata:
         raise CheckpointError(f"{path}: not an osma training checkpoint")
     try:
@@ -198,8 +223,11 @@ def load_checkpoint(directory: Path | str) -> TrainingState:
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an osma training checkpoint")
     if int(header.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {header['format_version']} is newer than "
-                              f"this osma understands ({FORMAT_VERSION})", hint="upgrade osma")
+        raise CheckpointError(
+            f"{path}: checkpoint format {header['format_version']} is newer than "
+            f"this osma understands ({FORMAT_VERSION})",
+            hint="upgrade osma",
+        )
     groups = _by_prefix(tensors)
     rng = dict(header.get("rng") or {})
     rng.update(groups.get("rng", {}))
@@ -244,10 +272,13 @@ def check_fingerprint(directory: Path | str, saved: dict, current: dict) -> None
     """Refuse to resume a run whose trajectory-defining settings differ from the checkpoint's."""
     current = json.loads(json.dumps(current, sort_keys=True))
     keys = sorted(set(saved) | set(current))
-    differences = [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
-                   for k in keys if saved.get(k) != current.get(k)]
+    differences = [
+        f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)
+    ]
     if differences:
         shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
-        raise CheckpointError(f"cannot resume from {directory}: the run's settings differ ({shown})",
-                              hint="resume with the same data and options (only --epochs, --workers, "
-                                   "--device and outputs may change), or start a new run")
+        raise CheckpointError(
+            f"cannot resume from {directory}: the run's settings differ ({shown})",
+            hint="resume with the same data and options (only --epochs, --workers, "
+            "--device and outputs may change), or start a new run",
+        )

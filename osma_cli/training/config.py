@@ -111,8 +111,9 @@ class TrainConfig(RunConfig):
         return TrainTransform(crop=self.crop, perturbations=self.augment)
 
     def schedule(self) -> StepDecay:
-        return metric_schedule(from_init=self.init is not None, lr=self.lr, factor=self.lr_decay,
-                               every=self.decay_every)
+        return metric_schedule(
+            from_init=self.init is not None, lr=self.lr, factor=self.lr_decay, every=self.decay_every
+        )
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,14 @@ class PoseOptions:
         return replace(self.aug, activation=None) if self.variant == "released-code" else self.aug
 
     def to_dict(self) -> dict:
-        return {"variant": self.variant, "triplet_margin": self.triplet_margin,
-                "augmentation": self.resolved_aug().to_dict(), "acceptance": self.acceptance,
-                "dropout": self.dropout, "width": self.width}
+        return {
+            "variant": self.variant,
+            "triplet_margin": self.triplet_margin,
+            "augmentation": self.resolved_aug().to_dict(),
+            "acceptance": self.acceptance,
+            "dropout": self.dropout,
+            "width": self.width,
+        }
 
 
 @dataclass
@@ -198,14 +204,16 @@ class PretrainResult(RunResult):
 
 # --------------------------------------------------------------------------- outputs
 
+
 def default_checkpoint_folder(out: Path | str) -> Path:
     """``<out>.checkpoints`` beside the weights file."""
     out = Path(out)
     return out.with_name(out.name.removesuffix(".safetensors") + ".checkpoints")
 
 
-def check_output_paths(out: Path | str, *, refs_out: Path | str | None = None, force: bool = False,
-                       resume: Path | str | None = None) -> None:
+def check_output_paths(
+    out: Path | str, *, refs_out: Path | str | None = None, force: bool = False, resume: Path | str | None = None
+) -> None:
     """Refuse, before any training, outputs that would be overwritten or cannot be written."""
     out = Path(out)
     if not out.parent.is_dir():
@@ -220,5 +228,7 @@ def check_output_paths(out: Path | str, *, refs_out: Path | str | None = None, f
         if refs.exists() and not replaceable:
             raise UsageError(f"{refs} exists", hint="pass --force to replace it, or --refs-out another file")
     if resume is not None and not has_checkpoint(resume):
-        raise UsageError(f"no training checkpoint in {resume}",
-                         hint="give the checkpoint folder of an earlier run (default: <out>.checkpoints)")
+        raise UsageError(
+            f"no training checkpoint in {resume}",
+            hint="give the checkpoint folder of an earlier run (default: <out>.checkpoints)",
+        )

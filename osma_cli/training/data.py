@@ -39,19 +39,22 @@ def load_data(config: TrainConfig) -> TrainingData:
     if config.data is not None and config.annotations:
         raise UsageError("give either a DATA folder or --annotations, not both")
     if config.data is None and not config.annotations:
-        raise UsageError("no training data", hint="give a folder with one sub-folder per generator, "
-                                                  "or --annotations FILE")
+        raise UsageError(
+            "no training data", hint="give a folder with one sub-folder per generator, or --annotations FILE"
+        )
     if config.data is not None:
         files = LabeledFiles.from_folders(config.data)
         description: dict[str, Any] = {"source": "folders", "root": str(config.data)}
     else:
         files = LabeledFiles.from_annotations(*config.annotations, data_root=config.data_root)
-        description = {"source": "annotations", "annotation_files": [str(p) for p in config.annotations],
-                       "data_root": None if config.data_root is None else str(config.data_root)}
+        description = {
+            "source": "annotations",
+            "annotation_files": [str(p) for p in config.annotations],
+            "data_root": None if config.data_root is None else str(config.data_root),
+        }
     if config.val_annotations:
         train = files
-        val = validation_of(files, LabeledFiles.from_annotations(*config.val_annotations,
-                                                                 data_root=config.data_root))
+        val = validation_of(files, LabeledFiles.from_annotations(*config.val_annotations, data_root=config.data_root))
         description["validation"] = {"annotation_files": [str(p) for p in config.val_annotations]}
     elif config.val_fraction > 0:
         if not 0 < config.val_fraction < 1:
@@ -63,16 +66,16 @@ def load_data(config: TrainConfig) -> TrainingData:
         description["validation"] = None
     notes: list[str] = []
     train, val = drop_absent_classes(train, val, notes)
-    dataset, train, skipped = readable_dataset(train, config.train_transform(), seed=config.seed,
-                                               cache_decoded=config.cache_decoded)
+    dataset, train, skipped = readable_dataset(
+        train, config.train_transform(), seed=config.seed, cache_decoded=config.cache_decoded
+    )
     if val is not None:
         _, val, val_skipped = readable_dataset(val, TrainTransform(crop=config.crop), seed=config.seed)
         skipped += val_skipped
         if len(val.paths) == 0:
             val = None
     check_classes(train)
-    return TrainingData(train=train, val=val, dataset=dataset, skipped=skipped, description=description,
-                        notes=notes)
+    return TrainingData(train=train, val=val, dataset=dataset, skipped=skipped, description=description, notes=notes)
 
 
 def validation_of(train: LabeledFiles, val: LabeledFiles) -> LabeledFiles:
@@ -83,14 +86,16 @@ def validation_of(train: LabeledFiles, val: LabeledFiles) -> LabeledFiles:
     training side.
     """
     if len(val) and int(val.labels.max()) >= len(train.class_names):
-        raise DataError(f"validation label {int(val.labels.max())} but only {len(train.class_names)} "
-                        f"training classes", hint="label k of --val-annotations is the k-th training "
-                                                  "class (folders in name order)")
+        raise DataError(
+            f"validation label {int(val.labels.max())} but only {len(train.class_names)} training classes",
+            hint="label k of --val-annotations is the k-th training class (folders in name order)",
+        )
     return LabeledFiles(val.paths, val.labels, train.class_names)
 
 
-def drop_absent_classes(train: LabeledFiles, val: LabeledFiles | None,
-                        notes: list[str]) -> tuple[LabeledFiles, LabeledFiles | None]:
+def drop_absent_classes(
+    train: LabeledFiles, val: LabeledFiles | None, notes: list[str]
+) -> tuple[LabeledFiles, LabeledFiles | None]:
     """Keep the classes that have training files (annotation labels may have gaps); relabel both.
 
     Validation files of other classes are left out (they would be unknowns, not known
@@ -100,8 +105,9 @@ def drop_absent_classes(train: LabeledFiles, val: LabeledFiles | None,
     kept = [name for name, n in zip(train.class_names, counts) if n > 0]
     if len(kept) < len(train.class_names):
         absent = [name for name, n in zip(train.class_names, counts) if n == 0]
-        notes.append(f"classes without training files left out: {', '.join(absent[:8])}"
-                     + (" ..." if len(absent) > 8 else ""))
+        notes.append(
+            f"classes without training files left out: {', '.join(absent[:8])}" + (" ..." if len(absent) > 8 else "")
+        )
         train = relabel(train, tuple(kept))
     if val is not None:
         names = np.array(val.class_names, dtype=object)[val.labels] if len(val) else np.array([], dtype=object)
@@ -119,8 +125,9 @@ def relabel(files: LabeledFiles, class_names: tuple[str, ...]) -> LabeledFiles:
     return LabeledFiles(paths=tuple(files.paths), labels=labels, class_names=tuple(class_names))
 
 
-def readable_dataset(files: LabeledFiles, transform, *, seed: int, cache_decoded: bool = False
-                     ) -> tuple[TrainingDataset, LabeledFiles, list[tuple[Path, str]]]:
+def readable_dataset(
+    files: LabeledFiles, transform, *, seed: int, cache_decoded: bool = False
+) -> tuple[TrainingDataset, LabeledFiles, list[tuple[Path, str]]]:
     """A ``TrainingDataset`` of the files that decode, those files, and (path, reason) of the others.
 
     The check decodes every file once in this process; with ``cache_decoded`` the images stay
@@ -131,8 +138,7 @@ def readable_dataset(files: LabeledFiles, transform, *, seed: int, cache_decoded
     if not bad:
         return dataset, files, []
     bad_paths = {Path(p) for p, _ in bad}
-    files = files.subset(np.array([i for i, p in enumerate(files.paths) if Path(p) not in bad_paths],
-                                  dtype=np.int64))
+    files = files.subset(np.array([i for i, p in enumerate(files.paths) if Path(p) not in bad_paths], dtype=np.int64))
     dataset = TrainingDataset(files, transform, seed=seed, cache_decoded=cache_decoded)
     if cache_decoded:
         dataset.check_readable()
@@ -142,12 +148,16 @@ def readable_dataset(files: LabeledFiles, transform, *, seed: int, cache_decoded
 def check_classes(train: LabeledFiles) -> None:
     counts = np.bincount(train.labels, minlength=len(train.class_names))
     if len(train.class_names) < 2:
-        raise DataError(f"training needs at least 2 classes, got {len(train.class_names)}",
-                        hint="give one sub-folder (or annotation label) per generator")
+        raise DataError(
+            f"training needs at least 2 classes, got {len(train.class_names)}",
+            hint="give one sub-folder (or annotation label) per generator",
+        )
     short = [f"{name} ({n})" for name, n in zip(train.class_names, counts) if n < MIN_IMAGES]
     if short:
-        raise DataError(f"classes with fewer than {MIN_IMAGES} readable training images: {', '.join(short)}",
-                        hint="add images, lower --val-fraction, or remove those classes")
+        raise DataError(
+            f"classes with fewer than {MIN_IMAGES} readable training images: {', '.join(short)}",
+            hint="add images, lower --val-fraction, or remove those classes",
+        )
 
 
 def files_digest(files: LabeledFiles | None) -> str | None:

@@ -99,8 +99,10 @@ def raw_descriptor(settings: dict, photos: Path | None = None) -> tuple[FSDDescr
 
     filters = learn_filters(photographs(), supports=model.settings["filters"])
     if not used:
-        raise DataError(f"{photos}: no readable camera photographs to learn the residual filters from",
-                        hint="point --photos at a folder of camera JPEGs (no generated images)")
+        raise DataError(
+            f"{photos}: no readable camera photographs to learn the residual filters from",
+            hint="point --photos at a folder of camera JPEGs (no generated images)",
+        )
     with torch.no_grad():
         model.filters.copy_(filters)
     return model, used
@@ -119,9 +121,16 @@ class DescribedFolders:
     """Readable images, copies not counted."""
 
 
-def describe_folders(embedder: Embedder, data: Path, *, batch_size: int, workers: int | None, use_cache: bool,
-                     augment: Sequence[Perturbation] = (), on_progress: Callable[[int], None] | None = None
-                     ) -> DescribedFolders:
+def describe_folders(
+    embedder: Embedder,
+    data: Path,
+    *,
+    batch_size: int,
+    workers: int | None,
+    use_cache: bool,
+    augment: Sequence[Perturbation] = (),
+    on_progress: Callable[[int], None] | None = None,
+) -> DescribedFolders:
     """Raw descriptors of every image under ``data`` (one sub-folder per class) and their labels,
     followed by those of each ``augment`` copy; the failures are the images' own."""
     folders = class_folders(data)
@@ -130,16 +139,28 @@ def describe_folders(embedder: Embedder, data: Path, *, batch_size: int, workers
     copies, copy_labels = augmented_inputs(paths, labels, augment)
     labels = np.concatenate([labels, copy_labels]) if copies else labels
     cache = EmbeddingCache.for_embedder(embedder, n_crops=1, small="keep") if use_cache else None
-    items = list(embed_with_cache(embedder, [*paths, *copies], cache, features_only=True,
-                                  batch_size=batch_size, workers=workers, on_progress=on_progress))
-    originals = items[:len(paths)]
+    items = list(
+        embed_with_cache(
+            embedder,
+            [*paths, *copies],
+            cache,
+            features_only=True,
+            batch_size=batch_size,
+            workers=workers,
+            on_progress=on_progress,
+        )
+    )
+    originals = items[: len(paths)]
     if not any(it.ok for it in originals):
         raise DataError(f"{data}: no readable images")
     good, features, _ = split_embedded(items, embedder.feature_dim)
-    return DescribedFolders(features=features.astype(np.float64),
-                            labels=labels[[it.index for it in good]], classes=list(folders),
-                            failures=[it for it in originals if not it.ok],
-                            n_images=sum(it.ok for it in originals))
+    return DescribedFolders(
+        features=features.astype(np.float64),
+        labels=labels[[it.index for it in good]],
+        classes=list(folders),
+        failures=[it for it in originals if not it.ok],
+        n_images=sum(it.ok for it in originals),
+    )
 
 
 def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None = None) -> DescriptorResult:
@@ -147,8 +168,9 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
     device = resolve_device(config.device)
     raw, n_photos = raw_descriptor(config.settings, config.photos)
     window = raw.settings["window"]
-    raw_meta = WeightsMeta(architecture="fsd", embedding_dim=raw.raw_dim, crop_size=window,
-                           l2_normalize=False, kind="descriptor")
+    raw_meta = WeightsMeta(
+        architecture="fsd", embedding_dim=raw.raw_dim, crop_size=window, l2_normalize=False, kind="descriptor"
+    )
     embedder = Embedder(raw, raw_meta, device)
     regimes = regimes_for(config.jpeg_regimes)
     progress = shared_progress(on_progress, len(regimes))
@@ -156,16 +178,24 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
     described: dict[str, DescribedFolders] = {}
     for regime in regimes:
         rows = described[regime.name] = describe_folders(
-            embedder.for_regime(regime), config.data, batch_size=config.batch_size, workers=config.workers,
-            use_cache=config.use_cache, augment=config.augment, on_progress=progress)
+            embedder.for_regime(regime),
+            config.data,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            use_cache=config.use_cache,
+            augment=config.augment,
+            on_progress=progress,
+        )
         projections[regime.name] = fit_projection(rows.features, rows.labels, **config.projection)
     lossless = described[LOSSLESS.name]
     failures, classes = lossless.failures, lossless.classes  # the same files fail in every regime: reported once
     projection = projections[LOSSLESS.name]
     widths = {p.output_dim for p in projections.values()}
     if len(widths) > 1:
-        raise DataError(f"{config.data}: the regimes' projections have different widths {sorted(widths)}",
-                        hint="set the projection's dimension explicitly")
+        raise DataError(
+            f"{config.data}: the regimes' projections have different widths {sorted(widths)}",
+            hint="set the projection's dimension explicitly",
+        )
     settings = {**raw.settings, "projected": True, "jpeg_regimes": list(config.jpeg_regimes)}
     model = _fsd_model(**{**settings, "embedding_dim": projection.output_dim})
     with torch.no_grad():
@@ -174,19 +204,30 @@ def fit_fsd(config: DescriptorConfig, on_progress: Callable[[int], None] | None 
         fitted = projections[regime.name]
         model.set_projection(torch.tensor(fitted.mean), torch.tensor(fitted.matrix), regime.jpeg_quality)
     recipe: dict[str, Any] = {
-        "method": "fsd", "filters": "learned" if n_photos else "fixed",
-        "filter_photos": None if config.photos is None else str(config.photos), "n_photos": n_photos,
+        "method": "fsd",
+        "filters": "learned" if n_photos else "fixed",
+        "filter_photos": None if config.photos is None else str(config.photos),
+        "n_photos": n_photos,
         "data": {"root": str(config.data), "classes": classes, "n_images": lossless.n_images},
-        "projection": {**config.projection, "fitted": projection.steps}}
+        "projection": {**config.projection, "fitted": projection.steps},
+    }
     if config.augment:
         recipe[RECIPE_KEY] = [p.spec for p in config.augment]
     if config.jpeg_regimes:
         recipe["regimes"] = {name: {"fitted": p.steps} for name, p in projections.items()}
     else:
         settings.pop("jpeg_regimes")
-    meta = WeightsMeta(architecture="fsd", embedding_dim=projection.output_dim, crop_size=window,
-                       l2_normalize=False, kind="descriptor", arch_kwargs=settings, recipe=recipe,
-                       rule=dict(config.rule))
+    meta = WeightsMeta(
+        architecture="fsd",
+        embedding_dim=projection.output_dim,
+        crop_size=window,
+        l2_normalize=False,
+        kind="descriptor",
+        arch_kwargs=settings,
+        recipe=recipe,
+        rule=dict(config.rule),
+    )
     meta = save_weights(config.out, model.cpu(), meta)
-    return DescriptorResult(meta=meta, projection=projection, n_photos=n_photos, failures=failures,
-                            classes=classes, projections=projections)
+    return DescriptorResult(
+        meta=meta, projection=projection, n_photos=n_photos, failures=failures, classes=classes, projections=projections
+    )

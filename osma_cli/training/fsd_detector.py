@@ -81,8 +81,9 @@ class DetectorResult:
 
 def photo_groups(paths: Sequence[Path], root: Path) -> list[str]:
     """Each file's group: its folder relative to ``root``, or the file itself when all share one folder."""
-    folders = [str(Path(p).parent.relative_to(root)) if Path(p).is_relative_to(root) else str(Path(p).parent)
-               for p in paths]
+    folders = [
+        str(Path(p).parent.relative_to(root)) if Path(p).is_relative_to(root) else str(Path(p).parent) for p in paths
+    ]
     if len(set(folders)) < 2:
         return [str(p) for p in paths]
     return folders
@@ -116,9 +117,15 @@ def copy_cache(embedder: Embedder, copy: Resave, folder: Path | None = None) -> 
     return EmbeddingCache(cache.path.with_name(f"{cache.path.stem}-copy-{suffix}.h5"), embedder.feature_dim)
 
 
-def describe_photos(embedder: Embedder, paths: Sequence[Path], copies: Sequence[Resave], *,
-                    max_pixels: int = DEFAULT_MAX_PIXELS, use_cache: bool = True,
-                    on_progress: Callable[[int], None] | None = None) -> DescribedPhotos:
+def describe_photos(
+    embedder: Embedder,
+    paths: Sequence[Path],
+    copies: Sequence[Resave],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    use_cache: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+) -> DescribedPhotos:
     """Raw descriptors of every readable photo and each of its copies, described as the embedder would.
 
     A copy smaller than the descriptor's minimum input is left out (a small photo's half-size copy).
@@ -162,8 +169,14 @@ def describe_photos(embedder: Embedder, paths: Sequence[Path], copies: Sequence[
         if new_keys:
             cache.add(new_keys, np.stack(vectors))
     raw = np.stack(rows) if rows else np.zeros((0, embedder.feature_dim))
-    return DescribedPhotos(photos=list(map(Path, paths)), copies=tuple(copies), raw=raw, photo=np.array(photo, int),
-                           copy_index=np.array(copy_index, int), failures=failures)
+    return DescribedPhotos(
+        photos=list(map(Path, paths)),
+        copies=tuple(copies),
+        raw=raw,
+        photo=np.array(photo, int),
+        copy_index=np.array(copy_index, int),
+        failures=failures,
+    )
 
 
 def acceptance_by_copy(detector: Detector, described: DescribedPhotos, mask: np.ndarray) -> dict[str, float]:
@@ -171,8 +184,11 @@ def acceptance_by_copy(detector: Detector, described: DescribedPhotos, mask: np.
     rows = mask[described.photo]
     scores = detector.score_raw(described.raw[rows])
     kinds = described.copy_index[rows]
-    return {copy.name: float(np.mean(scores[kinds == j] < detector.threshold))
-            for j, copy in enumerate(described.copies) if np.any(kinds == j)}
+    return {
+        copy.name: float(np.mean(scores[kinds == j] < detector.threshold))
+        for j, copy in enumerate(described.copies)
+        if np.any(kinds == j)
+    }
 
 
 def train_detector(config: DetectorConfig, on_progress: Callable[[int], None] | None = None) -> DetectorResult:
@@ -181,36 +197,62 @@ def train_detector(config: DetectorConfig, on_progress: Callable[[int], None] | 
         raise UsageError(f"unknown covariance type {config.covariance!r}", hint=f"use one of {', '.join(COVARIANCES)}")
     embedder = Embedder.from_file(config.descriptor, device=config.device)
     if not embedder.is_descriptor:
-        raise UsageError(f"{config.descriptor}: a detector is fitted on a descriptor's self-descriptions, "
-                         f"not on a {embedder.meta.kind} network",
-                         hint="pass an fsd model (`osma train --method fsd`), e.g. weights/osma-fsd.safetensors")
+        raise UsageError(
+            f"{config.descriptor}: a detector is fitted on a descriptor's self-descriptions, "
+            f"not on a {embedder.meta.kind} network",
+            hint="pass an fsd model (`osma train --method fsd`), e.g. weights/osma-fsd.safetensors",
+        )
     copies = parse_resaves(",".join(config.copies), ())
     paths = sorted(iter_image_files([config.real]))
     if not paths:
         raise DataError(f"{config.real}: no image files", hint="point REAL_DIR at a folder of real photographs")
     groups = photo_groups(paths, config.real)
     held = split_held_out(groups, config.held_out, config.seed)
-    described = describe_photos(embedder, paths, copies, max_pixels=config.max_pixels,
-                                use_cache=config.use_cache, on_progress=on_progress)
+    described = describe_photos(
+        embedder, paths, copies, max_pixels=config.max_pixels, use_cache=config.use_cache, on_progress=on_progress
+    )
     readable = np.zeros(len(paths), bool)
     readable[described.photo] = True
     if not (readable & held).any() or not (readable & ~held).any():
-        raise DataError(f"{config.real}: too few readable photos to fit and hold some out "
-                        f"({int(readable.sum())} readable)", hint="give more real photographs")
+        raise DataError(
+            f"{config.real}: too few readable photos to fit and hold some out ({int(readable.sum())} readable)",
+            hint="give more real photographs",
+        )
     descriptor = descriptor_record(embedder.feature_identity, embedder.meta, Path(config.descriptor).name)
-    detector = fit_detector(described.select(~held), described.select(held), pca_dim=config.pca_dim,
-                            components=config.components, covariance=config.covariance,
-                            reg_covar=config.reg_covar, acceptance=config.acceptance, descriptor=descriptor,
-                            seed=config.seed)
+    detector = fit_detector(
+        described.select(~held),
+        described.select(held),
+        pca_dim=config.pca_dim,
+        components=config.components,
+        covariance=config.covariance,
+        reg_covar=config.reg_covar,
+        acceptance=config.acceptance,
+        descriptor=descriptor,
+        seed=config.seed,
+    )
     accepted = acceptance_by_copy(detector, described, held)
     held_groups = sorted({g for g, h in zip(groups, held) if h})
     n_fit, n_held_out = int((readable & ~held).sum()), int((readable & held).sum())
-    recipe = {"method": "fsd-detector", "real": str(config.real), "copies": [c.name for c in copies],
-              "held_out_share": config.held_out, "seed": config.seed,
-              "n_fit_photos": n_fit, "n_held_out_photos": n_held_out,
-              "held_out_groups": held_groups, "n_unreadable": len(described.failures),
-              "window": embedder.crop_size, "crops": "one centred window, unpadded (as the descriptor's embedder)"}
+    recipe = {
+        "method": "fsd-detector",
+        "real": str(config.real),
+        "copies": [c.name for c in copies],
+        "held_out_share": config.held_out,
+        "seed": config.seed,
+        "n_fit_photos": n_fit,
+        "n_held_out_photos": n_held_out,
+        "held_out_groups": held_groups,
+        "n_unreadable": len(described.failures),
+        "window": embedder.crop_size,
+        "crops": "one centred window, unpadded (as the descriptor's embedder)",
+    }
     meta = save_detector(config.out, detector, recipe=recipe, metrics={"held_out_acceptance": accepted})
-    return DetectorResult(detector=detector, meta=meta, n_fit_photos=n_fit,
-                          n_held_out_photos=n_held_out, held_out_groups=held_groups,
-                          acceptance_by_copy=accepted, failures=described.failures)
+    return DetectorResult(
+        detector=detector,
+        meta=meta,
+        n_fit_photos=n_fit,
+        n_held_out_photos=n_held_out,
+        held_out_groups=held_groups,
+        acceptance_by_copy=accepted,
+        failures=described.failures,
+    )

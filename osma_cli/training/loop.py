@@ -76,6 +76,7 @@ class TrainingError(OsmaError):
 
 # --------------------------------------------------------------------------- records
 
+
 @dataclass(frozen=True)
 class StepInfo:
     """Reported after every optimiser step (rank 0)."""
@@ -156,6 +157,7 @@ EpochStartCallback = Callable[[int, int, int], None]
 
 # --------------------------------------------------------------------------- pieces
 
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed for epoch ``epoch`` of a run seeded ``seed``."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
@@ -166,8 +168,9 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
-def epoch_batches(indices: np.ndarray, batch_size: int, *, rank: int = 0, world_size: int = 1,
-                  max_steps: int | None = None) -> list[list[int]]:
+def epoch_batches(
+    indices: np.ndarray, batch_size: int, *, rank: int = 0, world_size: int = 1, max_steps: int | None = None
+) -> list[list[int]]:
     """This process's batches of an epoch: its share of ``indices``, full batches only.
 
     Process ``rank`` takes every ``world_size``-th position from ``rank``, cut to the same
@@ -179,7 +182,7 @@ def epoch_batches(indices: np.ndarray, batch_size: int, *, rank: int = 0, world_
     share = len(indices) // world_size
     mine = indices[rank::world_size][:share]
     n_full = share // batch_size
-    batches = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_full)]
+    batches = [mine[i * batch_size : (i + 1) * batch_size] for i in range(n_full)]
     if n_full == 0 and share >= 2:
         batches = [mine]
     if max_steps is not None:
@@ -202,11 +205,20 @@ def cpu_state(module: nn.Module) -> dict[str, Tensor]:
 
 # --------------------------------------------------------------------------- the loop
 
-def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarray], settings: LoopSettings,
-        ctx: DistContext, validate: Callable[[Any], float] | None = None,
-        fingerprint: dict | None = None, on_step: StepCallback | None = None,
-        on_epoch: EpochCallback | None = None,
-        on_epoch_start: EpochStartCallback | None = None) -> FitResult:
+
+def fit(
+    step: Step,
+    dataset: Dataset,
+    *,
+    epoch_indices: Callable[[int], np.ndarray],
+    settings: LoopSettings,
+    ctx: DistContext,
+    validate: Callable[[Any], float] | None = None,
+    fingerprint: dict | None = None,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+    on_epoch_start: EpochStartCallback | None = None,
+) -> FitResult:
     """Train with ``step`` for ``settings.epochs`` epochs; returns the best network's state.
 
     ``dataset`` yields ``(uint8 (3, c, c) tensor, label)``; if it has ``set_epoch`` it is
@@ -235,29 +247,44 @@ def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarr
         history = [EpochStats(**h) for h in state.history]
         restore_rng(state.rng)
         start_epoch = resumed_from = state.epoch
-    elif (settings.checkpoint_dir is not None and not settings.replace_checkpoint
-          and has_checkpoint(settings.checkpoint_dir)):
-        raise UsageError(f"{settings.checkpoint_dir} already holds a training checkpoint",
-                         hint=f"continue it with --resume {settings.checkpoint_dir}, start afresh over it "
-                              "with --force, or choose another --checkpoint-dir")
+    elif (
+        settings.checkpoint_dir is not None
+        and not settings.replace_checkpoint
+        and has_checkpoint(settings.checkpoint_dir)
+    ):
+        raise UsageError(
+            f"{settings.checkpoint_dir} already holds a training checkpoint",
+            hint=f"continue it with --resume {settings.checkpoint_dir}, start afresh over it "
+            "with --force, or choose another --checkpoint-dir",
+        )
     if best_state is None:
         best_state = cpu_state(model)
 
     checkpoint = checkpoint_path(folder) if settings.resume and folder is not None else None
     with step.running(ctx):
         for epoch in range(start_epoch, settings.epochs):
-            batches = epoch_batches(epoch_indices(epoch), settings.batch_size, rank=ctx.rank,
-                                    world_size=ctx.world_size, max_steps=settings.steps_per_epoch)
+            batches = epoch_batches(
+                epoch_indices(epoch),
+                settings.batch_size,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                max_steps=settings.steps_per_epoch,
+            )
             if not batches:
-                raise TrainingError(f"epoch {epoch + 1} has no batch: too few training images "
-                                    f"for {ctx.world_size} process(es)",
-                                    hint="add images, or lower --batch-size")
+                raise TrainingError(
+                    f"epoch {epoch + 1} has no batch: too few training images for {ctx.world_size} process(es)",
+                    hint="add images, or lower --batch-size",
+                )
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=settings.workers,
-                                pin_memory=device.type == "cuda",
-                                generator=torch.Generator().manual_seed(epoch_seed(settings.seed, epoch)),
-                                prefetch_factor=4 if settings.workers > 0 else None)
+            loader = DataLoader(
+                dataset,
+                batch_sampler=batches,
+                num_workers=settings.workers,
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator().manual_seed(epoch_seed(settings.seed, epoch)),
+                prefetch_factor=4 if settings.workers > 0 else None,
+            )
             if on_epoch_start is not None and ctx.is_main:
                 on_epoch_start(epoch, settings.epochs, len(batches))
             lr = step.start_epoch(epoch)
@@ -268,8 +295,10 @@ def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarr
                 y = labels.to(device, non_blocking=True)
                 value = step(x, y)
                 if not math.isfinite(value):
-                    raise TrainingError(f"the training loss became {value} at epoch {epoch + 1}, step {index + 1}",
-                                        hint="lower --lr, or check the training images")
+                    raise TrainingError(
+                        f"the training loss became {value} at epoch {epoch + 1}, step {index + 1}",
+                        hint="lower --lr, or check the training images",
+                    )
                 loss_sum += value * len(labels)
                 images += len(labels)
                 if on_step is not None and ctx.is_main:
@@ -289,20 +318,44 @@ def fit(step: Step, dataset: Dataset, *, epoch_indices: Callable[[int], np.ndarr
                 is_best, best_epoch, best_state = True, epoch, cpu_state(model)
             elif val_accuracy is not None and (best_accuracy is None or val_accuracy > best_accuracy):
                 is_best, best_accuracy, best_epoch, best_state = True, val_accuracy, epoch, cpu_state(model)
-            stats = EpochStats(epoch=epoch, epochs=settings.epochs, loss=total_loss / max(total_images, 1.0),
-                               steps=len(batches), images=int(total_images), seconds=seconds,
-                               images_per_second=total_images / seconds if seconds > 0 else 0.0, lr=lr,
-                               val_accuracy=val_accuracy, best_accuracy=best_accuracy, best_epoch=best_epoch,
-                               is_best=is_best)
+            stats = EpochStats(
+                epoch=epoch,
+                epochs=settings.epochs,
+                loss=total_loss / max(total_images, 1.0),
+                steps=len(batches),
+                images=int(total_images),
+                seconds=seconds,
+                images_per_second=total_images / seconds if seconds > 0 else 0.0,
+                lr=lr,
+                val_accuracy=val_accuracy,
+                best_accuracy=best_accuracy,
+                best_epoch=best_epoch,
+                is_best=is_best,
+            )
             history.append(stats)
             if ctx.is_main and settings.checkpoint_dir is not None:
-                checkpoint = save_checkpoint(settings.checkpoint_dir, TrainingState(
-                    epoch=epoch + 1, **step.checkpoint_state(), fingerprint=fingerprint, best_model=best_state,
-                    best_accuracy=best_accuracy, best_epoch=best_epoch, history=[h.to_dict() for h in history],
-                    rng=capture_rng()))
+                checkpoint = save_checkpoint(
+                    settings.checkpoint_dir,
+                    TrainingState(
+                        epoch=epoch + 1,
+                        **step.checkpoint_state(),
+                        fingerprint=fingerprint,
+                        best_model=best_state,
+                        best_accuracy=best_accuracy,
+                        best_epoch=best_epoch,
+                        history=[h.to_dict() for h in history],
+                        rng=capture_rng(),
+                    ),
+                )
             if on_epoch is not None and ctx.is_main:
                 on_epoch(stats)
             ctx.barrier()
 
-    return FitResult(best_state=best_state, best_accuracy=best_accuracy, best_epoch=best_epoch,
-                     history=history, resumed_from=resumed_from, checkpoint=checkpoint)
+    return FitResult(
+        best_state=best_state,
+        best_accuracy=best_accuracy,
+        best_epoch=best_epoch,
+        history=history,
+        resumed_from=resumed_from,
+        checkpoint=checkpoint,
+    )

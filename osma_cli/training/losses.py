@@ -51,6 +51,7 @@ from osma_cli.errors import UsageError
 
 # --------------------------------------------------------------------------- distances
 
+
 class BaseDistance:
     """An (N, M) matrix between two sets of vectors; ``is_similarity`` says which way is closer."""
 
@@ -119,6 +120,7 @@ def get_distance(name: str) -> BaseDistance:
 
 # --------------------------------------------------------------------------- reducers
 
+
 class MeanReducer:
     """The mean of the per-item losses (an empty batch reduces to 0 with a gradient)."""
 
@@ -129,6 +131,7 @@ class MeanReducer:
 
 
 # --------------------------------------------------------------------------- losses
+
 
 class ClassLoss(nn.Module):
     """A softmax cross-entropy over per-class logits; subclasses say what the logits are."""
@@ -164,21 +167,28 @@ class ClassLoss(nn.Module):
 
     def _check(self, embeddings: Tensor, labels: Tensor) -> None:
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim:
-            raise UsageError(f"{type(self).__name__} expects (B, {self.embedding_dim}) embeddings, "
-                             f"got {tuple(embeddings.shape)}")
+            raise UsageError(
+                f"{type(self).__name__} expects (B, {self.embedding_dim}) embeddings, got {tuple(embeddings.shape)}"
+            )
         if labels.shape != embeddings.shape[:1]:
             raise UsageError(f"labels have shape {tuple(labels.shape)}, expected ({embeddings.shape[0]},)")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
-            raise UsageError(f"labels must lie in [0, {self.n_classes - 1}], got "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+            raise UsageError(
+                f"labels must lie in [0, {self.n_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]"
+            )
 
 
 class ProxyNCAPlusPlus(ClassLoss):
     """ProxyNCA++: softmax over all proxies of -distance / temperature (see the module docstring)."""
 
-    def __init__(self, n_classes: int, embedding_dim: int, *,
-                 temperature: float = DEFAULT_TEMPERATURE,
-                 distance: BaseDistance | None = None) -> None:
+    def __init__(
+        self,
+        n_classes: int,
+        embedding_dim: int,
+        *,
+        temperature: float = DEFAULT_TEMPERATURE,
+        distance: BaseDistance | None = None,
+    ) -> None:
         super().__init__(n_classes, embedding_dim)
         if not (isinstance(temperature, (int, float)) and 0.0 < float(temperature) < float("inf")):
             raise UsageError(f"temperature must be a positive number, got {temperature!r}")
@@ -191,8 +201,10 @@ class ProxyNCAPlusPlus(ClassLoss):
         return (mat if self.distance.is_similarity else -mat) / self.temperature
 
     def extra_repr(self) -> str:
-        return (f"n_classes={self.n_classes}, embedding_dim={self.embedding_dim}, "
-                f"temperature={self.temperature:.6g}, distance={self.distance!r}")
+        return (
+            f"n_classes={self.n_classes}, embedding_dim={self.embedding_dim}, "
+            f"temperature={self.temperature:.6g}, distance={self.distance!r}"
+        )
 
 
 class CrossEntropyClassifier(ClassLoss):
@@ -208,8 +220,6 @@ class CrossEntropyClassifier(ClassLoss):
 
     def logits(self, embeddings: Tensor) -> Tensor:
         return F.linear(embeddings, self.head.weight.float(), self.head.bias.float())
-
-
 
 
 class BatchHardTripletLoss(nn.Module):
@@ -231,8 +241,10 @@ class BatchHardTripletLoss(nn.Module):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
-            raise UsageError(f"triplet loss expects (B, D) embeddings and (B,) labels, got "
-                             f"{tuple(embeddings.shape)} and {tuple(labels.shape)}")
+            raise UsageError(
+                f"triplet loss expects (B, D) embeddings and (B,) labels, got "
+                f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
+            )
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             mat = self.distance(embeddings.float(), embeddings.float())
             if self.distance.is_similarity:

@@ -86,14 +86,19 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, variant: str
 
 def check_pose_config(config: TrainConfig) -> None:
     """What metric learning accepts but POSE training does not."""
-    refused = [(config.init is not None, "--init"), (config.refs_out is not None, "--refs-out"),
-               (config.resume is not None, "--resume"),
-               (config.arch not in (None, POSE_ARCH), f"--arch {config.arch}")]
+    refused = [
+        (config.init is not None, "--init"),
+        (config.refs_out is not None, "--refs-out"),
+        (config.resume is not None, "--resume"),
+        (config.arch not in (None, POSE_ARCH), f"--arch {config.arch}"),
+    ]
     named = [name for bad, name in refused if bad]
     if named:
-        raise UsageError(f"--method pose does not take {', '.join(named)}",
-                         hint=f"POSE trains its own classifier ({POSE_ARCH}) from scratch; its class names and "
-                              "threshold are in the weights, so no reference store is needed")
+        raise UsageError(
+            f"--method pose does not take {', '.join(named)}",
+            hint=f"POSE trains its own classifier ({POSE_ARCH}) from scratch; its class names and "
+            "threshold are in the weights, so no reference store is needed",
+        )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--method pose runs in a single process", hint="launch it without torchrun")
 
@@ -108,8 +113,16 @@ class PoseStep:
     have to be saved too).
     """
 
-    def __init__(self, model: ClassifierNet, schedule: StepDecay, augmenter: ProgressiveAugmenter, *,
-                 n_classes: int, variant: str, triplet_margin: float) -> None:
+    def __init__(
+        self,
+        model: ClassifierNet,
+        schedule: StepDecay,
+        augmenter: ProgressiveAugmenter,
+        *,
+        n_classes: int,
+        variant: str,
+        triplet_margin: float,
+    ) -> None:
         self.model = model
         self.schedule = schedule
         self.augmenter = augmenter
@@ -139,8 +152,9 @@ class PoseStep:
 
     def __call__(self, x: Tensor, y: Tensor) -> float:
         parts = self.augmenter.train_step(self.model, self.model.features, x)
-        value, task_parts = task_step(self.model, self.optimizer, self.augmenter, self.triplet, self.reducer,
-                                      x, y, self.n_classes, self.variant)
+        value, task_parts = task_step(
+            self.model, self.optimizer, self.augmenter, self.triplet, self.reducer, x, y, self.n_classes, self.variant
+        )
         parts.update(task_parts)
         for key, v in parts.items():
             self._sums[key] = self._sums.get(key, 0.0) + v * len(y)
@@ -165,9 +179,14 @@ class PoseStep:
 DEFAULT_OPTIONS = PoseOptions()
 
 
-def train_pose(config: TrainConfig, options: PoseOptions = DEFAULT_OPTIONS, *,
-               on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
-               on_epoch_start: EpochStartCallback | None = None) -> TrainResult:
+def train_pose(
+    config: TrainConfig,
+    options: PoseOptions = DEFAULT_OPTIONS,
+    *,
+    on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    on_epoch_start: EpochStartCallback | None = None,
+) -> TrainResult:
     """Train POSE's task model with progressive augmentation models; write the best classifier."""
     check_pose_config(config)
     check_output_paths(config.out, force=config.force)
@@ -184,57 +203,107 @@ def train_pose(config: TrainConfig, options: PoseOptions = DEFAULT_OPTIONS, *,
         raise UsageError("POSE needs at least 2 training classes")
     embedding_dim = POSE_EMBEDDING_DIM if config.embedding_dim is None else config.embedding_dim
     arch_kwargs = {"width": options.width, "dropout": options.dropout}
-    model = cast(ClassifierNet, get_model(POSE_ARCH, n_classes=n_classes, embedding_dim=embedding_dim,
-                                          **arch_kwargs).to(device))
-    meta = WeightsMeta(architecture=POSE_ARCH, embedding_dim=embedding_dim, crop_size=config.crop,
-                       l2_normalize=False, arch_kwargs=arch_kwargs, kind="classifier",
-                       class_names=list(train.class_names))
-    step = PoseStep(model, schedule, ProgressiveAugmenter(options.resolved_aug(), device,
-                                                          rng=random.Random(config.seed)),
-                    n_classes=n_classes, variant=options.variant, triplet_margin=options.triplet_margin)
+    model = cast(
+        ClassifierNet, get_model(POSE_ARCH, n_classes=n_classes, embedding_dim=embedding_dim, **arch_kwargs).to(device)
+    )
+    meta = WeightsMeta(
+        architecture=POSE_ARCH,
+        embedding_dim=embedding_dim,
+        crop_size=config.crop,
+        l2_normalize=False,
+        arch_kwargs=arch_kwargs,
+        kind="classifier",
+        class_names=list(train.class_names),
+    )
+    step = PoseStep(
+        model,
+        schedule,
+        ProgressiveAugmenter(options.resolved_aug(), device, rng=random.Random(config.seed)),
+        n_classes=n_classes,
+        variant=options.variant,
+        triplet_margin=options.triplet_margin,
+    )
     notes = list(data.notes)
     validator = None
     if val is not None:
         validator = ClosedSetValidator(val, meta, device, batch_size=config.batch_size, workers=workers)
     else:
         notes.append("no validation images: the last epoch's network is kept")
-    settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed, workers=workers,
-                            steps_per_epoch=config.steps_per_epoch)
+    settings = LoopSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        workers=workers,
+        steps_per_epoch=config.steps_per_epoch,
+    )
     labels = train.labels
-    result = fit(step, data.dataset,
-                 epoch_indices=lambda epoch: balanced_indices(labels, epoch_rng(config.seed, epoch)),
-                 settings=settings, ctx=DistContext(device=device), validate=validator,
-                 on_step=on_step, on_epoch=on_epoch, on_epoch_start=on_epoch_start)
+    result = fit(
+        step,
+        data.dataset,
+        epoch_indices=lambda epoch: balanced_indices(labels, epoch_rng(config.seed, epoch)),
+        settings=settings,
+        ctx=DistContext(device=device),
+        validate=validator,
+        on_step=on_step,
+        on_epoch=on_epoch,
+        on_epoch_start=on_epoch_start,
+    )
     history, best_accuracy, best_epoch = result.history, result.best_accuracy, result.best_epoch
 
     model.load_state_dict(result.best_state)
     model.eval()
     threshold_files = val if val is not None else train
-    probs, _ = validation_probabilities(model, meta, threshold_files, device,
-                                        batch_size=config.batch_size, workers=workers)
+    probs, _ = validation_probabilities(
+        model, meta, threshold_files, device, batch_size=config.batch_size, workers=workers
+    )
     threshold = Threshold(
         value=threshold_for_acceptance(score_probabilities(probs).scores, options.acceptance),
-        method=("acceptance rate on the validation images" if val is not None else
-                "acceptance rate on the training images (no validation images): optimistic"),
-        target=options.acceptance, n_images=len(probs), chosen=now_iso())
+        method=(
+            "acceptance rate on the validation images"
+            if val is not None
+            else "acceptance rate on the training images (no validation images): optimistic"
+        ),
+        target=options.acceptance,
+        n_images=len(probs),
+        chosen=now_iso(),
+    )
     last = history[-1] if history else None
-    metrics = {"val_accuracy": best_accuracy,
-               "best_epoch": None if best_epoch is None else best_epoch + 1,
-               "epochs_trained": len(history),
-               "final_train_loss": None if last is None else last.loss,
-               "loss_terms_per_epoch": step.terms,
-               "threshold": threshold.to_dict(),
-               "validation": "closed-set accuracy of the arg-max class (centre crops)"}
+    metrics = {
+        "val_accuracy": best_accuracy,
+        "best_epoch": None if best_epoch is None else best_epoch + 1,
+        "epochs_trained": len(history),
+        "final_train_loss": None if last is None else last.loss,
+        "loss_terms_per_epoch": step.terms,
+        "threshold": threshold.to_dict(),
+        "validation": "closed-set accuracy of the arg-max class (centre crops)",
+    }
     recipe = pose_recipe(config, options, data, schedule, workers, device)
     saved = save_weights(config.out, model, replace(meta, recipe=recipe, metrics=metrics))
-    return TrainResult(weights=Path(config.out), meta=saved, best_accuracy=best_accuracy, best_epoch=best_epoch,
-                       history=history, class_names=tuple(train.class_names), n_train=len(train.paths),
-                       n_val=0 if val is None else len(val.paths), skipped=data.skipped, notes=notes)
+    return TrainResult(
+        weights=Path(config.out),
+        meta=saved,
+        best_accuracy=best_accuracy,
+        best_epoch=best_epoch,
+        history=history,
+        class_names=tuple(train.class_names),
+        n_train=len(train.paths),
+        n_val=0 if val is None else len(val.paths),
+        skipped=data.skipped,
+        notes=notes,
+    )
 
 
-def task_step(model: ClassifierNet, optimizer: torch.optim.Optimizer, augmenter: ProgressiveAugmenter,
-              triplet: BatchHardTripletLoss, reducer: MeanReducer, x: torch.Tensor, y: torch.Tensor,
-              n_classes: int, variant: str) -> tuple[float, dict]:
+def task_step(
+    model: ClassifierNet,
+    optimizer: torch.optim.Optimizer,
+    augmenter: ProgressiveAugmenter,
+    triplet: BatchHardTripletLoss,
+    reducer: MeanReducer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    variant: str,
+) -> tuple[float, dict]:
     """One optimiser step of the task model; returns the loss and its terms."""
     aug_labels = expanded_labels(y, n_classes)
     earlier = augmenter.pick_earlier()
@@ -258,16 +327,25 @@ def task_step(model: ClassifierNet, optimizer: torch.optim.Optimizer, augmenter:
     return value, parts
 
 
-def pose_recipe(config: TrainConfig, options: PoseOptions, data: TrainingData, schedule: StepDecay,
-                workers: int, device: torch.device) -> dict:
+def pose_recipe(
+    config: TrainConfig,
+    options: PoseOptions,
+    data: TrainingData,
+    schedule: StepDecay,
+    workers: int,
+    device: torch.device,
+) -> dict:
     train, val = data.train, data.val
     return {
         "stage": "pose",
         "method": "POSE, Yang et al., CVPR 2023: closed-set classifier with progressive open-space "
-                  "augmentation; rejection score 1 - max softmax",
-        "loss": {"classification": "cross-entropy on the logits" if options.variant == "paper" else
-                 "cross-entropy of softmax(logits) / 0.1 (released code)",
-                 "metric": {"name": "batch-hard triplet", "margin": options.triplet_margin, "distance": "l2"}},
+        "augmentation; rejection score 1 - max softmax",
+        "loss": {
+            "classification": "cross-entropy on the logits"
+            if options.variant == "paper"
+            else "cross-entropy of softmax(logits) / 0.1 (released code)",
+            "metric": {"name": "batch-hard triplet", "margin": options.triplet_margin, "distance": "l2"},
+        },
         "pose": options.to_dict(),
         "optimizer": {"name": "Adam", "weight_decay": 0.0},
         "schedule": schedule.to_dict(),
@@ -278,9 +356,15 @@ def pose_recipe(config: TrainConfig, options: PoseOptions, data: TrainingData, s
         "augmentation": config.train_transform().describe(),
         "sampling": "classes balanced by under-sampling to the smallest, every epoch",
         "seed": config.seed,
-        "data": {**data.description, "classes": list(train.class_names), "n_train": len(train.paths),
-                 "n_val": 0 if val is None else len(val.paths), "n_skipped": len(data.skipped),
-                 "train_files_sha256": files_digest(train), "val_files_sha256": files_digest(val),
-                 "label_folders": train.label_folders()},
+        "data": {
+            **data.description,
+            "classes": list(train.class_names),
+            "n_train": len(train.paths),
+            "n_val": 0 if val is None else len(val.paths),
+            "n_skipped": len(data.skipped),
+            "train_files_sha256": files_digest(train),
+            "val_files_sha256": files_digest(val),
+            "label_folders": train.label_folders(),
+        },
         **environment(device, workers),
     }

@@ -57,8 +57,7 @@ FeatureFn = Callable[[Tensor], Tensor]
 class AugmentationModel(nn.Module):
     """conv 3x3 (3 -> hidden), optional activation, conv 3x3 (hidden -> 3): same size out."""
 
-    def __init__(self, *, hidden: int = AUG_HIDDEN, kernel: int = AUG_KERNEL,
-                 activation: str | None = "relu") -> None:
+    def __init__(self, *, hidden: int = AUG_HIDDEN, kernel: int = AUG_KERNEL, activation: str | None = "relu") -> None:
         super().__init__()
         if kernel % 2 != 1 or kernel < 1:
             raise UsageError(f"augmentation kernel must be odd and positive, got {kernel}")
@@ -77,14 +76,25 @@ def reconstruction_loss(augmented: Tensor, original: Tensor) -> Tensor:
     return F.mse_loss(augmented.float(), original.float())
 
 
-def diversity_loss(aug_features: Tensor, previous_features: Tensor, known_features: Tensor, *,
-                   alpha: float = ALPHA, beta: float = BETA, margin: float = MARGIN) -> tuple[Tensor, dict]:
+def diversity_loss(
+    aug_features: Tensor,
+    previous_features: Tensor,
+    known_features: Tensor,
+    *,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    margin: float = MARGIN,
+) -> tuple[Tensor, dict]:
     """POSE's diversity loss (see the module docstring) and its two terms, as floats."""
     away = F.cosine_similarity(aug_features.float(), previous_features.float(), dim=1, eps=1e-6).mean()
-    near = torch.clamp(1.0 - F.cosine_similarity(known_features.float(), aug_features.float(),
-                                                 dim=1, eps=1e-6).mean(), min=1.0 - margin)
-    return alpha * away + beta * near, {"similarity_to_earlier": float(away.detach()),
-                                        "distance_to_known": float(near.detach())}
+    near = torch.clamp(
+        1.0 - F.cosine_similarity(known_features.float(), aug_features.float(), dim=1, eps=1e-6).mean(),
+        min=1.0 - margin,
+    )
+    return alpha * away + beta * near, {
+        "similarity_to_earlier": float(away.detach()),
+        "distance_to_known": float(near.detach()),
+    }
 
 
 def expanded_labels(labels: Tensor, n_classes: int) -> Tensor:
@@ -125,9 +135,18 @@ class AugOptions:
             raise UsageError(f"the diversity margin is a cosine similarity, in [-1, 1]; got {self.margin}")
 
     def to_dict(self) -> dict:
-        return {"lr": self.lr, "alpha": self.alpha, "beta": self.beta, "margin": self.margin,
-                "hidden": self.hidden, "kernel": self.kernel, "activation": self.activation or "none",
-                "warmup_steps": self.warmup_steps, "optimizer": "Adam", "one_model_per_epoch": True}
+        return {
+            "lr": self.lr,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "margin": self.margin,
+            "hidden": self.hidden,
+            "kernel": self.kernel,
+            "activation": self.activation or "none",
+            "warmup_steps": self.warmup_steps,
+            "optimizer": "Adam",
+            "one_model_per_epoch": True,
+        }
 
 
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -195,8 +214,9 @@ class ProgressiveAugmenter:
                     previous = earlier(x)
                     previous_features = features(previous)
                     known_features = features(x)
-                div, terms = diversity_loss(features(aug), previous_features, known_features,
-                                            alpha=o.alpha, beta=o.beta, margin=o.margin)
+                div, terms = diversity_loss(
+                    features(aug), previous_features, known_features, alpha=o.alpha, beta=o.beta, margin=o.margin
+                )
                 loss = loss + div
                 parts.update(terms, diversity=float(div.detach()))
             loss.backward()

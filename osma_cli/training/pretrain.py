@@ -73,30 +73,43 @@ def camera_data(config: PretrainConfig) -> PretrainData:
         train, val = files.split(config.val_fraction, config.seed)
     else:
         train, val = files, None
-    dataset, train, skipped = readable_dataset(train, TrainTransform(crop=config.crop), seed=config.seed,
-                                               cache_decoded=config.cache_decoded)
+    dataset, train, skipped = readable_dataset(
+        train, TrainTransform(crop=config.crop), seed=config.seed, cache_decoded=config.cache_decoded
+    )
     val_set = None
     if val is not None:
-        val_set, val, more = readable_dataset(val, CentreCrop(config.crop), seed=config.seed,
-                                              cache_decoded=config.cache_decoded)
+        val_set, val, more = readable_dataset(
+            val, CentreCrop(config.crop), seed=config.seed, cache_decoded=config.cache_decoded
+        )
         skipped += more
         if len(val.paths) == 0:
             val, val_set = None, None
     check_classes(train)
     labels, seed, n = train.labels, config.seed, len(train.paths)
     if config.balanced:
+
         def epoch_indices(epoch: int) -> np.ndarray:
             return balanced_indices(labels, epoch_rng(seed, epoch))
     else:
+
         def epoch_indices(epoch: int) -> np.ndarray:
             return epoch_rng(seed, epoch).permutation(n)
-    return PretrainData(train=dataset, val=val_set, class_names=tuple(train.class_names), n_train=n,
-                        n_val=0 if val is None else len(val.paths), epoch_indices=epoch_indices,
-                        skipped=skipped,
-                        description={"source": "camera-models", "root": str(config.camera_root),
-                                     "sampling": "balanced by under-sampling" if config.balanced else
-                                     "all images, shuffled"},
-                        digest={"train_files": files_digest(train), "val_files": files_digest(val)})
+
+    return PretrainData(
+        train=dataset,
+        val=val_set,
+        class_names=tuple(train.class_names),
+        n_train=n,
+        n_val=0 if val is None else len(val.paths),
+        epoch_indices=epoch_indices,
+        skipped=skipped,
+        description={
+            "source": "camera-models",
+            "root": str(config.camera_root),
+            "sampling": "balanced by under-sampling" if config.balanced else "all images, shuffled",
+        },
+        digest={"train_files": files_digest(train), "val_files": files_digest(val)},
+    )
 
 
 def simulated_data(config: PretrainConfig) -> PretrainData:
@@ -114,43 +127,73 @@ def simulated_data(config: PretrainConfig) -> PretrainData:
     skipped = [(Path(p), reason) for p, reason in bad]
     photos = [p for p in listed if p not in bad_paths]
     if len(photos) < 2:
-        raise DataError(f"{config.photos}: {len(photos)} readable photo(s); simulated pipelines need at least 2",
-                        hint="add real photos (camera JPEGs or PNGs) to the folder")
+        raise DataError(
+            f"{config.photos}: {len(photos)} readable photo(s); simulated pipelines need at least 2",
+            hint="add real photos (camera JPEGs or PNGs) to the folder",
+        )
     order = np.random.default_rng([config.seed, 0xCA3]).permutation(len(photos))
     n_val = 0 if config.val_fraction <= 0 else max(1, round(config.val_fraction * len(photos)))
     n_val = min(n_val, len(photos) - 1)
     val_photos = [photos[i] for i in sorted(order[:n_val])]
     train_photos = [photos[i] for i in sorted(order[n_val:])]
-    train = SimulatedCameraDataset(train_photos, pipelines, config.crop, seed=config.seed,
-                                   samples_per_epoch=config.samples_per_epoch, cache_decoded=config.cache_decoded)
+    train = SimulatedCameraDataset(
+        train_photos,
+        pipelines,
+        config.crop,
+        seed=config.seed,
+        samples_per_epoch=config.samples_per_epoch,
+        cache_decoded=config.cache_decoded,
+    )
     if config.cache_decoded:
         train.check_readable()  # decode once here; forked loader workers share the photos
     val = None
     if val_photos:
-        val = SimulatedCameraDataset(val_photos, pipelines, config.crop, seed=config.seed + 1,
-                                     samples_per_epoch=n_pipes * config.val_samples_per_pipeline)
+        val = SimulatedCameraDataset(
+            val_photos,
+            pipelines,
+            config.crop,
+            seed=config.seed + 1,
+            samples_per_epoch=n_pipes * config.val_samples_per_pipeline,
+        )
     seed, n = config.seed, len(train)
 
     def epoch_indices(epoch: int) -> np.ndarray:
         return epoch_rng(seed, epoch).permutation(n)
 
-    return PretrainData(train=train, val=val, class_names=tuple(train.class_names), n_train=n,
-                        n_val=0 if val is None else len(val), epoch_indices=epoch_indices, skipped=skipped,
-                        description={"source": "simulated-camera-pipelines", "photos": str(config.photos),
-                                     "pipelines": n_pipes, "pipeline_seed": config.seed,
-                                     "train_photos": len(train_photos), "val_photos": len(val_photos),
-                                     "samples_per_epoch": config.samples_per_epoch,
-                                     "val_samples_per_pipeline": config.val_samples_per_pipeline},
-                        digest={"train_photos": paths_digest(train_photos), "val_photos": paths_digest(val_photos)})
+    return PretrainData(
+        train=train,
+        val=val,
+        class_names=tuple(train.class_names),
+        n_train=n,
+        n_val=0 if val is None else len(val),
+        epoch_indices=epoch_indices,
+        skipped=skipped,
+        description={
+            "source": "simulated-camera-pipelines",
+            "photos": str(config.photos),
+            "pipelines": n_pipes,
+            "pipeline_seed": config.seed,
+            "train_photos": len(train_photos),
+            "val_photos": len(val_photos),
+            "samples_per_epoch": config.samples_per_epoch,
+            "val_samples_per_pipeline": config.val_samples_per_pipeline,
+        },
+        digest={"train_photos": paths_digest(train_photos), "val_photos": paths_digest(val_photos)},
+    )
 
 
-def pretrain(config: PretrainConfig, *, on_epoch: EpochCallback | None = None,
-             on_step: StepCallback | None = None,
-             on_epoch_start: EpochStartCallback | None = None) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig,
+    *,
+    on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    on_epoch_start: EpochStartCallback | None = None,
+) -> PretrainResult:
     """Train a registry network as a camera-model (or camera-pipeline) classifier; save the backbone."""
     if (config.camera_root is None) == (config.photos is None):
-        raise UsageError("give either CAMERA_ROOT (one folder per camera model), or "
-                         "--simulate-cameras N with PHOTOS_DIR")
+        raise UsageError(
+            "give either CAMERA_ROOT (one folder per camera model), or --simulate-cameras N with PHOTOS_DIR"
+        )
     if config.photos is not None and config.simulate_cameras is None:
         raise UsageError("PHOTOS_DIR needs --simulate-cameras N")
     schedule = config.schedule()
@@ -159,51 +202,112 @@ def pretrain(config: PretrainConfig, *, on_epoch: EpochCallback | None = None,
     with distributed(config.device) as ctx:
         seed_everything(config.seed)
         data = simulated_data(config) if config.simulated else camera_data(config)
-        network = build_network(arch=config.arch, arch_kwargs=config.arch_kwargs,
-                                embedding_dim=config.embedding_dim, crop=config.crop)
+        network = build_network(
+            arch=config.arch, arch_kwargs=config.arch_kwargs, embedding_dim=config.embedding_dim, crop=config.crop
+        )
         model = network.model
         head = CrossEntropyClassifier(len(data.class_names), network.embedding_dim)
         validator, notes = None, []
         if data.val is not None:
-            validator = ClassifierValidator(data.val, head, ctx.device, batch_size=config.batch_size,
-                                            workers=workers, mixed_precision=config.mixed_precision)
+            validator = ClassifierValidator(
+                data.val,
+                head,
+                ctx.device,
+                batch_size=config.batch_size,
+                workers=workers,
+                mixed_precision=config.mixed_precision,
+            )
         else:
             notes.append("no validation images: the last epoch's network is kept")
-        settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                                workers=workers, steps_per_epoch=config.steps_per_epoch,
-                                checkpoint_dir=config.checkpoint_folder(), resume=config.resume is not None,
-                                replace_checkpoint=config.force)
-        fingerprint = {"task": "pretrain", "architecture": network.architecture,
-                       "arch_kwargs": network.arch_kwargs, "embedding_dim": network.embedding_dim,
-                       "classes": list(data.class_names), "data": data.description, **data.digest,
-                       "schedule": schedule.to_dict(), "weight_decay": config.weight_decay,
-                       "batch_size": config.batch_size, "crop": config.crop, "seed": config.seed,
-                       "steps_per_epoch": config.steps_per_epoch, "world_size": ctx.world_size}
-        step = LossStep(model, head, schedule, weight_decay=config.weight_decay, loss_lr_factor=1.0,
-                        mixed_precision=config.mixed_precision)
-        result = fit(step, data.train, epoch_indices=data.epoch_indices, settings=settings, ctx=ctx,
-                     validate=validator, fingerprint=fingerprint,
-                     on_step=on_step, on_epoch=on_epoch, on_epoch_start=on_epoch_start)
+        settings = LoopSettings(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            workers=workers,
+            steps_per_epoch=config.steps_per_epoch,
+            checkpoint_dir=config.checkpoint_folder(),
+            resume=config.resume is not None,
+            replace_checkpoint=config.force,
+        )
+        fingerprint = {
+            "task": "pretrain",
+            "architecture": network.architecture,
+            "arch_kwargs": network.arch_kwargs,
+            "embedding_dim": network.embedding_dim,
+            "classes": list(data.class_names),
+            "data": data.description,
+            **data.digest,
+            "schedule": schedule.to_dict(),
+            "weight_decay": config.weight_decay,
+            "batch_size": config.batch_size,
+            "crop": config.crop,
+            "seed": config.seed,
+            "steps_per_epoch": config.steps_per_epoch,
+            "world_size": ctx.world_size,
+        }
+        step = LossStep(
+            model,
+            head,
+            schedule,
+            weight_decay=config.weight_decay,
+            loss_lr_factor=1.0,
+            mixed_precision=config.mixed_precision,
+        )
+        result = fit(
+            step,
+            data.train,
+            epoch_indices=data.epoch_indices,
+            settings=settings,
+            ctx=ctx,
+            validate=validator,
+            fingerprint=fingerprint,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            on_epoch_start=on_epoch_start,
+        )
         saved_meta = None
         if ctx.is_main:
             model.load_state_dict(result.best_state)
             recipe = pretrain_recipe(config, network, schedule, data, ctx, workers)
-            metrics = {"val_accuracy": result.best_accuracy,
-                       "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
-                       "epochs_trained": len(result.history),
-                       "validation": "classifier accuracy on held-out images (dropped classifier)"}
-            saved_meta = save_weights(config.out, model, WeightsMeta(
-                architecture=network.architecture, embedding_dim=network.embedding_dim, crop_size=config.crop,
-                l2_normalize=False, arch_kwargs=dict(network.arch_kwargs), recipe=recipe, metrics=metrics))
+            metrics = {
+                "val_accuracy": result.best_accuracy,
+                "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+                "epochs_trained": len(result.history),
+                "validation": "classifier accuracy on held-out images (dropped classifier)",
+            }
+            saved_meta = save_weights(
+                config.out,
+                model,
+                WeightsMeta(
+                    architecture=network.architecture,
+                    embedding_dim=network.embedding_dim,
+                    crop_size=config.crop,
+                    l2_normalize=False,
+                    arch_kwargs=dict(network.arch_kwargs),
+                    recipe=recipe,
+                    metrics=metrics,
+                ),
+            )
         ctx.barrier()
-    return PretrainResult(weights=Path(config.out), meta=saved_meta, best_accuracy=result.best_accuracy,
-                          best_epoch=result.best_epoch, history=result.history, class_names=data.class_names,
-                          n_train=data.n_train, n_val=data.n_val, skipped=data.skipped,
-                          checkpoint_dir=settings.checkpoint_dir, resumed_from=result.resumed_from, notes=notes)
+    return PretrainResult(
+        weights=Path(config.out),
+        meta=saved_meta,
+        best_accuracy=result.best_accuracy,
+        best_epoch=result.best_epoch,
+        history=result.history,
+        class_names=data.class_names,
+        n_train=data.n_train,
+        n_val=data.n_val,
+        skipped=data.skipped,
+        checkpoint_dir=settings.checkpoint_dir,
+        resumed_from=result.resumed_from,
+        notes=notes,
+    )
 
 
-def pretrain_recipe(config: PretrainConfig, network: Network, schedule: StepDecay, data: PretrainData,
-                    ctx: DistContext, workers: int) -> dict:
+def pretrain_recipe(
+    config: PretrainConfig, network: Network, schedule: StepDecay, data: PretrainData, ctx: DistContext, workers: int
+) -> dict:
     return {
         "stage": "pretrain",
         "purpose": "pre-trained backbone for `osma train --init`; the classifier layer is dropped",
@@ -216,11 +320,18 @@ def pretrain_recipe(config: PretrainConfig, network: Network, schedule: StepDeca
         "batch_size": config.batch_size,
         "world_size": ctx.world_size,
         "crop": config.crop,
-        "augmentation": (TrainTransform(crop=config.crop).describe()
-                         if not config.simulated else {"crop": "random, 8-aligned, no resampling",
-                                                       "pipelines": "osma_cli.data.camera_pipeline"}),
+        "augmentation": (
+            TrainTransform(crop=config.crop).describe()
+            if not config.simulated
+            else {"crop": "random, 8-aligned, no resampling", "pipelines": "osma_cli.data.camera_pipeline"}
+        ),
         "seed": config.seed,
-        "data": {**data.description, "classes": list(data.class_names), "n_train": data.n_train,
-                 "n_val": data.n_val, "n_skipped": len(data.skipped)},
+        "data": {
+            **data.description,
+            "classes": list(data.class_names),
+            "n_train": data.n_train,
+            "n_val": data.n_val,
+            "n_skipped": len(data.skipped),
+        },
         **environment(ctx.device, workers, mixed_precision=config.mixed_precision),
     }

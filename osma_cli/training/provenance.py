@@ -21,10 +21,16 @@ def source_commit() -> dict:
     if not (root / ".git").exists():
         return {}
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=False)
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=False)
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return {}
     if head.returncode != 0:
@@ -40,6 +46,12 @@ def environment(device: torch.device, workers: int, *, mixed_precision: bool | N
     record: dict = {"device": str(device)}
     if mixed_precision is not None:
         record["mixed_precision"] = bool(mixed_precision and device.type == "cuda")
-    record.update({"loader_workers": workers, "torch_version": torch.__version__,
-                   "osma_version": osma_cli.__version__, **source_commit()})
+    record.update(
+        {
+            "loader_workers": workers,
+            "torch_version": torch.__version__,
+            "osma_version": osma_cli.__version__,
+            **source_commit(),
+        }
+    )
     return record

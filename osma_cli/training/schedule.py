@@ -51,8 +51,19 @@ from osma_cli.defaults import (
 )
 from osma_cli.errors import UsageError
 
-__all__ = ["METRIC_FROM_INIT", "METRIC_FROM_SCRATCH", "POSE", "PRETRAIN", "PROXY_LR_FACTOR", "StepDecay",
-           "make_optimizer", "metric_schedule", "param_groups", "pose_schedule", "pretrain_schedule"]
+__all__ = [
+    "METRIC_FROM_INIT",
+    "METRIC_FROM_SCRATCH",
+    "POSE",
+    "PRETRAIN",
+    "PROXY_LR_FACTOR",
+    "StepDecay",
+    "make_optimizer",
+    "metric_schedule",
+    "param_groups",
+    "pose_schedule",
+    "pretrain_schedule",
+]
 
 
 @dataclass(frozen=True)
@@ -85,12 +96,15 @@ class StepDecay:
     def to_dict(self) -> dict:
         return {"type": "step", "lr": self.lr, "factor": self.factor, "every": self.every}
 
-
-    def overridden(self, *, lr: float | None = None, factor: float | None = None,
-                   every: int | None = None) -> StepDecay:
+    def overridden(
+        self, *, lr: float | None = None, factor: float | None = None, every: int | None = None
+    ) -> StepDecay:
         """This schedule with any part given replaced (``None``: this schedule's)."""
-        return StepDecay(lr=self.lr if lr is None else lr, factor=self.factor if factor is None else factor,
-                         every=self.every if every is None else every)
+        return StepDecay(
+            lr=self.lr if lr is None else lr,
+            factor=self.factor if factor is None else factor,
+            every=self.every if every is None else every,
+        )
 
 
 PRETRAIN = StepDecay(lr=PRETRAIN_LR, factor=PRETRAIN_LR_DECAY, every=PRETRAIN_DECAY_EVERY)
@@ -99,14 +113,14 @@ METRIC_FROM_SCRATCH = StepDecay(lr=METRIC_LR_FROM_SCRATCH, factor=METRIC_LR_DECA
 POSE = StepDecay(lr=POSE_LR, factor=POSE_LR_DECAY, every=POSE_DECAY_EVERY)
 
 
-def metric_schedule(*, from_init: bool, lr: float | None = None, factor: float | None = None,
-                    every: int | None = None) -> StepDecay:
+def metric_schedule(
+    *, from_init: bool, lr: float | None = None, factor: float | None = None, every: int | None = None
+) -> StepDecay:
     """The paper's metric-learning schedule for the case, with any part overridden."""
     return (METRIC_FROM_INIT if from_init else METRIC_FROM_SCRATCH).overridden(lr=lr, factor=factor, every=every)
 
 
-def pretrain_schedule(*, lr: float | None = None, factor: float | None = None,
-                      every: int | None = None) -> StepDecay:
+def pretrain_schedule(*, lr: float | None = None, factor: float | None = None, every: int | None = None) -> StepDecay:
     """The paper's pre-training schedule, with any part overridden."""
     return PRETRAIN.overridden(lr=lr, factor=factor, every=every)
 
@@ -116,8 +130,13 @@ def pose_schedule(*, lr: float | None = None, factor: float | None = None, every
     return POSE.overridden(lr=lr, factor=factor, every=every)
 
 
-def param_groups(model: nn.Module, loss: nn.Module, *, weight_decay: float = DEFAULT_WEIGHT_DECAY,
-                 loss_lr_factor: float = PROXY_LR_FACTOR) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    loss: nn.Module,
+    *,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    loss_lr_factor: float = PROXY_LR_FACTOR,
+) -> list[dict]:
     """Two groups: the network (with weight decay) and the loss's own parameters (faster, no decay).
 
     Each group carries ``lr_scale`` (read by ``StepDecay.apply``) and a ``name``. A
@@ -137,9 +156,14 @@ def param_groups(model: nn.Module, loss: nn.Module, *, weight_decay: float = DEF
     return groups
 
 
-def make_optimizer(model: nn.Module, loss: nn.Module, schedule: StepDecay, *,
-                   weight_decay: float = DEFAULT_WEIGHT_DECAY,
-                   loss_lr_factor: float = PROXY_LR_FACTOR) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module,
+    loss: nn.Module,
+    schedule: StepDecay,
+    *,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    loss_lr_factor: float = PROXY_LR_FACTOR,
+) -> torch.optim.AdamW:
     """AdamW over the network and the loss's parameters, at the schedule's epoch-0 rates."""
     groups = param_groups(model, loss, weight_decay=weight_decay, loss_lr_factor=loss_lr_factor)
     optimizer = torch.optim.AdamW(groups, lr=schedule.lr)

@@ -106,9 +106,17 @@ class LossStep:
     resumed.
     """
 
-    def __init__(self, model: EmbeddingNet, loss: ClassLoss, schedule: StepDecay, *,
-                 weight_decay: float = DEFAULT_WEIGHT_DECAY, loss_lr_factor: float = PROXY_LR_FACTOR,
-                 mixed_precision: bool = True, expander: BatchExpander | None = None) -> None:
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        loss: ClassLoss,
+        schedule: StepDecay,
+        *,
+        weight_decay: float = DEFAULT_WEIGHT_DECAY,
+        loss_lr_factor: float = PROXY_LR_FACTOR,
+        mixed_precision: bool = True,
+        expander: BatchExpander | None = None,
+    ) -> None:
         self.model = model
         self.loss = loss
         self.schedule = schedule
@@ -125,8 +133,9 @@ class LossStep:
         self.module = TrainStep(self.model, self.loss).to(self.device)
         if self.device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model, self.loss, self.schedule, weight_decay=self.weight_decay,
-                                        loss_lr_factor=self.loss_lr_factor)
+        self.optimizer = make_optimizer(
+            self.model, self.loss, self.schedule, weight_decay=self.weight_decay, loss_lr_factor=self.loss_lr_factor
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=uses_grad_scaler(self.device, self.mixed_precision))
         self.runner: nn.Module = self.module
 
@@ -137,8 +146,9 @@ class LossStep:
                 from torch.nn.parallel import DistributedDataParallel
 
                 device = self.device
-                self.runner = DistributedDataParallel(self.module,
-                                                      device_ids=[device.index] if device.type == "cuda" else None)
+                self.runner = DistributedDataParallel(
+                    self.module, device_ids=[device.index] if device.type == "cuda" else None
+                )
             try:
                 yield
             finally:
@@ -172,9 +182,12 @@ class LossStep:
         self.module.train()
 
     def checkpoint_state(self) -> dict:
-        return {"model": self.model.state_dict(), "loss": self.loss.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+        return {
+            "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
 
     def restore(self, state: TrainingState) -> None:
         self.model.load_state_dict(state.model)

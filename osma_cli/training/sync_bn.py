@@ -105,8 +105,9 @@ class GlobalBatchNorm(nn.Module):
         return y.to(x.dtype)
 
     @torch.no_grad()
-    def _update_running(self, running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor,
-                        count: Tensor) -> None:
+    def _update_running(
+        self, running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, count: Tensor
+    ) -> None:
         """As ``nn.BatchNorm*`` does: exponential (or cumulative) average, unbiased variance."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.num_batches_tracked is not None:

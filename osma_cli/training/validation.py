@@ -28,8 +28,9 @@ from osma_cli.training.losses import ClassLoss
 from osma_cli.weights import WeightsMeta
 
 
-def embed_labeled(embedder: Embedder, files: LabeledFiles, *, batch_size: int,
-                  workers: int) -> tuple[np.ndarray, np.ndarray, list[EmbeddedImage]]:
+def embed_labeled(
+    embedder: Embedder, files: LabeledFiles, *, batch_size: int, workers: int
+) -> tuple[np.ndarray, np.ndarray, list[EmbeddedImage]]:
     """Centre-crop embeddings of ``files`` (a classifier's: class probabilities) with their labels;
     failures listed, not fatal."""
     matrix, failures = embed_all(embedder, list(files.paths), batch_size=batch_size, workers=workers)
@@ -41,8 +42,17 @@ def embed_labeled(embedder: Embedder, files: LabeledFiles, *, batch_size: int,
 class CentroidValidator:
     """Nearest-centroid accuracy on known classes, with the attribution rule's own code."""
 
-    def __init__(self, references: LabeledFiles, queries: LabeledFiles, meta: WeightsMeta,
-                 device: torch.device, *, batch_size: int, workers: int, mixed_precision: bool = True) -> None:
+    def __init__(
+        self,
+        references: LabeledFiles,
+        queries: LabeledFiles,
+        meta: WeightsMeta,
+        device: torch.device,
+        *,
+        batch_size: int,
+        workers: int,
+        mixed_precision: bool = True,
+    ) -> None:
         self.references = references
         self.queries = queries
         self.meta = meta
@@ -53,12 +63,14 @@ class CentroidValidator:
 
     def __call__(self, model: EmbeddingNet) -> float:
         embedder = Embedder(model, self.meta, self.device, mixed_precision=self.mixed_precision)
-        ref, ref_labels, _ = embed_labeled(embedder, self.references, batch_size=self.batch_size,
-                                           workers=self.workers)
-        query, query_labels, _ = embed_labeled(embedder, self.queries, batch_size=self.batch_size,
-                                               workers=self.workers)
-        store = ReferenceStore(weights_sha256="", architecture=self.meta.architecture,
-                               embedding_dim=self.meta.embedding_dim, l2_normalize=self.meta.l2_normalize)
+        ref, ref_labels, _ = embed_labeled(embedder, self.references, batch_size=self.batch_size, workers=self.workers)
+        query, query_labels, _ = embed_labeled(embedder, self.queries, batch_size=self.batch_size, workers=self.workers)
+        store = ReferenceStore(
+            weights_sha256="",
+            architecture=self.meta.architecture,
+            embedding_dim=self.meta.embedding_dim,
+            l2_normalize=self.meta.l2_normalize,
+        )
         present = [k for k in range(len(self.references.class_names)) if (ref_labels == k).sum() >= MIN_IMAGES]
         for k in present:
             store.enroll(f"class {k}", ref[ref_labels == k])
@@ -72,8 +84,16 @@ class CentroidValidator:
 class ClassifierValidator:
     """Accuracy of the pre-training classifier on held-out images, in dataset order."""
 
-    def __init__(self, dataset: Dataset, head: ClassLoss, device: torch.device, *, batch_size: int,
-                 workers: int, mixed_precision: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        head: ClassLoss,
+        device: torch.device,
+        *,
+        batch_size: int,
+        workers: int,
+        mixed_precision: bool = True,
+    ) -> None:
         self.dataset = dataset
         self.head = head
         self.device = device
@@ -87,8 +107,14 @@ class ClassifierValidator:
         self.head.eval()
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(0)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),
+        )
         correct = total = 0
         for crops, labels in loader:
             x = to_device_batch(crops, self.device)
@@ -100,8 +126,9 @@ class ClassifierValidator:
         return correct / total if total else 0.0
 
 
-def validation_probabilities(model: ClassifierNet, meta: WeightsMeta, files: LabeledFiles, device: torch.device,
-                             *, batch_size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_probabilities(
+    model: ClassifierNet, meta: WeightsMeta, files: LabeledFiles, device: torch.device, *, batch_size: int, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of the files' centre crops (as ``osma attribute`` computes them) and labels."""
     embedder = Embedder(model, meta, device, mixed_precision=False)
     probs, labels, _ = embed_labeled(embedder, files, batch_size=batch_size, workers=workers)
@@ -111,8 +138,9 @@ def validation_probabilities(model: ClassifierNet, meta: WeightsMeta, files: Lab
 class ClosedSetValidator:
     """POSE's validation: closed-set accuracy of the arg-max class on the files' centre crops."""
 
-    def __init__(self, files: LabeledFiles, meta: WeightsMeta, device: torch.device, *, batch_size: int,
-                 workers: int) -> None:
+    def __init__(
+        self, files: LabeledFiles, meta: WeightsMeta, device: torch.device, *, batch_size: int, workers: int
+    ) -> None:
         self.files = files
         self.meta = meta
         self.device = device
@@ -121,6 +149,7 @@ class ClosedSetValidator:
 
     def __call__(self, model: ClassifierNet) -> float:
         model.eval()
-        probs, labels = validation_probabilities(model, self.meta, self.files, self.device,
-                                                 batch_size=self.batch_size, workers=self.workers)
+        probs, labels = validation_probabilities(
+            model, self.meta, self.files, self.device, batch_size=self.batch_size, workers=self.workers
+        )
         return float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0

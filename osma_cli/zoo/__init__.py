@@ -34,8 +34,7 @@ def builtin_benchmark_root() -> Path:
     return default_root()
 
 
-def ensure_builtin_benchmark(*, progress: ProgressFactory | None = None,
-                             log: Log | None = None) -> Path:
+def ensure_builtin_benchmark(*, progress: ProgressFactory | None = None, log: Log | None = None) -> Path:
     """The data root of the built-in benchmark, for ``load_pose_split(root, "split1")``.
 
     Builds it on first use (a few minutes), announcing it through ``log`` and reporting
@@ -45,5 +44,6 @@ def ensure_builtin_benchmark(*, progress: ProgressFactory | None = None,
     from osma_cli.progress import no_log, no_progress
     from osma_cli.zoo import materialise
 
-    return materialise.ensure_builtin_benchmark(progress=no_progress if progress is None else progress,
-                                                log=no_log if log is None else log)
+    return materialise.ensure_builtin_benchmark(
+        progress=no_progress if progress is None else progress, log=no_log if log is None else log
+    )

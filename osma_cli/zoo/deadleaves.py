@@ -33,7 +33,7 @@ _MAX_DISCS = 20000
 def _radius(rng: np.random.Generator, r_min: float, r_max: float) -> float:
     """Inverse-CDF draw from p(r) ~ r^-3 on [r_min, r_max]."""
     u = rng.random()
-    a, b = r_min ** -2, r_max ** -2
+    a, b = r_min**-2, r_max**-2
     return float((a - u * (a - b)) ** -0.5)
 
 
@@ -80,8 +80,7 @@ def dead_leaves(size: int, seed: int, *, r_max: float | None = None) -> np.ndarr
             continue
         shade = slope[0] * dy + slope[1] * dx
         if grating:
-            shade = shade + amplitude * np.sin(2 * np.pi * frequency
-                                               * (dx * np.cos(angle) + dy * np.sin(angle)))
+            shade = shade + amplitude * np.sin(2 * np.pi * frequency * (dx * np.cos(angle) + dy * np.sin(angle)))
         values = np.clip(colour[None, None, :] + shade[..., None], 0.0, 1.0)
         window = canvas[top:bottom, left:right]
         window[mask] = values[mask]
@@ -96,5 +95,4 @@ def dead_leaves(size: int, seed: int, *, r_max: float | None = None) -> np.ndarr
 
 def dead_leaves_set(n: int, size: int, seed: int) -> list[np.ndarray]:
     """``n`` images, image ``i`` drawn from seed ``(seed, i)``."""
-    return [dead_leaves(size, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-            for i in range(n)]
+    return [dead_leaves(size, int(np.random.SeedSequence([seed, i]).generate_state(1)[0])) for i in range(n)]

@@ -57,7 +57,7 @@ class GeneratorConfig:
 
     @property
     def stride(self) -> int:
-        return 2 ** self.levels
+        return 2**self.levels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +67,7 @@ class GeneratorConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown or "family" not in data:
-            raise UsageError(f"not a generator configuration: {data!r}",
-                             hint=f"expected the keys {sorted(names)}")
+            raise UsageError(f"not a generator configuration: {data!r}", hint=f"expected the keys {sorted(names)}")
         return cls(**data)
 
     def check(self) -> None:
@@ -86,7 +85,7 @@ class GeneratorConfig:
 
 def _channels(config: GeneratorConfig, level: int) -> int:
     """Channels at ``level`` (0 = full resolution)."""
-    return config.width * min(2 ** level, 2)
+    return config.width * min(2**level, 2)
 
 
 def _act(family: str) -> nn.Module:
@@ -102,8 +101,7 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, _channels(config, 0), 3, padding=1), act]
         for level in range(1, config.levels + 1):
             c_in, c_out = _channels(config, level - 1), _channels(config, level)
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), act,
-                       nn.Conv2d(c_out, c_out, 3, padding=1), act]
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), act, nn.Conv2d(c_out, c_out, 3, padding=1), act]
         layers.append(nn.Conv2d(_channels(config, config.levels), config.latent, 1))
         self.body = nn.Sequential(*layers)
 
@@ -112,27 +110,38 @@ class Encoder(nn.Module):
 
 
 def _up_tconv(c_in: int, c_out: int, act: nn.Module) -> nn.Module:
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
-                         act, nn.Conv2d(c_out, c_out, 3, padding=1), act)
+    return nn.Sequential(
+        nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
+        act,
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        act,
+    )
 
 
 def _up_dcgan(c_in: int, c_out: int, act: nn.Module) -> nn.Module:
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), act,
-                         nn.Conv2d(c_out, c_out, 3, padding=1), act)
+    return nn.Sequential(
+        nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), act, nn.Conv2d(c_out, c_out, 3, padding=1), act
+    )
 
 
 def _up_interpolate(mode: str) -> Callable[[int, int, nn.Module], nn.Module]:
     def build(c_in: int, c_out: int, act: nn.Module) -> nn.Module:
-        upsample = (nn.Upsample(scale_factor=2, mode="nearest") if mode == "nearest"
-                    else nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-        return nn.Sequential(upsample, nn.Conv2d(c_in, c_out, 3, padding=1), act,
-                             nn.Conv2d(c_out, c_out, 3, padding=1), act)
+        upsample = (
+            nn.Upsample(scale_factor=2, mode="nearest")
+            if mode == "nearest"
+            else nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        )
+        return nn.Sequential(
+            upsample, nn.Conv2d(c_in, c_out, 3, padding=1), act, nn.Conv2d(c_out, c_out, 3, padding=1), act
+        )
+
     return build
 
 
 def _up_shuffle(c_in: int, c_out: int, act: nn.Module) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 3, padding=1), nn.PixelShuffle(2), act,
-                         nn.Conv2d(c_out, c_out, 3, padding=1), act)
+    return nn.Sequential(
+        nn.Conv2d(c_in, 4 * c_out, 3, padding=1), nn.PixelShuffle(2), act, nn.Conv2d(c_out, c_out, 3, padding=1), act
+    )
 
 
 class ResBlock(nn.Module):
@@ -153,8 +162,9 @@ class ResBlock(nn.Module):
 
 
 def _up_resup(c_in: int, c_out: int, act: nn.Module) -> nn.Module:
-    return nn.Sequential(ResBlock(c_in, c_out), nn.Upsample(scale_factor=2, mode="nearest"),
-                         nn.Conv2d(c_out, c_out, 3, padding=1))
+    return nn.Sequential(
+        ResBlock(c_in, c_out), nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_out, c_out, 3, padding=1)
+    )
 
 
 FAMILIES: dict[str, Callable[[int, int, nn.Module], nn.Module]] = {
@@ -180,14 +190,18 @@ class Decoder(nn.Module):
         top = _channels(config, config.levels)
         self.conv_in = nn.Sequential(nn.Conv2d(config.latent, top, 3, padding=1), act)
         stage = FAMILIES[family]
-        self.stages = nn.Sequential(*[
-            stage(_channels(config, level), _channels(config, level - 1), act)
-            for level in range(config.levels, 0, -1)])
+        self.stages = nn.Sequential(
+            *[
+                stage(_channels(config, level), _channels(config, level - 1), act)
+                for level in range(config.levels, 0, -1)
+            ]
+        )
         width = _channels(config, 0)
         self.conv_out: nn.Module
         if family == "resup":
-            self.conv_out = nn.Sequential(ResBlock(width, width), nn.GroupNorm(4, width), nn.SiLU(),
-                                          nn.Conv2d(width, 3, 3, padding=1))
+            self.conv_out = nn.Sequential(
+                ResBlock(width, width), nn.GroupNorm(4, width), nn.SiLU(), nn.Conv2d(width, 3, 3, padding=1)
+            )
         else:
             self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
 
@@ -221,8 +235,10 @@ class Generator(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise UsageError(f"a generator expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         if x.shape[-2] % stride or x.shape[-1] % stride:
-            raise UsageError(f"a {self.config.family} generator needs height and width that are "
-                             f"multiples of {stride}, got {tuple(x.shape[-2:])}")
+            raise UsageError(
+                f"a {self.config.family} generator needs height and width that are "
+                f"multiples of {stride}, got {tuple(x.shape[-2:])}"
+            )
         return 0.5 + 0.5 * self.decoder(self.encoder(2 * x - 1))
 
 
@@ -241,12 +257,16 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.GroupNorm(4, 2 * width),
+            nn.Conv2d(3, width, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.GroupNorm(4, 4 * width),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.GroupNorm(4, 2 * width),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * width, 1, 3, padding=1))
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            nn.GroupNorm(4, 4 * width),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * width, 1, 3, padding=1),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)

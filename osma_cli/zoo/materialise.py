@@ -74,6 +74,7 @@ DIGESTS = "benchmark-digests.json"
 """The shipped digests of osma's own build, beside the generator weights."""
 IMAGE_DIR = "dataset/zoo"
 
+
 class BenchmarkError(OsmaError):
     """The built-in benchmark cannot be built or is not intact."""
 
@@ -137,8 +138,9 @@ def image_relpath(generator: str, tile: Tile) -> str:
     return f"{IMAGE_DIR}/{folder}/{tile.id}.png"
 
 
-def plan_build(recipe: ZooRecipe | None = None, *, weights_dir: Path | None = None,
-               photos: PhotoSet | None = None) -> BuildPlan:
+def plan_build(
+    recipe: ZooRecipe | None = None, *, weights_dir: Path | None = None, photos: PhotoSet | None = None
+) -> BuildPlan:
     """The images and splits of ``recipe`` (default: osma's) from the weights in
     ``weights_dir`` (default: the shipped ``weights/zoo``); checks both are complete."""
     recipe = recipe or default_recipe()
@@ -152,13 +154,15 @@ def plan_build(recipe: ZooRecipe | None = None, *, weights_dir: Path | None = No
             f"{len(missing)} of the zoo's {len(recipe.generators)} generators have no weights in "
             f"{weights_dir} (first: {missing[0]})",
             hint="osma ships them in weights/zoo/ (reinstall osma from its sources); "
-                 "`osma zoo train --out DIR` trains them")
+            "`osma zoo train --out DIR` trains them",
+        )
     for spec in recipe.generators:
         record = records[spec.name]
         if record.config != recipe.training.config(spec.family).to_dict():
-            raise BenchmarkError(f"{weights_path(weights_dir, spec.name)}: architecture "
-                                 f"{record.config} is not the recipe's",
-                                 hint="retrain it with `osma zoo train --only NAME --force`")
+            raise BenchmarkError(
+                f"{weights_path(weights_dir, spec.name)}: architecture {record.config} is not the recipe's",
+                hint="retrain it with `osma zoo train --only NAME --force`",
+            )
     roles = all_roles(recipe)
     ever_known = {name for r in roles for name in r.known}
     tiles = photos.tiles(recipe.tile)
@@ -171,12 +175,17 @@ def plan_build(recipe: ZooRecipe | None = None, *, weights_dir: Path | None = No
     for spec in recipe.generators:
         needed = tiles if spec.name in ever_known else [t for t in tiles if t.part == "test"]
         images += [PlannedImage(image_relpath(spec.name, t), spec.name, t) for t in needed]
-    fingerprint = hashlib.sha256(json.dumps({
-        "format": FORMAT,
-        "recipe": recipe.benchmark_dict(),
-        "weights": {spec.name: records[spec.name].sha256 for spec in recipe.generators},
-        "photos": photos.digest(),
-    }, sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "recipe": recipe.benchmark_dict(),
+                "weights": {spec.name: records[spec.name].sha256 for spec in recipe.generators},
+                "photos": photos.digest(),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     return BuildPlan(recipe, photos, weights_dir, records, roles, tuple(images), fingerprint)
 
 
@@ -193,10 +202,8 @@ def split_annotations(plan: BuildPlan, roles: SplitRoles) -> PoseAnnotations:
     for kind in UNKNOWN_KINDS:
         lines = unknown.setdefault(kind, [])
         for number, generator in enumerate(roles.unknown_of_kind(kind)):
-            lines += [(image.relpath, number) for image in groups[generator]
-                      if image.tile.part == "test"]
-    return PoseAnnotations(train=parts["train"], val=parts["val"], test=parts["test"],
-                           unknown=unknown)
+            lines += [(image.relpath, number) for image in groups[generator] if image.tile.part == "test"]
+    return PoseAnnotations(train=parts["train"], val=parts["val"], test=parts["test"], unknown=unknown)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -216,11 +223,18 @@ class Manifest:
     format: int = FORMAT
 
     def to_dict(self) -> dict:
-        return {"format": self.format, "osma_version": self.osma_version,
-                "fingerprint": self.fingerprint, "tile": self.tile,
-                "build_seconds": self.build_seconds, "generators": self.generators,
-                "splits": self.splits, "reference": self.reference,
-                "annotations": self.annotations, "images": self.images}
+        return {
+            "format": self.format,
+            "osma_version": self.osma_version,
+            "fingerprint": self.fingerprint,
+            "tile": self.tile,
+            "build_seconds": self.build_seconds,
+            "generators": self.generators,
+            "splits": self.splits,
+            "reference": self.reference,
+            "annotations": self.annotations,
+            "images": self.images,
+        }
 
 
 def read_manifest(root: Path) -> Manifest | None:
@@ -230,15 +244,20 @@ def read_manifest(root: Path) -> Manifest | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Manifest(fingerprint=data["fingerprint"], images=data["images"],
-                        annotations=data["annotations"], splits=data["splits"],
-                        reference=data.get("reference", {}),
-                        generators=data.get("generators", {}), tile=data.get("tile", 0),
-                        build_seconds=data.get("build_seconds", 0.0),
-                        osma_version=data.get("osma_version", ""), format=data.get("format", 0))
+        return Manifest(
+            fingerprint=data["fingerprint"],
+            images=data["images"],
+            annotations=data["annotations"],
+            splits=data["splits"],
+            reference=data.get("reference", {}),
+            generators=data.get("generators", {}),
+            tile=data.get("tile", 0),
+            build_seconds=data.get("build_seconds", 0.0),
+            osma_version=data.get("osma_version", ""),
+            format=data.get("format", 0),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BenchmarkError(f"{path} is unreadable ({exc})",
-                             hint="rebuild it: `osma zoo build --force`") from None
+        raise BenchmarkError(f"{path} is unreadable ({exc})", hint="rebuild it: `osma zoo build --force`") from None
 
 
 def read_reference(weights_dir: Path) -> dict | None:
@@ -248,19 +267,21 @@ def read_reference(weights_dir: Path) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {"fingerprint": data["fingerprint"], "images": data["images"],
-                "annotations": data["annotations"]}
+        return {"fingerprint": data["fingerprint"], "images": data["images"], "annotations": data["annotations"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BenchmarkError(f"{path} is unreadable ({exc})") from None
 
 
 def write_reference(path: Path, manifest: Manifest) -> None:
     """Write a build's digests as the reference other machines compare with."""
-    data = {"about": "sha256 of every file of osma's built-in benchmark as built by osma's "
-                     "developers: images by decoded pixels, annotation files by bytes. "
-                     "`osma zoo build` compares a build with the same fingerprint with these.",
-            "fingerprint": manifest.fingerprint, "annotations": manifest.annotations,
-            "images": manifest.images}
+    data = {
+        "about": "sha256 of every file of osma's built-in benchmark as built by osma's "
+        "developers: images by decoded pixels, annotation files by bytes. "
+        "`osma zoo build` compares a build with the same fingerprint with these.",
+        "fingerprint": manifest.fingerprint,
+        "annotations": manifest.annotations,
+        "images": manifest.images,
+    }
     text = json.dumps(data, indent=0, sort_keys=True) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -272,11 +293,15 @@ def compare_with_reference(manifest: Manifest, reference: dict | None) -> dict:
         return {"status": "absent"}
     if reference["fingerprint"] != manifest.fingerprint:
         return {"status": "other-build"}
-    differ = [path for kind in ("images", "annotations")
-              for path, digest in getattr(manifest, kind).items()
-              if reference[kind].get(path) != digest]
-    differ += [path for kind in ("images", "annotations") for path in reference[kind]
-               if path not in getattr(manifest, kind)]
+    differ = [
+        path
+        for kind in ("images", "annotations")
+        for path, digest in getattr(manifest, kind).items()
+        if reference[kind].get(path) != digest
+    ]
+    differ += [
+        path for kind in ("images", "annotations") for path in reference[kind] if path not in getattr(manifest, kind)
+    ]
     if differ:
         return {"status": "mismatch", "n_differ": len(differ), "first": sorted(differ)[:10]}
     return {"status": "match"}
@@ -318,9 +343,10 @@ def _clear(root: Path) -> bool:
     folder that no zoo build made (a POSE download, say). True if a build was removed."""
     ours = (root / MANIFEST).is_file() or (root / JOURNAL).is_file()
     if (root / "dataset").exists() and not ours:
-        raise BenchmarkError(f"{root} holds a dataset/ folder that `osma zoo build` did not make",
-                             hint="choose another --root (osma deletes and rebuilds its own "
-                                  "dataset/ folder there)")
+        raise BenchmarkError(
+            f"{root} holds a dataset/ folder that `osma zoo build` did not make",
+            hint="choose another --root (osma deletes and rebuilds its own dataset/ folder there)",
+        )
     removed = (root / "dataset").exists()
     shutil.rmtree(root / "dataset", ignore_errors=True)
     for name in (MANIFEST, JOURNAL):
@@ -409,9 +435,15 @@ def _kept(root: Path, image: PlannedImage, journal: dict[str, str]) -> bool:
         return False
 
 
-def build_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
-                    force: bool = False, workers: int | None = None,
-                    progress: ProgressFactory = no_progress, log: Log = no_log) -> BuildReport:
+def build_benchmark(
+    root: Path | None = None,
+    *,
+    plan: BuildPlan | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    progress: ProgressFactory = no_progress,
+    log: Log = no_log,
+) -> BuildReport:
     """Materialise the benchmark of ``plan`` (default: osma's shipped zoo) under ``root``.
 
     Images already there with the digest recorded for them (by a finished build of the
@@ -452,15 +484,24 @@ def build_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
     if n_kept:
         log(f"{n_kept} of {len(plan.images)} images already built and intact")
 
-    jobs = [_Job(generator, str(weights_path(plan.weights_dir, generator)) if generator != REAL
-                 else None, str(plan.photos.root), str(root),
-                 tuple(image.tile for image in chunk), tuple(image.relpath for image in chunk))
-            for generator, images in todo.items()
-            for chunk in (images[i:i + JOB_SIZE] for i in range(0, len(images), JOB_SIZE))]
+    jobs = [
+        _Job(
+            generator,
+            str(weights_path(plan.weights_dir, generator)) if generator != REAL else None,
+            str(plan.photos.root),
+            str(root),
+            tuple(image.tile for image in chunk),
+            tuple(image.relpath for image in chunk),
+        )
+        for generator, images in todo.items()
+        for chunk in (images[i : i + JOB_SIZE] for i in range(0, len(images), JOB_SIZE))
+    ]
     n_todo = sum(len(job.tiles) for job in jobs)
     workers = default_workers() if workers is None else workers
-    with open(journal_path, "a", encoding="utf-8") as journal_file, \
-            progress("building the zoo benchmark", n_todo) as advance:
+    with (
+        open(journal_path, "a", encoding="utf-8") as journal_file,
+        progress("building the zoo benchmark", n_todo) as advance,
+    ):
         for results in _run_jobs(jobs, workers):
             for relpath, digest in results:
                 digests[relpath] = digest
@@ -480,16 +521,30 @@ def build_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
     manifest = Manifest(
         fingerprint=plan.fingerprint,
         images={image.relpath: digests[image.relpath] for image in plan.images},
-        annotations=annotations, splits=splits, tile=plan.recipe.tile,
-        generators={name: plan.records[name].sha256 for name in sorted(plan.records)
-                    if name in {s.name for s in plan.recipe.generators}},
-        build_seconds=round(time.perf_counter() - start, 1))
+        annotations=annotations,
+        splits=splits,
+        tile=plan.recipe.tile,
+        generators={
+            name: plan.records[name].sha256
+            for name in sorted(plan.records)
+            if name in {s.name for s in plan.recipe.generators}
+        },
+        build_seconds=round(time.perf_counter() - start, 1),
+    )
     manifest.reference = compare_with_reference(manifest, read_reference(plan.weights_dir))
     text = json.dumps(manifest.to_dict(), indent=1, sort_keys=False) + "\n"
     atomic_write(root / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     journal_path.unlink(missing_ok=True)
-    return BuildReport(root, plan.fingerprint, len(plan.images), n_todo, n_kept,
-                       manifest.build_seconds, _size(root), manifest.reference)
+    return BuildReport(
+        root,
+        plan.fingerprint,
+        len(plan.images),
+        n_todo,
+        n_kept,
+        manifest.build_seconds,
+        _size(root),
+        manifest.reference,
+    )
 
 
 def _size(root: Path) -> int:
@@ -519,19 +574,21 @@ class VerifyReport:
         return self.reference.get("status") == "match"
 
 
-def verify_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
-                     weights_dir: Path | None = None,
-                     progress: ProgressFactory = no_progress) -> VerifyReport:
+def verify_benchmark(
+    root: Path | None = None,
+    *,
+    plan: BuildPlan | None = None,
+    weights_dir: Path | None = None,
+    progress: ProgressFactory = no_progress,
+) -> VerifyReport:
     """Re-read every file of a finished build and compare it with the manifest; compare
     the manifest with the shipped digests and its fingerprint with the installed zoo's."""
     root = Path(root) if root is not None else default_root()
     manifest = read_manifest(root)
     if manifest is None:
-        raise BenchmarkError(f"no finished build in {root} (no {MANIFEST})",
-                             hint="build it first: `osma zoo build`")
+        raise BenchmarkError(f"no finished build in {root} (no {MANIFEST})", hint="build it first: `osma zoo build`")
     missing, corrupt = [], []
-    with progress("verifying the zoo benchmark", len(manifest.images) + len(manifest.annotations)) \
-            as advance:
+    with progress("verifying the zoo benchmark", len(manifest.images) + len(manifest.annotations)) as advance:
         for relpath, digest in manifest.images.items():
             path = root / relpath
             if not path.is_file():
@@ -556,8 +613,7 @@ def verify_benchmark(root: Path | None = None, *, plan: BuildPlan | None = None,
         reference = compare_with_reference(manifest, read_reference(plan.weights_dir))
     except OsmaError:
         stale, reference = True, {"status": "absent"}
-    return VerifyReport(root, len(manifest.images) + len(manifest.annotations), missing, corrupt,
-                        reference, stale)
+    return VerifyReport(root, len(manifest.images) + len(manifest.annotations), missing, corrupt, reference, stale)
 
 
 # --------------------------------------------------------------------------- first use
@@ -571,8 +627,9 @@ def is_built(root: Path, plan: BuildPlan) -> bool:
     return all((root / relpath).is_file() for relpath in manifest.annotations)
 
 
-def ensure_builtin_benchmark(*, progress: ProgressFactory = no_progress, log: Log = no_log,
-                             root: Path | None = None) -> Path:
+def ensure_builtin_benchmark(
+    *, progress: ProgressFactory = no_progress, log: Log = no_log, root: Path | None = None
+) -> Path:
     """The data root of the built-in benchmark (for ``load_pose_split``), built on first use.
 
     Returns at once when a finished build of the installed zoo is there; otherwise says so
@@ -582,12 +639,16 @@ def ensure_builtin_benchmark(*, progress: ProgressFactory = no_progress, log: Lo
     plan = plan_build()
     if is_built(root, plan):
         return root
-    log(f"building the built-in benchmark (first use) in {root}: {len(plan.images)} images "
+    log(
+        f"building the built-in benchmark (first use) in {root}: {len(plan.images)} images "
         f"from {len(plan.recipe.generators)} generators; this takes a few minutes and is "
-        f"done once")
+        f"done once"
+    )
     report = build_benchmark(root, plan=plan, progress=progress, log=log)
     if report.reference.get("status") == "mismatch":
-        log(f"warning: {report.reference['n_differ']} files differ from osma's reference "
+        log(
+            f"warning: {report.reference['n_differ']} files differ from osma's reference "
             f"build (this machine's float64 arithmetic differs); figures may differ slightly "
-            f"from published ones")
+            f"from published ones"
+        )
     return root

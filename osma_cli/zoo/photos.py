@@ -72,25 +72,34 @@ class PhotoSet:
         root = Path(root) if root is not None else PHOTOS_DIR
         index = root / INDEX
         if not index.is_file():
-            raise DataError(f"no photo index {index}",
-                            hint="the zoo's photos ship with osma in osma_cli/zoo/photos; "
-                                 "reinstall osma (pip install -e .) if they are missing")
+            raise DataError(
+                f"no photo index {index}",
+                hint="the zoo's photos ship with osma in osma_cli/zoo/photos; "
+                "reinstall osma (pip install -e .) if they are missing",
+            )
         with open(index, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         photos = []
         for number, row in enumerate(rows, start=2):
             try:
-                photo = Photo(id=row["id"], path=row["path"], domain=row["domain"],
-                              role=row["role"], part=row["part"], sha256=row["sha256"],
-                              source=row.get("source", ""),
-                              original_name=row.get("original_name", ""),
-                              licence=row.get("licence", ""))
+                photo = Photo(
+                    id=row["id"],
+                    path=row["path"],
+                    domain=row["domain"],
+                    role=row["role"],
+                    part=row["part"],
+                    sha256=row["sha256"],
+                    source=row.get("source", ""),
+                    original_name=row.get("original_name", ""),
+                    licence=row.get("licence", ""),
+                )
             except (KeyError, TypeError):
                 raise DataError(f"{index}, line {number}: missing columns") from None
             if photo.role not in ROLES or (photo.role == "heldout") != (photo.part in PARTS):
-                raise DataError(f"{index}, line {number}: role {photo.role!r} with part "
-                                f"{photo.part!r}", hint="held-out photos need a part "
-                                                        "(train, val, test); training photos none")
+                raise DataError(
+                    f"{index}, line {number}: role {photo.role!r} with part {photo.part!r}",
+                    hint="held-out photos need a part (train, val, test); training photos none",
+                )
             photos.append(photo)
         ids = [p.id for p in photos]
         if len(set(ids)) != len(ids):
@@ -113,11 +122,15 @@ class PhotoSet:
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError as exc:
-                raise DataError(f"cannot read zoo photo {path}: {exc.strerror or exc}",
-                                hint="reinstall osma; the photos ship with it") from None
+                raise DataError(
+                    f"cannot read zoo photo {path}: {exc.strerror or exc}",
+                    hint="reinstall osma; the photos ship with it",
+                ) from None
             if digest != photo.sha256:
-                raise DataError(f"zoo photo {path} does not match its sha256 in {INDEX}",
-                                hint="the file was changed; restore it from the osma sources")
+                raise DataError(
+                    f"zoo photo {path} does not match its sha256 in {INDEX}",
+                    hint="the file was changed; restore it from the osma sources",
+                )
 
     def digest(self) -> str:
         """One sha256 over the index (which holds every file's sha256)."""
@@ -139,8 +152,7 @@ class PhotoSet:
             rows, cols = height // size, width // size
             top0 = ((height - rows * size) // 2) // TILE_GRID * TILE_GRID
             left0 = ((width - cols * size) // 2) // TILE_GRID * TILE_GRID
-            tiles += [Tile(photo, top0 + r * size, left0 + c * size, size)
-                      for r in range(rows) for c in range(cols)]
+            tiles += [Tile(photo, top0 + r * size, left0 + c * size, size) for r in range(rows) for c in range(cols)]
         return tiles
 
 
@@ -157,4 +169,4 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def cut(image: np.ndarray, tile: Tile) -> np.ndarray:
     """The pixels of ``tile`` from its photo's decoded ``image``."""
-    return np.ascontiguousarray(image[tile.top:tile.top + tile.size, tile.left:tile.left + tile.size])
+    return np.ascontiguousarray(image[tile.top : tile.top + tile.size, tile.left : tile.left + tile.size])

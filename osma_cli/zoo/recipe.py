@@ -91,8 +91,7 @@ class TrainSettings:
     deadleaves_seed: int = 20240617
 
     def config(self, family: str) -> GeneratorConfig:
-        return GeneratorConfig(family=family, width=self.width, levels=self.levels,
-                               latent=self.latent)
+        return GeneratorConfig(family=family, width=self.width, levels=self.levels, latent=self.latent)
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,9 @@ class ZooRecipe:
                 raise UsageError(f"recipe names unknown family {plan.family!r}")
             for dataset in (plan.dataset, plan.other_dataset):
                 if dataset not in DATASETS:
-                    raise UsageError(f"recipe names unknown training set {dataset!r}",
-                                     hint=f"training sets: {', '.join(DATASETS)}")
+                    raise UsageError(
+                        f"recipe names unknown training set {dataset!r}", hint=f"training sets: {', '.join(DATASETS)}"
+                    )
             if plan.family in seen:
                 raise UsageError(f"family {plan.family!r} is planned twice")
             if plan.dataset == plan.other_dataset or plan.seeds < 1:
@@ -151,10 +151,12 @@ class ZooRecipe:
             if spec.name == name:
                 return spec
         import difflib
+
         close = difflib.get_close_matches(name, [s.name for s in self.generators], n=3)
-        raise UsageError(f"no generator named {name!r} in the zoo",
-                         hint=f"did you mean {' or '.join(close)}?" if close
-                         else "`osma zoo list` shows them")
+        raise UsageError(
+            f"no generator named {name!r} in the zoo",
+            hint=f"did you mean {' or '.join(close)}?" if close else "`osma zoo list` shows them",
+        )
 
     def family_plan(self, family: str) -> FamilyPlan:
         for plan in self.families:
@@ -166,18 +168,19 @@ class ZooRecipe:
         for plan in self.splits:
             if plan.name == name:
                 return plan
-        raise UsageError(f"no split {name!r} in the zoo",
-                         hint=f"splits: {', '.join(p.name for p in self.splits)}")
+        raise UsageError(f"no split {name!r} in the zoo", hint=f"splits: {', '.join(p.name for p in self.splits)}")
 
     def benchmark_dict(self) -> dict:
         """What decides the benchmark's files (not the photos' bytes): for the fingerprint."""
-        return {"families": [asdict(p) for p in self.families],
-                "splits": [{"name": s.name, "unknown_family": s.unknown_family,
-                            "unseen_seed": dict(sorted(s.unseen_seed.items()))}
-                           for s in self.splits],
-                "tile": self.tile,
-                "generator_config": {f.family: self.training.config(f.family).to_dict()
-                                     for f in self.families}}
+        return {
+            "families": [asdict(p) for p in self.families],
+            "splits": [
+                {"name": s.name, "unknown_family": s.unknown_family, "unseen_seed": dict(sorted(s.unseen_seed.items()))}
+                for s in self.splits
+            ],
+            "tile": self.tile,
+            "generator_config": {f.family: self.training.config(f.family).to_dict() for f in self.families},
+        }
 
     def fingerprint_text(self) -> str:
         return json.dumps(self.benchmark_dict(), sort_keys=True)
@@ -198,15 +201,21 @@ SPLIT_UNKNOWN_FAMILIES: tuple[str, ...] = ("resup", "nearest", "shuffle", "bilin
 """The family left out of split 1..5 (``tconv``, the oldest design, is known in all)."""
 
 
-def default_splits(families: tuple[FamilyPlan, ...] = DEFAULT_FAMILIES,
-                   unknown_families: tuple[str, ...] = SPLIT_UNKNOWN_FAMILIES) -> tuple[SplitPlan, ...]:
+def default_splits(
+    families: tuple[FamilyPlan, ...] = DEFAULT_FAMILIES, unknown_families: tuple[str, ...] = SPLIT_UNKNOWN_FAMILIES
+) -> tuple[SplitPlan, ...]:
     """Split ``k`` (from 1) leaves out ``unknown_families[k-1]`` and, for the family at
     position ``i``, seed ``(k + i) % seeds``: every seed is left out in some split."""
     return tuple(
-        SplitPlan(name=f"split{k}", unknown_family=left_out,
-                  unseen_seed={plan.family: (k + i) % plan.seeds
-                               for i, plan in enumerate(families) if plan.family != left_out})
-        for k, left_out in enumerate(unknown_families, start=1))
+        SplitPlan(
+            name=f"split{k}",
+            unknown_family=left_out,
+            unseen_seed={
+                plan.family: (k + i) % plan.seeds for i, plan in enumerate(families) if plan.family != left_out
+            },
+        )
+        for k, left_out in enumerate(unknown_families, start=1)
+    )
 
 
 def default_recipe() -> ZooRecipe:

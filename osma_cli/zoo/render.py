@@ -96,4 +96,4 @@ def render(model: Generator, image: np.ndarray) -> np.ndarray:
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 images (inf when equal)."""
     mse = float(np.mean((reference.astype(np.float64) - image.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

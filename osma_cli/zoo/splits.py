@@ -57,11 +57,13 @@ def split_roles(recipe: ZooRecipe, plan: SplitPlan) -> SplitRoles:
     known = []
     for spec in recipe.generators:
         family = recipe.family_plan(spec.family)
-        if (spec.family != plan.unknown_family and spec.dataset == family.dataset
-                and spec.seed != plan.unseen_seed.get(spec.family)):
+        if (
+            spec.family != plan.unknown_family
+            and spec.dataset == family.dataset
+            and spec.seed != plan.unseen_seed.get(spec.family)
+        ):
             known.append(spec)
-    unknown = {spec.name: unknown_kind(spec, known)
-               for spec in recipe.generators if spec not in known}
+    unknown = {spec.name: unknown_kind(spec, known) for spec in recipe.generators if spec not in known}
     roles = SplitRoles(plan.name, tuple(s.name for s in known), unknown)
     check_split(recipe, plan, roles)
     return roles
@@ -83,13 +85,16 @@ def check_split(recipe: ZooRecipe, plan: SplitPlan, roles: SplitRoles) -> None:
         raise UsageError(f"{plan.name}: generators are not partitioned into known and unknown")
     no_kind = [name for name, kind in roles.unknown.items() if not kind]
     if no_kind:
-        raise UsageError(f"{plan.name}: {', '.join(no_kind)} differ from every known generator "
-                         f"in both family and training set, so they have no unknown kind")
+        raise UsageError(
+            f"{plan.name}: {', '.join(no_kind)} differ from every known generator "
+            f"in both family and training set, so they have no unknown kind"
+        )
     missing = [kind for kind in UNKNOWN_KINDS if kind not in roles.unknown.values()]
     if missing:
-        raise UsageError(f"{plan.name}: no unknown generator of kind {', '.join(missing)}",
-                         hint="leave out a seed of every known family and train each family "
-                              "on two sets")
+        raise UsageError(
+            f"{plan.name}: no unknown generator of kind {', '.join(missing)}",
+            hint="leave out a seed of every known family and train each family on two sets",
+        )
 
 
 def all_roles(recipe: ZooRecipe) -> list[SplitRoles]:

@@ -74,8 +74,7 @@ def weights_path(folder: Path, name: str) -> Path:
 
 def stored_tensors(model: Generator) -> dict[str, torch.Tensor]:
     """The tensors as they will be stored (float16, contiguous, on the CPU)."""
-    return {name: t.detach().to("cpu", STORED_DTYPE).contiguous().clone()
-            for name, t in model.state_dict().items()}
+    return {name: t.detach().to("cpu", STORED_DTYPE).contiguous().clone() for name, t in model.state_dict().items()}
 
 
 def round_to_stored(model: Generator) -> Generator:
@@ -90,8 +89,7 @@ def round_to_stored(model: Generator) -> Generator:
 def save_generator(path: Path, model: Generator, record: GeneratorRecord) -> GeneratorRecord:
     """Write ``model`` (as float16) and ``record`` atomically; returns the record with its hash."""
     tensors = stored_tensors(model)
-    record = GeneratorRecord(**{**asdict(record), "sha256": content_hash(tensors),
-                                "osma_version": __version__})
+    record = GeneratorRecord(**{**asdict(record), "sha256": content_hash(tensors), "osma_version": __version__})
     header = json.dumps(asdict(record), sort_keys=True, allow_nan=False)
     # serialised in memory: safetensors' save_file replaces the file it is given with one
     # of mode 0600, losing the permissions atomic_write set
@@ -99,8 +97,9 @@ def save_generator(path: Path, model: Generator, record: GeneratorRecord) -> Gen
     try:
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
     except OSError as exc:
-        raise WeightsError(f"{path}: cannot write generator weights ({exc})",
-                           hint="check free space and permissions") from exc
+        raise WeightsError(
+            f"{path}: cannot write generator weights ({exc})", hint="check free space and permissions"
+        ) from exc
     return record
 
 
@@ -108,14 +107,17 @@ def read_record(path: Path) -> GeneratorRecord:
     """The record of a generator weights file, from its header only."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"no generator weights at {path}",
-                           hint="`osma zoo train` makes them; osma ships them in weights/zoo/")
+        raise WeightsError(
+            f"no generator weights at {path}", hint="`osma zoo train` makes them; osma ships them in weights/zoo/"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             text = (handle.metadata() or {}).get(METADATA_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})",
-                           hint="the file is corrupt; restore it from the osma sources") from None
+        raise WeightsError(
+            f"{path}: not a readable safetensors file ({exc})",
+            hint="the file is corrupt; restore it from the osma sources",
+        ) from None
     if text is None:
         raise WeightsError(f"{path}: not a zoo generator (no {METADATA_KEY!r} metadata)")
     try:
@@ -133,8 +135,10 @@ def load_generator(path: Path, *, dtype: torch.dtype = torch.float64) -> tuple[G
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
     if content_hash(tensors) != record.sha256:
-        raise WeightsError(f"{path}: tensors do not match the sha256 in the file's metadata",
-                           hint="the file is corrupt; restore it from the osma sources")
+        raise WeightsError(
+            f"{path}: tensors do not match the sha256 in the file's metadata",
+            hint="the file is corrupt; restore it from the osma sources",
+        )
     model = build_generator(record.generator_config)
     try:
         model.load_state_dict({name: t.to(torch.float32) for name, t in tensors.items()})

@@ -94,8 +94,9 @@ class TrainingData:
         return self._sets["_eval"]
 
 
-def sample_batch(images: Sequence[np.ndarray], batch: int, crop: int,
-                 rng: np.random.Generator, *, permute_channels: bool = False) -> torch.Tensor:
+def sample_batch(
+    images: Sequence[np.ndarray], batch: int, crop: int, rng: np.random.Generator, *, permute_channels: bool = False
+) -> torch.Tensor:
     """``batch`` random crops (any position, half of them mirrored, channels shuffled if
     asked), as (B, 3, crop, crop)."""
     crops = []
@@ -103,7 +104,7 @@ def sample_batch(images: Sequence[np.ndarray], batch: int, crop: int,
         image = images[int(rng.integers(len(images)))]
         top = int(rng.integers(image.shape[0] - crop + 1))
         left = int(rng.integers(image.shape[1] - crop + 1))
-        window = image[top:top + crop, left:left + crop]
+        window = image[top : top + crop, left : left + crop]
         if rng.random() < 0.5:
             window = window[:, ::-1]
         if permute_channels:
@@ -112,9 +113,14 @@ def sample_batch(images: Sequence[np.ndarray], batch: int, crop: int,
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
 
 
-def train_generator(spec: GeneratorSpec, settings: TrainSettings, images: Sequence[np.ndarray],
-                    eval_tiles: Sequence[np.ndarray], *,
-                    on_step: StepCallback | None = None) -> tuple[Generator, GeneratorRecord]:
+def train_generator(
+    spec: GeneratorSpec,
+    settings: TrainSettings,
+    images: Sequence[np.ndarray],
+    eval_tiles: Sequence[np.ndarray],
+    *,
+    on_step: StepCallback | None = None,
+) -> tuple[Generator, GeneratorRecord]:
     """Train ``spec`` on ``images`` for ``settings.steps`` steps; returns the network (rounded
     to the stored precision, float64, eval mode) and its record."""
     if settings.steps < 1 or settings.batch < 1:
@@ -127,27 +133,25 @@ def train_generator(spec: GeneratorSpec, settings: TrainSettings, images: Sequen
         rng = np.random.default_rng(spec.rng_seed("data"))
         model = build_generator(config, seed=spec.rng_seed("init"))
         model.train()
-        optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.99),
-                                      weight_decay=0.0)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr,
-                                                       total_steps=settings.steps, pct_start=0.1)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1
+        )
         disc: PatchDiscriminator | None = None
         disc_optimiser: torch.optim.Optimizer | None = None
         if spec.adversarial:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(spec.rng_seed("disc"))
                 disc = PatchDiscriminator(settings.disc_width)
-            disc_optimiser = torch.optim.Adam(disc.parameters(), lr=settings.disc_lr,
-                                              betas=(0.5, 0.999))
+            disc_optimiser = torch.optim.Adam(disc.parameters(), lr=settings.disc_lr, betas=(0.5, 0.999))
         l1 = float("nan")
         for step in range(settings.steps):
-            x = sample_batch(images, settings.batch, settings.crop, rng,
-                             permute_channels=settings.permute_channels)
+            x = sample_batch(images, settings.batch, settings.crop, rng, permute_channels=settings.permute_channels)
             y = model(x)
             loss = F.l1_loss(y, x)
             l1 = float(loss.detach())
             if disc is not None and disc_optimiser is not None and step >= settings.adv_start * settings.steps:
-                d_loss = (F.softplus(-disc(x)).mean() + F.softplus(disc(y.detach())).mean())
+                d_loss = F.softplus(-disc(x)).mean() + F.softplus(disc(y.detach())).mean()
                 disc_optimiser.zero_grad(set_to_none=True)
                 d_loss.backward()
                 disc_optimiser.step()
@@ -166,31 +170,48 @@ def train_generator(spec: GeneratorSpec, settings: TrainSettings, images: Sequen
     if scores:
         metrics["psnr_heldout"] = round(float(np.mean(scores)), 3)
     record = GeneratorRecord(
-        name=spec.name, family=spec.family, dataset=spec.dataset, seed=spec.seed,
+        name=spec.name,
+        family=spec.family,
+        dataset=spec.dataset,
+        seed=spec.seed,
         config=config.to_dict(),
-        training={k: v for k, v in asdict(settings).items()
-                  if k not in ("width", "levels", "latent", "threads")
-                  and (spec.adversarial or k not in ("adv_weight", "adv_start", "disc_lr",
-                                                     "disc_width"))
-                  and (spec.dataset == "deadleaves" or not k.startswith("deadleaves"))},
-        metrics=metrics, params=sum(p.numel() for p in model.parameters()),
-        train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1))
+        training={
+            k: v
+            for k, v in asdict(settings).items()
+            if k not in ("width", "levels", "latent", "threads")
+            and (spec.adversarial or k not in ("adv_weight", "adv_start", "disc_lr", "disc_width"))
+            and (spec.dataset == "deadleaves" or not k.startswith("deadleaves"))
+        },
+        metrics=metrics,
+        params=sum(p.numel() for p in model.parameters()),
+        train_seconds=round(seconds, 1),
+        train_cpu_seconds=round(cpu_seconds, 1),
+    )
     return model, record
 
 
-def generators_to_train(recipe: ZooRecipe, out: Path, *, only: Iterable[str] = (),
-                        force: bool = False) -> list[GeneratorSpec]:
+def generators_to_train(
+    recipe: ZooRecipe, out: Path, *, only: Iterable[str] = (), force: bool = False
+) -> list[GeneratorSpec]:
     """The generators ``train_zoo`` would train: those named (default: all) that have no
     weights in ``out`` yet, or all of them with ``force``."""
     wanted = [recipe.generator(name) for name in only] or list(recipe.generators)
     return [spec for spec in wanted if force or not weights_path(out, spec.name).exists()]
 
 
-def train_zoo(recipe: ZooRecipe, out: Path, *, only: Iterable[str] = (), steps: int | None = None,
-              force: bool = False, workers: int = 1, photos: PhotoSet | None = None,
-              on_start: Callable[[GeneratorSpec, int], None] | None = None,
-              on_step: StepCallback | None = None,
-              on_done: Callable[[TrainResult], None] | None = None) -> list[TrainResult]:
+def train_zoo(
+    recipe: ZooRecipe,
+    out: Path,
+    *,
+    only: Iterable[str] = (),
+    steps: int | None = None,
+    force: bool = False,
+    workers: int = 1,
+    photos: PhotoSet | None = None,
+    on_start: Callable[[GeneratorSpec, int], None] | None = None,
+    on_step: StepCallback | None = None,
+    on_done: Callable[[TrainResult], None] | None = None,
+) -> list[TrainResult]:
     """Train the generators of ``recipe`` missing from ``out`` (all named in ``only`` with
     ``force``); ``steps`` overrides the recipe's. Returns what was trained, in order.
 
@@ -220,8 +241,9 @@ def train_zoo(recipe: ZooRecipe, out: Path, *, only: Iterable[str] = (), steps: 
                 on_done(result)
         return results
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
-                             initializer=_init_worker, initargs=(sets, eval_tiles)) as executor:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_worker, initargs=(sets, eval_tiles)
+    ) as executor:
         futures = {}
         for spec in todo:
             futures[executor.submit(_train_in_worker, spec, settings, out)] = spec
@@ -240,9 +262,14 @@ def train_zoo(recipe: ZooRecipe, out: Path, *, only: Iterable[str] = (), steps: 
     return sorted(results, key=lambda r: order[r.name])
 
 
-def _train_and_save(spec: GeneratorSpec, settings: TrainSettings, images: Sequence[np.ndarray],
-                    eval_tiles: Sequence[np.ndarray], out: Path,
-                    on_step: StepCallback | None = None) -> TrainResult:
+def _train_and_save(
+    spec: GeneratorSpec,
+    settings: TrainSettings,
+    images: Sequence[np.ndarray],
+    eval_tiles: Sequence[np.ndarray],
+    out: Path,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
     model, record = train_generator(spec, settings, images, eval_tiles, on_step=on_step)
     path = weights_path(out, spec.name)
     return TrainResult(spec.name, path, save_generator(path, model, record))
@@ -258,5 +285,4 @@ def _init_worker(sets: dict[str, list[np.ndarray]], eval_tiles: list[np.ndarray]
 
 
 def _train_in_worker(spec: GeneratorSpec, settings: TrainSettings, out: Path) -> TrainResult:
-    return _train_and_save(spec, settings, _WORKER_DATA["sets"][spec.dataset],
-                           _WORKER_DATA["eval"], out)
+    return _train_and_save(spec, settings, _WORKER_DATA["sets"][spec.dataset], _WORKER_DATA["eval"], out)

@@ -69,15 +69,33 @@ def test_build_refuses_to_overwrite(built_store: Path, tiny_weights: Path, image
 
 
 def test_attribute_json_shape_and_exit_code(built_store: Path, tiny_weights: Path, image_tree: Path):
-    result = invoke("attribute", image_tree, "--json", "--top", 2, "--model", tiny_weights,
-                    "--refs", built_store, "--workers", 0)
+    result = invoke(
+        "attribute", image_tree, "--json", "--top", 2, "--model", tiny_weights, "--refs", built_store, "--workers", 0
+    )
     assert result.exit_code == EXIT_OK, result.output
     records = json_lines(result.stdout)
     assert len(records) == 10
     for r in records:
-        assert set(r) == {"schema", "command", "path", "path_bytes_b64", "status", "verdict", "candidate", "score",
-                          "threshold", "margin", "error", "warnings", "regime", "top", "file_id", "model",
-                          "references", "settings"}
+        assert set(r) == {
+            "schema",
+            "command",
+            "path",
+            "path_bytes_b64",
+            "status",
+            "verdict",
+            "candidate",
+            "score",
+            "threshold",
+            "margin",
+            "error",
+            "warnings",
+            "regime",
+            "top",
+            "file_id",
+            "model",
+            "references",
+            "settings",
+        }
         st = Path(r["path"]).stat()
         assert r["file_id"] == f"stat:{st.st_size}:{st.st_mtime_ns}"
         assert len(r["model"]) == len(r["references"]) == len(r["settings"]) == 16
@@ -96,8 +114,7 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path, built_store, tin
     good = write_images(folder, "smooth", 2, seed=9)
     (folder / "empty.png").write_bytes(b"")
     (folder / "junk.jpg").write_bytes(b"this is not an image")
-    result = invoke("attribute", folder, "--json", "--model", tiny_weights, "--refs", built_store,
-                    "--workers", 0)
+    result = invoke("attribute", folder, "--json", "--model", tiny_weights, "--refs", built_store, "--workers", 0)
     assert result.exit_code == EXIT_SOME_INPUTS_FAILED
     records = {Path(r["path"]).name: r for r in json_lines(result.stdout)}
     assert set(records) == {"empty.png", "junk.jpg"} | {p.name for p in good}
@@ -109,8 +126,20 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path, built_store, tin
 
 def test_attribute_csv_and_table(tmp_path, built_store, tiny_weights, image_tree):
     out = tmp_path / "out.csv"
-    result = invoke("attribute", image_tree / "smoothgan", "--csv", out, "--top", 2,
-                    "--model", tiny_weights, "--refs", built_store, "--workers", 0)
+    result = invoke(
+        "attribute",
+        image_tree / "smoothgan",
+        "--csv",
+        out,
+        "--top",
+        2,
+        "--model",
+        tiny_weights,
+        "--refs",
+        built_store,
+        "--workers",
+        0,
+    )
     assert result.exit_code == EXIT_OK, result.output
     assert "smooth_00.png" in result.stdout and "threshold tau" in result.stdout
     rows = list(csv.DictReader(out.open()))
@@ -119,18 +148,42 @@ def test_attribute_csv_and_table(tmp_path, built_store, tiny_weights, image_tree
 
 
 def test_threshold_override(built_store, tiny_weights, image_tree):
-    result = invoke("attribute", image_tree, "--json", "--threshold", "1e-9", "--model", tiny_weights,
-                    "--refs", built_store, "--workers", 0)
+    result = invoke(
+        "attribute",
+        image_tree,
+        "--json",
+        "--threshold",
+        "1e-9",
+        "--model",
+        tiny_weights,
+        "--refs",
+        built_store,
+        "--workers",
+        0,
+    )
     assert all(r["verdict"] == "unknown" for r in json_lines(result.stdout))
-    result = invoke("attribute", image_tree, "--json", "--threshold", "1e9", "--model", tiny_weights,
-                    "--refs", built_store, "--workers", 0)
+    result = invoke(
+        "attribute",
+        image_tree,
+        "--json",
+        "--threshold",
+        "1e9",
+        "--model",
+        tiny_weights,
+        "--refs",
+        built_store,
+        "--workers",
+        0,
+    )
     assert all(r["verdict"] == r["candidate"] for r in json_lines(result.stdout))
 
 
 def test_usage_errors_exit_2(built_store, tiny_weights, image_tree):
     assert invoke("attribute", image_tree, "--top", 0).exit_code == EXIT_USAGE
-    assert invoke("attribute", image_tree, "--model", tiny_weights, "--refs", built_store,
-                  "--device", "tpu").exit_code == EXIT_USAGE
+    assert (
+        invoke("attribute", image_tree, "--model", tiny_weights, "--refs", built_store, "--device", "tpu").exit_code
+        == EXIT_USAGE
+    )
     assert invoke("no-such-command").exit_code == EXIT_USAGE
 
 
@@ -210,7 +263,8 @@ def test_enrolled_generator_is_then_recognised(tmp_path, built_store, tiny_weigh
 
 
 def test_enrolment_end_to_end_recognises_the_new_generator_and_still_rejects_others(
-        tmp_path, built_store, tiny_weights):
+    tmp_path, built_store, tiny_weights
+):
     """The paper's headline, small: an unknown generator is rejected, then enrolled from its
     own images (no retraining) and recognised, while another unknown stays rejected."""
     base = ["--model", tiny_weights, "--refs", built_store, "--workers", 0]
@@ -273,8 +327,7 @@ def test_builtin_benchmark_without_zoo_weights_says_what_to_do():
 
 
 def test_top_table_says_how_the_list_is_ranked(built_store, tiny_weights, image_tree):
-    result = invoke("attribute", image_tree, "--top", 2, "--model", tiny_weights, "--refs", built_store,
-                    "--workers", 0)
+    result = invoke("attribute", image_tree, "--top", 2, "--model", tiny_weights, "--refs", built_store, "--workers", 0)
     assert result.exit_code == EXIT_OK, result.output
     text = " ".join(result.stdout.split())
     assert "ranked by distance to each centroid; verdict on the norm. distance" in text
@@ -293,8 +346,9 @@ def test_non_finite_threshold_is_refused_before_the_model_loads(tmp_path, image_
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_non_positive_threshold_is_refused_for_a_distance_rule(built_store, tiny_weights, image_tree, value):
-    result = invoke("attribute", image_tree, "--threshold", value, "--model", tiny_weights,
-                    "--refs", built_store, "--workers", 0)
+    result = invoke(
+        "attribute", image_tree, "--threshold", value, "--model", tiny_weights, "--refs", built_store, "--workers", 0
+    )
     assert result.exit_code == EXIT_USAGE and "positive" in result.stderr
 
 
@@ -310,9 +364,18 @@ def test_info_table_marks_build_machine_paths_and_hides_empty_class_names(tmp_pa
     from osma_cli.weights import WeightsMeta, save_weights
 
     model = get_model("mislnet")
-    save_weights(tmp_path / "w.safetensors", model, WeightsMeta(
-        architecture="mislnet", embedding_dim=model.embedding_dim, crop_size=32, l2_normalize=False,
-        arch_kwargs={}, recipe={"data": {"root": "/tmp/scratch/train", "n_train": 3}, "osma_tree_dirty": True}))
+    save_weights(
+        tmp_path / "w.safetensors",
+        model,
+        WeightsMeta(
+            architecture="mislnet",
+            embedding_dim=model.embedding_dim,
+            crop_size=32,
+            l2_normalize=False,
+            arch_kwargs={},
+            recipe={"data": {"root": "/tmp/scratch/train", "n_train": 3}, "osma_tree_dirty": True},
+        ),
+    )
     result = invoke("info", "--model", tmp_path / "w.safetensors", "--refs", built_store)
     assert result.exit_code == EXIT_OK, result.output
     lines = result.stdout.splitlines()

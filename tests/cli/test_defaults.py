@@ -46,13 +46,41 @@ def same_name(config: type, names: set[str]) -> dict[str, tuple[type, str]]:
 
 
 TRAIN = {
-    **same_name(TrainConfig, {"data", "data_root", "val_fraction", "refs_out", "arch", "init", "embedding_dim",
-                              "epochs", "lr", "lr_decay", "decay_every", "proxy_lr_factor", "weight_decay",
-                              "temperature", "batch_size", "crop", "seed", "steps_per_epoch", "checkpoint_dir",
-                              "resume", "force", "cache_decoded", "device", "workers"}),
-    "pose_variant": (PoseOptions, "variant"), "triplet_margin": (PoseOptions, "triplet_margin"),
-    "aug_lr": (AugOptions, "lr"), "aug_warmup": (AugOptions, "warmup_steps"),
-    "diversity_alpha": (AugOptions, "alpha"), "diversity_beta": (AugOptions, "beta"),
+    **same_name(
+        TrainConfig,
+        {
+            "data",
+            "data_root",
+            "val_fraction",
+            "refs_out",
+            "arch",
+            "init",
+            "embedding_dim",
+            "epochs",
+            "lr",
+            "lr_decay",
+            "decay_every",
+            "proxy_lr_factor",
+            "weight_decay",
+            "temperature",
+            "batch_size",
+            "crop",
+            "seed",
+            "steps_per_epoch",
+            "checkpoint_dir",
+            "resume",
+            "force",
+            "cache_decoded",
+            "device",
+            "workers",
+        },
+    ),
+    "pose_variant": (PoseOptions, "variant"),
+    "triplet_margin": (PoseOptions, "triplet_margin"),
+    "aug_lr": (AugOptions, "lr"),
+    "aug_warmup": (AugOptions, "warmup_steps"),
+    "diversity_alpha": (AugOptions, "alpha"),
+    "diversity_beta": (AugOptions, "beta"),
     "diversity_margin": (AugOptions, "margin"),
     **same_name(DetectorConfig, {"held_out", "acceptance", "pca_dim", "components", "covariance"}),
 }
@@ -60,22 +88,57 @@ TRAIN_CLI_ONLY = {
     "annotations": "None: no files (TrainConfig's empty tuple)",
     "val_annotations": "None: no files (TrainConfig's empty tuple)",
     "out": "None: the method's own file (DEFAULT_OUT, else TrainConfig's)",
-    "json_out": "rendering", "method": "which trainer", "open_space_aug": "AugOptions or None",
-    "photos": "fsd", "descriptor": "fsd", "jpeg_regimes": "fsd", "augment": "fsd", "rule": "fsd",
-    "model": "fsd-detector: the shipped descriptor", "copies": "fsd-detector: DEFAULT_COPIES",
+    "json_out": "rendering",
+    "method": "which trainer",
+    "open_space_aug": "AugOptions or None",
+    "photos": "fsd",
+    "descriptor": "fsd",
+    "jpeg_regimes": "fsd",
+    "augment": "fsd",
+    "rule": "fsd",
+    "model": "fsd-detector: the shipped descriptor",
+    "copies": "fsd-detector: DEFAULT_COPIES",
 }
-PRETRAIN = same_name(PretrainConfig, {"simulate_cameras", "samples_per_epoch", "val_fraction", "balanced", "out",
-                                      "arch", "embedding_dim", "epochs", "lr", "lr_decay", "decay_every",
-                                      "weight_decay", "batch_size", "crop", "seed", "steps_per_epoch",
-                                      "checkpoint_dir", "resume", "force", "cache_decoded", "device", "workers"})
+PRETRAIN = same_name(
+    PretrainConfig,
+    {
+        "simulate_cameras",
+        "samples_per_epoch",
+        "val_fraction",
+        "balanced",
+        "out",
+        "arch",
+        "embedding_dim",
+        "epochs",
+        "lr",
+        "lr_decay",
+        "decay_every",
+        "weight_decay",
+        "batch_size",
+        "crop",
+        "seed",
+        "steps_per_epoch",
+        "checkpoint_dir",
+        "resume",
+        "force",
+        "cache_decoded",
+        "device",
+        "workers",
+    },
+)
 PRETRAIN_CLI_ONLY = {"root": "the data (camera_root or photos)", "json_out": "rendering"}
-EMBEDDING = {"batch_size": (EmbedOptions, "batch_size"), "crops": (EmbedOptions, "n_crops"),
-             "small": (EmbedOptions, "small"), "workers": (EmbedOptions, "workers"),
-             "max_pixels": (EmbedOptions, "max_pixels")}
+EMBEDDING = {
+    "batch_size": (EmbedOptions, "batch_size"),
+    "crops": (EmbedOptions, "n_crops"),
+    "small": (EmbedOptions, "small"),
+    "workers": (EmbedOptions, "workers"),
+    "max_pixels": (EmbedOptions, "max_pixels"),
+}
 
 
-@pytest.mark.parametrize("command, mapping, cli_only", [
-    ("train", TRAIN, TRAIN_CLI_ONLY), ("pretrain", PRETRAIN, PRETRAIN_CLI_ONLY)])
+@pytest.mark.parametrize(
+    "command, mapping, cli_only", [("train", TRAIN, TRAIN_CLI_ONLY), ("pretrain", PRETRAIN, PRETRAIN_CLI_ONLY)]
+)
 def test_every_training_option_defaults_to_its_field(command: str, mapping: dict, cli_only: dict) -> None:
     shown = cli_defaults(command)
     assert set(shown) == set(mapping) | set(cli_only), "an option is neither compared nor named CLI-only"
@@ -101,8 +164,12 @@ def option_help(command: str, name: str) -> str:
 
 def test_help_texts_state_the_core_schedules() -> None:
     """The learning rates, decays and lengths ``--help`` states are the core's schedules, not copies."""
-    init, scratch, pose, pre = (schedule.METRIC_FROM_INIT, schedule.METRIC_FROM_SCRATCH, schedule.POSE,
-                                schedule.PRETRAIN)
+    init, scratch, pose, pre = (
+        schedule.METRIC_FROM_INIT,
+        schedule.METRIC_FROM_SCRATCH,
+        schedule.POSE,
+        schedule.PRETRAIN,
+    )
     aug_lr = AugOptions().lr
     for value in (init.lr, scratch.lr, pose.lr, pre.lr, aug_lr, init.factor, pre.factor):
         assert float(number(value)) == value
@@ -113,8 +180,10 @@ def test_help_texts_state_the_core_schedules() -> None:
     assert f"Default: {number(pre.lr)}." in option_help("pretrain", "lr")
     train_doc = " ".join(COMMANDS["train"].help.split())
     assert (init.factor, init.every) == (scratch.factor, scratch.every)
-    assert (f"{field_defaults(TrainConfig)['epochs']} epochs, AdamW, lr {number(init.lr)} "
-            f"({number(scratch.lr)} from scratch) x{number(init.factor)} every {init.every} epochs") in train_doc
+    assert (
+        f"{field_defaults(TrainConfig)['epochs']} epochs, AdamW, lr {number(init.lr)} "
+        f"({number(scratch.lr)} from scratch) x{number(init.factor)} every {init.every} epochs"
+    ) in train_doc
     assert f"Adam, lr {number(pose.lr)} ({number(aug_lr)} for augmentation models)" in train_doc
     pretrain_doc = " ".join(COMMANDS["pretrain"].help.split())
     assert f"AdamW, lr {number(pre.lr)}, x{number(pre.factor)} every {pre.every} epochs" in pretrain_doc

@@ -29,9 +29,18 @@ def invoke(*args):
 
 def save_descriptor(path: Path, **settings) -> Path:
     model = get_model("fsd", **{**SMALL, **settings})
-    save_weights(path, model, WeightsMeta(architecture="fsd", embedding_dim=model.raw_dim,
-                                          crop_size=model.settings["window"], l2_normalize=False,
-                                          kind="descriptor", arch_kwargs={**SMALL, **settings}))
+    save_weights(
+        path,
+        model,
+        WeightsMeta(
+            architecture="fsd",
+            embedding_dim=model.raw_dim,
+            crop_size=model.settings["window"],
+            l2_normalize=False,
+            kind="descriptor",
+            arch_kwargs={**SMALL, **settings},
+        ),
+    )
     return path
 
 
@@ -54,11 +63,31 @@ def trained(tmp_path_factory):
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(noisy_photo(rng)).save(path, quality=92)
     detector = root / "detector.safetensors"
-    result = invoke("train", real, "--method", "fsd-detector", "--model", descriptor, "--out", detector,
-                    "--copies", "offgrid:3,jpeg:90", "--pca-dim", 4, "--held-out", 0.25, "--json")
+    result = invoke(
+        "train",
+        real,
+        "--method",
+        "fsd-detector",
+        "--model",
+        descriptor,
+        "--out",
+        detector,
+        "--copies",
+        "offgrid:3,jpeg:90",
+        "--pca-dim",
+        4,
+        "--held-out",
+        0.25,
+        "--json",
+    )
     assert result.exit_code == EXIT_OK, result.output
-    return {"root": root, "descriptor": descriptor, "real": real, "detector": detector,
-            "summary": json.loads(result.stdout)}
+    return {
+        "root": root,
+        "descriptor": descriptor,
+        "real": real,
+        "detector": detector,
+        "summary": json.loads(result.stdout),
+    }
 
 
 def test_training_records_its_settings_and_holds_out_whole_cameras(trained):
@@ -75,8 +104,18 @@ def test_training_records_its_settings_and_holds_out_whole_cameras(trained):
 
 def test_detect_json_records(trained, tmp_path):
     fakes = write_images(tmp_path / "fakes", "checker", 3, seed=5, size=56)
-    result = invoke("detect", trained["real"] / "camera0", *fakes, "--detector", trained["detector"],
-                    "--model", trained["descriptor"], "--json", "--workers", 0)
+    result = invoke(
+        "detect",
+        trained["real"] / "camera0",
+        *fakes,
+        "--detector",
+        trained["detector"],
+        "--model",
+        trained["descriptor"],
+        "--json",
+        "--workers",
+        0,
+    )
     assert result.exit_code == EXIT_OK, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 9
@@ -94,8 +133,17 @@ def test_bad_files_get_error_records_and_exit_3(trained, tmp_path):
     good = write_images(tmp_path / "in", "smooth", 2, seed=1, size=56)
     broken = tmp_path / "in" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    result = invoke("detect", tmp_path / "in", "--detector", trained["detector"], "--model", trained["descriptor"],
-                    "--json", "--workers", 0)
+    result = invoke(
+        "detect",
+        tmp_path / "in",
+        "--detector",
+        trained["detector"],
+        "--model",
+        trained["descriptor"],
+        "--json",
+        "--workers",
+        0,
+    )
     assert result.exit_code == EXIT_SOME_INPUTS_FAILED
     records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
     assert records["broken.png"]["status"] == "error" and records["broken.png"]["verdict"] is None
@@ -106,15 +154,36 @@ def test_bad_files_get_error_records_and_exit_3(trained, tmp_path):
 
 def test_csv_to_stdout_and_table(trained, tmp_path):
     images = write_images(tmp_path / "in", "dots", 2, seed=3, size=56)
-    result = invoke("detect", *images, "--detector", trained["detector"], "--model", trained["descriptor"],
-                    "--csv", "-", "--workers", 0)
+    result = invoke(
+        "detect",
+        *images,
+        "--detector",
+        trained["detector"],
+        "--model",
+        trained["descriptor"],
+        "--csv",
+        "-",
+        "--workers",
+        0,
+    )
     assert result.exit_code == EXIT_OK, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [Path(r["path"]).name for r in rows] == [p.name for p in images]
-    assert set(rows[0]) == {"path", "path_bytes_b64", "status", "verdict", "score", "threshold", "margin", "nll",
-                            "error", "warnings"}
-    table = invoke("detect", *images, "--detector", trained["detector"], "--model", trained["descriptor"],
-                   "--workers", 0)
+    assert set(rows[0]) == {
+        "path",
+        "path_bytes_b64",
+        "status",
+        "verdict",
+        "score",
+        "threshold",
+        "margin",
+        "nll",
+        "error",
+        "warnings",
+    }
+    table = invoke(
+        "detect", *images, "--detector", trained["detector"], "--model", trained["descriptor"], "--workers", 0
+    )
     assert table.exit_code == EXIT_OK and "threshold" in table.stdout and images[0].name in table.stdout
 
 
@@ -133,11 +202,31 @@ def test_without_a_shipped_detector_the_message_says_what_to_pass(tmp_path):
 
 
 def test_train_options_of_the_detector_are_checked(trained, tmp_path):
-    result = invoke("train", trained["real"], "--method", "fsd-detector", "--model", trained["descriptor"],
-                    "--out", tmp_path / "d.safetensors", "--copies", "jpeg:200")
+    result = invoke(
+        "train",
+        trained["real"],
+        "--method",
+        "fsd-detector",
+        "--model",
+        trained["descriptor"],
+        "--out",
+        tmp_path / "d.safetensors",
+        "--copies",
+        "jpeg:200",
+    )
     assert result.exit_code == 2 and "quality" in result.stderr
-    result = invoke("train", trained["real"], "--method", "fsd-detector", "--model", trained["descriptor"],
-                    "--out", tmp_path / "d.safetensors", "--covariance", "round")
+    result = invoke(
+        "train",
+        trained["real"],
+        "--method",
+        "fsd-detector",
+        "--model",
+        trained["descriptor"],
+        "--out",
+        tmp_path / "d.safetensors",
+        "--covariance",
+        "round",
+    )
     assert result.exit_code == 2 and "covariance" in result.stderr
 
 
@@ -149,13 +238,26 @@ def test_attribute_detect_answers_real_for_what_the_detector_calls_real(trained,
     refs = tmp_path / "refs.h5"
     assert invoke("build", gens, "--out", refs, "--model", trained["descriptor"], "--workers", 0).exit_code == EXIT_OK
     inputs = [*sorted((trained["real"] / "camera0").iterdir())[:3], *sorted((gens / "checkergan").iterdir())[:2]]
-    common = ["--model", trained["descriptor"], "--refs", refs, "--detect", "--detector", trained["detector"],
-              "--workers", 0]
+    common = [
+        "--model",
+        trained["descriptor"],
+        "--refs",
+        refs,
+        "--detect",
+        "--detector",
+        trained["detector"],
+        "--workers",
+        0,
+    ]
     result = invoke("attribute", *inputs, *common, "--json")
     assert result.exit_code == EXIT_OK, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    plain = [json.loads(line) for line in invoke("attribute", *inputs, "--model", trained["descriptor"], "--refs",
-                                                 refs, "--json", "--workers", 0).stdout.splitlines()]
+    plain = [
+        json.loads(line)
+        for line in invoke(
+            "attribute", *inputs, "--model", trained["descriptor"], "--refs", refs, "--json", "--workers", 0
+        ).stdout.splitlines()
+    ]
     assert len(records) == len(plain) == 5
     for chained, alone in zip(records, plain):
         detection = chained["detection"]

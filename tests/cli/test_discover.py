@@ -36,8 +36,23 @@ def discover(paths, built_store: Path, tiny_weights: Path, *extra):
     """A tau below every score: every image is unknown, whatever the tiny model's distances.
 
     HDBSCAN, whose grouping of the tiny model's vectors needs no distance cut to be right."""
-    return invoke("discover", *paths, "--model", tiny_weights, "--refs", built_store, "--workers", 0,
-                  "--min-cluster-size", 3, "--threshold", 1e-9, "--method", "hdbscan", *extra)
+    return invoke(
+        "discover",
+        *paths,
+        "--model",
+        tiny_weights,
+        "--refs",
+        built_store,
+        "--workers",
+        0,
+        "--min-cluster-size",
+        3,
+        "--threshold",
+        1e-9,
+        "--method",
+        "hdbscan",
+        *extra,
+    )
 
 
 def test_json_groups_the_two_kinds_apart(unknowns, built_store, tiny_weights):
@@ -56,8 +71,9 @@ def test_distance_is_the_cluster_means_to_the_nearest_centroid(unknowns, built_s
     store = ReferenceStore.load(built_store)
     embedder = Embedder.from_file(tiny_weights, device="cpu")
     for cluster in data["clusters"]:
-        vectors = np.stack([it.embedding for it in embedder.embed_files([Path(f) for f in cluster["files"]],
-                                                                        workers=0)])
+        vectors = np.stack(
+            [it.embedding for it in embedder.embed_files([Path(f) for f in cluster["files"]], workers=0)]
+        )
         distances = {name: np.linalg.norm(vectors.mean(axis=0) - store.get(name).centroid) for name in store.names}
         assert cluster["nearest"] == min(distances, key=distances.get)
         assert np.isclose(cluster["distance"], distances[cluster["nearest"]], rtol=1e-5)
@@ -107,8 +123,7 @@ def test_out_writes_a_png_map_and_a_record_that_identifies_the_run(unknowns, bui
 
 
 def test_agglomerative_method_groups_the_two_kinds_and_records_its_cut(unknowns, built_store, tiny_weights):
-    result = discover([unknowns], built_store, tiny_weights, "--json", "--method", "agglomerative",
-                      "--cut-scale", "3")
+    result = discover([unknowns], built_store, tiny_weights, "--json", "--method", "agglomerative", "--cut-scale", "3")
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     store = ReferenceStore.load(built_store)
@@ -134,8 +149,22 @@ def says(text: str, phrase: str) -> bool:
 
 
 def enroll_cluster(run: Path, built_store: Path, tiny_weights: Path, cluster=0, name="newgan", *extra):
-    return invoke("discover", "--enroll", cluster, "--name", name, "--from", run, "--model", tiny_weights,
-                  "--refs", built_store, "--workers", 0, *extra)
+    return invoke(
+        "discover",
+        "--enroll",
+        cluster,
+        "--name",
+        name,
+        "--from",
+        run,
+        "--model",
+        tiny_weights,
+        "--refs",
+        built_store,
+        "--workers",
+        0,
+        *extra,
+    )
 
 
 def test_enrolling_a_cluster_equals_osma_enroll_of_its_files(run, built_store, tiny_weights, tmp_path):
@@ -146,8 +175,9 @@ def test_enrolling_a_cluster_equals_osma_enroll_of_its_files(run, built_store, t
     assert result.exit_code == EXIT_OK, result.output
     assert json.loads(result.stdout)["added"] == cluster["size"]
     twin = tmp_path / "twin.h5"
-    plain = invoke("enroll", *cluster["files"], "--name", "newgan", "--model", tiny_weights, "--refs", twin,
-                   "--workers", 0)
+    plain = invoke(
+        "enroll", *cluster["files"], "--name", "newgan", "--model", tiny_weights, "--refs", twin, "--workers", 0
+    )
     assert plain.exit_code == EXIT_OK, plain.output
     mine, theirs = ReferenceStore.load(built_store), ReferenceStore.load(twin)
     assert mine.names == theirs.names == ["checkergan", "smoothgan", "newgan"]
@@ -155,8 +185,9 @@ def test_enrolling_a_cluster_equals_osma_enroll_of_its_files(run, built_store, t
         a, b = mine.get(name), theirs.get(name)
         assert a.count == b.count and np.array_equal(a.vector_sum, b.vector_sum)
         assert a.sq_norm_sum == b.sq_norm_sum and a.image_sha256 == b.image_sha256
-    assert mine.get("newgan").image_sha256 == [hashlib.sha256(Path(f).read_bytes()).hexdigest()
-                                               for f in cluster["files"]]
+    assert mine.get("newgan").image_sha256 == [
+        hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in cluster["files"]
+    ]
     assert [e["event"] for e in mine.history] == [e["event"] for e in theirs.history]
     assert (mine.history[-1]["event"], mine.history[-1]["generator"]) == ("enrol", "newgan")
 
@@ -181,17 +212,41 @@ def test_a_changed_or_vanished_file_is_refused_by_name_and_nothing_is_written(ru
     assert built_store.read_bytes() == before
 
 
-def test_a_missing_cluster_other_weights_or_a_bad_call_are_refused(run, built_store, tiny_weights, other_weights,
-                                                                  unknowns, tmp_path):
+def test_a_missing_cluster_other_weights_or_a_bad_call_are_refused(
+    run, built_store, tiny_weights, other_weights, unknowns, tmp_path
+):
     missing = enroll_cluster(run, built_store, tiny_weights, 9)
     assert missing.exit_code == EXIT_USAGE and says(missing.stderr, "no cluster 9 (clusters in this run: 0, 1)")
     other = enroll_cluster(run, built_store, other_weights)
     assert other.exit_code == 1 and says(other.stderr, "other weights")
     no_name = invoke("discover", "--enroll", 0, "--from", run, "--refs", built_store, "--model", tiny_weights)
     assert no_name.exit_code == EXIT_USAGE and says(no_name.stderr, "--name missing")
-    with_paths = invoke("discover", unknowns, "--enroll", 0, "--name", "x", "--from", run, "--refs", built_store,
-                        "--model", tiny_weights)
+    with_paths = invoke(
+        "discover",
+        unknowns,
+        "--enroll",
+        0,
+        "--name",
+        "x",
+        "--from",
+        run,
+        "--refs",
+        built_store,
+        "--model",
+        tiny_weights,
+    )
     assert with_paths.exit_code == EXIT_USAGE and says(with_paths.stderr, "no image paths")
-    nothing = invoke("discover", "--enroll", 0, "--name", "x", "--from", tmp_path / "nowhere", "--refs",
-                     built_store, "--model", tiny_weights)
+    nothing = invoke(
+        "discover",
+        "--enroll",
+        0,
+        "--name",
+        "x",
+        "--from",
+        tmp_path / "nowhere",
+        "--refs",
+        built_store,
+        "--model",
+        tiny_weights,
+    )
     assert nothing.exit_code == EXIT_USAGE and says(nothing.stderr, "no such file")

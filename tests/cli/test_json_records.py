@@ -30,8 +30,9 @@ def record(result, command: str) -> dict:
 @pytest.fixture
 def built(tmp_path: Path, tiny_weights: Path, image_tree: Path) -> tuple[Path, dict]:
     refs = tmp_path / "refs.h5"
-    data = record(invoke("build", image_tree, "--out", refs, "--model", tiny_weights, "--workers", 0,
-                         "--json"), "build")
+    data = record(
+        invoke("build", image_tree, "--out", refs, "--model", tiny_weights, "--workers", 0, "--json"), "build"
+    )
     return refs, data
 
 
@@ -45,8 +46,19 @@ def test_build_json(built):
 def test_enroll_json(tmp_path, built, tiny_weights):
     refs, _ = built
     write_images(tmp_path / "stripes", "stripes", 4, seed=5)
-    result = invoke("enroll", tmp_path / "stripes", "--name", "stripegan", "--refs", refs,
-                    "--model", tiny_weights, "--workers", 0, "--json")
+    result = invoke(
+        "enroll",
+        tmp_path / "stripes",
+        "--name",
+        "stripegan",
+        "--refs",
+        refs,
+        "--model",
+        tiny_weights,
+        "--workers",
+        0,
+        "--json",
+    )
     data = record(result, "enroll")
     assert data["name"] == "stripegan" and data["added"] == 4 and data["count"] == 4
     assert data["refs"] == str(refs) and data["sigma"] > 0 and data["update"] is False
@@ -59,8 +71,14 @@ def test_refs_json_records(built):
     assert record(invoke("refs", "show", "smoothgan", "--refs", refs, "--json"), "refs show")["count"] == 5
     result = invoke("refs", "remove", "smoothgan", "--refs", refs, "--yes", "--json")
     data = record(result, "refs remove")
-    assert data == {"schema": 1, "command": "refs remove", "refs": str(refs), "name": "smoothgan",
-                    "count": 5, "remaining": 1}
+    assert data == {
+        "schema": 1,
+        "command": "refs remove",
+        "refs": str(refs),
+        "name": "smoothgan",
+        "count": 5,
+        "remaining": 1,
+    }
     assert "removed" in result.stderr
 
 
@@ -114,6 +132,7 @@ def test_calibrate_reports_what_tau_costs_and_the_tau_it_replaces(tmp_path, buil
 
 def test_calibrate_refuses_acceptance_with_target_crr(tmp_path, built, tiny_weights):
     refs, _ = built
-    result = invoke("calibrate", tmp_path, "--acceptance", 0.9, "--target-crr", 0.9, "--refs", refs,
-                    "--model", tiny_weights)
+    result = invoke(
+        "calibrate", tmp_path, "--acceptance", 0.9, "--target-crr", 0.9, "--refs", refs, "--model", tiny_weights
+    )
     assert result.exit_code == 2 and "--target-crr" in result.stderr

@@ -26,8 +26,9 @@ runner = CliRunner()
 
 
 def invoke(*args):
-    return runner.invoke(app, [os.fsdecode(a) if isinstance(a, (bytes, Path)) else str(a) for a in args],
-                         catch_exceptions=False)
+    return runner.invoke(
+        app, [os.fsdecode(a) if isinstance(a, (bytes, Path)) else str(a) for a in args], catch_exceptions=False
+    )
 
 
 def json_lines(text: str) -> list[dict]:
@@ -48,6 +49,7 @@ def osma(*args, **popen):
 
 # ------------------------------------------------------------------------------ streams
 
+
 def test_json_reaches_stdout_while_stderr_is_a_terminal(tmp_path, base, image_tree):
     """The progress bar runs on the terminal; every record still goes to stdout, whole."""
     master, slave = pty.openpty()
@@ -63,6 +65,7 @@ def test_json_reaches_stdout_while_stderr_is_a_terminal(tmp_path, base, image_tr
             if not chunk:
                 return
             seen.extend(chunk)
+
     with out_file.open("wb") as out:
         proc = osma("attribute", image_tree, "--json", *base, stdout=out, stderr=slave)
     os.close(slave)
@@ -112,6 +115,7 @@ def test_csv_dash_is_stdout(base, image_tree):
 
 # ------------------------------------------------------------------------------ paths and exit codes
 
+
 def test_output_paths_are_checked_before_any_work(tmp_path, base, image_tree, tiny_weights):
     missing = tmp_path / "no" / "such"
     result = invoke("attribute", image_tree, "--csv", missing / "out.csv", *base)
@@ -128,10 +132,16 @@ def test_missing_or_empty_inputs_are_usage_errors(tmp_path, base, image_tree):
     empty = tmp_path / "emptyfolder"
     empty.mkdir()
     out = ["--out", tmp_path / "r.h5"]
-    for args, named in [(["attribute", image_tree, missing], missing), (["attribute", empty], empty),
-                        (["attribute", image_tree, empty], empty), (["enroll", missing, "--name", "x"], missing),
-                        (["build", missing, *out], missing), (["build", empty, *out], empty),
-                        (["calibrate", missing], missing), (["calibrate", empty], empty)]:
+    for args, named in [
+        (["attribute", image_tree, missing], missing),
+        (["attribute", empty], empty),
+        (["attribute", image_tree, empty], empty),
+        (["enroll", missing, "--name", "x"], missing),
+        (["build", missing, *out], missing),
+        (["build", empty, *out], empty),
+        (["calibrate", missing], missing),
+        (["calibrate", empty], empty),
+    ]:
         result = invoke(*args, *(base[:2] if args[0] == "build" else base))
         assert result.exit_code == EXIT_USAGE, (args, result.output)
         assert named.name in result.output, (args, result.output)
@@ -158,6 +168,7 @@ def test_ctrl_c_says_how_far_it_got_and_keeps_the_rows(tmp_path, base, image_tre
             if i == 3:
                 raise KeyboardInterrupt
             yield item
+
     monkeypatch.setattr(osma_cli.api, "attribute_files", interrupted)
     out = tmp_path / "out.csv"
     result = invoke("attribute", image_tree, "--csv", out, *base)
@@ -167,6 +178,7 @@ def test_ctrl_c_says_how_far_it_got_and_keeps_the_rows(tmp_path, base, image_tre
 
 
 # ------------------------------------------------------------------------------ errors you can trace
+
 
 def test_each_problem_names_its_file_and_the_table_says_why(tmp_path, base):
     folder = tmp_path / "mixed"
@@ -201,8 +213,7 @@ def test_a_fifo_in_the_folder_does_not_hang_the_batch(tmp_path, base):
     fifo = folder / "pipe.png"
     os.mkfifo(fifo)
     box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(r=invoke("attribute", folder, "--json", *base)),
-                              daemon=True)
+    thread = threading.Thread(target=lambda: box.update(r=invoke("attribute", folder, "--json", *base)), daemon=True)
     thread.start()
     thread.join(30)
     if thread.is_alive():

@@ -38,9 +38,29 @@ def tree(two_class_tree: Path) -> Path:
 def pose_weights(tree: Path, tmp_path_factory) -> Path:
     """POSE trained through `osma train --method pose` (2 tiny epochs)."""
     out = tmp_path_factory.mktemp("pose_model") / "pose.safetensors"
-    result = invoke("train", tree, "--method", "pose", "--out", out, "--crop", CROP, "--epochs", 2,
-                    "--steps-per-epoch", 2, "--batch-size", 6, "--workers", 0, "--device", "cpu",
-                    "--val-fraction", 0.34, "--json")
+    result = invoke(
+        "train",
+        tree,
+        "--method",
+        "pose",
+        "--out",
+        out,
+        "--crop",
+        CROP,
+        "--epochs",
+        2,
+        "--steps-per-epoch",
+        2,
+        "--batch-size",
+        6,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+        "--val-fraction",
+        0.34,
+        "--json",
+    )
     assert result.exit_code == EXIT_OK, result.output
     summary = json.loads(result.stdout)
     assert summary["kind"] == "classifier" and summary["classes"] == ["checkergan", "smoothgan"]
@@ -55,8 +75,9 @@ def direct_probabilities(weights: Path, path: Path) -> np.ndarray:
         return torch.softmax(model.logits(crops), dim=1)[0].numpy()
 
 
-def test_pose_model_attributes_through_the_same_cli(pose_weights: Path, tree: Path, tiny_weights: Path,
-                                                    tmp_path: Path) -> None:
+def test_pose_model_attributes_through_the_same_cli(
+    pose_weights: Path, tree: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
     files = sorted((tree / "checkergan").glob("*.png"))[:2] + sorted((tree / "smoothgan").glob("*.png"))[:2]
     result = invoke("attribute", *files, "--model", pose_weights, "--top", 2, "--workers", 0, "--json")
     assert result.exit_code == EXIT_OK, result.output
@@ -68,14 +89,14 @@ def test_pose_model_attributes_through_the_same_cli(pose_weights: Path, tree: Pa
         assert record["score"] == pytest.approx(1 - probs.max(), abs=1e-5)
         assert record["threshold"] == pytest.approx(tau)
         assert record["verdict"] == (record["candidate"] if record["score"] < tau else "unknown")
-        assert [c["name"] for c in record["top"]] == [record["candidate"]] + \
-            [n for n in ("checkergan", "smoothgan") if n != record["candidate"]]
+        assert [c["name"] for c in record["top"]] == [record["candidate"]] + [
+            n for n in ("checkergan", "smoothgan") if n != record["candidate"]
+        ]
 
     # the same command with a metric-learning model and its references gives records of the same shape
     refs = tmp_path / "refs.h5"
     assert invoke("build", tree, "--model", tiny_weights, "--out", refs, "--workers", 0).exit_code == EXIT_OK
-    metric = invoke("attribute", *files, "--model", tiny_weights, "--refs", refs, "--top", 2, "--workers", 0,
-                    "--json")
+    metric = invoke("attribute", *files, "--model", tiny_weights, "--refs", refs, "--top", 2, "--workers", 0, "--json")
     assert metric.exit_code == EXIT_OK, metric.output
     assert [set(json.loads(line)) for line in metric.stdout.splitlines()] == [set(r) for r in records]
 
@@ -92,8 +113,9 @@ def test_refs_is_refused_with_a_classifier(pose_weights: Path, tree: Path, tmp_p
 
 
 def test_enrolling_into_a_pose_model_is_refused(pose_weights: Path, tree: Path, tmp_path: Path) -> None:
-    enroll = invoke("enroll", tree / "checkergan", "--name", "newgan", "--model", pose_weights,
-                    "--refs", tmp_path / "r.h5")
+    enroll = invoke(
+        "enroll", tree / "checkergan", "--name", "newgan", "--model", pose_weights, "--refs", tmp_path / "r.h5"
+    )
     build = invoke("build", tree, "--model", pose_weights, "--out", tmp_path / "b.h5")
     for result in (enroll, build):
         assert result.exit_code == EXIT_USAGE
@@ -101,8 +123,7 @@ def test_enrolling_into_a_pose_model_is_refused(pose_weights: Path, tree: Path, 
     assert not (tmp_path / "r.h5").exists() and not (tmp_path / "b.h5").exists()
 
 
-def test_calibrate_writes_a_threshold_file_that_attribute_uses(pose_weights: Path, tree: Path,
-                                                               tmp_path: Path) -> None:
+def test_calibrate_writes_a_threshold_file_that_attribute_uses(pose_weights: Path, tree: Path, tmp_path: Path) -> None:
     import shutil
 
     weights = tmp_path / "copy.safetensors"
@@ -141,10 +162,31 @@ def pose_split(tmp_path_factory) -> tuple[Path, Path]:
     root = make_pose_fixture(tmp_path_factory.mktemp("pose_bench"), n_per_class=4, size=48)
     out = tmp_path_factory.mktemp("pose_bench_model") / "pose.safetensors"
     ann = root / "dataset"
-    result = invoke("train", "--annotations", ann / "split1_train" / "annotations" / "split1_train.txt",
-                    "--val-annotations", ann / "split1_val" / "annotations" / "split1_val.txt",
-                    "--data-root", root, "--method", "pose", "--out", out, "--crop", CROP, "--epochs", 2,
-                    "--steps-per-epoch", 2, "--batch-size", 6, "--workers", 0, "--device", "cpu")
+    result = invoke(
+        "train",
+        "--annotations",
+        ann / "split1_train" / "annotations" / "split1_train.txt",
+        "--val-annotations",
+        ann / "split1_val" / "annotations" / "split1_val.txt",
+        "--data-root",
+        root,
+        "--method",
+        "pose",
+        "--out",
+        out,
+        "--crop",
+        CROP,
+        "--epochs",
+        2,
+        "--steps-per-epoch",
+        2,
+        "--batch-size",
+        6,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == EXIT_OK, result.output
     return root, out
 
@@ -152,8 +194,7 @@ def pose_split(tmp_path_factory) -> tuple[Path, Path]:
 def test_benchmark_with_a_pose_model(pose_split, tmp_path: Path) -> None:
     root, weights = pose_split
     out = tmp_path / "bench"
-    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", weights, "--workers", 0,
-                    "--out", out, "--json")
+    result = invoke("benchmark", SPLIT, "--data-root", root, "--model", weights, "--workers", 0, "--out", out, "--json")
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     assert data["model_kind"] == "classifier" and data["score"] == "1 - max softmax"
@@ -191,14 +232,19 @@ def test_benchmark_refuses_a_classifier_trained_on_another_split(pose_split) -> 
         dst.parent.mkdir(parents=True, exist_ok=True)
         lines = src.read_text().splitlines(keepends=True)
         if src.stem.endswith(("_train", "_val", "_test")):
-            lines = [f"{path}\t{swap.get(label.strip(), label.strip())}\n"
-                     for path, label in (line.rsplit("\t", 1) for line in lines if line.strip())]
+            lines = [
+                f"{path}\t{swap.get(label.strip(), label.strip())}\n"
+                for path, label in (line.rsplit("\t", 1) for line in lines if line.strip())
+            ]
         dst.write_text("".join(lines))
     result = invoke("benchmark", "split9", "--data-root", root, "--model", weights, "--workers", 0)
     assert result.exit_code == EXIT_USAGE, result.output
     assert "trained on other images than split9's" in result.stderr
     assert read_meta(weights).recipe["data"]["label_folders"] == [
-        "OSMA/real", "OSMA/fake/ProGAN/multiseed_celeba/seed_v0", "OSMA/fake/styleGAN/cat"]
+        "OSMA/real",
+        "OSMA/fake/ProGAN/multiseed_celeba/seed_v0",
+        "OSMA/fake/styleGAN/cat",
+    ]
 
 
 def test_info_shows_the_classifier_and_its_threshold(pose_weights: Path) -> None:

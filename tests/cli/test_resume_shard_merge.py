@@ -39,8 +39,9 @@ def inputs(tmp_path: Path) -> Path:
 
 
 def attribute(out: Path, inputs: Path, weights: Path, refs: Path, *extra):
-    return invoke("attribute", inputs, "--out", out, "--model", weights, "--refs", refs, "--workers", 0,
-                  "--batch-size", 4, *extra)
+    return invoke(
+        "attribute", inputs, "--out", out, "--model", weights, "--refs", refs, "--workers", 0, "--batch-size", 4, *extra
+    )
 
 
 @pytest.fixture
@@ -64,8 +65,9 @@ def test_records_carry_their_file_and_run(uninterrupted: bytes, inputs: Path):
         assert r["file_id"] == f"stat:{st.st_size}:{st.st_mtime_ns}"
 
 
-def test_resume_after_a_stop_at_any_point_gives_one_runs_records(tmp_path, uninterrupted, inputs, tiny_weights,
-                                                                 built_store):
+def test_resume_after_a_stop_at_any_point_gives_one_runs_records(
+    tmp_path, uninterrupted, inputs, tiny_weights, built_store
+):
     """Cut the file where a kill could leave it: before the first record, inside one (a torn
     write), between two, after the last. Each resumed run ends with the uninterrupted bytes."""
     ends = line_ends(uninterrupted)
@@ -78,8 +80,7 @@ def test_resume_after_a_stop_at_any_point_gives_one_runs_records(tmp_path, unint
         assert out.read_bytes() == uninterrupted, f"cut at byte {cut}"
 
 
-def test_resume_after_an_interrupt_mid_batch(tmp_path, uninterrupted, inputs, tiny_weights, built_store,
-                                             monkeypatch):
+def test_resume_after_an_interrupt_mid_batch(tmp_path, uninterrupted, inputs, tiny_weights, built_store, monkeypatch):
     out = tmp_path / "stopped.jsonl"
     real = api.attribute_files
 
@@ -104,13 +105,14 @@ def test_csv_resumes_too(tmp_path, inputs, tiny_weights, built_store):
     attribute(whole, inputs, tiny_weights, built_store)
     data = whole.read_bytes()
     assert data.count(b"\r\n") == 13  # the header and twelve rows
-    cut.write_bytes(data[:data.index(b"\r\n", 400) + 30])  # a torn row
+    cut.write_bytes(data[: data.index(b"\r\n", 400) + 30])  # a torn row
     attribute(cut, inputs, tiny_weights, built_store)
     assert cut.read_bytes() == data
 
 
-def test_resuming_with_another_model_store_or_setting_is_refused(tmp_path, inputs, tiny_weights, other_weights,
-                                                                 built_store, image_tree):
+def test_resuming_with_another_model_store_or_setting_is_refused(
+    tmp_path, inputs, tiny_weights, other_weights, built_store, image_tree
+):
     out = tmp_path / "run.jsonl"
     attribute(out, inputs, tiny_weights, built_store)
     before = out.read_bytes()
@@ -121,15 +123,18 @@ def test_resuming_with_another_model_store_or_setting_is_refused(tmp_path, input
     result = attribute(out, inputs, other_weights, other_refs)
     assert result.exit_code == EXIT_USAGE and "another model" in said(result)
     new_generator = write_images(tmp_path / "newgan", "smooth", 3, seed=9)
-    assert invoke("enroll", "--name", "newgan", *new_generator, "--refs", built_store, "--model", tiny_weights,
-                  "--workers", 0).exit_code == 0
+    assert (
+        invoke(
+            "enroll", "--name", "newgan", *new_generator, "--refs", built_store, "--model", tiny_weights, "--workers", 0
+        ).exit_code
+        == 0
+    )
     result = attribute(out, inputs, tiny_weights, built_store)
     assert result.exit_code == EXIT_USAGE and "reference-store contents" in said(result)
     assert out.read_bytes() == before
 
 
-def test_a_changed_file_is_attributed_again_and_merge_keeps_its_new_record(tmp_path, inputs, tiny_weights,
-                                                                          built_store):
+def test_a_changed_file_is_attributed_again_and_merge_keeps_its_new_record(tmp_path, inputs, tiny_weights, built_store):
     out = tmp_path / "run.jsonl"
     attribute(out, inputs, tiny_weights, built_store)
     changed = inputs / "a" / "smooth_00.png"
@@ -153,6 +158,7 @@ def test_hash_tells_files_by_their_bytes(tmp_path, inputs, tiny_weights, built_s
     result = attribute(out, inputs, tiny_weights, built_store, "--hash")
     assert out.read_bytes() == first and "12 records already there, 0 files to go" in said(result)
     import hashlib
+
     record = next(json.loads(line) for line in first.splitlines() if json.loads(line)["path"] == str(touched))
     assert record["file_id"] == "sha256:" + hashlib.sha256(touched.read_bytes()).hexdigest()
 
@@ -162,8 +168,9 @@ def same_records(a: bytes, b: bytes) -> None:
     left, right = ([json.loads(line) for line in data.splitlines()] for data in (a, b))
     assert len(left) == len(right)
     for x, y in zip(left, right):
-        assert {k: v for k, v in x.items() if k not in ("score", "margin", "top")} == \
-               {k: v for k, v in y.items() if k not in ("score", "margin", "top")}
+        assert {k: v for k, v in x.items() if k not in ("score", "margin", "top")} == {
+            k: v for k, v in y.items() if k not in ("score", "margin", "top")
+        }
         assert x["score"] == pytest.approx(y["score"], rel=1e-5, abs=1e-6) if x["score"] is not None else True
         assert [t["name"] for t in x["top"]] == [t["name"] for t in y["top"]]
 
@@ -217,11 +224,13 @@ def test_csv_shards_merge_byte_for_byte(tmp_path, inputs, tiny_weights, built_st
 
 
 def test_bad_out_and_shard_options_are_usage_errors(tmp_path, inputs, tiny_weights, built_store):
-    for extra, message in ((["--out", tmp_path / "r.json"], "cannot tell the format"),
-                           (["--out", tmp_path / "missing" / "r.jsonl"], "does not exist"),
-                           (["--out", tmp_path / "r.jsonl", "--shard", "0/4"], "counted from 1"),
-                           (["--out", tmp_path / "r.jsonl", "--shard", "2-4"], "not of the form i/n"),
-                           (["--from-cache", "--detect"], "reads no image")):
+    for extra, message in (
+        (["--out", tmp_path / "r.json"], "cannot tell the format"),
+        (["--out", tmp_path / "missing" / "r.jsonl"], "does not exist"),
+        (["--out", tmp_path / "r.jsonl", "--shard", "0/4"], "counted from 1"),
+        (["--out", tmp_path / "r.jsonl", "--shard", "2-4"], "not of the form i/n"),
+        (["--from-cache", "--detect"], "reads no image"),
+    ):
         result = invoke("attribute", inputs, "--model", tiny_weights, "--refs", built_store, *extra)
         assert result.exit_code == EXIT_USAGE and message in said(result), (extra, result.stderr)
     not_ours = tmp_path / "notes.jsonl"
@@ -235,26 +244,42 @@ def test_the_cache_serves_every_feature_on_a_second_run(tmp_path, inputs, tiny_w
     """Counting the network's forward calls: the second run makes none and writes the same records."""
     calls = []
     real = Embedder.features_of_crops
-    monkeypatch.setattr(Embedder, "features_of_crops",
-                        lambda self, crops: calls.append(len(crops)) or real(self, crops))
+    monkeypatch.setattr(
+        Embedder, "features_of_crops", lambda self, crops: calls.append(len(crops)) or real(self, crops)
+    )
     plain = invoke("attribute", inputs, "--json", "--model", tiny_weights, "--refs", built_store, "--workers", 0)
     assert sum(calls) == 11
     calls.clear()
-    first = invoke("attribute", inputs, "--json", "--cache", "--model", tiny_weights, "--refs", built_store,
-                   "--workers", 0)
+    first = invoke(
+        "attribute", inputs, "--json", "--cache", "--model", tiny_weights, "--refs", built_store, "--workers", 0
+    )
     assert sum(calls) == 11 and first.stdout == plain.stdout
     calls.clear()
-    second = invoke("attribute", inputs, "--json", "--cache", "--model", tiny_weights, "--refs", built_store,
-                    "--workers", 0, "--threshold", 0.1)
+    second = invoke(
+        "attribute",
+        inputs,
+        "--json",
+        "--cache",
+        "--model",
+        tiny_weights,
+        "--refs",
+        built_store,
+        "--workers",
+        0,
+        "--threshold",
+        0.1,
+    )
     assert calls == []
     retau = [json.loads(line) for line in second.stdout.splitlines()]
     assert all(r["threshold"] == 0.1 for r in retau if r["status"] == "ok")
-    cached_only = invoke("attribute", inputs, "--json", "--from-cache", "--model", tiny_weights,
-                         "--refs", built_store, "--workers", 0)
+    cached_only = invoke(
+        "attribute", inputs, "--json", "--from-cache", "--model", tiny_weights, "--refs", built_store, "--workers", 0
+    )
     assert calls == [] and cached_only.exit_code == EXIT_SOME_INPUTS_FAILED
     readable = [line for line in plain.stdout.splitlines() if "broken.png" not in line]
     assert [line for line in cached_only.stdout.splitlines() if "broken.png" not in line] == readable
     new_file = write_images(inputs / "c", "smooth", 1, seed=12)[0]
-    lacking = invoke("attribute", new_file, "--json", "--from-cache", "--model", tiny_weights,
-                     "--refs", built_store, "--workers", 0)
+    lacking = invoke(
+        "attribute", new_file, "--json", "--from-cache", "--model", tiny_weights, "--refs", built_store, "--workers", 0
+    )
     assert calls == [] and "not in the embedding cache" in json.loads(lacking.stdout)["error"]

@@ -101,13 +101,14 @@ def read_only(monkeypatch, folder: Path) -> None:
 
 # 2. full disk ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("step", ["hdf5", "fsync", "rename"])
-def test_full_disk_enroll_and_remove_exit_1_and_change_nothing(store, tiny_weights, new_images,
-                                                               monkeypatch, step):
+def test_full_disk_enroll_and_remove_exit_1_and_change_nothing(store, tiny_weights, new_images, monkeypatch, step):
     before = store.read_bytes()
     inject(monkeypatch, step, raise_enospc)
-    enrolled = invoke("enroll", new_images, "--name", "stripegan", "--refs", store, "--model", tiny_weights,
-                      "--workers", 0)
+    enrolled = invoke(
+        "enroll", new_images, "--name", "stripegan", "--refs", store, "--model", tiny_weights, "--workers", 0
+    )
     removed = invoke("refs", "remove", "smoothgan", "--refs", store, "--yes")
     for result in (enrolled, removed):
         assert result.exit_code == EXIT_ERROR
@@ -133,8 +134,10 @@ def test_full_disk_while_seeding(shipped, isolated_home, new_images, monkeypatch
 
 # 3. read-only home ---------------------------------------------------------------------------
 
+
 def test_read_only_home_reads_from_the_shipped_store_and_says_where_it_cannot_write(
-        shipped, isolated_home, new_images, monkeypatch):
+    shipped, isolated_home, new_images, monkeypatch
+):
     read_only(monkeypatch, isolated_home)
     attributed = invoke("attribute", new_images, "--workers", 0)
     assert attributed.exit_code == EXIT_OK, attributed.stderr
@@ -156,6 +159,7 @@ def test_read_only_home_with_a_store_already_there(shipped, isolated_home, new_i
 
 # 5. inconsistent values ------------------------------------------------------------------------
 
+
 def test_a_count_set_to_zero_is_refused_not_scored_as_unknown(store, tiny_weights, new_images):
     with h5py.File(store, "r+") as f:
         f["counts"][0] = 0
@@ -168,13 +172,16 @@ def test_a_count_set_to_zero_is_refused_not_scored_as_unknown(store, tiny_weight
 
 # 6. shipped files ------------------------------------------------------------------------------------
 
+
 def test_shipped_store_is_never_written(shipped, tmp_path, new_images, image_tree, monkeypatch):
     target = shipped / "references-fsd.h5"
     before = digest(target)
-    for args in (["enroll", new_images, "--name", "stripegan", "--refs", target, "--workers", 0],
-                 ["refs", "remove", "smoothgan", "--refs", target, "--yes"],
-                 ["build", image_tree, "--out", target, "--force", "--workers", 0],
-                 ["calibrate", image_tree, "--refs", target, "--workers", 0]):
+    for args in (
+        ["enroll", new_images, "--name", "stripegan", "--refs", target, "--workers", 0],
+        ["refs", "remove", "smoothgan", "--refs", target, "--yes"],
+        ["build", image_tree, "--out", target, "--force", "--workers", 0],
+        ["calibrate", image_tree, "--refs", target, "--workers", 0],
+    ):
         result = invoke(*args)
         assert result.exit_code == EXIT_ERROR, args
         assert says(result.stderr, "osma ships") and says(result.stderr, "copy it"), args
@@ -186,6 +193,7 @@ def test_shipped_store_is_never_written(shipped, tmp_path, new_images, image_tre
 
 
 # 7. removal asks --------------------------------------------------------------------------------------
+
 
 def test_remove_asks_on_a_terminal_and_refuses_without_one(store, monkeypatch):
     from osma_cli.cli import references as cli_refs
@@ -204,6 +212,7 @@ def test_remove_asks_on_a_terminal_and_refuses_without_one(store, monkeypatch):
 
 
 # 8. provenance ------------------------------------------------------------------------------------------
+
 
 def test_enrolment_records_hashes_and_history_and_skips_what_is_there(store, tiny_weights, new_images, tmp_path):
     base = ["--refs", store, "--model", tiny_weights, "--workers", 0]

@@ -92,8 +92,7 @@ def test_qualities_are_drawn_uniformly() -> None:
     image = textured(32, 32)
     transform = TrainTransform(32, jpeg_qualities=(75, None))
     plain = image.transpose(2, 0, 1)
-    untouched = sum(np.array_equal(transform(image, np.random.default_rng(s)), plain)
-                    for s in range(200))
+    untouched = sum(np.array_equal(transform(image, np.random.default_rng(s)), plain) for s in range(200))
     assert 70 < untouched < 130
 
 
@@ -131,8 +130,9 @@ def expected_perturbed_crop(image: np.ndarray, perturbations, seed: int, crop: i
     chw = random_crop(image, crop, rng)
     if quality is None:
         return chw
-    return np.ascontiguousarray(jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality)
-                                .transpose(2, 0, 1))
+    return np.ascontiguousarray(
+        jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality).transpose(2, 0, 1)
+    )
 
 
 def test_no_perturbations_draws_exactly_as_before() -> None:
@@ -142,8 +142,13 @@ def test_no_perturbations_draws_exactly_as_before() -> None:
         rng = np.random.default_rng(seed)
         chw = random_crop(image, 32, rng)
         quality = JPEG_QUALITIES[int(rng.integers(len(JPEG_QUALITIES)))]
-        expected = chw if quality is None else np.ascontiguousarray(
-            jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality).transpose(2, 0, 1))
+        expected = (
+            chw
+            if quality is None
+            else np.ascontiguousarray(
+                jpeg_recompress(np.ascontiguousarray(chw.transpose(1, 2, 0)), quality).transpose(2, 0, 1)
+            )
+        )
         out = TrainTransform(crop=32, perturbations=())(image, np.random.default_rng(seed))
         assert np.array_equal(out, expected)
 

@@ -33,7 +33,7 @@ def textured_image(size: int = 96, seed: int = 0) -> np.ndarray:
     for _ in range(12):
         top, left = rng.integers(0, size - 8, 2)
         height, width = rng.integers(6, size // 2, 2)
-        image[top:top + height, left:left + width] = rng.uniform(20, 235, 3)
+        image[top : top + height, left : left + width] = rng.uniform(20, 235, 3)
     image += rng.normal(0, 6, image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
@@ -44,11 +44,12 @@ def real_photo() -> np.ndarray:
         pytest.skip(f"no camera photos under {CAMERAS}")
     photo = load_rgb(photos[0])
     top, left = (photo.shape[0] - 256) // 2 // 16 * 16, (photo.shape[1] - 256) // 2 // 16 * 16
-    return photo[top:top + 256, left:left + 256]
+    return photo[top : top + 256, left : left + 256]
 
 
-PLAIN = CameraPipeline(seed=1, cfa="RGGB", demosaic="bilinear", denoise=0.0, sharpen=0.0,
-                       gamma=2.2, tone=0.0, jpeg_quality=95)
+PLAIN = CameraPipeline(
+    seed=1, cfa="RGGB", demosaic="bilinear", denoise=0.0, sharpen=0.0, gamma=2.2, tone=0.0, jpeg_quality=95
+)
 
 
 def settings(pipeline: CameraPipeline) -> tuple:
@@ -60,6 +61,7 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # --- pipelines ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [1, 5, 12, 70, 300])
 def test_make_pipelines_gives_distinct_settings(n: int) -> None:
@@ -87,10 +89,20 @@ def test_make_pipelines_refuses_bad_counts() -> None:
         make_pipelines(10**9)
 
 
-@pytest.mark.parametrize("change", [
-    {"cfa": "RGBG"}, {"demosaic": "nearest"}, {"denoise": -1.0}, {"sharpen": -0.5},
-    {"gamma": 0.0}, {"tone": 1.5}, {"jpeg_quality": 0}, {"subsampling": "4:1:1"}, {"seed": -1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cfa": "RGBG"},
+        {"demosaic": "nearest"},
+        {"denoise": -1.0},
+        {"sharpen": -0.5},
+        {"gamma": 0.0},
+        {"tone": 1.5},
+        {"jpeg_quality": 0},
+        {"subsampling": "4:1:1"},
+        {"seed": -1},
+    ],
+)
 def test_pipeline_refuses_bad_settings(change: dict) -> None:
     with pytest.raises(UsageError):
         dataclasses.replace(PLAIN, **change)
@@ -145,8 +157,9 @@ def green_phase(image: np.ndarray) -> float:
     demosaic leaves its interpolated greens smoother than its sampled ones, at period 2."""
     green = image[..., 1].astype(np.float64)
     residual = np.zeros_like(green)
-    residual[1:-1, 1:-1] = green[1:-1, 1:-1] - (green[:-2, 1:-1] + green[2:, 1:-1]
-                                                + green[1:-1, :-2] + green[1:-1, 2:]) / 4
+    residual[1:-1, 1:-1] = (
+        green[1:-1, 1:-1] - (green[:-2, 1:-1] + green[2:, 1:-1] + green[1:-1, :-2] + green[1:-1, 2:]) / 4
+    )
     residual = residual[2:-2, 2:-2] ** 2
     parity = np.add.outer(np.arange(residual.shape[0]), np.arange(residual.shape[1])) % 2
     even, odd = residual[parity == 0].mean(), residual[parity == 1].mean()
@@ -156,8 +169,7 @@ def green_phase(image: np.ndarray) -> float:
 def test_colour_filter_layout_shows_at_period_two(photo: np.ndarray) -> None:
     """RGGB and BGGR sample green on odd sites, GRBG and GBRG on even ones: the statistic's
     sign follows the layout, and the original photo shows no such pattern."""
-    phases = {cfa: green_phase(dataclasses.replace(PLAIN, cfa=cfa).render(photo))
-              for cfa in CFA_PATTERNS}
+    phases = {cfa: green_phase(dataclasses.replace(PLAIN, cfa=cfa).render(photo)) for cfa in CFA_PATTERNS}
     assert phases["RGGB"] < -0.2 and phases["BGGR"] < -0.2
     assert phases["GRBG"] > 0.2 and phases["GBRG"] > 0.2
     assert abs(green_phase(photo)) < 0.1
@@ -165,12 +177,14 @@ def test_colour_filter_layout_shows_at_period_two(photo: np.ndarray) -> None:
 
 # --- demosaicing -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", DEMOSAIC_METHODS)
 @pytest.mark.parametrize("cfa", CFA_PATTERNS)
 def test_demosaic_keeps_samples_and_reproduces_linear_ramps(method: str, cfa: str) -> None:
     yy, xx = np.mgrid[0:32, 0:40].astype(np.float32)
-    ramp = np.stack([0.1 + 0.01 * xx + 0.005 * yy, 0.3 + 0.004 * xx - 0.002 * yy,
-                     0.2 + 0.003 * yy + 0.001 * xx], axis=-1).astype(np.float32)
+    ramp = np.stack(
+        [0.1 + 0.01 * xx + 0.005 * yy, 0.3 + 0.004 * xx - 0.002 * yy, 0.2 + 0.003 * yy + 0.001 * xx], axis=-1
+    ).astype(np.float32)
     raw = mosaic(ramp, cfa)
     out = demosaic(raw, cfa, method)
     assert out.shape == ramp.shape and out.dtype == np.float32
@@ -184,9 +198,12 @@ def test_demosaic_keeps_samples_and_reproduces_linear_ramps(method: str, cfa: st
 def test_demosaic_agrees_with_colour_demosaicing(method: str) -> None:
     """The published filters, checked against an independent implementation (colour-demosaicing)."""
     import colour_demosaicing as cd  # in the test extras: this comparison always runs
-    reference = {"bilinear": cd.demosaicing_CFA_Bayer_bilinear,
-                 "malvar2004": cd.demosaicing_CFA_Bayer_Malvar2004,
-                 "menon2007": cd.demosaicing_CFA_Bayer_Menon2007}[method]
+
+    reference = {
+        "bilinear": cd.demosaicing_CFA_Bayer_bilinear,
+        "malvar2004": cd.demosaicing_CFA_Bayer_Malvar2004,
+        "menon2007": cd.demosaicing_CFA_Bayer_Menon2007,
+    }[method]
     linear = (textured_image(64).astype(np.float32) / 255) ** 2.2
     for cfa in CFA_PATTERNS:
         raw = mosaic(linear, cfa)

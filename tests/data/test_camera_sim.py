@@ -39,26 +39,28 @@ def test_dataset_items(photo_files: list[Path]) -> None:
     assert crop.dtype == torch.uint8 and crop.shape == (3, 32, 32) and label == 1
     with pytest.raises(IndexError):
         dataset[6]
-    assert len(SimulatedCameraDataset(photo_files, pipelines, 32, seed=0,
-                                      samples_per_epoch=50)) == 50
+    assert len(SimulatedCameraDataset(photo_files, pipelines, 32, seed=0, samples_per_epoch=50)) == 50
 
 
 def test_crops_are_crops_of_whole_photo_renders(photo_files: list[Path]) -> None:
     """Rendering only a region around the crop changes no pixel of the crop, including
     with chroma subsampling and the widest filters allowed."""
-    widest = CameraPipeline(seed=9, cfa="GBRG", demosaic="menon2007", denoise=3.0,
-                            sharpen=2.0, gamma=2.4, tone=1.0, jpeg_quality=70)
+    widest = CameraPipeline(
+        seed=9, cfa="GBRG", demosaic="menon2007", denoise=3.0, sharpen=2.0, gamma=2.4, tone=1.0, jpeg_quality=70
+    )
     pipelines = [*make_pipelines(6, seed=5), widest]
     photo = load_rgb(photo_files[0])
-    dataset = SimulatedCameraDataset(photo_files[:1], pipelines, 24, seed=1,
-                                     samples_per_epoch=14)
+    dataset = SimulatedCameraDataset(photo_files[:1], pipelines, 24, seed=1, samples_per_epoch=14)
     for index in range(len(dataset)):
         crop, label = dataset[index]
         pipeline = pipelines[label]
         full, margin = pipeline.render(photo), pipeline.margin
         crop = crop.numpy().transpose(1, 2, 0)
-        windows = [full[top + margin:top + margin + 24, left + margin:left + margin + 24]
-                   for top in range(0, 160, ALIGN) for left in range(0, 160, ALIGN)]
+        windows = [
+            full[top + margin : top + margin + 24, left + margin : left + margin + 24]
+            for top in range(0, 160, ALIGN)
+            for left in range(0, 160, ALIGN)
+        ]
         assert any(np.array_equal(crop, w) for w in windows if w.shape == crop.shape), index
 
 
@@ -68,8 +70,7 @@ def test_dataset_is_deterministic_and_epochs_differ(photo_files: list[Path]) -> 
 
     pipelines = make_pipelines(2, seed=0)
     one = SimulatedCameraDataset(photo_files, pipelines, 32, seed=3, samples_per_epoch=8)
-    two = SimulatedCameraDataset(photo_files, make_pipelines(2, seed=0), 32, seed=3,
-                                 samples_per_epoch=8)
+    two = SimulatedCameraDataset(photo_files, make_pipelines(2, seed=0), 32, seed=3, samples_per_epoch=8)
     forward, backward = draw(one, range(8)), draw(two, reversed(range(8)))
     assert all(torch.equal(forward[i], backward[i]) for i in range(8))
     one.set_epoch(1)
@@ -80,13 +81,13 @@ def test_dataset_is_deterministic_and_epochs_differ(photo_files: list[Path]) -> 
 
 
 def test_dataset_same_with_workers(photo_files: list[Path]) -> None:
-    dataset = SimulatedCameraDataset(photo_files, make_pipelines(3, seed=0), 32, seed=0,
-                                     samples_per_epoch=6, cache_decoded=True)
+    dataset = SimulatedCameraDataset(
+        photo_files, make_pipelines(3, seed=0), 32, seed=0, samples_per_epoch=6, cache_decoded=True
+    )
     assert dataset.check_readable() == []
     results = []
     for workers in (0, 2):
-        loader = DataLoader(dataset, batch_size=3, num_workers=workers,
-                            persistent_workers=workers > 0)
+        loader = DataLoader(dataset, batch_size=3, num_workers=workers, persistent_workers=workers > 0)
         batches = []
         for epoch in (0, 1):
             dataset.set_epoch(epoch)

@@ -59,8 +59,7 @@ def test_multi_crops_aligned_disjoint_ordered(height, width, crop, n_crops):
         assert 0 <= top <= height - crop and 0 <= left <= width - crop
     for (t1, l1), (t2, l2) in itertools.combinations(origins, 2):
         assert abs(t1 - t2) >= crop or abs(l1 - l2) >= crop
-    distances = [(t + crop / 2 - height / 2) ** 2 + (left + crop / 2 - width / 2) ** 2
-                 for t, left in origins]
+    distances = [(t + crop / 2 - height / 2) ** 2 + (left + crop / 2 - width / 2) ** 2 for t, left in origins]
     assert distances == sorted(distances)
     every = crop_origins(height, width, crop, 10_000)
     assert every[: len(origins)] == origins
@@ -89,7 +88,7 @@ def test_extract_crops_equals_slicing():
         assert crops.shape == (len(origins), 3, 32, 32) and crops.dtype == np.uint8
         assert crops.flags.c_contiguous
         for crop, (top, left) in zip(crops, origins):
-            expected = img[top:top + 32, left:left + 32].transpose(2, 0, 1)
+            expected = img[top : top + 32, left : left + 32].transpose(2, 0, 1)
             np.testing.assert_array_equal(crop, expected)
 
 
@@ -99,8 +98,7 @@ def test_exact_fit_is_the_whole_image():
     assert extract_crops(img, 48, 4).shape[0] == 1
 
 
-@pytest.mark.parametrize("height,width",
-                         [(20, 100), (100, 20), (20, 30), (1, 1), (3, 70), (60, 61)])
+@pytest.mark.parametrize("height,width", [(20, 100), (100, 20), (20, 30), (1, 1), (3, 70), (60, 61)])
 def test_small_image_reflect_padded(height, width):
     crop = 64
     img = image(height, width)
@@ -114,8 +112,7 @@ def test_small_image_reflect_padded(height, width):
     expected = reflected_window(img, top, left, crop).transpose(2, 0, 1)
     np.testing.assert_array_equal(crops[0], expected)
     if height < crop and width < crop:
-        expected = np.pad(img, ((-top, crop - height + top), (-left, crop - width + left), (0, 0)),
-                          mode="symmetric")
+        expected = np.pad(img, ((-top, crop - height + top), (-left, crop - width + left), (0, 0)), mode="symmetric")
         np.testing.assert_array_equal(crops[0], expected.transpose(2, 0, 1))
 
 
@@ -124,7 +121,7 @@ def test_small_image_placed_at_aligned_offset():
     [(top, left)] = crop_origins(20, 100, 64)
     assert top == -16  # (64 - 20) / 2 = 22, truncated to 16: the image keeps its block phase
     crop = extract_crops(img, 64)[0]
-    np.testing.assert_array_equal(crop[:, 16:36, :], img[:, left:left + 64].transpose(2, 0, 1))
+    np.testing.assert_array_equal(crop[:, 16:36, :], img[:, left : left + 64].transpose(2, 0, 1))
 
 
 def test_skip_small_images():
@@ -150,8 +147,12 @@ def test_random_crop_aligned_uniform_and_exact():
     for _ in range(400):
         crop = random_crop(img, 32, rng)
         assert crop.shape == (3, 32, 32) and crop.dtype == np.uint8
-        matches = [(t, x) for t in range(0, 33, GRID) for x in range(0, 41, GRID)
-                   if np.array_equal(crop, img[t:t + 32, x:x + 32].transpose(2, 0, 1))]
+        matches = [
+            (t, x)
+            for t in range(0, 33, GRID)
+            for x in range(0, 41, GRID)
+            if np.array_equal(crop, img[t : t + 32, x : x + 32].transpose(2, 0, 1))
+        ]
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) == 5 * 6  # every aligned origin is reached
@@ -166,8 +167,7 @@ def test_random_crop_small_image_padded_like_extract():
         crop = random_crop(img, 64, rng)
         assert crop.shape == (3, 64, 64)
         rows = crop[:, 16:36, :]
-        lefts = [x for x in range(0, 37, GRID)
-                 if np.array_equal(rows, img[:, x:x + 64].transpose(2, 0, 1))]
+        lefts = [x for x in range(0, 37, GRID) if np.array_equal(rows, img[:, x : x + 64].transpose(2, 0, 1))]
         assert len(lefts) == 1
     tiny = image(5, 7)
     np.testing.assert_array_equal(random_crop(tiny, 16, rng), extract_crops(tiny, 16)[0])

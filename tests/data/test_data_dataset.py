@@ -99,10 +99,14 @@ def test_loader_same_crops_in_order_with_and_without_workers(files, n_crops):
 def test_items_and_failure_reasons(files):
     dataset = ImageCropDataset(files, CROP, 2)
     assert len(dataset) == len(files)
-    reasons = {dataset.path(i).name: item for i, item, _ in (dataset[i] for i in range(len(files)))
-               if isinstance(item, str)}
-    assert reasons == {"empty.png": "empty file (0 bytes)", "missing.png": "no such file",
-                       "noise.jpg": "not an image: unrecognised or unsupported format"}
+    reasons = {
+        dataset.path(i).name: item for i, item, _ in (dataset[i] for i in range(len(files))) if isinstance(item, str)
+    }
+    assert reasons == {
+        "empty.png": "empty file (0 bytes)",
+        "missing.png": "no such file",
+        "noise.jpg": "not an image: unrecognised or unsupported format",
+    }
     index, crops, warnings = dataset[0]
     assert warnings == ()
     assert index == 0 and crops.shape == (2, 3, CROP, CROP) and crops.dtype == torch.uint8
@@ -113,8 +117,7 @@ def test_small_images_skipped_with_reason(files):
     batches = run_loader(dataset, workers=0, batch_size=4)
     failures = dict(f for batch in batches for f in batch.failures)
     small = files.index(files[0].parent / "good_2.png")
-    assert failures[small] == (
-        "image is 30x12, smaller than the crop size 16 (small images are skipped)")
+    assert failures[small] == ("image is 30x12, smaller than the crop size 16 (small images are skipped)")
     check_batches(batches, expected_items(files, 1, small="skip"), 4)
 
 
@@ -137,8 +140,11 @@ def test_all_failed_batch_and_empty_dataset(tmp_path):
 
 
 def test_collate_owners():
-    items = [(5, torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), (6, "bad"),
-             (7, torch.ones(3, 3, 4, 4, dtype=torch.uint8))]
+    items = [
+        (5, torch.zeros(2, 3, 4, 4, dtype=torch.uint8)),
+        (6, "bad"),
+        (7, torch.ones(3, 3, 4, 4, dtype=torch.uint8)),
+    ]
     batch = collate_crops(items)
     assert batch.indices == [5, 7] and batch.failures == [(6, "bad")]
     assert batch.owners.tolist() == [0, 0, 1, 1, 1]
@@ -151,6 +157,7 @@ def test_pin_memory_keeps_the_batch_type(monkeypatch):
     def fake_pin(self):
         pinned.append(self)
         return self.clone()
+
     monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
     batch = collate_crops([(0, torch.ones(2, 3, 4, 4, dtype=torch.uint8)), (1, "bad")])
     out = batch.pin_memory()

@@ -290,7 +290,8 @@ def test_every_bad_input_has_its_own_reason(tmp_path):
     assert reasons["missing"] == "no such file"
     assert reasons["bomb"] == (
         f"10000000000 pixels, over the limit of {DEFAULT_MAX_PIXELS}; possible decompression "
-        "bomb; raise the limit with --max-pixels if you trust the file")
+        "bomb; raise the limit with --max-pixels if you trust the file"
+    )
     kinds = {reason.split(" (")[0] for reason in reasons.values()}
     assert len(kinds) == len(reasons) - 1  # both truncations are the same kind
 
@@ -307,10 +308,12 @@ def test_small_max_pixels_refused_before_decoding(tmp_path, monkeypatch):
     path = save(tmp_path, Image.new("RGB", (W, H)), "ok.png")
     assert reason_of(path, max_pixels=W * H - 1) == (
         f"{W * H} pixels, over the limit of {W * H - 1}; possible decompression bomb; "
-        "raise the limit with --max-pixels if you trust the file")
+        "raise the limit with --max-pixels if you trust the file"
+    )
 
     def refuse(self):
         pytest.fail("decoded a refused image")
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
     reason_of(path, max_pixels=10)
 
@@ -339,7 +342,8 @@ def test_pillow_bomb_error_reworded(tmp_path):
     path.write_bytes(png_header_only(3000, 3000))
     assert reason_of(path, max_pixels=1000) == (
         "9000000 pixels, over the limit of 1000; possible decompression bomb; "
-        "raise the limit with --max-pixels if you trust the file")
+        "raise the limit with --max-pixels if you trust the file"
+    )
 
 
 def test_zero_size_image(tmp_path, monkeypatch):
@@ -359,6 +363,7 @@ def test_permission_denied(tmp_path, monkeypatch):
             if os.fspath(file) == os.fspath(path):
                 raise PermissionError(13, "Permission denied")
             return real_open(file, *args, **kwargs)
+
         monkeypatch.setattr(decode.os, "open", refuse)
     assert reason_of(path) == "permission denied"
 
@@ -368,6 +373,7 @@ def test_read_error_is_not_called_corruption(tmp_path, monkeypatch):
 
     def failing_load(self):
         raise OSError(5, "Input/output error")
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
     assert reason_of(path) == "read error: Input/output error"
 
@@ -377,5 +383,6 @@ def test_unexpected_plugin_failure_is_an_image_error(tmp_path, monkeypatch):
 
     def broken_load(self):
         raise struct.error("unpack requires a buffer of 4 bytes")
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
     assert reason_of(path).startswith("cannot decode (error: unpack")

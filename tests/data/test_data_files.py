@@ -22,8 +22,20 @@ def touch(root: Path, *names: str) -> None:
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "tree"
-    touch(root, "b/2.PNG", "b/1.jpg", "b/notes.txt", "b/.hidden.png", "b/.cache/x.png",
-          "a/z.JpEg", "a/sub/y.tif", "a/sub/x.webp", "a.png", "c/README", ".git/h.png")
+    touch(
+        root,
+        "b/2.PNG",
+        "b/1.jpg",
+        "b/notes.txt",
+        "b/.hidden.png",
+        "b/.cache/x.png",
+        "a/z.JpEg",
+        "a/sub/y.tif",
+        "a/sub/x.webp",
+        "a.png",
+        "c/README",
+        ".git/h.png",
+    )
     (root / "empty").mkdir()
     return root
 
@@ -33,19 +45,30 @@ def names(paths, root: Path) -> list[str]:
 
 
 def test_suffixes():
-    assert {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
-            ".pnm"} == IMAGE_SUFFIXES
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"} == IMAGE_SUFFIXES
 
 
 def test_walk_sorted_hidden_skipped_case_insensitive(tree):
     assert names(iter_image_files([tree]), tree) == [
-        "a/sub/x.webp", "a/sub/y.tif", "a/z.JpEg", "a.png", "b/1.jpg", "b/2.PNG"]
+        "a/sub/x.webp",
+        "a/sub/y.tif",
+        "a/z.JpEg",
+        "a.png",
+        "b/1.jpg",
+        "b/2.PNG",
+    ]
 
 
 def test_explicit_paths_always_yielded_in_order(tree):
     given = [tree / "b/notes.txt", tree / "missing.jpg", tree / "b/.hidden.png", tree / "a"]
     assert names(iter_image_files(given), tree) == [
-        "b/notes.txt", "missing.jpg", "b/.hidden.png", "a/sub/x.webp", "a/sub/y.tif", "a/z.JpEg"]
+        "b/notes.txt",
+        "missing.jpg",
+        "b/.hidden.png",
+        "a/sub/x.webp",
+        "a/sub/y.tif",
+        "a/z.JpEg",
+    ]
     assert list(iter_image_files([str(tree / "a.png")])) == [tree / "a.png"]
 
 
@@ -83,6 +106,7 @@ def test_unlistable_folder_is_a_data_error(tree, monkeypatch):
         if Path(path) == tree / "b":
             raise PermissionError(13, "Permission denied")
         return real_scandir(path)
+
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(DataError, match="cannot list .*b: permission denied"):
         list(iter_image_files([tree]))

@@ -21,8 +21,9 @@ from osma_cli.errors import ImageError
 def picture(size: int = 48) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     rng = np.random.default_rng(0)
-    return np.clip(np.stack([xx * 3, yy * 3, xx + yy], -1) + rng.normal(0, 20, (size, size, 3)),
-                   0, 255).astype(np.uint8)
+    return np.clip(np.stack([xx * 3, yy * 3, xx + yy], -1) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(
+        np.uint8
+    )
 
 
 def encoded(fmt: str, **kwargs) -> bytes:
@@ -71,8 +72,12 @@ def call_with_timeout(func, fifo: Path, timeout: float = 10.0):
 
 
 def test_intact_files_have_no_warnings(tmp_path):
-    for name, data in [("a.png", encoded("PNG")), ("b.jpg", encoded("JPEG")),
-                       ("c.jpg", encoded("JPEG", progressive=True)), ("d.jpg", jpeg_with_restarts())]:
+    for name, data in [
+        ("a.png", encoded("PNG")),
+        ("b.jpg", encoded("JPEG")),
+        ("c.jpg", encoded("JPEG", progressive=True)),
+        ("d.jpg", jpeg_with_restarts()),
+    ]:
         assert decode_image(write(tmp_path, name, data)).warnings == ()
 
 
@@ -100,9 +105,10 @@ def test_png_cut_short_decodes_with_a_warning(tmp_path, cut):
 def test_png_crc_mismatch_is_named():
     data = encoded("PNG")
     start = data.index(b"IDAT") - 4
-    crc_at = start + 8 + int.from_bytes(data[start:start + 4], "big")
+    crc_at = start + 8 + int.from_bytes(data[start : start + 4], "big")
     assert png_warnings(flip(data, crc_at, 3)) == [
-        f"png: chunk IDAT at byte {start} fails its CRC check (corrupt data)"]
+        f"png: chunk IDAT at byte {start} fails its CRC check (corrupt data)"
+    ]
 
 
 def test_jpeg_restart_marker_flipped_is_reported(tmp_path):
@@ -133,6 +139,7 @@ def test_pillow_warnings_are_folded_into_the_result(tmp_path, monkeypatch):
     def load_with_warning(self):
         warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=2)
         return real_load(self)
+
     monkeypatch.setattr(Image.Image, "load", load_with_warning)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning that leaked would fail the test

@@ -45,7 +45,7 @@ def pillow_jpeg(width: int = 64, height: int = 48, mode: str = "RGB", **options)
 def scan_start(data: bytes) -> int:
     """Where the first scan's compressed data begins."""
     at = data.index(b"\xff\xda")
-    return at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+    return at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
 
 
 def cut_in_the_middle(data: bytes) -> bytes:
@@ -115,7 +115,7 @@ def test_a_run_of_one_bits_is_a_bad_huffman_code():
     at = (scan_start(data) + len(data)) // 2
     while data[at - 1] == 0xFF:
         at += 1
-    damaged = data[:at] + b"\xff\x00" * 8 + data[at + 16:]
+    damaged = data[:at] + b"\xff\x00" * 8 + data[at + 16 :]
     [warning] = jpeg_warnings(damaged)
     assert warning.startswith("jpeg: bad Huffman code in the compressed data near byte ")
     near = int(warning.split("near byte ")[1].split()[0])
@@ -153,7 +153,7 @@ def test_random_damage_never_raises():
         for _ in range(rng.randrange(1, 4)):
             data[rng.randrange(2, len(data))] ^= 1 << rng.randrange(8)
         if trial % 3 == 0:
-            data = data[:rng.randrange(2, len(data))] + b"\xff\xd9"
+            data = data[: rng.randrange(2, len(data))] + b"\xff\xd9"
         found = scan_warnings(bytes(data), rng.choice([None, 64, 500]))
         assert len(found) <= 1 and all(isinstance(w, str) for w in found)
 
@@ -198,25 +198,30 @@ def entropy_bytes(bits: str) -> bytes:
     return raw.replace(b"\xff", b"\xff\x00")
 
 
-def tiny_jpeg(width: int, height: int, factors: list[tuple[int, int]], scans: list[tuple[list[int], list[str]]],
-              restart: int = 0) -> tuple[bytes, list[int]]:
+def tiny_jpeg(
+    width: int, height: int, factors: list[tuple[int, int]], scans: list[tuple[list[int], list[str]]], restart: int = 0
+) -> tuple[bytes, list[int]]:
     """A JPEG with components of ``factors``; each scan: (its component indices, its intervals' bits).
 
     Returns the file and where each scan's compressed data begins.
     """
     frame = struct.pack(">BHHB", 8, height, width, len(factors)) + b"".join(
-        bytes([i + 1, h << 4 | v, 0]) for i, (h, v) in enumerate(factors))
+        bytes([i + 1, h << 4 | v, 0]) for i, (h, v) in enumerate(factors)
+    )
     out = b"\xff\xd8" + segment(0xDB, bytes([0] + [1] * 64)) + segment(0xC0, frame)
     out += segment(0xC4, b"\x00" + DC_TABLE + b"\x10" + AC_TABLE)
     if restart:
         out += segment(0xDD, struct.pack(">H", restart))
     starts = []
     for components, intervals in scans:
-        out += segment(0xDA, bytes([len(components)]) + b"".join(bytes([c + 1, 0]) for c in components)
-                       + bytes([0, 63, 0]))
+        out += segment(
+            0xDA, bytes([len(components)]) + b"".join(bytes([c + 1, 0]) for c in components) + bytes([0, 63, 0])
+        )
         starts.append(len(out))
-        out += b"".join(entropy_bytes(bits) + (bytes([0xFF, 0xD0 + i % 8]) if i < len(intervals) - 1 else b"")
-                        for i, bits in enumerate(intervals))
+        out += b"".join(
+            entropy_bytes(bits) + (bytes([0xFF, 0xD0 + i % 8]) if i < len(intervals) - 1 else b"")
+            for i, bits in enumerate(intervals)
+        )
     return out + b"\xff\xd9", starts
 
 
@@ -230,9 +235,11 @@ SUBSAMPLED = [(2, 2), (1, 1), (1, 1)]
 
 def test_tiny_jpegs_decode_in_pillow():
     """The hand-made files are real JPEGs: libjpeg decodes them without complaint."""
-    for data, _ in (tiny_jpeg(16, 8, [(1, 1)], [([0], [FULL + EMPTY])]),
-                    tiny_jpeg(37, 21, SUBSAMPLED, [([0, 1, 2], [blocks(36)])]),
-                    tiny_jpeg(37, 21, SUBSAMPLED, [([0], [blocks(15)]), ([1], [blocks(6)]), ([2], [blocks(6)])])):
+    for data, _ in (
+        tiny_jpeg(16, 8, [(1, 1)], [([0], [FULL + EMPTY])]),
+        tiny_jpeg(37, 21, SUBSAMPLED, [([0, 1, 2], [blocks(36)])]),
+        tiny_jpeg(37, 21, SUBSAMPLED, [([0], [blocks(15)]), ([1], [blocks(6)]), ([2], [blocks(6)])]),
+    ):
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             assert image.size in ((16, 8), (37, 21))
@@ -248,8 +255,9 @@ def test_block_counts_of_interleaved_and_single_component_scans():
     assert warning.startswith("jpeg: compressed data ends before the last block")
     long, starts = tiny_jpeg(37, 21, SUBSAMPLED, [([0], [blocks(15 + 8)]), ([1], [blocks(6)]), ([2], [blocks(6)])])
     # 23 blocks of 3 bits: 69 bits, 9 bytes; 15 blocks need 45 bits: 6 bytes, 3 left over
-    assert scan_warnings(long, None) == [f"jpeg: 3 extraneous bytes after the last block near byte {starts[0] + 6} "
-                                         "(corrupt data)"]
+    assert scan_warnings(long, None) == [
+        f"jpeg: 3 extraneous bytes after the last block near byte {starts[0] + 6} (corrupt data)"
+    ]
 
 
 def test_a_block_may_end_at_coefficient_63_without_end_of_block():
@@ -257,13 +265,16 @@ def test_a_block_may_end_at_coefficient_63_without_end_of_block():
     assert scan_warnings(data, None) == []
 
 
-@pytest.mark.parametrize("bits, what, byte", [
-    ("0" + "111", "bad Huffman code", 6),  # the AC code at bit 49
-    ("11", "bad Huffman code", 6),  # the DC code at bit 48
-    ("10" + "0" * 12, "magnitude category out of range", 6),
-    ("0" + "110" + "0" * 11, "magnitude category out of range", 6),
-    ("0" + "100" * 3 + "1011", "AC coefficient index past 63", 7),  # found after the code that ends at bit 62
-])
+@pytest.mark.parametrize(
+    "bits, what, byte",
+    [
+        ("0" + "111", "bad Huffman code", 6),  # the AC code at bit 49
+        ("11", "bad Huffman code", 6),  # the DC code at bit 48
+        ("10" + "0" * 12, "magnitude category out of range", 6),
+        ("0" + "110" + "0" * 11, "magnitude category out of range", 6),
+        ("0" + "100" * 3 + "1011", "AC coefficient index past 63", 7),  # found after the code that ends at bit 62
+    ],
+)
 def test_each_fault_is_named_where_it_is(bits, what, byte):
     # 16 empty blocks (48 bits, 6 bytes), then the fault in block 17 of 18
     data, [start] = tiny_jpeg(144, 8, [(1, 1)], [([0], [blocks(16) + bits + EMPTY])])
@@ -276,7 +287,8 @@ def test_restart_intervals_are_counted():
     assert scan_warnings(good, None) == []
     missing, _ = tiny_jpeg(37, 21, SUBSAMPLED, [([0, 1, 2], [blocks(12)] * 2)], restart=2)
     assert scan_warnings(missing, None) == [
-        "jpeg: compressed data ends early: 1 of 3 restart intervals missing (corrupt data)"]
+        "jpeg: compressed data ends early: 1 of 3 restart intervals missing (corrupt data)"
+    ]
     extra, starts = tiny_jpeg(37, 21, SUBSAMPLED, [([0, 1, 2], [blocks(12)] * 4)], restart=2)
     [warning] = scan_warnings(extra, None)
     assert warning.startswith("jpeg: 5 extraneous bytes after the last block of the scan at byte ")
@@ -289,7 +301,7 @@ def test_extended_sequential_12_bit_allows_wider_categories():
     data, _ = tiny_jpeg(16, 8, [(1, 1)], [([0], ["10" + "0" * 12 + "00" + EMPTY])])
     data = data.replace(b"\xff\xc0", b"\xff\xc1", 1)
     at = data.index(b"\xff\xc1") + 4
-    assert scan_warnings(data[:at] + b"\x0c" + data[at + 1:], None) == []  # 12-bit: DC category 12 is valid
+    assert scan_warnings(data[:at] + b"\x0c" + data[at + 1 :], None) == []  # 12-bit: DC category 12 is valid
     assert scan_warnings(data, None) != []  # 8-bit: it is not
 
 

@@ -29,9 +29,17 @@ def test_names_round_trip_and_original_comes_first_once():
     assert [c.name for c in parse_resaves(None, ("offgrid:5",))] == ["original", "offgrid:5"]
 
 
-@pytest.mark.parametrize("text, words", [("blur:3", "unknown"), ("jpeg:200", "quality"), ("offgrid:8", "multiple of 8"),
-                                         ("resize:x", "not a number"), ("original:1", "unknown"),
-                                         ("resize:9", "factor")])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("blur:3", "unknown"),
+        ("jpeg:200", "quality"),
+        ("offgrid:8", "multiple of 8"),
+        ("resize:x", "not a number"),
+        ("original:1", "unknown"),
+        ("resize:9", "factor"),
+    ],
+)
 def test_bad_names_say_what_to_write(text, words):
     with pytest.raises(UsageError, match=words):
         parse_resave(text)

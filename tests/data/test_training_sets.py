@@ -40,6 +40,7 @@ def files(tree: Path) -> LabeledFiles:
 
 # --- LabeledFiles ------------------------------------------------------------------------
 
+
 def test_from_folders(tree: Path, files: LabeledFiles) -> None:
     assert files.class_names == ("gan_a", "gan_b", "gan_c")
     assert files.labels.dtype == np.int64
@@ -79,8 +80,7 @@ def test_from_annotations(tmp_path: Path) -> None:
     second = folder / "b.txt"
     second.write_text("imgs/gan/2.png 1\r\n")
     files = LabeledFiles.from_annotations(first, second)
-    assert files.paths == (folder / "imgs/real/0.png", folder / "imgs/gan one/1.png",
-                           folder / "imgs/gan/2.png")
+    assert files.paths == (folder / "imgs/real/0.png", folder / "imgs/gan one/1.png", folder / "imgs/gan/2.png")
     assert files.labels.tolist() == [0, 2, 1]
     assert files.class_names == ("class0", "class1", "class2")
     rooted = LabeledFiles.from_annotations(first, data_root=tmp_path / "data")
@@ -96,8 +96,7 @@ def test_annotation_labels_are_kept_as_written(tmp_path: Path) -> None:
     assert files.num_classes == 4
 
 
-@pytest.mark.parametrize("bad_line", ["just/a/path.png", "x.png\tgan", "x.png\t-1", "\t3",
-                                      "x.png\t1.5"])
+@pytest.mark.parametrize("bad_line", ["just/a/path.png", "x.png\tgan", "x.png\t-1", "\t3", "x.png\t1.5"])
 def test_malformed_annotation_line_names_file_and_line(tmp_path: Path, bad_line: str) -> None:
     file = tmp_path / "train.txt"
     file.write_text(f"ok.png\t0\n\n{bad_line}\nok2.png\t1\n")
@@ -160,6 +159,7 @@ def test_split_edge_cases() -> None:
 
 # --- balanced_indices --------------------------------------------------------------------
 
+
 def test_balanced_indices() -> None:
     labels = np.array([0] * 3 + [1] * 7 + [2] * 5 + [5] * 4)
     epoch = balanced_indices(labels, np.random.default_rng(0))
@@ -185,6 +185,7 @@ def test_balanced_indices_empty() -> None:
 
 # --- TrainingDataset ---------------------------------------------------------------------
 
+
 def items(dataset: TrainingDataset, order) -> dict[int, np.ndarray]:
     return {i: dataset[i][0].numpy() for i in order}
 
@@ -201,8 +202,7 @@ def test_item_shape_and_label(files: LabeledFiles) -> None:
 
 def test_items_depend_only_on_seed_epoch_index(files: LabeledFiles) -> None:
     forward = items(TrainingDataset(files, TrainTransform(CROP), seed=5), range(len(files)))
-    backward = items(TrainingDataset(files, TrainTransform(CROP), seed=5),
-                     reversed(range(len(files))))
+    backward = items(TrainingDataset(files, TrainTransform(CROP), seed=5), reversed(range(len(files))))
     for i in forward:
         np.testing.assert_array_equal(forward[i], backward[i])
     other_seed = items(TrainingDataset(files, TrainTransform(CROP), seed=6), range(len(files)))
@@ -223,8 +223,7 @@ def test_set_epoch_changes_the_draw(files: LabeledFiles) -> None:
 
 
 def load_all(dataset, workers: int, persistent: bool = False, epochs=(0,)) -> list[torch.Tensor]:
-    loader = DataLoader(dataset, batch_size=4, shuffle=False, num_workers=workers,
-                        persistent_workers=persistent)
+    loader = DataLoader(dataset, batch_size=4, shuffle=False, num_workers=workers, persistent_workers=persistent)
     out = []
     for epoch in epochs:
         dataset.set_epoch(epoch)

@@ -31,8 +31,9 @@ def pose_root(tmp_path_factory) -> Path:
 
 def test_benchmark_outputs_are_consistent(tmp_path, pose_root, tiny_weights):
     out = tmp_path / "out"
-    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights,
-                    "--workers", 0, "--out", out, "--json")
+    result = invoke(
+        "benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights, "--workers", 0, "--out", out, "--json"
+    )
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     assert data == json.loads((out / "metrics.json").read_text())
@@ -51,8 +52,9 @@ def test_benchmark_outputs_are_consistent(tmp_path, pose_root, tiny_weights):
     cand = np.array([CLASS_NAMES.index(r["candidate"]) for r in rows])
     score = np.array([float(r["score"]) for r in rows])
     kinds = np.array([r["unknown_kind"] for r in rows], dtype=object)
-    again = evaluate_open_set(y, cand, score, len(CLASS_NAMES), data["threshold"]["value"],
-                              unknown_kind=kinds).to_dict()
+    again = evaluate_open_set(
+        y, cand, score, len(CLASS_NAMES), data["threshold"]["value"], unknown_kind=kinds
+    ).to_dict()
     for key in ("closed_set_accuracy", "auc", "oscr", "af1", "crr"):
         assert again[key] == pytest.approx(m[key], abs=1e-5)
     assert m["auc"] == pytest.approx(roc_auc_score(y == -1, score), abs=1e-5)
@@ -60,8 +62,19 @@ def test_benchmark_outputs_are_consistent(tmp_path, pose_root, tiny_weights):
 
 
 def test_threshold_zero_rejects_everything(pose_root, tiny_weights):
-    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights,
-                    "--workers", 0, "--threshold", 0, "--json")
+    result = invoke(
+        "benchmark",
+        SPLIT,
+        "--data-root",
+        pose_root,
+        "--model",
+        tiny_weights,
+        "--workers",
+        0,
+        "--threshold",
+        0,
+        "--json",
+    )
     m = json.loads(result.stdout)["metrics"]
     assert m["crr"] == 1.0 and all(k["crr"] == 1.0 for k in m["per_kind"].values())
 
@@ -85,8 +98,7 @@ def test_second_run_embeds_nothing(pose_root, tiny_weights, monkeypatch):
 
 
 def test_table_output_has_pose_columns(pose_root, tiny_weights):
-    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights,
-                    "--workers", 0)
+    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights, "--workers", 0)
     assert result.exit_code == EXIT_OK
     for word in ("AUC", "OSCR", "CRR", "aF1", "seed", "arch", "dataset", "closed-set accuracy"):
         assert word in result.stdout

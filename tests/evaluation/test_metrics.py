@@ -41,8 +41,9 @@ S = np.array([0.1, 0.4, 0.2, 0.7, 0.3, 0.9])
 K = 2
 
 
-def random_case(rng: np.random.Generator, n: int, k: int, *, p_unknown: float = 0.3,
-                levels: int | None = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_case(
+    rng: np.random.Generator, n: int, k: int, *, p_unknown: float = 0.3, levels: int | None = 6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random labels, candidates right ~60% of the time, scores with many ties."""
     y = np.where(rng.random(n) < p_unknown, -1, rng.integers(0, k, n))
     c = np.where((rng.random(n) < 0.6) & (y >= 0), y, rng.integers(0, k, n))
@@ -125,7 +126,8 @@ def test_average_f1_class_with_no_support_and_no_prediction_scores_zero() -> Non
     y, p = [0, 1], [0, 1]
     assert average_f1(y, p, 3) == pytest.approx(2 / 3)
     assert average_f1(y, p, 3) == pytest.approx(
-        sklearn_metrics.f1_score(y, p, labels=[0, 1, 2], average="macro", zero_division=0))
+        sklearn_metrics.f1_score(y, p, labels=[0, 1, 2], average="macro", zero_division=0)
+    )
 
 
 def test_average_f1_unknown_predicted_as_class_is_false_positive() -> None:
@@ -225,7 +227,7 @@ def pose_style_oscr(y: np.ndarray, c: np.ndarray, s: np.ndarray, order: np.ndarr
     unknowns from position k on; the last cut is (0, 0)."""
     right, unknown = ((y == c) & (y >= 0))[order], (y == -1)[order]
     nk, nu, n = int((y >= 0).sum()), int(unknown.sum()), len(y)
-    points = [(unknown[k:].sum() / nu, right[k + 1:].sum() / nk) for k in range(n - 1)]
+    points = [(unknown[k:].sum() / nu, right[k + 1 :].sum() / nk) for k in range(n - 1)]
     points += [(0.0, 0.0), (0.0, 0.0), (1.0, 1.0)]
     points.sort(reverse=True)
     return sum((f0 - f1) * (c0 + c1) / 2 for (f0, c0), (f1, c1) in zip(points, points[1:]))
@@ -405,25 +407,28 @@ def test_evaluate_open_set_report_is_plain_json() -> None:
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("call", [
-    lambda: average_f1([], [], 2),
-    lambda: oscr([], [], []),
-    lambda: roc_auc([], []),
-    lambda: af1_crr_curve([0, 1], [0], [0.1, 0.2], 2),
-    lambda: af1_crr_curve([0, 2], [0, 1], [0.1, 0.2], 2),
-    lambda: af1_crr_curve([0, -2], [0, 1], [0.1, 0.2], 2),
-    lambda: af1_crr_curve([0, 1], [0, -1], [0.1, 0.2], 2),
-    lambda: af1_crr_curve([0, 1], [0, 1], [0.1, float("nan")], 2),
-    lambda: af1_crr_curve([0, 1], [0, 1], [0.1, float("inf")], 2),
-    lambda: af1_crr_curve([[0, 1]], [[0, 1]], [[0.1, 0.2]], 2),
-    lambda: af1_crr_curve([0.5, 1], [0, 1], [0.1, 0.2], 2),
-    lambda: average_f1([0, 1], [0, 1], 0),
-    lambda: roc_auc([0, 2], [0.1, 0.2]),
-    lambda: evaluate_open_set([0, 1], [0, 1], [0.1, 0.2], 2, math.inf),
-    lambda: evaluate_open_set([0, 1], [0, 1], [0.1, 0.2], 2, float("nan")),
-    lambda: breakdown_by_kind([0, -1], [0, 1], [0.1, 0.2], 2, 0.5, ["seed", "seed"]),
-    lambda: breakdown_by_kind([0, -1], [0, 1], [0.1, 0.2], 2, 0.5, ["", "seed", "x"]),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: average_f1([], [], 2),
+        lambda: oscr([], [], []),
+        lambda: roc_auc([], []),
+        lambda: af1_crr_curve([0, 1], [0], [0.1, 0.2], 2),
+        lambda: af1_crr_curve([0, 2], [0, 1], [0.1, 0.2], 2),
+        lambda: af1_crr_curve([0, -2], [0, 1], [0.1, 0.2], 2),
+        lambda: af1_crr_curve([0, 1], [0, -1], [0.1, 0.2], 2),
+        lambda: af1_crr_curve([0, 1], [0, 1], [0.1, float("nan")], 2),
+        lambda: af1_crr_curve([0, 1], [0, 1], [0.1, float("inf")], 2),
+        lambda: af1_crr_curve([[0, 1]], [[0, 1]], [[0.1, 0.2]], 2),
+        lambda: af1_crr_curve([0.5, 1], [0, 1], [0.1, 0.2], 2),
+        lambda: average_f1([0, 1], [0, 1], 0),
+        lambda: roc_auc([0, 2], [0.1, 0.2]),
+        lambda: evaluate_open_set([0, 1], [0, 1], [0.1, 0.2], 2, math.inf),
+        lambda: evaluate_open_set([0, 1], [0, 1], [0.1, 0.2], 2, float("nan")),
+        lambda: breakdown_by_kind([0, -1], [0, 1], [0.1, 0.2], 2, 0.5, ["seed", "seed"]),
+        lambda: breakdown_by_kind([0, -1], [0, 1], [0.1, 0.2], 2, 0.5, ["", "seed", "x"]),
+    ],
+)
 def test_bad_input_raises_value_error(call) -> None:
     with pytest.raises(MetricInputError) as info:
         call()

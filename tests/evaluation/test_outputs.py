@@ -24,8 +24,7 @@ def test_the_files_hold_the_run(tmp_path: Path, tiny_weights: Path) -> None:
     out = tmp_path / "out"
     write_benchmark_outputs(run, out)
 
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(
-        json.dumps(record("benchmark", run.to_dict())))
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(record("benchmark", run.to_dict())))
     with (out / "scores.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)

@@ -92,8 +92,10 @@ def test_jpeg_is_the_projects_round_trip_and_its_file_carries_the_quality(qualit
         np.testing.assert_array_equal(np.asarray(image.convert("RGB")), jpeg_recompress(pixels, quality))
 
 
-@pytest.mark.parametrize("height, width, scale, expected", [
-    (48, 64, 0.5, (24, 32)), (48, 64, 0.75, (36, 48)), (45, 33, 0.5, (23, 17)), (3, 3, 0.1, (1, 1))])
+@pytest.mark.parametrize(
+    "height, width, scale, expected",
+    [(48, 64, 0.5, (24, 32)), (48, 64, 0.75, (36, 48)), (45, 33, 0.5, (23, 17)), (3, 3, 0.1, (1, 1))],
+)
 def test_resize_gives_the_exact_size_and_keeps_a_flat_image_flat(height, width, scale, expected):
     out = Resize(scale).apply(textured(height, width), rng())
     assert out.shape == (*expected, 3)
@@ -117,7 +119,7 @@ def test_crop_is_an_exact_grid_aligned_centred_sub_array():
     odd = textured(100, 70, seed=3)
     out = Crop(0.5).apply(odd, rng())
     assert out.shape == (50, 35, 3)
-    matches = [(t, x) for t in range(0, 51) for x in range(0, 36) if np.array_equal(odd[t:t + 50, x:x + 35], out)]
+    matches = [(t, x) for t in range(0, 51) for x in range(0, 36) if np.array_equal(odd[t : t + 50, x : x + 35], out)]
     assert matches == [(24, 16)] and all(v % 8 == 0 for v in matches[0])
 
 
@@ -126,7 +128,7 @@ def test_noise_has_the_stated_standard_deviation():
     for sigma in (2.0, 5.0):
         diff = Noise(sigma).apply(grey, rng(4)).astype(np.float64) - 128
         assert abs(diff.mean()) < 0.05
-        assert diff.std() == pytest.approx(np.sqrt(sigma ** 2 + 1 / 12), rel=0.03)  # rounding adds 1/12
+        assert diff.std() == pytest.approx(np.sqrt(sigma**2 + 1 / 12), rel=0.03)  # rounding adds 1/12
 
 
 def test_blur_removes_high_frequencies_as_a_gaussian_of_that_sigma():
@@ -134,20 +136,37 @@ def test_blur_removes_high_frequencies_as_a_gaussian_of_that_sigma():
     checker = (128 + 40 * (((xx + yy) % 2) * 2 - 1))[..., None].repeat(3, axis=2).astype(np.uint8)
     out = Blur(1.0).apply(checker, rng()).astype(np.float64)
     # a Gaussian's response at the Nyquist frequency (0.5 cycle/pixel on each axis): exp(-2 pi^2 s^2 (0.25+0.25))
-    amplitude = 40 * np.exp(-2 * np.pi ** 2 * 1.0 ** 2 * 0.5)
+    amplitude = 40 * np.exp(-2 * np.pi**2 * 1.0**2 * 0.5)
     inner = out[8:-8, 8:-8]
     assert np.abs(inner - 128).max() <= amplitude + 0.5
     assert inner.mean() == pytest.approx(128, abs=0.5)
+
     def spectrum(a):
         return np.abs(np.fft.fft2(a[..., 0] - a[..., 0].mean()))[32, 32]
+
     assert spectrum(out) < 0.05 * spectrum(checker.astype(np.float64))
 
 
 # --------------------------------------------------------------------------- specs
 
 
-@pytest.mark.parametrize("spec", ["jpeg:0", "jpeg:101", "jpeg:90.5", "resize:2", "resize:1", "crop:x",
-                                  "crop:0", "blur:-1", "noise:nan", "foo:1", "jpeg", "blur:"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "jpeg:0",
+        "jpeg:101",
+        "jpeg:90.5",
+        "resize:2",
+        "resize:1",
+        "crop:x",
+        "crop:0",
+        "blur:-1",
+        "noise:nan",
+        "foo:1",
+        "jpeg",
+        "blur:",
+    ],
+)
 def test_bad_specs_are_refused_naming_the_spec(spec):
     with pytest.raises(UsageError) as caught:
         parse_perturbation(spec)
@@ -163,10 +182,17 @@ def test_unknown_names_get_the_close_match():
 def test_specs_parse_to_canonical_names_and_standard_is_the_sweep():
     assert parse_perturbation(" JPEG:90 ") == Jpeg(90) and parse_perturbation("blur:1.0").spec == "blur:1"
     sweep = parse_perturbations(["standard"])
-    assert [p.spec for p in sweep] == ["jpeg:90", "jpeg:75", "jpeg:50", "resize:0.75", "resize:0.5", "blur:1",
-                                       "noise:2", "crop:0.5"]
-    assert [p.spec for p in parse_perturbations(["crop:0.5", "standard", "noise:2.0"])][:2] == ["crop:0.5",
-                                                                                               "jpeg:90"]
+    assert [p.spec for p in sweep] == [
+        "jpeg:90",
+        "jpeg:75",
+        "jpeg:50",
+        "resize:0.75",
+        "resize:0.5",
+        "blur:1",
+        "noise:2",
+        "crop:0.5",
+    ]
+    assert [p.spec for p in parse_perturbations(["crop:0.5", "standard", "noise:2.0"])][:2] == ["crop:0.5", "jpeg:90"]
     assert len(parse_perturbations(["jpeg:90", "jpeg:90.0"])) == 1
 
 
@@ -251,8 +277,7 @@ def test_perturbed_runs_keep_the_clean_references_and_equal_independent_runs(tmp
 def test_jpeg_test_images_land_in_the_jpeg_regime_of_a_routed_model(tmp_path, pose_root):
     embedder = Embedder.from_file(routed_model(tmp_path / "m.safetensors", qualities=(90, 50)), device="cpu")
     split = load_pose_split(pose_root, SPLIT)
-    rows = run_perturbed(embedder, split, (Jpeg(90), Jpeg(75), Jpeg(50), Resize(0.75)), model="routed",
-                         options=OPTIONS)
+    rows = run_perturbed(embedder, split, (Jpeg(90), Jpeg(75), Jpeg(50), Resize(0.75)), model="routed", options=OPTIONS)
     assert [r.run.regime for r in rows] == ["lossless", "jpeg90", "jpeg90", "jpeg50", "lossless"]
     clean = rows[0].run.store
     for row in rows[1:]:
@@ -267,7 +292,8 @@ def test_jpeg_test_images_land_in_the_jpeg_regime_of_a_routed_model(tmp_path, po
         Image.fromarray(load_rgb(image.path)).save(target, format="JPEG", quality=90, subsampling="4:2:0")
         moved.append(replace(image, path=target))
     n = len(split.test_known)
-    direct = run_benchmark(embedder, replace(split, test_known=tuple(moved[:n]), test_unknown=tuple(moved[n:])),
-                           options=OPTIONS)
+    direct = run_benchmark(
+        embedder, replace(split, test_known=tuple(moved[:n]), test_unknown=tuple(moved[n:])), options=OPTIONS
+    )
     assert direct.regime == "jpeg90"
     np.testing.assert_allclose(rows[1].run.scores, direct.scores, rtol=1e-6)

@@ -40,8 +40,13 @@ def assert_png(path: Path) -> None:
         assert len(image.convert("L").getcolors(maxcolors=1 << 16) or range(2)) > 1
 
 
-def synthetic(seed: int = 0, n_known: int = 120, n_unknown: int = 60, n_classes: int = 4,
-              kinds: tuple[str, ...] = ("seed", "arch", "dataset")) -> dict[str, np.ndarray]:
+def synthetic(
+    seed: int = 0,
+    n_known: int = 120,
+    n_unknown: int = 60,
+    n_classes: int = 4,
+    kinds: tuple[str, ...] = ("seed", "arch", "dataset"),
+) -> dict[str, np.ndarray]:
     """Known images with low scores, unknown ones shifted up, most candidates right."""
     rng = np.random.default_rng(seed)
     y = np.concatenate([rng.integers(0, n_classes, n_known), np.full(n_unknown, -1)])
@@ -50,8 +55,7 @@ def synthetic(seed: int = 0, n_known: int = 120, n_unknown: int = 60, n_classes:
     candidates[wrong] = rng.integers(0, n_classes, int(wrong.sum()))
     scores = np.concatenate([rng.gamma(4, 0.4, n_known), rng.gamma(7, 0.5, n_unknown)])
     kind = np.array([""] * n_known + [kinds[i % len(kinds)] for i in range(n_unknown)]) if kinds else None
-    return {"y_true": y, "candidates": candidates, "scores": scores, "n_classes": n_classes,
-            "unknown_kind": kind}
+    return {"y_true": y, "candidates": candidates, "scores": scores, "n_classes": n_classes, "unknown_kind": kind}
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +77,7 @@ def no_global_state_changes():
 def test_plot_roc_writes_png(tmp_path: Path) -> None:
     data = synthetic()
     unknown = data["y_true"] == -1
-    curves = {"all": roc_curve(unknown, data["scores"]),
-              "seed": roc_curve(unknown[:150], data["scores"][:150])}
+    curves = {"all": roc_curve(unknown, data["scores"]), "seed": roc_curve(unknown[:150], data["scores"][:150])}
     path = plot_roc(curves, tmp_path / "roc.png", title="ROC")
     assert path == tmp_path / "roc.png"
     assert_png(path)
@@ -96,18 +99,22 @@ def test_plot_af1_crr_writes_png_with_and_without_operating_point(tmp_path: Path
 
 def test_plot_score_histograms_writes_png(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    path = plot_score_histograms(rng.random(100), {"seed": rng.random(30) + 0.5, "arch": rng.random(30) + 1},
-                                 tmp_path / "scores.png", tau=0.9)
+    path = plot_score_histograms(
+        rng.random(100), {"seed": rng.random(30) + 0.5, "arch": rng.random(30) + 1}, tmp_path / "scores.png", tau=0.9
+    )
     assert_png(path)
 
 
-@pytest.mark.parametrize("known, unknown", [
-    (np.array([]), {}),
-    (np.array([]), {"seed": np.array([])}),
-    (np.array([1.0]), {}),
-    (np.full(10, 3.0), {"seed": np.full(5, 3.0)}),
-    (np.array([0.5, np.nan, np.inf, 1.0]), {"arch": np.array([-np.inf, 2.0])}),
-])
+@pytest.mark.parametrize(
+    "known, unknown",
+    [
+        (np.array([]), {}),
+        (np.array([]), {"seed": np.array([])}),
+        (np.array([1.0]), {}),
+        (np.full(10, 3.0), {"seed": np.full(5, 3.0)}),
+        (np.array([0.5, np.nan, np.inf, 1.0]), {"arch": np.array([-np.inf, 2.0])}),
+    ],
+)
 def test_score_histograms_survive_degenerate_inputs(tmp_path: Path, known, unknown) -> None:
     assert_png(plot_score_histograms(known, unknown, tmp_path / "h.png", tau=1.0))
 
@@ -191,8 +198,7 @@ def test_write_benchmark_plots_with_no_known_images(tmp_path: Path) -> None:
 
 
 def test_write_benchmark_plots_with_one_image_and_infinite_tau(tmp_path: Path) -> None:
-    paths = write_benchmark_plots(tmp_path, y_true=[0], candidates=[0], scores=[0.3], n_classes=1,
-                                  tau=float("inf"))
+    paths = write_benchmark_plots(tmp_path, y_true=[0], candidates=[0], scores=[0.3], n_classes=1, tau=float("inf"))
     for path in paths.values():
         assert_png(path)
 
@@ -203,13 +209,16 @@ def test_write_benchmark_plots_clips_huge_outliers(tmp_path: Path) -> None:
     assert_png(write_benchmark_plots(tmp_path, tau=2.5, **data)["scores"])
 
 
-@pytest.mark.parametrize("change", [
-    {"scores": np.array([0.1, 0.2])},
-    {"n_classes": 0},
-    {"tau": float("nan")},
-    {"unknown_kind": np.array(["seed"] * 180)},
-    {"unknown_kind": np.array([""] * 5)},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"scores": np.array([0.1, 0.2])},
+        {"n_classes": 0},
+        {"tau": float("nan")},
+        {"unknown_kind": np.array(["seed"] * 180)},
+        {"unknown_kind": np.array([""] * 5)},
+    ],
+)
 def test_bad_input_raises_before_any_file_is_written(tmp_path: Path, change) -> None:
     args = {**synthetic(), "tau": 2.5, **change}
     with pytest.raises(MetricInputError):
@@ -235,8 +244,13 @@ print(json.dumps({{"light": light, "light_plots": light_plots,
                    "pyplot": "matplotlib.pyplot" in sys.modules,
                    "backend_agg": "matplotlib.backends.backend_agg" in sys.modules}}))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            env={key: value for key, value in os.environ.items() if key != "MPLBACKEND"},
-                            cwd=Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={key: value for key, value in os.environ.items() if key != "MPLBACKEND"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"light": True, "light_plots": True, "pyplot": False, "backend_agg": True}

@@ -26,15 +26,29 @@ def pose_root(tmp_path_factory) -> Path:
 
 
 def test_json_has_a_record_per_row_and_the_clean_row_is_the_plain_run(pose_root, tiny_weights):
-    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights, "--workers", 0,
-                    "--perturb", "jpeg:90", "--perturb", "crop:0.5", "--json")
+    result = invoke(
+        "benchmark",
+        SPLIT,
+        "--data-root",
+        pose_root,
+        "--model",
+        tiny_weights,
+        "--workers",
+        0,
+        "--perturb",
+        "jpeg:90",
+        "--perturb",
+        "crop:0.5",
+        "--json",
+    )
     assert result.exit_code == EXIT_OK, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["perturbation"] for r in rows] == ["clean", "jpeg:90", "crop:0.5"]
     assert all(r["schema"] == 1 and r["command"] == "benchmark" and r["model"] == "tiny" for r in rows)
     assert all(r["split"] == SPLIT and r["n_known"] == 12 and r["n_unknown"] == 12 for r in rows)
-    plain = json.loads(invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights,
-                              "--workers", 0, "--json").stdout)
+    plain = json.loads(
+        invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights, "--workers", 0, "--json").stdout
+    )
     assert rows[0]["accuracy"] == pytest.approx(plain["metrics"]["closed_set_accuracy"])
     for key in ("auc", "oscr", "crr"):
         assert rows[0][key] == pytest.approx(plain["metrics"][key])
@@ -43,8 +57,22 @@ def test_json_has_a_record_per_row_and_the_clean_row_is_the_plain_run(pose_root,
 
 def test_two_models_in_one_table_and_one_plot_per_figure(tmp_path, pose_root, tiny_weights, other_weights):
     out = tmp_path / "out"
-    args = ["benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights, "--model", other_weights,
-            "--workers", 0, "--perturb", "standard", "--out", out]
+    args = [
+        "benchmark",
+        SPLIT,
+        "--data-root",
+        pose_root,
+        "--model",
+        tiny_weights,
+        "--model",
+        other_weights,
+        "--workers",
+        0,
+        "--perturb",
+        "standard",
+        "--out",
+        out,
+    ]
     result = invoke(*args)
     assert result.exit_code == EXIT_OK, result.output
     lines = result.stdout.splitlines()
@@ -54,8 +82,10 @@ def test_two_models_in_one_table_and_one_plot_per_figure(tmp_path, pose_root, ti
     saved = json.loads((out / "robustness.json").read_text())
     assert len(saved) == 2 * 9 and {r["model"] for r in saved} == {"tiny", "other"}
     again = [json.loads(line) for line in invoke(*args, "--json").stdout.splitlines()]
+
     def untimed(rows):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
     assert untimed(again) == untimed(saved)  # the second run reads the perturbed files and embeddings back
     for figure in FIGURES:
         png = out / f"robustness_{figure}.png"
@@ -70,6 +100,5 @@ def test_a_bad_spec_is_a_usage_error_naming_it(pose_root, tiny_weights, spec):
 
 
 def test_several_models_need_perturb(pose_root, tiny_weights, other_weights):
-    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights,
-                    "--model", other_weights)
+    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", tiny_weights, "--model", other_weights)
     assert result.exit_code == EXIT_USAGE and "--perturb" in result.output

@@ -76,13 +76,12 @@ def test_pose_both_roots_and_split_spellings_agree(pose_root: Path) -> None:
 def test_pose_summary(pose_root: Path) -> None:
     summary = load_pose_split(pose_root, SPLIT).summary()
     assert summary["classes"] == list(CLASS_NAMES)
-    assert summary["counts"] == {"train": 3 * N, "val": 3 * N, "test_known": 3 * N,
-                                 "test_unknown": 3 * N}
-    assert summary["per_class"] == {name: {"train": N, "val": N, "test": N}
-                                    for name in CLASS_NAMES}
+    assert summary["counts"] == {"train": 3 * N, "val": 3 * N, "test_known": 3 * N, "test_unknown": 3 * N}
+    assert summary["per_class"] == {name: {"train": N, "val": N, "test": N} for name in CLASS_NAMES}
     assert summary["unknown_kinds"] == {"seed": N, "arch": N, "dataset": N}
     assert summary["unknown_generators"] == {
-        name: {"kind": kind, "count": N} for kind, name in UNKNOWN_GENERATORS.items()}
+        name: {"kind": kind, "count": N} for kind, name in UNKNOWN_GENERATORS.items()
+    }
     assert json.loads(json.dumps(summary)) == summary
 
 
@@ -100,18 +99,20 @@ def test_pose_tolerates_blank_lines_spaces_crlf_and_bom(pose_root: Path) -> None
     train = annotation(pose_root, "train")
     lines = train.read_text().splitlines()
     lines[0] = lines[0].replace("\t", "   ") + "  "  # space separator, trailing blanks
-    train.write_bytes(("\ufeff" + "\r\n".join(lines[:2] + ["", "   "] + lines[2:]) + "\r\n\n")
-                      .encode())
+    train.write_bytes(("\ufeff" + "\r\n".join(lines[:2] + ["", "   "] + lines[2:]) + "\r\n\n").encode())
     assert load_pose_split(pose_root, SPLIT) == reference
 
 
-@pytest.mark.parametrize("line,reason", [
-    ("./dataset/OSMA/real/no_label.png", "no label"),
-    ("./dataset/OSMA/real/x.png\tseven", "not an integer"),
-    ("./dataset/OSMA/real/x.png\t1.0", "not an integer"),
-    ("./dataset/OSMA/real/x.png\t-1", "negative label"),
-    ("\t3", "empty image path"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("./dataset/OSMA/real/no_label.png", "no label"),
+        ("./dataset/OSMA/real/x.png\tseven", "not an integer"),
+        ("./dataset/OSMA/real/x.png\t1.0", "not an integer"),
+        ("./dataset/OSMA/real/x.png\t-1", "negative label"),
+        ("\t3", "empty image path"),
+    ],
+)
 def test_pose_malformed_line_names_file_and_line(pose_root: Path, line: str, reason: str) -> None:
     train = annotation(pose_root, "train")
     insert_line(train, 3, line + "\n")
@@ -191,8 +192,9 @@ def test_pose_images_elsewhere(pose_root: Path, tmp_path: Path) -> None:
     shutil.move(pose_root / "dataset" / "OSMA", images / "dataset" / "OSMA")
     moved = load_pose_split(pose_root, SPLIT, image_root=images)
     assert moved.class_names == reference.class_names
-    assert [i.path.relative_to(images.resolve()) for i in moved.train] == \
-           [i.path.relative_to(pose_root.resolve()) for i in reference.train]
+    assert [i.path.relative_to(images.resolve()) for i in moved.train] == [
+        i.path.relative_to(pose_root.resolve()) for i in reference.train
+    ]
 
 
 def test_pose_unknown_kinds_from_kind_files(pose_root: Path) -> None:
@@ -206,8 +208,7 @@ def test_pose_unknown_kinds_from_kind_files(pose_root: Path) -> None:
     out.write_text("".join(line for line in out_lines if line != arch_line))
     split = load_pose_split(pose_root, SPLIT)
     kinds = {i.path.name + i.path.parent.name: i.kind for i in split.test_unknown}
-    assert sorted(kinds.values()) == sorted([""] + ["seed"] * (N - 1) + ["arch"] * N
-                                            + ["dataset"] * N)
+    assert sorted(kinds.values()) == sorted([""] + ["seed"] * (N - 1) + ["arch"] * N + ["dataset"] * N)
     assert split.test_unknown[-1].kind == "arch"  # listed in the arch file only
 
 
@@ -245,8 +246,9 @@ def test_pose_not_a_folder(tmp_path: Path) -> None:
 
 def test_write_pose_annotations_refuses_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown kinds"):
-        write_pose_annotations(tmp_path, 1, PoseAnnotations(
-            train=[("a.png", 0)], test=[("b.png", 0)], unknown={"seeds": [("c.png", 0)]}))
+        write_pose_annotations(
+            tmp_path, 1, PoseAnnotations(train=[("a.png", 0)], test=[("b.png", 0)], unknown={"seeds": [("c.png", 0)]})
+        )
     with pytest.raises(UsageError, match="tab"):
         write_pose_annotations(tmp_path, 1, PoseAnnotations(train=[("a\tb.png", 0)], test=[]))
     with pytest.raises(UsageError, match="integer >= 0"):
@@ -258,8 +260,7 @@ def test_split_refuses_inconsistent_images(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="known images need a label"):
         BenchmarkSplit("s", ("a", "b"), (image,), (), (), (), "test")
     with pytest.raises(UsageError, match="unknown images need label -1"):
-        BenchmarkSplit("s", ("a",), (), (), (), (LabeledImage(tmp_path / "a.png", -1, "kin"),),
-                       "test")
+        BenchmarkSplit("s", ("a",), (), (), (), (LabeledImage(tmp_path / "a.png", -1, "kin"),), "test")
 
 
 # --------------------------------------------------------------------------- manifests
@@ -315,12 +316,10 @@ MANIFEST = {
 
 
 def fields(split: BenchmarkSplit) -> tuple:
-    return (split.name, split.class_names, split.train, split.val, split.test_known,
-            split.test_unknown)
+    return (split.name, split.class_names, split.train, split.val, split.test_known, split.test_unknown)
 
 
-def test_manifest_toml_and_json_agree(manifest_data: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_toml_and_json_agree(manifest_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml_file = manifest_data / "bench.toml"
     toml_file.write_text(TOML)
     json_file = manifest_data / "bench.json"
@@ -334,24 +333,25 @@ def test_manifest_toml_and_json_agree(manifest_data: Path, tmp_path: Path,
     assert split.name == "my-benchmark"
     assert split.class_names == ("zeta", "alpha")  # file order, not sorted
     data = manifest_data.resolve() / "data"
-    assert [i.path for i in split.train if i.label == 1] == \
-           sorted((data / "alpha" / "train").glob("*.png"))
+    assert [i.path for i in split.train if i.label == 1] == sorted((data / "alpha" / "train").glob("*.png"))
     assert all(i.generator == split.class_names[i.label] for i in split.train)
     assert [i.label for i in split.val] == [0, 0]
-    assert [(i.label, i.kind, i.generator) for i in split.test_unknown] == \
-           [(-1, "arch", "newgan")] * 2 + [(-1, "seed", "seedgan")] * 2
+    assert [(i.label, i.kind, i.generator) for i in split.test_unknown] == [(-1, "arch", "newgan")] * 2 + [
+        (-1, "seed", "seedgan")
+    ] * 2
     summary = split.summary()
     assert summary["counts"] == {"train": 4, "val": 2, "test_known": 4, "test_unknown": 4}
-    assert summary["per_class"] == {"zeta": {"train": 2, "val": 2, "test": 2},
-                                    "alpha": {"train": 2, "val": 0, "test": 2}}
+    assert summary["per_class"] == {
+        "zeta": {"train": 2, "val": 2, "test": 2},
+        "alpha": {"train": 2, "val": 0, "test": 2},
+    }
     assert summary["unknown_kinds"] == {"seed": 2, "arch": 2}
 
 
 def test_manifest_root_and_default_name(manifest_data: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "manifests" / "mine.json"
     elsewhere.parent.mkdir()
-    elsewhere.write_text(json.dumps({**{k: v for k, v in MANIFEST.items() if k != "name"},
-                                     "root": "../bench"}))
+    elsewhere.write_text(json.dumps({**{k: v for k, v in MANIFEST.items() if k != "name"}, "root": "../bench"}))
     split = load_manifest(elsewhere)
     assert split.name == "mine"
     assert len(split.test_unknown) == 4
@@ -363,33 +363,30 @@ def edit(change):
     return manifest
 
 
-@pytest.mark.parametrize("change,key,words", [
-    (lambda m: m.update(extra=1), "extra", "unknown key"),
-    (lambda m: m["known"]["zeta"].update(tset="x"), "known.zeta.tset", "did you mean 'test'"),
-    (lambda m: m["known"]["zeta"].pop("train"), "known.zeta.train", "missing"),
-    (lambda m: m["known"]["alpha"].pop("test"), "known.alpha.test", "missing"),
-    (lambda m: m["unknown"]["newgan"].pop("test"), "unknown.newgan.test", "missing"),
-    (lambda m: m["unknown"]["newgan"].update(train="data/newgan"), "unknown.newgan.train",
-     "unknown key"),
-    (lambda m: m["known"]["zeta"].update(val="data/empty"), "known.zeta.val", "no images"),
-    (lambda m: m["known"]["zeta"].update(val="data/nope"), "known.zeta.val", "no such folder"),
-    (lambda m: m["known"]["zeta"].update(val=[]), "known.zeta.val", "non-empty list"),
-    (lambda m: m["known"]["zeta"].update(val=3), "known.zeta.val", "non-empty list"),
-    (lambda m: m["unknown"].update(Zeta={"test": "data/newgan"}), "unknown.Zeta",
-     "also a known generator"),
-    (lambda m: m["unknown"]["newgan"].update(kind="architecture"), "unknown.newgan.kind",
-     "not an unknown kind"),
-    (lambda m: m["known"].update(unknown=m["known"]["zeta"]), "known.unknown",
-     "invalid generator name"),
-    (lambda m: m["known"].update(zeta="data/zeta"), "known.zeta", "must be a table"),
-    (lambda m: m.pop("unknown"), "unknown", "missing"),
-    (lambda m: m.update(known={}), "known", "no known generators"),
-    (lambda m: m.update(root="nowhere"), "root", "no such folder"),
-    (lambda m: m["known"]["alpha"].update(test="data/alpha/train"), "known.alpha.test",
-     "listed twice"),
-])
-def test_manifest_errors_name_manifest_and_key(manifest_data: Path, change, key: str,
-                                               words: str) -> None:
+@pytest.mark.parametrize(
+    "change,key,words",
+    [
+        (lambda m: m.update(extra=1), "extra", "unknown key"),
+        (lambda m: m["known"]["zeta"].update(tset="x"), "known.zeta.tset", "did you mean 'test'"),
+        (lambda m: m["known"]["zeta"].pop("train"), "known.zeta.train", "missing"),
+        (lambda m: m["known"]["alpha"].pop("test"), "known.alpha.test", "missing"),
+        (lambda m: m["unknown"]["newgan"].pop("test"), "unknown.newgan.test", "missing"),
+        (lambda m: m["unknown"]["newgan"].update(train="data/newgan"), "unknown.newgan.train", "unknown key"),
+        (lambda m: m["known"]["zeta"].update(val="data/empty"), "known.zeta.val", "no images"),
+        (lambda m: m["known"]["zeta"].update(val="data/nope"), "known.zeta.val", "no such folder"),
+        (lambda m: m["known"]["zeta"].update(val=[]), "known.zeta.val", "non-empty list"),
+        (lambda m: m["known"]["zeta"].update(val=3), "known.zeta.val", "non-empty list"),
+        (lambda m: m["unknown"].update(Zeta={"test": "data/newgan"}), "unknown.Zeta", "also a known generator"),
+        (lambda m: m["unknown"]["newgan"].update(kind="architecture"), "unknown.newgan.kind", "not an unknown kind"),
+        (lambda m: m["known"].update(unknown=m["known"]["zeta"]), "known.unknown", "invalid generator name"),
+        (lambda m: m["known"].update(zeta="data/zeta"), "known.zeta", "must be a table"),
+        (lambda m: m.pop("unknown"), "unknown", "missing"),
+        (lambda m: m.update(known={}), "known", "no known generators"),
+        (lambda m: m.update(root="nowhere"), "root", "no such folder"),
+        (lambda m: m["known"]["alpha"].update(test="data/alpha/train"), "known.alpha.test", "listed twice"),
+    ],
+)
+def test_manifest_errors_name_manifest_and_key(manifest_data: Path, change, key: str, words: str) -> None:
     path = manifest_data / "bench.json"
     path.write_text(json.dumps(edit(change)))
     with pytest.raises(DataError) as info:
@@ -419,8 +416,7 @@ def test_manifest_file_errors(manifest_data: Path) -> None:
         load_manifest(listed)
 
 
-def test_manifest_toml_without_a_toml_reader(manifest_data: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_toml_without_a_toml_reader(manifest_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Python 3.10 without tomli: a clear error that says what to do, JSON still works."""
     from osma_cli.evaluation.sources import manifest
 

@@ -22,8 +22,10 @@ def is_constrained(layer: ConstrainedConv2d) -> bool:
     flat = slices(layer)
     centre = flat.shape[1] // 2
     off_sum = flat.sum(dim=1) - flat[:, centre]
-    return bool(torch.allclose(flat[:, centre], torch.full_like(off_sum, -1.0), atol=TOL, rtol=0)
-                and torch.allclose(off_sum, torch.ones_like(off_sum), atol=TOL, rtol=0))
+    return bool(
+        torch.allclose(flat[:, centre], torch.full_like(off_sum, -1.0), atol=TOL, rtol=0)
+        and torch.allclose(off_sum, torch.ones_like(off_sum), atol=TOL, rtol=0)
+    )
 
 
 @pytest.mark.parametrize(("in_ch", "out_ch", "kernel"), [(3, 3, 5), (3, 6, 5), (1, 2, 3), (3, 3, 7)])

@@ -30,8 +30,14 @@ def invoke(*args):
 
 def save_descriptor(path: Path, **settings) -> Path:
     model = get_model("fsd", **{**SMALL, **settings})
-    meta = WeightsMeta(architecture="fsd", embedding_dim=model.raw_dim, crop_size=model.settings["window"],
-                       l2_normalize=False, kind="descriptor", arch_kwargs={**SMALL, **settings})
+    meta = WeightsMeta(
+        architecture="fsd",
+        embedding_dim=model.raw_dim,
+        crop_size=model.settings["window"],
+        l2_normalize=False,
+        kind="descriptor",
+        arch_kwargs={**SMALL, **settings},
+    )
     save_weights(path, model, meta)
     return path
 
@@ -42,9 +48,20 @@ def write(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change", [{"block": 5}, {"scales": 1}, {"mode": "joint"}, {"constrained": True},
-                                    {"scale_mode": "joint"}, {"colour": "grey"}, {"window": 32},
-                                    {"filters": ["cross4", "square8"]}, {"residual_precision": "float64"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"block": 5},
+        {"scales": 1},
+        {"mode": "joint"},
+        {"constrained": True},
+        {"scale_mode": "joint"},
+        {"colour": "grey"},
+        {"window": 32},
+        {"filters": ["cross4", "square8"]},
+        {"residual_precision": "float64"},
+    ],
+)
 def test_identity_covers_every_setting(tmp_path, change):
     a = load_weights(save_descriptor(tmp_path / "a.safetensors"))[1]
     b = load_weights(save_descriptor(tmp_path / "b.safetensors", **change))[1]
@@ -71,8 +88,10 @@ def test_a_store_of_another_configuration_is_refused(tmp_path):
 
 def test_batched_equals_one_by_one_and_small_images_are_not_padded(tmp_path):
     rng = np.random.default_rng(0)
-    paths = [write(tmp_path / f"{i}.png", pattern_image(kind, rng, size))
-             for i, (kind, size) in enumerate([("checker", 64), ("smooth", 48), ("dots", 30), ("stripes", 64)])]
+    paths = [
+        write(tmp_path / f"{i}.png", pattern_image(kind, rng, size))
+        for i, (kind, size) in enumerate([("checker", 64), ("smooth", 48), ("dots", 30), ("stripes", 64)])
+    ]
     embedder = Embedder.from_file(save_descriptor(tmp_path / "m.safetensors"), device="cpu")
     batched, bad = embed_all(embedder, paths, batch_size=4, workers=0)
     assert not bad
@@ -117,8 +136,23 @@ def test_cli_train_build_attribute_benchmark_with_the_descriptor(tmp_path, pose_
     for i in range(2):
         write(photos / f"{i}.png", pattern_image("smooth", rng, 48))
     model = tmp_path / "fsd.safetensors"
-    result = invoke("train", data, "--method", "fsd", "--out", model, "--photos", photos, "--workers", 0,
-                    "--descriptor", "block=3,scales=2,window=48", "--rule", "mahalanobis", "--json")
+    result = invoke(
+        "train",
+        data,
+        "--method",
+        "fsd",
+        "--out",
+        model,
+        "--photos",
+        photos,
+        "--workers",
+        0,
+        "--descriptor",
+        "block=3,scales=2,window=48",
+        "--rule",
+        "mahalanobis",
+        "--json",
+    )
     assert result.exit_code == EXIT_OK, result.output
     summary = json.loads(result.stdout)
     assert summary["filters"] == "learned" and summary["n_photos"] == 2 and summary["embedding_dim"] == 2
@@ -132,8 +166,19 @@ def test_cli_train_build_attribute_benchmark_with_the_descriptor(tmp_path, pose_
     assert result.exit_code == EXIT_OK, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 6 and all(r["candidate"] == "checkergan" for r in records)
-    result = invoke("benchmark", SPLIT, "--data-root", pose_root, "--model", model, "--workers", 0,
-                    "--rule", "gmm:components=1", "--json")
+    result = invoke(
+        "benchmark",
+        SPLIT,
+        "--data-root",
+        pose_root,
+        "--model",
+        model,
+        "--workers",
+        0,
+        "--rule",
+        "gmm:components=1",
+        "--json",
+    )
     assert result.exit_code == EXIT_OK, result.output
     run = json.loads(result.stdout)
     assert run["score"] == "neg. log-lik." and 0.0 <= run["metrics"]["auc"] <= 1.0
@@ -167,6 +212,7 @@ def test_benchmark_fits_the_projection_on_the_split_training_images_only(tmp_pat
     def recording_fit(x, labels, **settings):
         seen.append((len(x), sorted(set(labels.tolist()))))
         return real_fit(x, labels, **settings)
+
     monkeypatch.setattr(protocol, "fit_projection", recording_fit)
     split = load_pose_split(pose_root, SPLIT)
     embedder = Embedder.from_file(save_descriptor(tmp_path / "m.safetensors"), device="cpu")

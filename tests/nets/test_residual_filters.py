@@ -76,7 +76,7 @@ def test_residuals_equal_a_direct_computation() -> None:
         for i in range(k):
             for y in range(r.shape[2]):
                 for u in range(r.shape[3]):
-                    window = xn[:, c, y:y + S, u:u + S]
+                    window = xn[:, c, y : y + S, u : u + S]
                     want[:, c * k + i, y, u] = xn[:, c, y + C, u + C] - (fn[i] * window).sum(axis=(1, 2))
     np.testing.assert_allclose(r.numpy(), want, atol=1e-14, rtol=0)
 

@@ -28,8 +28,9 @@ def design(x: np.ndarray, offsets: list[tuple[int, int]]) -> tuple[np.ndarray, n
     xs = [dx for _, dx in offsets] + [0]
     rows = range(-min(ys), h - max(ys))
     cols = range(-min(xs), w - max(xs))
-    a = np.array([[[x[k, y + dy, c + dx] for dy, dx in offsets] for y in rows for c in cols]
-                  for k in range(x.shape[0])])
+    a = np.array(
+        [[[x[k, y + dy, c + dx] for dy, dx in offsets] for y in rows for c in cols] for k in range(x.shape[0])]
+    )
     t = np.array([[x[k, y, c] for y in rows for c in cols] for k in range(x.shape[0])])
     return a.reshape(x.shape[0], -1, len(offsets)), t.reshape(x.shape[0], -1)
 
@@ -44,15 +45,14 @@ def eliminate_constrained_lstsq(a: np.ndarray, y: np.ndarray, groups: int) -> np
     m = a.shape[1] // groups
     cols, rhs = [], y.copy()
     for g in range(groups):
-        block = a[:, g * m:(g + 1) * m]
+        block = a[:, g * m : (g + 1) * m]
         rhs = rhs - block[:, -1]
         cols.append(block[:, :-1] - block[:, -1:])
     z = np.linalg.lstsq(np.concatenate(cols, axis=1), rhs, rcond=None)[0].reshape(groups, m - 1)
     return np.concatenate([z, 1.0 - z.sum(axis=1, keepdims=True)], axis=1).reshape(-1)
 
 
-def ar_channel(rng: np.random.Generator, coefs: dict[tuple[int, int], float], size: int,
-               noise: float) -> np.ndarray:
+def ar_channel(rng: np.random.Generator, coefs: dict[tuple[int, int], float], size: int, noise: float) -> np.ndarray:
     """x(p) = sum_o c_o x(p + o) + noise, generated in raster order from a causal 3x2 neighbourhood."""
     burn = 8
     h, w = size + burn, size + 2 * burn
@@ -61,7 +61,7 @@ def ar_channel(rng: np.random.Generator, coefs: dict[tuple[int, int], float], si
     for y in range(1, h):
         for c in range(1, w - 1):
             x[y, c] = sum(v * x[y + dy, c + dx] for (dy, dx), v in coefs.items()) + e[y, c]
-    return x[burn:, burn:burn + size]
+    return x[burn:, burn : burn + size]
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -83,8 +83,12 @@ def test_masked_offsets() -> None:
     assert masked_offsets(mask) == [(-2, 2), (0, -1), (1, 0)]
     with pytest.raises(UsageError):
         masked_offsets(torch.ones(3, 3, dtype=torch.bool))
-    for bad in (torch.zeros(3, 3, dtype=torch.bool), torch.ones(4, 4, dtype=torch.bool),
-                torch.ones(3, 5, dtype=torch.bool), torch.ones(3, 3)):
+    for bad in (
+        torch.zeros(3, 3, dtype=torch.bool),
+        torch.ones(4, 4, dtype=torch.bool),
+        torch.ones(3, 5, dtype=torch.bool),
+        torch.ones(3, 3),
+    ):
         with pytest.raises(UsageError):
             masked_offsets(bad)
 
@@ -117,13 +121,20 @@ def test_unconstrained_and_ridge_match_numpy() -> None:
 
     gram, rhs, n = normal_equations(x, offsets, mode="joint")
     a, t = joint_design(x[0].numpy(), offsets)
-    np.testing.assert_allclose(solve_predictor(gram, rhs, n, groups=2, constrained=False, ridge=0.0)[0].numpy(),
-                               np.linalg.lstsq(a, t, rcond=None)[0], atol=1e-8)
+    np.testing.assert_allclose(
+        solve_predictor(gram, rhs, n, groups=2, constrained=False, ridge=0.0)[0].numpy(),
+        np.linalg.lstsq(a, t, rcond=None)[0],
+        atol=1e-8,
+    )
     ridge = 0.05
     g = a.T @ a
     lam = ridge * np.trace(g) / g.shape[0]
-    np.testing.assert_allclose(solve_predictor(gram, rhs, n, groups=2, constrained=False, ridge=ridge)[0].numpy(),
-                               np.linalg.solve(g + lam * np.eye(g.shape[0]), a.T @ t), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(
+        solve_predictor(gram, rhs, n, groups=2, constrained=False, ridge=ridge)[0].numpy(),
+        np.linalg.solve(g + lam * np.eye(g.shape[0]), a.T @ t),
+        rtol=1e-9,
+        atol=1e-11,
+    )
 
 
 def test_constrained_matches_kkt_and_elimination() -> None:
@@ -161,8 +172,10 @@ def test_constraint_holds(mode: str, scale_mode: str) -> None:
 
 def test_causal_ar_process_is_recovered() -> None:
     rng = np.random.default_rng(0)
-    truth = [{(0, -1): 0.45, (-1, 0): 0.35, (-1, -1): -0.1, (-1, 1): 0.05},
-             {(0, -1): -0.3, (-1, 0): 0.5, (-1, -1): 0.1, (-1, 1): 0.05}]
+    truth = [
+        {(0, -1): 0.45, (-1, 0): 0.35, (-1, -1): -0.1, (-1, 1): 0.05},
+        {(0, -1): -0.3, (-1, 0): 0.5, (-1, -1): 0.1, (-1, 1): 0.05},
+    ]
     x = torch.from_numpy(np.stack([[ar_channel(rng, c, 64, 0.1) for c in truth] for _ in range(4)]))
     support = torch.zeros(5, 5, dtype=torch.bool)
     support[:2] = True
@@ -189,10 +202,15 @@ def test_noiseless_interpolation_is_exact() -> None:
 @pytest.mark.parametrize("mode", ["per-channel", "joint"])
 def test_batched_equals_one_by_one(mode: str) -> None:
     x = torch.cat([rand(1, 3, 30, 34, seed=7), rand(1, 3, 30, 34, seed=8) ** 3, 0.1 * rand(1, 3, 30, 34, seed=9)])
-    together = self_description(x, block=5, mode=mode, constrained=mode == "joint", scales=2,
-                                scale_mode="separate")
-    alone = torch.cat([self_description(x[i:i + 1], block=5, mode=mode, constrained=mode == "joint", scales=2,
-                                        scale_mode="separate") for i in range(3)])
+    together = self_description(x, block=5, mode=mode, constrained=mode == "joint", scales=2, scale_mode="separate")
+    alone = torch.cat(
+        [
+            self_description(
+                x[i : i + 1], block=5, mode=mode, constrained=mode == "joint", scales=2, scale_mode="separate"
+            )
+            for i in range(3)
+        ]
+    )
     assert torch.allclose(together, alone, atol=1e-10, rtol=0)
     assert not torch.allclose(together[0], together[1], atol=1e-3)
 
@@ -267,8 +285,8 @@ def test_images_too_small_give_no_pixels_and_the_flat_answer() -> None:
     x = rand(1, 2, 12, 12, seed=14) - 0.5
     separate = self_description(x, block=7, mode="per-channel", constrained=True, scales=3, scale_mode="separate")
     one = self_description(x, block=7, mode="per-channel", constrained=True, scales=1)
-    assert torch.allclose(separate[:, :one.shape[1]], one, atol=1e-12)
-    assert torch.equal(separate[:, one.shape[1]:], torch.full_like(separate[:, one.shape[1]:], 1.0 / 48))
+    assert torch.allclose(separate[:, : one.shape[1]], one, atol=1e-12)
+    assert torch.equal(separate[:, one.shape[1] :], torch.full_like(separate[:, one.shape[1] :], 1.0 / 48))
     joint = self_description(x, block=7, mode="per-channel", constrained=True, scales=3, scale_mode="joint")
     assert torch.allclose(joint, one, atol=1e-12)
 
@@ -296,10 +314,20 @@ def test_invalid_arguments() -> None:
         lambda: normal_equations(x, [(0, 1), (0, 1)], mode="joint"),
         lambda: normal_equations(x, [], mode="joint"),
         lambda: normal_equations(x, [(0, 1.5)], mode="joint"),
-        lambda: solve_predictor(torch.eye(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64),
-                                torch.tensor(5), groups=4, constrained=True),
-        lambda: solve_predictor(torch.eye(6, dtype=torch.float64)[None], torch.ones(1, 6, dtype=torch.float64),
-                                torch.tensor([5, 5]), groups=1, constrained=True),
+        lambda: solve_predictor(
+            torch.eye(6, dtype=torch.float64),
+            torch.ones(6, dtype=torch.float64),
+            torch.tensor(5),
+            groups=4,
+            constrained=True,
+        ),
+        lambda: solve_predictor(
+            torch.eye(6, dtype=torch.float64)[None],
+            torch.ones(1, 6, dtype=torch.float64),
+            torch.tensor([5, 5]),
+            groups=1,
+            constrained=True,
+        ),
         lambda: descriptor_dim(0),
     ]
     for call in bad_calls:

@@ -13,8 +13,12 @@ from osma_cli.references import ReferenceStore, Threshold
 from osma_cli.rules import get_rule, list_rules, rule_from_spec
 
 DIM = 4
-ALL_RULES = [("fang", {}), ("mahalanobis", {"shrinkage": 0.2}),
-             ("gmm", {"components": 2, "covariance": "tied"}), ("gmm", {"components": 1, "covariance": "diag"})]
+ALL_RULES = [
+    ("fang", {}),
+    ("mahalanobis", {"shrinkage": 0.2}),
+    ("gmm", {"components": 2, "covariance": "tied"}),
+    ("gmm", {"components": 1, "covariance": "diag"}),
+]
 
 
 def data(seed: int = 0, n: int = 24, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -26,8 +30,9 @@ def data(seed: int = 0, n: int = 24, k: int = 3) -> tuple[np.ndarray, np.ndarray
 
 
 def store_for(rule, x, labels) -> ReferenceStore:
-    store = ReferenceStore(weights_sha256="0" * 64, architecture="test", embedding_dim=DIM,
-                           l2_normalize=False, rule=rule)
+    store = ReferenceStore(
+        weights_sha256="0" * 64, architecture="test", embedding_dim=DIM, l2_normalize=False, rule=rule
+    )
     for k in np.unique(labels):
         store.enroll(f"g{k}", x[labels == k])
     return store
@@ -66,8 +71,15 @@ def test_gmm_matches_scikit_learn():
     queries = np.random.default_rng(6).normal(scale=4.0, size=(9, DIM))
     rule = get_rule("gmm", components=2, covariance="tied", reg_covar=1e-3)
     scored = store_for(rule, x, labels).fitted_rule().score(queries)
-    direct = np.stack([-GaussianMixture(2, covariance_type="tied", reg_covar=1e-3, random_state=0)
-                       .fit(x[labels == k]).score_samples(queries) for k in range(3)], axis=1)
+    direct = np.stack(
+        [
+            -GaussianMixture(2, covariance_type="tied", reg_covar=1e-3, random_state=0)
+            .fit(x[labels == k])
+            .score_samples(queries)
+            for k in range(3)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(scored.distances, direct, rtol=1e-6)
     np.testing.assert_array_equal(scored.candidates, direct.argmin(1))
 
@@ -89,8 +101,9 @@ def test_enrolling_later_equals_building_at_once(name, params):
     x, labels = data(3)
     rule = get_rule(name, **params)
     at_once = store_for(rule, x, labels)
-    stepwise = ReferenceStore(weights_sha256="0" * 64, architecture="test", embedding_dim=DIM,
-                              l2_normalize=False, rule=rule)
+    stepwise = ReferenceStore(
+        weights_sha256="0" * 64, architecture="test", embedding_dim=DIM, l2_normalize=False, rule=rule
+    )
     for k in range(3):
         mine = x[labels == k]
         stepwise.enroll(f"g{k}", mine[:10])
@@ -111,8 +124,9 @@ def test_store_round_trip_keeps_rule_and_scores(tmp_path, name, params):
     loaded = ReferenceStore.load(tmp_path / "refs.h5")
     assert loaded.rule == store.rule
     q = np.random.default_rng(9).normal(scale=4.0, size=(6, DIM))
-    np.testing.assert_allclose(loaded.fitted_rule().score(q).normalized, store.fitted_rule().score(q).normalized,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        loaded.fitted_rule().score(q).normalized, store.fitted_rule().score(q).normalized, rtol=1e-12
+    )
     with h5py.File(tmp_path / "refs.h5") as f:
         assert int(f.attrs["format_version"]) == (1 if name == "fang" else 2)
 
@@ -128,7 +142,7 @@ def test_a_store_without_a_rule_is_fang(tmp_path):
 def brute_force_held_out(rule, x, labels, i):
     keep = np.ones(len(x), dtype=bool)
     keep[i] = False
-    return store_for(rule, x[keep], labels[keep]).fitted_rule().score(x[i:i + 1]).scores[0]
+    return store_for(rule, x[keep], labels[keep]).fitted_rule().score(x[i : i + 1]).scores[0]
 
 
 @pytest.mark.parametrize("name,params", ALL_RULES[:2])

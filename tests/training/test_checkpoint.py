@@ -41,10 +41,18 @@ def trained_parts(seed: int = 0, steps: int = 2):
 
 
 def state_of(model, loss, optimizer, fingerprint=None) -> TrainingState:
-    return TrainingState(epoch=3, model=model.state_dict(), loss=loss.state_dict(),
-                         optimizer=optimizer.state_dict(), fingerprint=fingerprint or {"seed": 0, "crop": [40]},
-                         best_model=model.state_dict(), best_accuracy=0.75, best_epoch=1,
-                         history=[{"epoch": 0, "loss": 1.5}], rng=capture_rng())
+    return TrainingState(
+        epoch=3,
+        model=model.state_dict(),
+        loss=loss.state_dict(),
+        optimizer=optimizer.state_dict(),
+        fingerprint=fingerprint or {"seed": 0, "crop": [40]},
+        best_model=model.state_dict(),
+        best_accuracy=0.75,
+        best_epoch=1,
+        history=[{"epoch": 0, "loss": 1.5}],
+        rng=capture_rng(),
+    )
 
 
 def test_round_trip_restores_model_proxies_and_optimizer(tmp_path: Path) -> None:

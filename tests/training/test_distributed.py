@@ -61,17 +61,24 @@ def null_directions(model: nn.Module) -> set[str]:
 def train_state(ctx: DistContext, batch_size: int, *, mixed_precision: bool = True) -> dict[str, torch.Tensor]:
     model, loss = new_parts()
     data = PatternCrops(n_per_class=8, seed=SEED)
-    fit(LossStep(model, loss, METRIC_FROM_SCRATCH, mixed_precision=mixed_precision), data,
+    fit(
+        LossStep(model, loss, METRIC_FROM_SCRATCH, mixed_precision=mixed_precision),
+        data,
         epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-        settings=LoopSettings(epochs=EPOCHS, batch_size=batch_size, seed=SEED), ctx=ctx)
-    return {**{f"model.{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            "proxies": loss.proxies.detach().to("cpu", copy=True)}
+        settings=LoopSettings(epochs=EPOCHS, batch_size=batch_size, seed=SEED),
+        ctx=ctx,
+    )
+    return {
+        **{f"model.{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "proxies": loss.proxies.detach().to("cpu", copy=True),
+    }
 
 
 def _worker(rank: int, world: int, port: int, out: str, batch_size: int, device: str = "cpu") -> None:
     """One process of ``world``, as torchrun starts it (NCCL on ``device="cuda"``, in float32)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
-                      RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     with distributed(device) as ctx:
         save_file(train_state(ctx, batch_size, mixed_precision=False), f"{out}/rank{rank}.safetensors")
@@ -85,8 +92,9 @@ def assert_close_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
     for name, tensor in a.items():
         if name in skipped:
             continue
-        assert torch.allclose(tensor.float(), b[name].float(), atol=ATOL, rtol=0), \
+        assert torch.allclose(tensor.float(), b[name].float(), atol=ATOL, rtol=0), (
             f"{name}: max difference {(tensor.float() - b[name].float()).abs().max():.3g}"
+        )
     crops = PatternCrops(n_per_class=8, seed=SEED).centre_crops()
     embeddings = [embed(network(state, prefix), crops) for state in (a, b)]
     torch.testing.assert_close(embeddings[0], embeddings[1], atol=EMBEDDING_ATOL, rtol=0)
@@ -94,7 +102,7 @@ def assert_close_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 
 def network(state: dict[str, torch.Tensor], prefix: str) -> nn.Module:
     model = get_model("mislnet", embedding_dim=state[f"{prefix}fc.2.weight"].shape[0])
-    model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     return model
 
 
@@ -102,8 +110,7 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path: Path) -> Non
     """2 processes x batch 4 = 1 process x batch 8, parameters and BatchNorm statistics alike."""
     torch.set_num_threads(1)
     single = train_state(DistContext(device=torch.device("cpu")), batch_size=8)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), 4), nprocs=2, join=True,
-                       start_method="fork")
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), 4), nprocs=2, join=True, start_method="fork")
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
     assert_close_states(single, ranks[0], prefix="model.")
     assert_close_states(single, ranks[1], prefix="model.")  # pooled statistics: rank 1's buffers too
@@ -113,6 +120,7 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path: Path) -> Non
 
 
 # --------------------------------------------------------------------------- the layer itself
+
 
 def _bn_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -125,7 +133,7 @@ def _bn_worker(rank: int, world: int, port: int, out: str) -> None:
         with synchronised_batch_norm(net):
             assert isinstance(net[1], GlobalBatchNorm)
             y = net(x[rank::world])
-            (y ** 3).mean().backward()
+            (y**3).mean().backward()
         assert isinstance(net[1], nn.BatchNorm2d)
         grads = {f"grad.{k}": p.grad for k, p in net.named_parameters()}
         save_file({"y": y.detach(), **grads, **net.state_dict()}, f"{out}/bn{rank}.safetensors")
@@ -135,15 +143,14 @@ def _bn_worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_pooled_batch_norm_matches_batch_norm_on_the_whole_batch(tmp_path: Path) -> None:
     """Outputs, gradients (averaged as DDP averages them) and running statistics of one BatchNorm."""
-    mp.start_processes(_bn_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    mp.start_processes(_bn_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (load_file(tmp_path / f"bn{r}.safetensors") for r in (0, 1))
     torch.manual_seed(0)
     x = torch.randn(8, 3, 5, 5) * 3 + 1
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     y = net(x)
     # the mean over 8 items is the mean of the two shares' means over 4: what DDP averages
-    (y ** 3).mean().backward()
+    (y**3).mean().backward()
     torch.testing.assert_close(r0["y"], y[0::2].detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r1["y"], y[1::2].detach(), atol=1e-5, rtol=1e-5)
     for name, p in net.named_parameters():
@@ -164,7 +171,6 @@ def test_without_a_process_group_the_layer_is_plain_batch_norm() -> None:
     torch.testing.assert_close(plain.running_var, reference.running_var)
     layer.eval()
     torch.testing.assert_close(layer(x), reference.eval()(x))
-
 
 
 def test_pooled_batch_norm_with_a_weight_and_no_bias(tmp_path: Path) -> None:
@@ -194,16 +200,44 @@ def test_pooled_batch_norm_with_a_weight_and_no_bias(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the command
 
+
 def osma_train(tree: Path, out: Path, *, nproc: int, batch_size: int) -> subprocess.CompletedProcess:
-    command = ["-m", "osma_cli", "train", str(tree), "--out", str(out), "--crop", "40", "--epochs", str(EPOCHS),
-               "--batch-size", str(batch_size), "--workers", "0", "--device", "cpu", "--seed", "3",
-               "--val-fraction", "0.25"]
+    command = [
+        "-m",
+        "osma_cli",
+        "train",
+        str(tree),
+        "--out",
+        str(out),
+        "--crop",
+        "40",
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--val-fraction",
+        "0.25",
+    ]
     if nproc > 1:
-        command = ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-                   str(_free_port()), *command]
+        command = [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-port",
+            str(_free_port()),
+            *command,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=240, check=False)
+    return subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, cwd=ROOT, env=env, timeout=240, check=False
+    )
 
 
 def test_torchrun_two_processes_writes_the_weights_of_one_process(tmp_path: Path) -> None:

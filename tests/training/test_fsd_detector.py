@@ -39,6 +39,7 @@ def test_originals_are_described_as_the_embedder_does_and_cached(tmp_path, monke
 
     def fail(*args, **kwargs):
         raise AssertionError("described again")
+
     monkeypatch.setattr(Embedder, "features_of_crops", fail)
     again = describe_photos(embedder, paths, copies)
     np.testing.assert_array_equal(again.raw, first.raw)

@@ -94,16 +94,36 @@ def new_parts(seed: int = SEED):
     return get_model("mislnet", embedding_dim=32), ProxyNCAPlusPlus(2, 32)
 
 
-def run(epochs: int, *, checkpoint_dir: Path | None = None, resume: bool = False, validate=None,
-        parts=None, workers: int = 0, **overrides):
+def run(
+    epochs: int,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    validate=None,
+    parts=None,
+    workers: int = 0,
+    **overrides,
+):
     model, loss = parts or new_parts()
     data = PatternCrops(seed=SEED)
-    settings = LoopSettings(epochs=epochs, batch_size=8, seed=SEED, workers=workers,
-                            checkpoint_dir=checkpoint_dir, resume=resume, **overrides)
-    result = fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
-                 epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)), settings=settings,
-                 ctx=DistContext(device=torch.device("cpu")),
-                 validate=validate, fingerprint={"seed": SEED, "batch": 8})
+    settings = LoopSettings(
+        epochs=epochs,
+        batch_size=8,
+        seed=SEED,
+        workers=workers,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        **overrides,
+    )
+    result = fit(
+        LossStep(model, loss, METRIC_FROM_SCRATCH),
+        data,
+        epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
+        settings=settings,
+        ctx=DistContext(device=torch.device("cpu")),
+        validate=validate,
+        fingerprint={"seed": SEED, "batch": 8},
+    )
     return model, loss, result
 
 
@@ -146,11 +166,15 @@ def test_the_best_epochs_network_is_kept_not_the_last() -> None:
     model, loss = new_parts()
     states = []
     data = PatternCrops(seed=SEED)
-    result = fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
-                 epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
-                 settings=LoopSettings(epochs=3, batch_size=8, seed=SEED),
-                 ctx=DistContext(device=torch.device("cpu")), validate=lambda m: next(scripted),
-                 on_epoch=lambda stats: states.append({k: v.clone() for k, v in model.state_dict().items()}))
+    result = fit(
+        LossStep(model, loss, METRIC_FROM_SCRATCH),
+        data,
+        epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
+        settings=LoopSettings(epochs=3, batch_size=8, seed=SEED),
+        ctx=DistContext(device=torch.device("cpu")),
+        validate=lambda m: next(scripted),
+        on_epoch=lambda stats: states.append({k: v.clone() for k, v in model.state_dict().items()}),
+    )
     assert (result.best_epoch, result.best_accuracy) == (1, 0.9)
     assert [h.is_best for h in result.history] == [True, True, False]
     assert_same_state(result.best_state, states[1])
@@ -214,9 +238,14 @@ def test_existing_checkpoint_and_changed_settings_are_refused(tmp_path: Path) ->
     model, loss = new_parts()
     data = PatternCrops(seed=SEED)
     with pytest.raises(CheckpointError, match="batch"):
-        fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data, epoch_indices=lambda e: np.arange(len(data)),
+        fit(
+            LossStep(model, loss, METRIC_FROM_SCRATCH),
+            data,
+            epoch_indices=lambda e: np.arange(len(data)),
             settings=LoopSettings(epochs=2, batch_size=8, checkpoint_dir=tmp_path, resume=True),
-            ctx=DistContext(device=torch.device("cpu")), fingerprint={"seed": SEED, "batch": 16})
+            ctx=DistContext(device=torch.device("cpu")),
+            fingerprint={"seed": SEED, "batch": 16},
+        )
     run(1, checkpoint_dir=tmp_path, replace_checkpoint=True)
 
 
@@ -237,7 +266,7 @@ def test_epoch_batches_share_out_full_batches() -> None:
     flat = [i for s in shards for b in s for i in b]
     assert len(flat) == len(set(flat)) == 16 and set(flat) <= set(indices.tolist())
     assert all(len(b) == 4 for s in shards for b in s)
-    assert epoch_batches(indices, 4, max_steps=3) == [indices[i:i + 4].tolist() for i in (0, 4, 8)]
+    assert epoch_batches(indices, 4, max_steps=3) == [indices[i : i + 4].tolist() for i in (0, 4, 8)]
     assert epoch_batches(indices[:5], 8) == [indices[:5].tolist()]
     assert epoch_batches(indices[:1], 8) == []
 
@@ -253,6 +282,7 @@ def test_settings_are_checked() -> None:
 
 # --------------------------------------------------------------------------- DDP
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -260,18 +290,23 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
-                      RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     with distributed("cpu") as ctx:
         assert ctx.is_distributed and ctx.rank == rank
         model, loss = new_parts()
         data = PatternCrops(n_per_class=8, seed=SEED)
         epochs = []
-        fit(LossStep(model, loss, METRIC_FROM_SCRATCH), data,
+        fit(
+            LossStep(model, loss, METRIC_FROM_SCRATCH),
+            data,
             epoch_indices=lambda e: epoch_rng(SEED, e).permutation(len(data)),
             settings=LoopSettings(epochs=2, batch_size=4, seed=SEED),
-            ctx=ctx, on_epoch=epochs.append)
+            ctx=ctx,
+            on_epoch=epochs.append,
+        )
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors["proxies"] = loss.proxies.detach()
         tensors["epochs"] = torch.tensor(len(epochs))
@@ -280,8 +315,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_distributed_data_parallel_keeps_processes_in_step(tmp_path: Path) -> None:
     """Two CPU processes (Gloo), as torchrun would start them: identical weights and proxies."""
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
     # parameters are all-reduced; BatchNorm's running statistics are rank 0's (DDP broadcasts
     # them before each forward pass), and rank 0 is the one that saves

@@ -95,8 +95,9 @@ def test_distances_against_direct_formulas() -> None:
     a, b = torch.randn(3, 4), torch.randn(5, 4)
     an, bn = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
     torch.testing.assert_close(SquaredL2Distance()(a, b), torch.cdist(an, bn) ** 2, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(SquaredL2Distance(normalize_embeddings=False)(a, b), torch.cdist(a, b) ** 2,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        SquaredL2Distance(normalize_embeddings=False)(a, b), torch.cdist(a, b) ** 2, rtol=1e-5, atol=1e-5
+    )
     torch.testing.assert_close(CosineSimilarity()(a, b), an @ bn.T)
     assert isinstance(get_distance("cosine"), CosineSimilarity)
     with pytest.raises(UsageError, match="unknown distance"):
@@ -139,12 +140,15 @@ def test_loss_computes_in_float32_under_autocast() -> None:
     assert torch.allclose(mixed, plain, atol=0.2)
 
 
-@pytest.mark.parametrize(("x_shape", "labels", "message"), [
-    ((4, 5), [0, 1, 2, 0], "expects"),
-    ((4, 4), [0, 1, 2], "labels have shape"),
-    ((4, 4), [0, 1, 3, 0], r"labels must lie in \[0, 2\]"),
-    ((4, 4), [0, -1, 2, 0], "labels must lie"),
-])
+@pytest.mark.parametrize(
+    ("x_shape", "labels", "message"),
+    [
+        ((4, 5), [0, 1, 2, 0], "expects"),
+        ((4, 4), [0, 1, 2], "labels have shape"),
+        ((4, 4), [0, 1, 3, 0], r"labels must lie in \[0, 2\]"),
+        ((4, 4), [0, -1, 2, 0], "labels must lie"),
+    ],
+)
 def test_bad_inputs_are_refused(x_shape, labels, message) -> None:
     loss = ProxyNCAPlusPlus(3, 4)
     with pytest.raises(UsageError, match=message):

@@ -32,9 +32,22 @@ def test_augmented_images_are_extra_classes_with_their_own_proxies(tree: Path, t
         return original(self, embeddings, labels)
 
     monkeypatch.setattr(ProxyNCAPlusPlus, "forward", recording)
-    config = TrainConfig(data=tree, out=tmp_path / "w.safetensors", arch="dct_cnn", arch_kwargs={"width": 8},
-                         crop=32, batch_size=4, epochs=2, steps_per_epoch=1, workers=0, val_fraction=0.34,
-                         device="cpu", seed=1, open_space_aug=AugOptions(), refs_out=tmp_path / "refs.h5")
+    config = TrainConfig(
+        data=tree,
+        out=tmp_path / "w.safetensors",
+        arch="dct_cnn",
+        arch_kwargs={"width": 8},
+        crop=32,
+        batch_size=4,
+        epochs=2,
+        steps_per_epoch=1,
+        workers=0,
+        val_fraction=0.34,
+        device="cpu",
+        seed=1,
+        open_space_aug=AugOptions(),
+        refs_out=tmp_path / "refs.h5",
+    )
     train_embedding(config)
     assert all(n == 4 for n, _ in seen)  # 2 known classes + 2 augmented ones
     first, second = seen[0][1], seen[1][1]
@@ -51,21 +64,55 @@ def test_augmented_images_are_extra_classes_with_their_own_proxies(tree: Path, t
 
 def test_open_space_aug_cli(tree: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    args = [str(tree), "--arch", "dct_cnn", "--crop", "32", "--batch-size", "4", "--epochs", "1",
-            "--steps-per-epoch", "1", "--workers", "0", "--device", "cpu", "--json"]
+    args = [
+        str(tree),
+        "--arch",
+        "dct_cnn",
+        "--crop",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     ok = runner.invoke(app, ["train", *args, "--open-space-aug", "--out", str(tmp_path / "a.safetensors")])
     assert ok.exit_code == EXIT_OK, ok.output
-    bad = runner.invoke(app, ["train", *args, "--open-space-aug", "--method", "pose",
-                              "--out", str(tmp_path / "b.safetensors")])
+    bad = runner.invoke(
+        app, ["train", *args, "--open-space-aug", "--method", "pose", "--out", str(tmp_path / "b.safetensors")]
+    )
     assert bad.exit_code == EXIT_USAGE and "--open-space-aug is for metric learning" in bad.stderr
 
 
 def test_open_space_aug_cannot_resume(tree: Path, tmp_path: Path) -> None:
     from osma_cli.errors import UsageError
 
-    base = dict(data=tree, arch="dct_cnn", arch_kwargs={"width": 8}, crop=32, batch_size=4, epochs=1,
-                steps_per_epoch=1, workers=0, val_fraction=0.0, device="cpu", seed=1)
+    base = dict(
+        data=tree,
+        arch="dct_cnn",
+        arch_kwargs={"width": 8},
+        crop=32,
+        batch_size=4,
+        epochs=1,
+        steps_per_epoch=1,
+        workers=0,
+        val_fraction=0.0,
+        device="cpu",
+        seed=1,
+    )
     train_embedding(TrainConfig(out=tmp_path / "w.safetensors", **base))
     with pytest.raises(UsageError, match="cannot --resume"):
-        train_embedding(TrainConfig(out=tmp_path / "w.safetensors", resume=tmp_path / "w.checkpoints",
-                                    open_space_aug=AugOptions(), **{**base, "epochs": 2}))
+        train_embedding(
+            TrainConfig(
+                out=tmp_path / "w.safetensors",
+                resume=tmp_path / "w.checkpoints",
+                open_space_aug=AugOptions(),
+                **{**base, "epochs": 2},
+            )
+        )

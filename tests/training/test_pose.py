@@ -65,16 +65,25 @@ def test_released_code_loss_applies_softmax_twice() -> None:
 
 
 def config(tree: Path, out: Path, **overrides) -> TrainConfig:
-    base = dict(data=tree, out=out, crop=CROP, batch_size=6, epochs=2, workers=0, val_fraction=0.34,
-                device="cpu", seed=3, steps_per_epoch=2)
+    base = dict(
+        data=tree,
+        out=out,
+        crop=CROP,
+        batch_size=6,
+        epochs=2,
+        workers=0,
+        val_fraction=0.34,
+        device="cpu",
+        seed=3,
+        steps_per_epoch=2,
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
 
 def test_train_pose_writes_a_classifier(tree: Path, tmp_path: Path) -> None:
     epochs = []
-    result = train_pose(config(tree, tmp_path / "pose.safetensors"), PoseOptions(width=8),
-                        on_epoch=epochs.append)
+    result = train_pose(config(tree, tmp_path / "pose.safetensors"), PoseOptions(width=8), on_epoch=epochs.append)
     assert [e.epoch for e in epochs] == [0, 1]
     model, meta = load_weights(tmp_path / "pose.safetensors")
     assert meta.kind == "classifier" and meta.class_names == ["checkergan", "smoothgan"]
@@ -93,8 +102,9 @@ def test_train_pose_writes_a_classifier(tree: Path, tmp_path: Path) -> None:
 
 def test_loss_terms_are_averaged_over_the_steps_that_have_them(tree: Path, tmp_path: Path) -> None:
     """The warm-up's term comes once per epoch: averaging it over every step would shrink it."""
-    train_pose(config(tree, tmp_path / "pose.safetensors", batch_size=2, steps_per_epoch=4, epochs=1),
-               PoseOptions(width=8))
+    train_pose(
+        config(tree, tmp_path / "pose.safetensors", batch_size=2, steps_per_epoch=4, epochs=1), PoseOptions(width=8)
+    )
     (terms,) = read_meta(tmp_path / "pose.safetensors").metrics["loss_terms_per_epoch"]
     assert 0.5 < terms["warmup_reconstruction"] / terms["reconstruction"] < 2.0
 
@@ -108,8 +118,10 @@ def test_pose_refuses_metric_learning_only_options(tree: Path, tmp_path: Path) -
 
 
 def test_released_code_variant_trains_linear_augmentation_models(tree: Path, tmp_path: Path) -> None:
-    train_pose(config(tree, tmp_path / "code.safetensors", epochs=1, steps_per_epoch=1),
-               PoseOptions(width=8, variant="released-code"))
+    train_pose(
+        config(tree, tmp_path / "code.safetensors", epochs=1, steps_per_epoch=1),
+        PoseOptions(width=8, variant="released-code"),
+    )
     recipe = read_meta(tmp_path / "code.safetensors").recipe
     assert recipe["pose"]["variant"] == "released-code"
     assert recipe["pose"]["augmentation"]["activation"] == "none"

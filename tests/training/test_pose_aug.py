@@ -68,8 +68,9 @@ def test_augmentation_model_keeps_size_and_changes_the_image() -> None:
     linear = AugmentationModel(activation=None)
     a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     with torch.no_grad():  # the released code's model is linear (affine): A(a + b) = A(a) + A(b) - A(0)
-        torch.testing.assert_close(linear(a + b), linear(a) + linear(b) - linear(torch.zeros_like(a)),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            linear(a + b), linear(a) + linear(b) - linear(torch.zeros_like(a)), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_reconstruction_loss_is_the_mean_squared_error() -> None:

@@ -59,7 +59,10 @@ def test_shared_parameters_and_bad_values_are_refused() -> None:
         param_groups(shared, shared)
     with pytest.raises(UsageError, match="positive"):
         param_groups(nn.Linear(2, 2), nn.Linear(2, 2), loss_lr_factor=0)
-    for bad in (dict(lr=0.0, factor=0.5, every=1), dict(lr=1e-3, factor=1.5, every=1),
-                dict(lr=1e-3, factor=0.5, every=0)):
+    for bad in (
+        dict(lr=0.0, factor=0.5, every=1),
+        dict(lr=1e-3, factor=1.5, every=1),
+        dict(lr=1e-3, factor=0.5, every=0),
+    ):
         with pytest.raises(UsageError):
             StepDecay(**bad)

@@ -58,9 +58,11 @@ def test_every_split_is_read_by_the_pose_loader(built):
         for image in split.test_unknown:
             assert image.kind == roles.unknown[image.generator]
         assert {i.kind for i in split.test_unknown} == set(UNKNOWN_KINDS)
+
         # parts are disjoint by source photo
         def photo(i):
             return i.path.name.rsplit("-y", 1)[0]
+
         assert not {photo(i) for i in split.train} & {photo(i) for i in split.test}
         assert split.val and split.train and split.test_known
 
@@ -102,8 +104,7 @@ def test_an_interrupted_build_resumes_from_its_journal(built, tmp_path):
     manifest = read_manifest(copy)
     (copy / MANIFEST).unlink()
     done = list(manifest.images.items())[:10]
-    (copy / JOURNAL).write_text(f"# {plan.fingerprint}\n"
-                                + "".join(f"{k}\t{v}\n" for k, v in done))
+    (copy / JOURNAL).write_text(f"# {plan.fingerprint}\n" + "".join(f"{k}\t{v}\n" for k, v in done))
     report = build_benchmark(copy, plan=plan, workers=0)
     assert report.n_kept == 10 and report.n_written == len(plan.images) - 10
 
@@ -152,6 +153,7 @@ def test_a_build_with_other_weights_replaces_the_old_one(built, tiny_zoo, tmp_pa
     other_weights = tmp_path / "w"
     shutil.copytree(weights, other_weights)
     from osma_cli.zoo.train import train_zoo
+
     train_zoo(recipe, other_weights, only=["tconv-cameras-s0"], steps=1, force=True)
     other = plan_build(recipe, weights_dir=other_weights)
     assert other.fingerprint != plan.fingerprint
@@ -171,8 +173,7 @@ def test_ensure_builds_once(tiny_zoo, tmp_path, monkeypatch):
     from osma_cli.zoo import materialise
 
     recipe, weights = tiny_zoo
-    monkeypatch.setattr(materialise, "plan_build",
-                        lambda *a, **k: plan_build(recipe, weights_dir=weights))
+    monkeypatch.setattr(materialise, "plan_build", lambda *a, **k: plan_build(recipe, weights_dir=weights))
     monkeypatch.setattr(materialise, "default_workers", lambda: 0)
     logged = []
     root = materialise.ensure_builtin_benchmark(log=logged.append)

@@ -115,8 +115,7 @@ def test_write_digests_then_verify_matches(tiny_default, tmp_path):
     assert verified.exit_code == EXIT_OK and "identical to osma's reference" in verified.output
 
 
-def test_benchmark_builds_the_builtin_benchmark_on_first_use(tiny_default, tiny_weights, tmp_path,
-                                                               monkeypatch):
+def test_benchmark_builds_the_builtin_benchmark_on_first_use(tiny_default, tiny_weights, tmp_path, monkeypatch):
     from osma_cli.cli.app import app
 
     _, weights = tiny_default
@@ -147,12 +146,25 @@ def test_descriptor_model_on_the_tiny_zoo_with_every_rule(tiny_default, tmp_path
     settings = {"block": 3, "scales": 2, "window": 16}
     model = get_model("fsd", **settings)
     path = tmp_path / "fsd.safetensors"
-    save_weights(path, model, WeightsMeta(architecture="fsd", embedding_dim=model.raw_dim, crop_size=16,
-                                          l2_normalize=False, kind="descriptor", arch_kwargs=settings))
+    save_weights(
+        path,
+        model,
+        WeightsMeta(
+            architecture="fsd",
+            embedding_dim=model.raw_dim,
+            crop_size=16,
+            l2_normalize=False,
+            kind="descriptor",
+            arch_kwargs=settings,
+        ),
+    )
     scores = {}
     for rule in ("fang", "mahalanobis", "gmm:components=1,covariance=diag"):
-        result = runner.invoke(app, ["benchmark", "split1", "--model", str(path), "--rule", rule, "--json",
-                                     "--workers", "0"], catch_exceptions=False)
+        result = runner.invoke(
+            app,
+            ["benchmark", "split1", "--model", str(path), "--rule", rule, "--json", "--workers", "0"],
+            catch_exceptions=False,
+        )
         assert result.exit_code == EXIT_OK, result.output
         run = json.loads(result.stdout)
         metrics = run["metrics"]

@@ -28,7 +28,7 @@ def test_at_least_five_families_and_an_adversarial_one():
 @pytest.mark.parametrize("levels", [2, 3])
 def test_output_shape_on_multiples_of_the_stride(family, levels):
     model = build_generator(GeneratorConfig(family=family, levels=levels, **TINY), seed=0)
-    stride = 2 ** levels
+    stride = 2**levels
     for height, width in [(stride, stride), (2 * stride, 3 * stride), (32, 16)]:
         x = torch.rand(2, 3, height, width)
         assert model(x).shape == (2, 3, height, width)
@@ -112,4 +112,4 @@ def test_config_round_trip_and_errors():
 def test_psnr():
     a = np.zeros((4, 4, 3), np.uint8)
     assert psnr(a, a) == float("inf")
-    assert psnr(a, a + 1) == pytest.approx(10 * np.log10(255 ** 2))
+    assert psnr(a, a + 1) == pytest.approx(10 * np.log10(255**2))

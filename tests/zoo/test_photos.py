@@ -18,8 +18,7 @@ SHIPPED = PhotoSet.open()
 def test_every_shipped_photo_is_there_with_its_digest():
     SHIPPED.check()
     listed = {SHIPPED.file(p) for p in SHIPPED.photos}
-    on_disk = {p for p in PHOTOS_DIR.rglob("*") if p.is_file() and p.name not in
-               ("photos.csv", "SOURCES")}
+    on_disk = {p for p in PHOTOS_DIR.rglob("*") if p.is_file() and p.name not in ("photos.csv", "SOURCES")}
     assert listed == on_disk
 
 
@@ -36,13 +35,17 @@ def test_held_out_photos_share_no_source_with_training_photos():
     train = [p for p in SHIPPED.photos if p.role == "train"]
     heldout = SHIPPED.heldout()
     assert heldout and train
+
     def camera(p):
         return p.path.split("/")[1] if p.domain == "cameras" else ""
+
     def source(p):
         return (p.source, camera(p), p.original_name)
+
     assert not {source(p) for p in train} & {source(p) for p in heldout}
-    assert not {camera(p) for p in train if p.domain == "cameras"} & \
-        {camera(p) for p in heldout if p.domain == "cameras"}
+    assert not {camera(p) for p in train if p.domain == "cameras"} & {
+        camera(p) for p in heldout if p.domain == "cameras"
+    }
     assert {p.part for p in heldout} == {"train", "val", "test"}
 
 
@@ -59,7 +62,7 @@ def test_tiles_cut_the_decoded_photo(tmp_path: Path):
     photos = PhotoSet.open(make_photos(tmp_path))
     tile = photos.tiles(16)[0]
     image = photos.read(tile.photo)
-    assert np.array_equal(cut(image, tile), image[tile.top:tile.top + 16, tile.left:tile.left + 16])
+    assert np.array_equal(cut(image, tile), image[tile.top : tile.top + 16, tile.left : tile.left + 16])
 
 
 def test_a_changed_photo_is_caught(tmp_path: Path):

@@ -22,8 +22,9 @@ def test_the_zoo_has_the_generators_the_issue_asks_for():
     families = Counter(spec.family for spec in RECIPE.generators)
     assert len(families) >= 5
     for family in families:
-        seeds = {s.seed for s in RECIPE.generators
-                 if s.family == family and s.dataset == RECIPE.family_plan(family).dataset}
+        seeds = {
+            s.seed for s in RECIPE.generators if s.family == family and s.dataset == RECIPE.family_plan(family).dataset
+        }
         assert len(seeds) >= 3, family
     for dataset in DATASETS:
         assert len({s.family for s in RECIPE.generators if s.dataset == dataset}) >= 2
@@ -62,8 +63,7 @@ def test_splits_differ_and_every_generator_is_unknown_somewhere():
     assert len({r.known for r in roles}) == 5
     for name in SPECS:
         assert any(r.role(name) != KNOWN for r in roles)
-    left_out = {r.name: {SPECS[n].family for n, k in r.unknown.items() if k == "arch"}
-                for r in roles}
+    left_out = {r.name: {SPECS[n].family for n, k in r.unknown.items() if k == "arch"} for r in roles}
     assert len({frozenset(v) for v in left_out.values()}) == 5
 
 

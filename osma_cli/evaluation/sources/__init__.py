@@ -13,26 +13,41 @@ module with a loader decorated ``@register_source("name")`` and its import below
 
 from osma_cli.evaluation.sources import builtin, manifest, pose_layout  # noqa: F401  (imported to register)
 from osma_cli.evaluation.sources.base import (
-                                              PARTS,
-                                              UNKNOWN_KINDS,
-                                              BenchmarkSplit,
-                                              LabeledImage,
-                                              SourceLoader,
-                                              get_source,
-                                              list_sources,
-                                              open_split,
-                                              register_source,
+    PARTS,
+    UNKNOWN_KINDS,
+    BenchmarkSplit,
+    LabeledImage,
+    SourceLoader,
+    get_source,
+    list_sources,
+    open_split,
+    register_source,
 )
 from osma_cli.evaluation.sources.manifest import load_manifest
 from osma_cli.evaluation.sources.pose_layout import (
-                                              AnnotationLine,
-                                              PoseAnnotations,
-                                              load_pose_split,
-                                              pose_annotation_files,
-                                              pose_split_name,
-                                              write_pose_annotations,
+    AnnotationLine,
+    PoseAnnotations,
+    load_pose_split,
+    pose_annotation_files,
+    pose_split_name,
+    write_pose_annotations,
 )
 
-__all__ = ["PARTS", "UNKNOWN_KINDS", "AnnotationLine", "BenchmarkSplit", "LabeledImage", "PoseAnnotations",
-           "SourceLoader", "get_source", "list_sources", "load_manifest", "load_pose_split", "open_split",
-           "pose_annotation_files", "pose_split_name", "register_source", "write_pose_annotations"]
+__all__ = [
+    "PARTS",
+    "UNKNOWN_KINDS",
+    "AnnotationLine",
+    "BenchmarkSplit",
+    "LabeledImage",
+    "PoseAnnotations",
+    "SourceLoader",
+    "get_source",
+    "list_sources",
+    "load_manifest",
+    "load_pose_split",
+    "open_split",
+    "pose_annotation_files",
+    "pose_split_name",
+    "register_source",
+    "write_pose_annotations",
+]

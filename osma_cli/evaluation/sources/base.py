@@ -77,13 +77,15 @@ class BenchmarkSplit:
                     raise UsageError(
                         f"benchmark split {self.name!r}: {part} holds {image.path} with label "
                         f"{image.label} and kind {image.kind!r}; known images need a label in "
-                        f"0..{k - 1} and no kind")
+                        f"0..{k - 1} and no kind"
+                    )
         for image in self.test_unknown:
             if image.label != UNKNOWN_LABEL or image.kind not in ("", *UNKNOWN_KINDS):
                 raise UsageError(
                     f"benchmark split {self.name!r}: test_unknown holds {image.path} with label "
                     f"{image.label} and kind {image.kind!r}; unknown images need label "
-                    f"{UNKNOWN_LABEL} and a kind among {('', *UNKNOWN_KINDS)}")
+                    f"{UNKNOWN_LABEL} and a kind among {('', *UNKNOWN_KINDS)}"
+                )
 
     @property
     def n_classes(self) -> int:
@@ -121,15 +123,16 @@ class BenchmarkSplit:
         }
 
 
-
 def check_disjoint(entries: Iterable[tuple[str, str]], source: str) -> None:
     """Refuse an image listed twice (in one part or two): it would be counted twice or leak
     training images into the test."""
     seen: dict[str, str] = {}
     for path, where in entries:
         if path in seen:
-            raise DataError(f"{source}: {path} is listed twice: {seen[path]} and {where}",
-                            hint="each image may appear once across train, val, test and unknown")
+            raise DataError(
+                f"{source}: {path} is listed twice: {seen[path]} and {where}",
+                hint="each image may appear once across train, val, test and unknown",
+            )
         seen[path] = where
 
 
@@ -141,8 +144,9 @@ class SourceLoader(Protocol):
     them (either may be None where the source does not need it); ``progress`` and ``log`` for
     a source that has work to do first (building the built-in benchmark)."""
 
-    def __call__(self, location: Path | None, split: str | None, *, progress: ProgressFactory,
-                 log: Log) -> BenchmarkSplit: ...
+    def __call__(
+        self, location: Path | None, split: str | None, *, progress: ProgressFactory, log: Log
+    ) -> BenchmarkSplit: ...
 
 
 _SOURCES: dict[str, SourceLoader] = {}
@@ -173,7 +177,13 @@ def get_source(name: str) -> SourceLoader:
         raise unknown_name("benchmark source", name, _SOURCES, listing="sources") from None
 
 
-def open_split(source: str, location: Path | None = None, split: str | None = None, *,
-               progress: ProgressFactory = no_progress, log: Log = no_log) -> BenchmarkSplit:
+def open_split(
+    source: str,
+    location: Path | None = None,
+    split: str | None = None,
+    *,
+    progress: ProgressFactory = no_progress,
+    log: Log = no_log,
+) -> BenchmarkSplit:
     """One split read by the source registered as ``source``."""
     return get_source(source)(location, split, progress=progress, log=log)

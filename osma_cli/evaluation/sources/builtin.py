@@ -15,15 +15,18 @@ from osma_cli.progress import Log, ProgressFactory
 
 
 @register_source("builtin")
-def open_builtin_split(location: Path | None, split: str | None, *, progress: ProgressFactory,
-                       log: Log) -> BenchmarkSplit:
+def open_builtin_split(
+    location: Path | None, split: str | None, *, progress: ProgressFactory, log: Log
+) -> BenchmarkSplit:
     """``osma benchmark SPLIT``: a split of the built-in benchmark; ``location`` is not used."""
     from osma_cli.zoo import ensure_builtin_benchmark
     from osma_cli.zoo.recipe import default_recipe
 
     names = [s.name for s in default_recipe().splits]
     if split not in names:
-        raise UsageError(f"the built-in benchmark has no split {split!r}",
-                         hint=f"choose one of {', '.join(names)}, or pass --data-root DIR "
-                              f"(the POSE benchmark layout) or --manifest FILE")
+        raise UsageError(
+            f"the built-in benchmark has no split {split!r}",
+            hint=f"choose one of {', '.join(names)}, or pass --data-root DIR "
+            f"(the POSE benchmark layout) or --manifest FILE",
+        )
     return load_pose_split(ensure_builtin_benchmark(progress=progress, log=log), split)

@@ -54,8 +54,7 @@ class _Manifest:
         for name in table:
             if name not in allowed:
                 close = difflib.get_close_matches(name, allowed, n=1)
-                hint = (f"did you mean {close[0]!r}?" if close else
-                        f"allowed here: {', '.join(allowed)}")
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed here: {', '.join(allowed)}"
                 raise self.error(f"{key}.{name}" if key else name, "unknown key", hint=hint)
 
     def table(self, key: str, value: Any) -> Mapping[str, Any]:
@@ -71,8 +70,9 @@ class _Manifest:
     def generator_name(self, key: str, name: str) -> str:
         clean = name.strip()
         if not clean or not clean.isprintable() or clean.lower() == "unknown":
-            raise self.error(key, f"invalid generator name {name!r}",
-                             hint="use a non-empty printable name other than 'unknown'")
+            raise self.error(
+                key, f"invalid generator name {name!r}", hint="use a non-empty printable name other than 'unknown'"
+            )
         return clean
 
     def images(self, key: str, value: Any, base: Path) -> list[Path]:
@@ -83,16 +83,17 @@ class _Manifest:
         found: list[Path] = []
         for entry in entries:
             path = Path(self.text(key, entry)).expanduser()
-            path = (path if path.is_absolute() else base / path)
+            path = path if path.is_absolute() else base / path
             if not path.exists():
-                raise self.error(key, f"no such folder or file: {path}",
-                                 hint=f"relative paths are read from {base}")
+                raise self.error(key, f"no such folder or file: {path}", hint=f"relative paths are read from {base}")
             path = path.resolve()
             images = list(iter_image_files([path]))
             if not images:
-                raise self.error(key, f"no images in {path}",
-                                 hint="images are files ending in "
-                                      + ", ".join(sorted(IMAGE_SUFFIXES)) + ", found recursively")
+                raise self.error(
+                    key,
+                    f"no images in {path}",
+                    hint="images are files ending in " + ", ".join(sorted(IMAGE_SUFFIXES)) + ", found recursively",
+                )
             found.extend(images)
         return found
 
@@ -100,8 +101,7 @@ class _Manifest:
 def _parse_manifest(path: Path) -> Any:
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
-        raise DataError(f"{path}: a manifest must be a .toml or a .json file",
-                        hint=_MANIFEST_HINT)
+        raise DataError(f"{path}: a manifest must be a .toml or a .json file", hint=_MANIFEST_HINT)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -116,11 +116,12 @@ def _parse_manifest(path: Path) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                            f"{exc.msg}") from None
+            raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     if tomllib is None:
-        raise DataError(f"{path}: reading TOML on Python 3.10 needs the tomli package",
-                        hint="pip install tomli, or write the manifest as JSON")
+        raise DataError(
+            f"{path}: reading TOML on Python 3.10 needs the tomli package",
+            hint="pip install tomli, or write the manifest as JSON",
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -144,14 +145,13 @@ def load_manifest(path: Path | str) -> BenchmarkSplit:
     base = path.resolve().parent
     if "root" in top:
         root = Path(m.text("root", top["root"])).expanduser()
-        base = (root if root.is_absolute() else base / root)
+        base = root if root.is_absolute() else base / root
         if not base.is_dir():
             raise m.error("root", f"no such folder: {base}")
         base = base.resolve()
     for section in ("known", "unknown"):
         if section not in top:
-            raise m.error(section, "missing: a benchmark needs at least one "
-                                   f"{section} generator")
+            raise m.error(section, f"missing: a benchmark needs at least one {section} generator")
         if not m.table(section, top[section]):
             raise m.error(section, f"no {section} generators")
 
@@ -169,8 +169,11 @@ def load_manifest(path: Path | str) -> BenchmarkSplit:
         m.check_keys(key, entry, _KNOWN_KEYS)
         for required in ("train", "test"):
             if required not in entry:
-                raise m.error(f"{key}.{required}", "missing",
-                              hint="a known generator needs train and test images (val is optional)")
+                raise m.error(
+                    f"{key}.{required}",
+                    "missing",
+                    hint="a known generator needs train and test images (val is optional)",
+                )
         label = len(class_names)
         class_names.append(name_k)
         for field_name, part in (("train", "train"), ("val", "val"), ("test", "test_known")):
@@ -185,9 +188,11 @@ def load_manifest(path: Path | str) -> BenchmarkSplit:
         key = f"unknown.{raw_name}"
         name_u = m.generator_name(key, raw_name)
         if name_u.casefold() in folded:
-            raise m.error(key, f"{name_u!r} is also a known generator "
-                               f"(known.{folded[name_u.casefold()]})",
-                          hint="a generator is either known or unknown in one benchmark")
+            raise m.error(
+                key,
+                f"{name_u!r} is also a known generator (known.{folded[name_u.casefold()]})",
+                hint="a generator is either known or unknown in one benchmark",
+            )
         if name_u in seen_unknown:
             raise m.error(key, f"generator {name_u!r} is listed twice")
         seen_unknown.add(name_u)
@@ -197,11 +202,13 @@ def load_manifest(path: Path | str) -> BenchmarkSplit:
             raise m.error(f"{key}.test", "missing", hint="an unknown generator needs test images")
         kind = entry.get("kind", "")
         if not isinstance(kind, str) or kind.strip() not in ("", *UNKNOWN_KINDS):
-            raise m.error(f"{key}.kind", f"{kind!r} is not an unknown kind",
-                          hint=f"use one of {', '.join(UNKNOWN_KINDS)}, or leave it out")
+            raise m.error(
+                f"{key}.kind",
+                f"{kind!r} is not an unknown kind",
+                hint=f"use one of {', '.join(UNKNOWN_KINDS)}, or leave it out",
+            )
         images = m.images(f"{key}.test", entry["test"], base)
-        parts["test_unknown"].extend(
-            LabeledImage(p, UNKNOWN_LABEL, kind.strip(), name_u) for p in images)
+        parts["test_unknown"].extend(LabeledImage(p, UNKNOWN_LABEL, kind.strip(), name_u) for p in images)
         where.extend((str(p), f"{key}.test") for p in images)
 
     check_disjoint(where, str(path))
@@ -217,10 +224,10 @@ def load_manifest(path: Path | str) -> BenchmarkSplit:
 
 
 @register_source("manifest")
-def open_manifest(location: Path | None, split: str | None, *, progress: ProgressFactory,
-                  log: Log) -> BenchmarkSplit:
+def open_manifest(location: Path | None, split: str | None, *, progress: ProgressFactory, log: Log) -> BenchmarkSplit:
     """``osma benchmark --manifest FILE``: the manifest names its one split itself."""
     if location is None:
-        raise UsageError("a manifest source needs the manifest's path",
-                         hint="e.g. `osma benchmark --manifest bench.toml`")
+        raise UsageError(
+            "a manifest source needs the manifest's path", hint="e.g. `osma benchmark --manifest bench.toml`"
+        )
     return load_manifest(location)

@@ -137,8 +137,7 @@ def _read_annotation(file: Path, *, known: bool) -> list[_Line]:
             raise _line_error(file, number, text, f"label {label_text!r} is not an integer")
         label = int(label_text)
         if known and label < 0:
-            raise _line_error(file, number, text,
-                              f"negative label {label} (known classes are numbered from 0)")
+            raise _line_error(file, number, text, f"negative label {label} (known classes are numbered from 0)")
         lines.append(_Line(image, label, file, number))
     return lines
 
@@ -157,12 +156,13 @@ def _missing_files_error(wanted: Iterable[Path], roots: Sequence[Path], what: st
         listed = present[:30] + ([f"... and {len(present) - 30} more"] if len(present) > 30 else [])
         there = "annotation files present:\n    " + "\n    ".join(listed)
     else:
-        there = ("no annotation files (*/annotations/*.txt) under "
-                 + " or ".join(str(r) for r in dict.fromkeys(roots)))
+        there = "no annotation files (*/annotations/*.txt) under " + " or ".join(str(r) for r in dict.fromkeys(roots))
     looked = "\n    ".join(str(p) for p in dict.fromkeys(wanted))
-    return DataError(f"{what}; looked for:\n    {looked}\n  {there}",
-                     hint="give --data-root the folder that holds dataset/ (the POSE "
-                          "checkout) or dataset/ itself; docs/benchmarks.md shows the layout")
+    return DataError(
+        f"{what}; looked for:\n    {looked}\n  {there}",
+        hint="give --data-root the folder that holds dataset/ (the POSE "
+        "checkout) or dataset/ itself; docs/benchmarks.md shows the layout",
+    )
 
 
 def _relative_parts(text: str) -> tuple[str, ...] | None:
@@ -197,30 +197,29 @@ def _choose_resolver(candidates: Sequence[_Resolver], probe: Sequence[_Line]) ->
     """The candidate under which most of the first lines' images exist (the first on ties)."""
     best, best_hits = candidates[0], -1
     for candidate in candidates:
-        hits = sum(1 for line in probe
-                   if (path := candidate(line.text)) is not None and os.path.isfile(path))
+        hits = sum(1 for line in probe if (path := candidate(line.text)) is not None and os.path.isfile(path))
         if hits > best_hits:
             best, best_hits = candidate, hits
     if best_hits <= 0 and probe:
         first = probe[0]
-        tried = "\n    ".join(dict.fromkeys(
-            path for c in candidates if (path := c(first.text)) is not None))
+        tried = "\n    ".join(dict.fromkeys(path for c in candidates if (path := c(first.text)) is not None))
         raise DataError(
             f"images listed in {first.file} not found: the first, {first.text!r} "
             f"(line {first.number}), is none of:\n    {tried}",
             hint="download the POSE images and unpack them so that the paths in the "
-                 "annotations exist under --data-root (docs/benchmarks.md), or pass the "
-                 "folder that holds them as image_root")
+            "annotations exist under --data-root (docs/benchmarks.md), or pass the "
+            "folder that holds them as image_root",
+        )
     return best
 
 
 def _common_folders(groups: Mapping[Any, Sequence[str]]) -> dict[Any, str]:
-    return {key: os.path.commonpath([os.path.dirname(p) for p in paths])
-            for key, paths in groups.items()}
+    return {key: os.path.commonpath([os.path.dirname(p) for p in paths]) for key, paths in groups.items()}
 
 
-def _derived_names(commons: Mapping[Any, str], top: str, fallback: Callable[[Any], str],
-                   taken: Iterable[str] = ()) -> dict[Any, str]:
+def _derived_names(
+    commons: Mapping[Any, str], top: str, fallback: Callable[[Any], str], taken: Iterable[str] = ()
+) -> dict[Any, str]:
     """A readable name per group of images: its common folder (``commons``) below ``top``.
 
     POSE has no class-name file; its folders name the generators
@@ -237,10 +236,12 @@ def _derived_names(commons: Mapping[Any, str], top: str, fallback: Callable[[Any
         names[key] = "/".join(parts)
     counts = Counter(names.values())
     reserved = set(taken)
-    return {key: name if name and counts[name] == 1 and name.lower() != "unknown"
-            and name not in reserved else fallback(key)
-            for key, name in names.items()}
-
+    return {
+        key: name
+        if name and counts[name] == 1 and name.lower() != "unknown" and name not in reserved
+        else fallback(key)
+        for key, name in names.items()
+    }
 
 
 def _find_annotations(root: Path, name: str) -> dict[str, Path]:
@@ -249,22 +250,20 @@ def _find_annotations(root: Path, name: str) -> dict[str, Path]:
     layouts = [pose_annotation_files(base, name) for base in bases]
     found = [files for files in layouts if files["train"].is_file()]
     if not found:
-        raise _missing_files_error([files["train"] for files in layouts], bases,
-                                   f"no training annotations for {name}")
+        raise _missing_files_error([files["train"] for files in layouts], bases, f"no training annotations for {name}")
     files = found[0]
     dataset_dir = files["train"].parents[2]
     if not files["test"].is_file():
-        raise _missing_files_error([files["test"]], [dataset_dir],
-                                   f"no closed-set test annotations for {name}")
+        raise _missing_files_error([files["test"]], [dataset_dir], f"no closed-set test annotations for {name}")
     unknown_files = ["test_out", *UNKNOWN_KINDS]
     if not any(files[key].is_file() for key in unknown_files):
-        raise _missing_files_error([files[key] for key in unknown_files], [dataset_dir],
-                                   f"no unknown-image annotations for {name}")
+        raise _missing_files_error(
+            [files[key] for key in unknown_files], [dataset_dir], f"no unknown-image annotations for {name}"
+        )
     return files
 
 
-def _resolver_candidates(root: Path, dataset_dir: Path,
-                         image_root: Path | str | None) -> list[_Resolver]:
+def _resolver_candidates(root: Path, dataset_dir: Path, image_root: Path | str | None) -> list[_Resolver]:
     """The readings of ``./dataset/...`` worth trying, most likely first."""
     if image_root is not None:
         images = Path(image_root).expanduser()
@@ -272,13 +271,19 @@ def _resolver_candidates(root: Path, dataset_dir: Path,
             raise DataError(f"no such folder: {images} (the image root)")
         images = images.resolve()
         return [_Resolver(images, False), _Resolver(images, True)]
-    return list(dict.fromkeys([
-        _Resolver(root, False), _Resolver(dataset_dir.parent, False),
-        _Resolver(dataset_dir, True), _Resolver(root, True)]))
+    return list(
+        dict.fromkeys(
+            [
+                _Resolver(root, False),
+                _Resolver(dataset_dir.parent, False),
+                _Resolver(dataset_dir, True),
+                _Resolver(root, True),
+            ]
+        )
+    )
 
 
-def _unknown_lines(files: Mapping[str, Path],
-                   resolve: Callable[[_Line], str]) -> list[tuple[str, _Line, str]]:
+def _unknown_lines(files: Mapping[str, Path], resolve: Callable[[_Line], str]) -> list[tuple[str, _Line, str]]:
     """(path, line, kind) of every unknown image: those of ``_test_out``, then those only
     in a kind file; the kind is that of the kind file listing the image, or ``""``."""
     kind_of: dict[str, tuple[str, _Line]] = {}
@@ -288,8 +293,7 @@ def _unknown_lines(files: Mapping[str, Path],
         for line in _read_annotation(files[kind], known=False):
             path = resolve(line)
             if path in kind_of and kind_of[path][0] != kind:
-                raise DataError(f"{path} is listed as two unknown kinds: "
-                                f"{kind_of[path][1].where} and {line.where}")
+                raise DataError(f"{path} is listed as two unknown kinds: {kind_of[path][1].where} and {line.where}")
             kind_of.setdefault(path, (kind, line))
     unknown: list[tuple[str, _Line, str]] = []
     if files["test_out"].is_file():
@@ -298,8 +302,10 @@ def _unknown_lines(files: Mapping[str, Path],
             unknown.append((path, line, kind_of.pop(path, ("", line))[0]))
     unknown.extend((path, line, kind) for path, (kind, line) in kind_of.items())
     if not unknown:
-        raise DataError(f"{files['test_out']} and the per-kind files list no unknown images",
-                        hint="an open-set benchmark needs images of unknown generators")
+        raise DataError(
+            f"{files['test_out']} and the per-kind files list no unknown images",
+            hint="an open-set benchmark needs images of unknown generators",
+        )
     return unknown
 
 
@@ -313,19 +319,21 @@ def _check_labels(files: Mapping[str, Path], known: Mapping[str, list[_Line]]) -
     present = {line.label for line in train}
     absent = [label for label in range(k) if label not in present]
     if absent:
-        raise DataError(f"{files['train']}: no training image has label {absent[0]}, yet labels "
-                        f"run up to {k - 1}",
-                        hint="known classes must be numbered 0..K-1 without gaps")
+        raise DataError(
+            f"{files['train']}: no training image has label {absent[0]}, yet labels run up to {k - 1}",
+            hint="known classes must be numbered 0..K-1 without gaps",
+        )
     for part in ("val", "test_known"):
         for line in known[part]:
             if line.label >= k:
-                raise DataError(f"{line.file}, line {line.number}: label {line.label} has no "
-                                f"training images (the training labels run 0..{k - 1})")
+                raise DataError(
+                    f"{line.file}, line {line.number}: label {line.label} has no "
+                    f"training images (the training labels run 0..{k - 1})"
+                )
     return k
 
 
-def load_pose_split(data_root: Path | str, split: str | int, *,
-                    image_root: Path | str | None = None) -> BenchmarkSplit:
+def load_pose_split(data_root: Path | str, split: str | int, *, image_root: Path | str | None = None) -> BenchmarkSplit:
     """One split of the POSE benchmark, from its annotation files as released.
 
     ``data_root`` is the folder holding ``dataset/`` (the POSE checkout) or ``dataset/``
@@ -338,8 +346,7 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
     """
     root = Path(data_root).expanduser()
     if not root.is_dir():
-        raise DataError(f"no such folder: {root}",
-                        hint="give the folder that holds POSE's dataset/ or dataset/ itself")
+        raise DataError(f"no such folder: {root}", hint="give the folder that holds POSE's dataset/ or dataset/ itself")
     root = root.resolve()
     name = pose_split_name(split)
     files = _find_annotations(root, name)
@@ -357,13 +364,13 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
     def resolve(line: _Line) -> str:
         path = resolver(line.text)
         if path is None:
-            raise DataError(f"{line.file}, line {line.number}: {line.text!r} does not start "
-                            f"with dataset/, unlike the other paths",
-                            hint=f"image paths are read as {resolver}")
+            raise DataError(
+                f"{line.file}, line {line.number}: {line.text!r} does not start with dataset/, unlike the other paths",
+                hint=f"image paths are read as {resolver}",
+            )
         return path
 
-    known = {part: [(resolve(line), line) for line in lines]
-             for part, lines in known_lines.items()}
+    known = {part: [(resolve(line), line) for line in lines] for part, lines in known_lines.items()}
     unknown = _unknown_lines(files, resolve)
     everything = [entry for part in known.values() for entry in part]
     everything += [(path, line) for path, line, _ in unknown]
@@ -374,7 +381,8 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
             f"{len(missing)} of {len(everything)} images listed for {name} are missing; the "
             f"first, {line.text!r} ({line.where}), is not at {path}",
             hint=f"image paths were read as {resolver} (chosen among: "
-                 f"{', '.join(str(c) for c in candidates)}); check that the download is complete")
+            f"{', '.join(str(c) for c in candidates)}); check that the download is complete",
+        )
     source = f"POSE layout at {dataset_dir.parent} ({name})"
     check_disjoint(((path, line.where) for path, line in everything), source)
 
@@ -388,12 +396,11 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
     top = os.path.commonpath([*label_folders.values(), *generator_folders.values()])
     class_names = _derived_names(label_folders, top, lambda label: f"class{label}")
     generator_names = _derived_names(
-        generator_folders, top, lambda key: f"unknown-{key[0] or 'out'}{key[1]}",
-        taken=class_names.values())
+        generator_folders, top, lambda key: f"unknown-{key[0] or 'out'}{key[1]}", taken=class_names.values()
+    )
 
     def known_images(part: str) -> tuple[LabeledImage, ...]:
-        return tuple(LabeledImage(Path(path), line.label, "", class_names[line.label])
-                     for path, line in known[part])
+        return tuple(LabeledImage(Path(path), line.label, "", class_names[line.label]) for path, line in known[part])
 
     return BenchmarkSplit(
         name=name,
@@ -402,9 +409,9 @@ def load_pose_split(data_root: Path | str, split: str | int, *,
         val=known_images("val"),
         test_known=known_images("test_known"),
         test_unknown=tuple(
-            LabeledImage(Path(path), UNKNOWN_LABEL, kind,
-                         generator_names[_unknown_key(line, kind, files)])
-            for path, line, kind in unknown),
+            LabeledImage(Path(path), UNKNOWN_LABEL, kind, generator_names[_unknown_key(line, kind, files)])
+            for path, line, kind in unknown
+        ),
         source=source,
     )
 
@@ -418,8 +425,10 @@ def _unknown_key(line: _Line, kind: str, files: Mapping[str, Path]) -> tuple[str
 def _annotation_text(path: str | PurePath) -> str:
     text = path.as_posix() if isinstance(path, PurePath) else str(path)
     if not text.strip() or any(c in text for c in "\t\r\n"):
-        raise UsageError(f"cannot write image path {text!r} in an annotation file",
-                         hint="paths must be non-empty and contain no tab or line break")
+        raise UsageError(
+            f"cannot write image path {text!r} in an annotation file",
+            hint="paths must be non-empty and contain no tab or line break",
+        )
     if PurePosixPath(text).is_absolute() or text.startswith(("./", "../")):
         return text
     return f"./{text}"
@@ -445,8 +454,9 @@ def write_pose_annotations(root: Path | str, split: str | int, parts: PoseAnnota
     """
     unknown_kinds = set(parts.unknown) - {"", *UNKNOWN_KINDS}
     if unknown_kinds:
-        raise UsageError(f"unknown kinds {sorted(unknown_kinds)}",
-                         hint=f"use {', '.join(UNKNOWN_KINDS)} or \"\" for none")
+        raise UsageError(
+            f"unknown kinds {sorted(unknown_kinds)}", hint=f'use {", ".join(UNKNOWN_KINDS)} or "" for none'
+        )
     files = pose_annotation_files(Path(root) / "dataset", split)
     contents = {key: _annotation_lines(getattr(parts, key)) for key in ("train", "val", "test")}
     out, offset = [], 0
@@ -463,10 +473,10 @@ def write_pose_annotations(root: Path | str, split: str | int, parts: PoseAnnota
 
 
 @register_source("pose")
-def open_pose_split(location: Path | None, split: str | None, *, progress: ProgressFactory,
-                    log: Log) -> BenchmarkSplit:
+def open_pose_split(location: Path | None, split: str | None, *, progress: ProgressFactory, log: Log) -> BenchmarkSplit:
     """``osma benchmark SPLIT --data-root DIR``: one split of a folder in the POSE layout."""
     if location is None or split is None:
-        raise UsageError("the POSE layout needs a data root and a split name",
-                         hint="e.g. `osma benchmark split1 --data-root DIR`")
+        raise UsageError(
+            "the POSE layout needs a data root and a split name", hint="e.g. `osma benchmark split1 --data-root DIR`"
+        )
     return load_pose_split(location, split)
