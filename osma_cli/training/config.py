@@ -38,7 +38,7 @@ from osma_cli.defaults import (
 )
 from osma_cli.errors import UsageError
 from osma_cli.training.checkpoint import has_checkpoint
-from osma_cli.training.loop import EpochStats
+from osma_cli.training.loop import EpochStats, LoopSettings
 from osma_cli.training.pose_aug import AugOptions
 from osma_cli.training.schedule import StepDecay, metric_schedule, pretrain_schedule
 from osma_cli.weights import WeightsMeta
@@ -64,6 +64,8 @@ class RunConfig:
     lr_decay: float | None = None
     decay_every: int | None = None
     weight_decay: float = DEFAULT_WEIGHT_DECAY
+    epochs: int = METRIC_EPOCHS
+    """Each run's own default (``TrainConfig``, ``PretrainConfig``)."""
     batch_size: int = BATCH_SIZE
     crop: int = CROP
     seed: int = SEED
@@ -83,6 +85,20 @@ class RunConfig:
         if self.checkpoint_dir is not None:
             return Path(self.checkpoint_dir)
         return default_checkpoint_folder(self.out)
+
+    def loop_settings(self, workers: int, *, checkpoints: bool = True) -> LoopSettings:
+        """How ``fit`` runs this configuration's epochs; ``checkpoints=False`` for a run that
+        cannot be resumed (POSE: its augmentation models are not checkpointed)."""
+        return LoopSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            workers=workers,
+            steps_per_epoch=self.steps_per_epoch,
+            checkpoint_dir=self.checkpoint_folder() if checkpoints else None,
+            resume=checkpoints and self.resume is not None,
+            replace_checkpoint=checkpoints and self.force,
+        )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from osma_cli.runtime import seed_everything
 from osma_cli.training.config import TrainConfig, TrainResult, check_output_paths
 from osma_cli.training.data import TrainingData, files_digest, load_data, reference_sample
 from osma_cli.training.distributed import DistContext, distributed
-from osma_cli.training.loop import EpochCallback, EpochStartCallback, LoopSettings, StepCallback, epoch_rng, fit
+from osma_cli.training.loop import EpochCallback, EpochStartCallback, StepCallback, epoch_rng, fit
 from osma_cli.training.losses import ProxyNCAPlusPlus, get_distance
 from osma_cli.training.network import Network, build_network
 from osma_cli.training.pose_aug import OpenSpaceExpander, ProgressiveAugmenter
@@ -138,16 +138,7 @@ def train_embedding(
         else:
             notes.append("no validation images: the last epoch's network is kept")
         dataset = data.dataset
-        settings = LoopSettings(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            workers=workers,
-            steps_per_epoch=config.steps_per_epoch,
-            checkpoint_dir=config.checkpoint_folder(),
-            resume=config.resume is not None,
-            replace_checkpoint=config.force,
-        )
+        settings = config.loop_settings(workers)
         fingerprint = {
             "task": "metric-learning",
             "architecture": network.architecture,

@@ -63,7 +63,7 @@ from osma_cli.training.checkpoint import TrainingState
 from osma_cli.training.config import PoseOptions, TrainConfig, TrainResult, check_output_paths
 from osma_cli.training.data import TrainingData, files_digest, load_data
 from osma_cli.training.distributed import DistContext
-from osma_cli.training.loop import EpochCallback, EpochStartCallback, LoopSettings, StepCallback, epoch_rng, fit
+from osma_cli.training.loop import EpochCallback, EpochStartCallback, StepCallback, epoch_rng, fit
 from osma_cli.training.losses import BatchHardTripletLoss, MeanReducer
 from osma_cli.training.pose_aug import ProgressiveAugmenter, expanded_labels
 from osma_cli.training.provenance import environment
@@ -229,13 +229,7 @@ def train_pose(
         validator = ClosedSetValidator(val, meta, device, batch_size=config.batch_size, workers=workers)
     else:
         notes.append("no validation images: the last epoch's network is kept")
-    settings = LoopSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        workers=workers,
-        steps_per_epoch=config.steps_per_epoch,
-    )
+    settings = config.loop_settings(workers, checkpoints=False)
     labels = train.labels
     result = fit(
         step,

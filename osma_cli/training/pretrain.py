@@ -41,7 +41,7 @@ from osma_cli.runtime import seed_everything
 from osma_cli.training.config import PretrainConfig, PretrainResult, check_output_paths
 from osma_cli.training.data import CentreCrop, check_classes, files_digest, paths_digest, readable_dataset
 from osma_cli.training.distributed import DistContext, distributed
-from osma_cli.training.loop import EpochCallback, EpochStartCallback, LoopSettings, StepCallback, epoch_rng, fit
+from osma_cli.training.loop import EpochCallback, EpochStartCallback, StepCallback, epoch_rng, fit
 from osma_cli.training.losses import CrossEntropyClassifier
 from osma_cli.training.network import Network, build_network
 from osma_cli.training.provenance import environment
@@ -219,16 +219,7 @@ def pretrain(
             )
         else:
             notes.append("no validation images: the last epoch's network is kept")
-        settings = LoopSettings(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            workers=workers,
-            steps_per_epoch=config.steps_per_epoch,
-            checkpoint_dir=config.checkpoint_folder(),
-            resume=config.resume is not None,
-            replace_checkpoint=config.force,
-        )
+        settings = config.loop_settings(workers)
         fingerprint = {
             "task": "pretrain",
             "architecture": network.architecture,
