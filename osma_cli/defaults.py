@@ -116,9 +116,10 @@ class MixtureDefaults(TypedDict):
     pca_dim: int
     components: int
     covariance: str
+    restarts: int
 
 
-DEFAULT_MIXTURE: MixtureDefaults = {"pca_dim": 64, "components": 4, "covariance": "full"}
+DEFAULT_MIXTURE: MixtureDefaults = {"pca_dim": 96, "components": 4, "covariance": "full", "restarts": 8}
 """Chosen on selection data only (`scripts/detector_figures.py --select`, docs/detection.md)."""
 
 

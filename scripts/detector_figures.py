@@ -221,7 +221,19 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SELECT_GRID = ((64, 1), (128, 1), (64, 2), (64, 4), (128, 4))
+SELECT_GRID = (
+    (64, 1, 1),
+    (128, 1, 1),
+    (64, 2, 1),
+    (64, 4, 1),
+    (128, 4, 1),
+    (64, 4, 8),
+    (96, 4, 8),
+    (128, 4, 8),
+    (64, 8, 8),
+    (96, 8, 8),
+)
+"""(PCA dimensions, mixture components, restarts) compared by ``--select``."""
 SELECT_COPIES = {
     "all copies": ("original",) + DEFAULT_COPIES,
     "no resized copies": ("original", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85"),
@@ -252,17 +264,22 @@ def select(args, loaded) -> None:
         generated[g.name] = d.by_copy["original"][[str(p) not in test_files for p in d.paths]]
     # real negatives for the six generators: the calibration part's originals (not the test cameras)
     print(
-        "| copies | PCA | K | zoo val AUC | zoo val q90 AUC | six (non-test) AUC | criterion "
+        "| copies | PCA | K | restarts | zoo val AUC | zoo val q90 AUC | six (non-test) AUC | criterion "
         "| zoo val synthetic | six (non-test) synthetic |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for subset, names in SELECT_COPIES.items():
         keep = np.isin(np.array(copies), names)[train.copy_index]
         fit_rows, held_rows = keep & ~held[train.photo], keep & held[train.photo]
         negatives = train.raw[held_rows & (train.copy_index == 0)]
-        for pca_dim, components in SELECT_GRID:
+        for pca_dim, components, restarts in SELECT_GRID:
             d = fit_detector(
-                train.raw[fit_rows], train.raw[held_rows], pca_dim=pca_dim, components=components, covariance="full"
+                train.raw[fit_rows],
+                train.raw[held_rows],
+                pca_dim=pca_dim,
+                components=components,
+                covariance="full",
+                restarts=restarts,
             )
             zoo_auc = np.mean(
                 [figures(d, f.by_copy["original"], val_real.by_copy["original"])["auc"] for f in fakes.values()]
@@ -274,7 +291,7 @@ def select(args, loaded) -> None:
             six_auc = np.mean([f["auc"] for f in six])
             zoo_det = np.mean([np.mean(d.score_raw(f.by_copy["original"]) >= d.threshold) for f in fakes.values()])
             print(
-                f"| {subset} | {pca_dim} | {components} | {pct(zoo_auc)} | {pct(zoo90)} | {pct(six_auc)} "
+                f"| {subset} | {pca_dim} | {components} | {restarts} | {pct(zoo_auc)} | {pct(zoo90)} | {pct(six_auc)} "
                 f"| {pct((zoo_auc + six_auc) / 2)} | {pct(zoo_det)} | {pct(np.mean([f['detected'] for f in six]))} |",
                 flush=True,
             )

@@ -414,6 +414,15 @@ def train(
     covariance: Annotated[
         str, typer.Option("--covariance", help="With --method fsd-detector: full, diag, tied or spherical.")
     ] = DEFAULT_MIXTURE["covariance"],
+    restarts: Annotated[
+        int,
+        typer.Option(
+            "--restarts",
+            min=1,
+            help="With --method fsd-detector: mixture fits from seeds SEED.. SEED+N-1; "
+            "the one the held-out photos are likeliest under is kept.",
+        ),
+    ] = DEFAULT_MIXTURE["restarts"],
 ) -> None:
     """Learn the attribution model: the metric-learning embedding (default) or POSE (--method pose).
 
@@ -461,6 +470,7 @@ def train(
             pca_dim=pca_dim,
             components=components,
             covariance=covariance,
+            restarts=restarts,
             seed=seed,
             device=device,
             json_out=json_out,

@@ -22,6 +22,7 @@ def train_detector_command(
     pca_dim: int,
     components: int,
     covariance: str,
+    restarts: int,
     seed: int,
     device: str,
     json_out: bool,
@@ -50,6 +51,7 @@ def train_detector_command(
         pca_dim=pca_dim,
         components=components,
         covariance=covariance,
+        restarts=restarts,
         seed=seed,
         device=device,
     )
@@ -79,7 +81,8 @@ def train_detector_command(
         output.stdout.print(
             f"wrote {out}: detector on {result.n_fit_photos} real photos x {len(chosen)} copies, "
             f"PCA {result.meta.fit['pca_dim']}, {result.meta.fit['components']} "
-            f"{result.meta.fit['covariance']} component(s); threshold {result.meta.threshold:.2f}; "
+            f"{result.meta.fit['covariance']} component(s) (start {result.meta.fit['seed']} of "
+            f"{result.meta.fit.get('restarts', 1)}); threshold {result.meta.threshold:.2f}; "
             f"held-out real photos passed: {shares}",
             soft_wrap=True,
         )

@@ -46,6 +46,7 @@ class DetectorConfig:
     pca_dim: int = DEFAULT_MIXTURE["pca_dim"]
     components: int = DEFAULT_MIXTURE["components"]
     covariance: str = DEFAULT_MIXTURE["covariance"]
+    restarts: int = DEFAULT_MIXTURE["restarts"]
     reg_covar: float = 1e-6
     seed: int = SEED
     device: str = DEVICE
@@ -229,6 +230,7 @@ def train_detector(config: DetectorConfig, on_progress: Callable[[int], None] | 
         acceptance=config.acceptance,
         descriptor=descriptor,
         seed=config.seed,
+        restarts=config.restarts,
     )
     accepted = acceptance_by_copy(detector, described, held)
     held_groups = sorted({g for g, h in zip(groups, held) if h})

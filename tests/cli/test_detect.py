@@ -78,6 +78,8 @@ def trained(tmp_path_factory):
         4,
         "--held-out",
         0.25,
+        "--restarts",
+        3,
         "--json",
     )
     assert result.exit_code == EXIT_OK, result.output
@@ -98,6 +100,8 @@ def test_training_records_its_settings_and_holds_out_whole_cameras(trained):
     assert len(summary["held_out_groups"]) == 1
     detector, meta = load_detector(trained["detector"])
     assert meta.fit["pca_dim"] == 4 and meta.mixture["covariance"] == "full" and meta.acceptance == 0.95
+    assert meta.fit["restarts"] == 3 and meta.fit["restart_seeds"] == [0, 1, 2] and meta.fit["seed"] in (0, 1, 2)
+    assert summary["fit"]["held_out_mean_log_density"] == meta.fit["held_out_mean_log_density"]
     assert meta.recipe["held_out_groups"] == summary["held_out_groups"]
     assert set(meta.metrics["held_out_acceptance"]) == {"original", "offgrid:3", "jpeg:90"}
 
