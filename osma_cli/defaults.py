@@ -106,7 +106,7 @@ DETECTOR_OUT = Path("detector.safetensors")
 """Where ``osma train --method fsd-detector`` writes the detector unless told."""
 DETECTOR_HELD_OUT = 0.2
 """Share of the real photos (whole sub-folders) held out to calibrate the detector."""
-DEFAULT_COPIES = ("resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
+DEFAULT_COPIES = ("offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
 """The re-saved copies the shipped detector is fitted with (docs/detection.md says why)."""
 
 
@@ -119,7 +119,7 @@ class MixtureDefaults(TypedDict):
     restarts: int
 
 
-DEFAULT_MIXTURE: MixtureDefaults = {"pca_dim": 96, "components": 4, "covariance": "full", "restarts": 8}
+DEFAULT_MIXTURE: MixtureDefaults = {"pca_dim": 64, "components": 4, "covariance": "full", "restarts": 8}
 """Chosen on selection data only (`scripts/detector_figures.py --select`, docs/detection.md)."""
 
 

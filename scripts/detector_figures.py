@@ -43,7 +43,7 @@ from osma_cli.data.resave import Resave, parse_resave  # noqa: E402
 from osma_cli.detect_files import load  # noqa: E402
 from osma_cli.detection import Detector, fit_detector  # noqa: E402
 from osma_cli.evaluation.metrics import roc_auc  # noqa: E402
-from osma_cli.training.fsd_detector import DEFAULT_COPIES, describe_photos, photo_groups, split_held_out  # noqa: E402
+from osma_cli.training.fsd_detector import describe_photos, photo_groups, split_held_out  # noqa: E402
 
 TEST_LIST = REPO / "docs" / "shared_data_test_files.txt"
 """The development data's fixed test part (``scripts/shared_data_split.py``): the six generators'
@@ -234,8 +234,10 @@ SELECT_GRID = (
     (96, 8, 8),
 )
 """(PCA dimensions, mixture components, restarts) compared by ``--select``."""
+ALL_COPIES = ("original", "resize:0.5", "resize:0.75", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85")
+"""Every kind of copy ``--select`` describes the training photos with (its subsets are compared)."""
 SELECT_COPIES = {
-    "all copies": ("original",) + DEFAULT_COPIES,
+    "all copies": ALL_COPIES,
     "no resized copies": ("original", "offgrid:3", "jpeg:95", "jpeg:90", "jpeg:85"),
 }
 
@@ -247,7 +249,7 @@ def select(args, loaded) -> None:
     real_root = args.work / "real"
     paths = sorted(iter_image_files([real_root]))
     held = split_held_out(photo_groups(paths, real_root), 0.2, 0)
-    copies = ("original",) + DEFAULT_COPIES
+    copies = ALL_COPIES
     train = describe_photos(embedder, paths, copies_of(copies))
     zoo_root = args.zoo / "dataset" / "zoo"
     tiles = zoo_tiles(args.zoo, "val")
