@@ -46,3 +46,16 @@ def test_shipped_detector_belongs_to_the_shipped_descriptor_and_calls_its_calibr
     assert meta.acceptance == 0.95 and meta.recipe["method"] == "fsd-detector"
     assert "Sony_A6400" not in meta.recipe["held_out_groups"]  # a test camera (scripts/train_detector.py)
     assert min(meta.metrics["held_out_acceptance"].values()) > 0.8
+    # made with the shipped defaults (scripts/train_detector.py runs osma train with no settings)
+    from osma_cli.defaults import DEFAULT_COPIES, DEFAULT_MIXTURE
+
+    assert meta.recipe["copies"] == ["original", *DEFAULT_COPIES]
+    fit = meta.fit
+    assert (fit["pca_dim"], fit["components"], fit["restarts"]) == (
+        DEFAULT_MIXTURE["pca_dim"],
+        DEFAULT_MIXTURE["components"],
+        DEFAULT_MIXTURE["restarts"],
+    )
+    assert fit["held_out_mean_log_density"][fit["restart_seeds"].index(fit["seed"])] == max(
+        fit["held_out_mean_log_density"]
+    )

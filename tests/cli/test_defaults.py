@@ -82,7 +82,7 @@ TRAIN = {
     "diversity_alpha": (AugOptions, "alpha"),
     "diversity_beta": (AugOptions, "beta"),
     "diversity_margin": (AugOptions, "margin"),
-    **same_name(DetectorConfig, {"held_out", "acceptance", "pca_dim", "components", "covariance"}),
+    **same_name(DetectorConfig, {"held_out", "acceptance", "pca_dim", "components", "covariance", "restarts"}),
 }
 TRAIN_CLI_ONLY = {
     "annotations": "None: no files (TrainConfig's empty tuple)",
