@@ -16,6 +16,7 @@ from osma_cli.cli import output
 from osma_cli.cli.options import (
     BatchOpt,
     CropsOpt,
+    CsvOpt,
     DeviceOpt,
     JsonOpt,
     MaxPixelsOpt,
@@ -25,7 +26,7 @@ from osma_cli.cli.options import (
     WorkersOpt,
     finite_threshold,
 )
-from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
+from osma_cli.cli.paths import check_output_file, check_record_outputs, image_inputs, is_stdout
 from osma_cli.cli.session import embed_options, load_embedder, model_path, refs_path
 from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 from osma_cli.sharding import Shard
@@ -166,16 +167,7 @@ def attribute(
         ),
     ] = None,
     json_out: JsonOpt = False,
-    csv_out: Annotated[
-        Path | None,
-        typer.Option(
-            "--csv",
-            help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
-            dir_okay=False,
-            allow_dash=True,
-            show_default=False,
-        ),
-    ] = None,
+    csv_out: CsvOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -368,18 +360,10 @@ def attribute_paths(
     from osma_cli.regime_store import load_store
     from osma_cli.results_file import ResultsFile, file_id
 
-    csv_to_stdout = is_stdout(csv_out)
-    if json_out and csv_to_stdout:
-        raise UsageError("--json and --csv - both write to stdout", hint="pick one, or --csv a file")
-    check_output_file(csv_out, "--csv")
+    csv_to_stdout = check_record_outputs(json_out, csv_out)
     run.check(json_out=json_out, csv_out=csv_out, detect=detect)
     options = embed_options(crops, batch_size, workers, small, max_pixels)
-    files, unlisted = list_image_inputs(paths)
-    if not files and not unlisted:
-        raise UsageError(
-            "no image files found in " + ", ".join(output.path_text(p) for p in paths),
-            hint="pass image files or folders holding .jpg/.png/... images",
-        )
+    files, unlisted = image_inputs(paths)
     if run.shard is not None:
         files = run.shard.select(files)
         unlisted = run.shard.select(unlisted, key=lambda entry: entry[0])

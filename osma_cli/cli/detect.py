@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from osma_cli.cli import output
-from osma_cli.cli.options import BatchOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, WorkersOpt, finite_threshold
-from osma_cli.cli.paths import check_output_file, is_stdout, list_image_inputs
-from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
+from osma_cli.cli.options import BatchOpt, CsvOpt, DeviceOpt, JsonOpt, MaxPixelsOpt, WorkersOpt, finite_threshold
+from osma_cli.cli.paths import check_record_outputs, image_inputs
+from osma_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 COMMAND = "detect"
 CSV_FIELDS = ["path", "path_bytes_b64", "status", "verdict", "score", "threshold", "margin", "nll", "error", "warnings"]
@@ -100,16 +100,7 @@ def detect(
         ),
     ] = None,
     json_out: JsonOpt = False,
-    csv_out: Annotated[
-        Path | None,
-        typer.Option(
-            "--csv",
-            help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
-            dir_okay=False,
-            allow_dash=True,
-            show_default=False,
-        ),
-    ] = None,
+    csv_out: CsvOpt = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 16,
     workers: WorkersOpt = None,
@@ -128,16 +119,8 @@ def detect(
     """
     from osma_cli.detect_files import FileDetection, detect_files, load
 
-    csv_to_stdout = is_stdout(csv_out)
-    if json_out and csv_to_stdout:
-        raise UsageError("--json and --csv - both write to stdout", hint="pick one, or --csv a file")
-    check_output_file(csv_out, "--csv")
-    files, unlisted = list_image_inputs(paths)
-    if not files and not unlisted:
-        raise UsageError(
-            "no image files found in " + ", ".join(output.path_text(p) for p in paths),
-            hint="pass image files or folders holding .jpg/.png/... images",
-        )
+    csv_to_stdout = check_record_outputs(json_out, csv_out)
+    files, unlisted = image_inputs(paths)
     loaded = load(detector, model, device)
     tau = loaded.detector.threshold if threshold is None else threshold
 

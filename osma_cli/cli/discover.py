@@ -21,7 +21,7 @@ from osma_cli.cli.options import (
     WorkersOpt,
     finite_threshold,
 )
-from osma_cli.cli.paths import list_image_inputs
+from osma_cli.cli.paths import image_inputs
 from osma_cli.cli.session import command_line, embed_options, load_embedder, refs_path
 from osma_cli.defaults import DISCOVERY_CUT_SCALE, DISCOVERY_METHOD, DISCOVERY_METHODS, DISCOVERY_MIN_CLUSTER_SIZE
 from osma_cli.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
@@ -136,12 +136,7 @@ def discover(
         raise UsageError(
             f"--method {method!r}: not a clustering method", hint=f"choose one of {', '.join(DISCOVERY_METHODS)}"
         )
-    files, unlisted = list_image_inputs(paths)
-    if not files and not unlisted:
-        raise UsageError(
-            "no image files found in " + ", ".join(output.path_text(p) for p in paths),
-            hint="pass image files or folders holding .jpg/.png/... images",
-        )
+    files, unlisted = image_inputs(paths)
     embedder = load_embedder(model, device)
     require_embedding_model(embedder.meta, "group unknown images")
     store_file = refs_path(refs, write=False, model=model)

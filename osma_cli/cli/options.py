@@ -60,6 +60,16 @@ MaxPixelsOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+CsvOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--csv",
+        help="Also write the results to this CSV file ('-': to stdout, instead of the table).",
+        dir_okay=False,
+        allow_dash=True,
+        show_default=False,
+    ),
+]
 RuleOpt = Annotated[
     str | None,
     typer.Option(

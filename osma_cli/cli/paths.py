@@ -21,6 +21,16 @@ def is_stdout(path: Path | None) -> bool:
     return path is not None and str(path) == STDOUT
 
 
+def check_record_outputs(json_out: bool, csv_out: Path | None) -> bool:
+    """Refuse ``--json`` with ``--csv -`` (both would be stdout) and an unwritable CSV file;
+    True when the CSV goes to stdout."""
+    csv_to_stdout = is_stdout(csv_out)
+    if json_out and csv_to_stdout:
+        raise UsageError("--json and --csv - both write to stdout", hint="pick one, or --csv a file")
+    check_output_file(csv_out, "--csv")
+    return csv_to_stdout
+
+
 def check_output_file(path: Path | None, option: str) -> None:
     """Refuse an output file that cannot be written: a folder, or in a missing or read-only folder.
 
@@ -84,3 +94,14 @@ def unique(paths: Sequence[Path], on_repeat) -> list[Path]:
         seen.add(key)
         kept.append(path)
     return kept
+
+
+def image_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``list_image_inputs``, refusing a command line that names no image at all (a usage error)."""
+    files, unlisted = list_image_inputs(paths)
+    if not files and not unlisted:
+        raise UsageError(
+            "no image files found in " + ", ".join(path_text(p) for p in paths),
+            hint="pass image files or folders holding .jpg/.png/... images",
+        )
+    return files, unlisted
